@@ -1,0 +1,196 @@
+//! The command-line interface, as clap types only.
+//!
+//! The man pages and shell completions are generated from these definitions
+//! (and a test fails when the checked-in copies are stale), so every flag,
+//! environment variable and exit code a user can rely on is described here.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::duration;
+
+const AFTER_HELP: &str = "\
+EXIT STATUS:
+  0   success
+  1   ran, but some sessions failed or were quarantined
+      (or `state --check` found the pipeline unhealthy)
+  2   usage error: bad flag, unknown processor
+  69  processor unavailable (e.g. no LLM configured)
+  74  database or I/O error
+  75  another run of the processor holds its lock (see --busy-exit-code)
+  78  configuration error: bad config file, missing data dir, schema needs
+      `sessionpipe migrate`, database newer than this binary
+
+ENVIRONMENT:
+  SESSION_DATA_DIR     data dir, as --data-dir
+  SESSIONPIPE_DB       state database, as --db
+  SESSIONPIPE_CONFIG   config file, as --config
+  External-command processors receive SESSIONPIPE_PROCESSOR,
+  SESSIONPIPE_SESSION_FILE, SESSIONPIPE_SESSION_KEY, SESSIONPIPE_SESSION_PATH,
+  SESSIONPIPE_FILE_HASH and SESSIONPIPE_BYTES.
+
+FILES:
+  /etc/sessionpipe/config.toml          config file, read when present
+  /data/user_sessions/<key>/*.jsonl     default data dir layout
+  /var/lib/sessionpipe/state.db         default state database (SQLite, WAL)
+  <db>.<processor>.lock                 per-processor lock, beside the database
+
+EXAMPLES:
+  Drive every processor at its own cadence from one crontab line:
+    * * * * * sessionpipe run --due
+  Or one line per processor (`sessionpipe list` prints them):
+    */10 * * * * sessionpipe run usage
+  Treat an overlapping run as success, cap the work of one tick:
+    */10 * * * * sessionpipe run usage --busy-exit-code 0 --time-budget 8m
+  Alert when a processor falls behind:
+    */5 * * * * sessionpipe state --check || notify-ops";
+
+/// Feeds Claude Code session transcripts through pluggable processors.
+///
+/// Transcripts live under `<data-dir>/<key>/*.jsonl`, one folder per user
+/// key. Each processor keeps its own state per session file in an embedded
+/// SQLite database: an unchanged file costs one stat, a changed one is read
+/// once, and outputs and state are committed in one transaction.
+#[derive(Debug, Parser)]
+#[command(name = "sessionpipe", version, after_long_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options accepted before or after the subcommand.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Config file (TOML); default /etc/sessionpipe/config.toml when present.
+    #[arg(long, global = true, env = "SESSIONPIPE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Folder holding <key>/*.jsonl; default /data/user_sessions.
+    #[arg(long, global = true, env = "SESSION_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// State database; default /var/lib/sessionpipe/state.db.
+    #[arg(long, global = true, env = "SESSIONPIPE_DB", value_name = "FILE")]
+    pub db: Option<PathBuf>,
+    /// Log what happens to stderr (a progress bar too, when stderr is a terminal).
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
+    /// Print no warnings (errors are still printed).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run processors over new and changed session files.
+    Run(RunArgs),
+    /// List every processor, built-in and configured, with a crontab line.
+    List(ListArgs),
+    /// Show processor state; requeue or reset sessions.
+    State(StateArgs),
+    /// Create or upgrade the database schema; import the legacy table.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Processors to run, one after another, each under its own lock.
+    #[arg(value_name = "PROCESSOR", required_unless_present_any = ["all", "due"])]
+    pub processors: Vec<String>,
+    /// Run every available processor.
+    #[arg(long, conflicts_with_all = ["processors", "due"])]
+    pub all: bool,
+    /// Run each processor whose cadence has elapsed since its last run started.
+    #[arg(long, conflicts_with = "processors")]
+    pub due: bool,
+    /// Wait up to DUR for a busy lock instead of exiting at once.
+    #[arg(long, value_name = "DUR", value_parser = duration::parse)]
+    pub wait: Option<Duration>,
+    /// Exit code when another run holds the lock (like `flock -E`).
+    #[arg(long, value_name = "N", default_value_t = crate::exit::BUSY)]
+    pub busy_exit_code: i32,
+    /// Failed attempts on the same content before a session is quarantined.
+    #[arg(long, value_name = "N", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
+    /// Process at most N sessions (free skips of unchanged files don't count).
+    #[arg(long, value_name = "N")]
+    pub max_sessions: Option<u64>,
+    /// Stop visiting new candidates once DUR has passed.
+    #[arg(long, value_name = "DUR", value_parser = duration::parse)]
+    pub time_budget: Option<Duration>,
+    /// List what would be processed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print one JSON object per processor run on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print a JSON array on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct StateArgs {
+    #[command(subcommand)]
+    pub action: Option<StateAction>,
+    /// Show only this processor.
+    #[arg(value_name = "PROCESSOR")]
+    pub processor: Option<String>,
+    /// List failing and quarantined sessions with attempts and last error.
+    #[arg(long, conflicts_with_all = ["session", "check"])]
+    pub failed: bool,
+    /// Show the state row of one session file (<key>/<file>.jsonl).
+    #[arg(long, value_name = "FILE", conflicts_with = "check")]
+    pub session: Option<String>,
+    /// For monitors: exit 1 with a one-line reason when a processor is unhealthy.
+    #[arg(long)]
+    pub check: bool,
+    /// With --check: the longest time since a finished run (default 2x cadence).
+    #[arg(long, value_name = "DUR", value_parser = duration::parse, requires = "check")]
+    pub max_age: Option<Duration>,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateAction {
+    /// Clear failures so the sessions are processed on the next run.
+    Requeue(RequeueArgs),
+    /// Forget every state row of a processor: the next runs reprocess all.
+    Reset(ResetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RequeueArgs {
+    pub processor: String,
+    /// Session files (<key>/<file>.jsonl) to requeue.
+    #[arg(value_name = "FILE", required_unless_present_any = ["failed", "quarantined"])]
+    pub files: Vec<String>,
+    /// Requeue every failing session (quarantined ones included).
+    #[arg(long, conflicts_with = "files")]
+    pub failed: bool,
+    /// Requeue every quarantined session.
+    #[arg(long, conflicts_with_all = ["files", "failed"])]
+    pub quarantined: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    pub processor: String,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Print current and target schema version and pending steps; change nothing.
+    #[arg(long)]
+    pub status: bool,
+}

@@ -1,0 +1,95 @@
+//! `sessionpipe list`: every processor, whether it can run here, and a
+//! crontab line for it.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::cli::ListArgs;
+use crate::config::Config;
+use crate::duration;
+use crate::exit;
+
+#[derive(Serialize)]
+struct Entry {
+    name: String,
+    kind: &'static str,
+    version: u32,
+    cadence: String,
+    available: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    crontab: String,
+}
+
+pub fn list(args: &ListArgs, config: &Config) -> Result<i32> {
+    let entries: Vec<Entry> = super::registry(config)
+        .iter()
+        .map(|p| {
+            let reason = p.unavailable();
+            Entry {
+                name: p.name().to_owned(),
+                kind: p.kind(),
+                version: p.version(),
+                cadence: duration::format(p.cadence()),
+                available: reason.is_none(),
+                crontab: crontab_line(p.name(), p.cadence()),
+                reason,
+            }
+        })
+        .collect();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(exit::SUCCESS);
+    }
+    if entries.is_empty() {
+        println!("no processors");
+    }
+    for e in &entries {
+        let status = match &e.reason {
+            None => "available".to_owned(),
+            Some(why) => format!("unavailable: {why}"),
+        };
+        println!(
+            "{}\t{} v{}, every {}, {status}\n\t{}",
+            e.name, e.kind, e.version, e.cadence, e.crontab
+        );
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// A crontab line that runs the processor at its cadence, or the `--due`
+/// line when the cadence has no exact cron schedule.
+pub fn crontab_line(name: &str, cadence: Duration) -> String {
+    let secs = cadence.as_secs();
+    let schedule = match (secs % 60, secs / 60) {
+        (0, 1) => Some("* * * * *".to_owned()),
+        (0, m) if m > 0 && m < 60 && 60 % m == 0 => Some(format!("*/{m} * * * *")),
+        (0, 60) => Some("0 * * * *".to_owned()),
+        (0, m) if m % 60 == 0 && m < 1440 && 1440 % m == 0 => Some(format!("0 */{} * * *", m / 60)),
+        (0, 1440) => Some("0 0 * * *".to_owned()),
+        _ => None,
+    };
+    match schedule {
+        Some(s) => format!("{s} sessionpipe run {name}"),
+        None => "* * * * * sessionpipe run --due".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crontab_lines() {
+        let line = |s| crontab_line("x", Duration::from_secs(s));
+        assert_eq!(line(600), "*/10 * * * * sessionpipe run x");
+        assert_eq!(line(60), "* * * * * sessionpipe run x");
+        assert_eq!(line(3600), "0 * * * * sessionpipe run x");
+        assert_eq!(line(6 * 3600), "0 */6 * * * sessionpipe run x");
+        assert_eq!(line(86_400), "0 0 * * * sessionpipe run x");
+        assert_eq!(line(7 * 60), "* * * * * sessionpipe run --due");
+        assert_eq!(line(90), "* * * * * sessionpipe run --due");
+    }
+}

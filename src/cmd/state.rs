@@ -1,0 +1,353 @@
+//! `sessionpipe state`: what each processor holds, how far behind it is, and
+//! whether a monitor should worry (`--check`); `requeue` and `reset` for
+//! operators.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::cli::{StateAction, StateArgs};
+use crate::config::Config;
+use crate::duration;
+use crate::exit;
+use crate::log::Log;
+use crate::processor::Processor;
+use crate::scan::{self, SessionFile};
+use crate::store::state::{self as rows, Counts, Requeue, Row, Status};
+use crate::store::{Need, Store, parse_timestamp, runs};
+
+pub fn state(args: &StateArgs, config: &Config, log: &Log) -> Result<i32> {
+    let all = super::registry(config);
+    match &args.action {
+        Some(StateAction::Requeue(r)) => {
+            let p = super::find(&all, &r.processor)?;
+            let mut store = Store::open(&config.db, Need::Current)?;
+            let which = if r.failed {
+                Requeue::Failed
+            } else if r.quarantined {
+                Requeue::Quarantined
+            } else {
+                Requeue::Files(&r.files)
+            };
+            let n = rows::requeue(&mut store.conn, p.name(), which)?;
+            println!("{}: requeued {n} sessions", p.name());
+            let named = if r.failed || r.quarantined {
+                0
+            } else {
+                r.files.len()
+            };
+            if n < named {
+                return Err(exit::fail(
+                    exit::USAGE,
+                    format!("{}: {} of the files have no state row", p.name(), named - n),
+                ));
+            }
+            return Ok(exit::SUCCESS);
+        }
+        Some(StateAction::Reset(r)) => {
+            let p = super::find(&all, &r.processor)?;
+            let store = Store::open(&config.db, Need::Current)?;
+            let n = rows::reset(&store.conn, p.name())?;
+            println!(
+                "{}: forgot {n} sessions; the next runs reprocess everything",
+                p.name()
+            );
+            return Ok(exit::SUCCESS);
+        }
+        None => {}
+    }
+    let chosen: Vec<&dyn Processor> = match &args.processor {
+        Some(name) => vec![super::find(&all, name)?],
+        None => all.iter().map(|p| p.as_ref()).collect(),
+    };
+    // Reading state never creates a database.
+    let store = if config.db.exists() {
+        Store::open(&config.db, Need::Current)?
+    } else {
+        Store::in_memory()?
+    };
+    if args.failed {
+        return failed(&store, &chosen, args.json);
+    }
+    if let Some(file) = &args.session {
+        return session(&store, &chosen, file, args.json);
+    }
+    // Lag needs the files' stats; without a data dir it is simply unknown.
+    let files = match config.require_data_dir() {
+        Ok(dir) => Some(scan::scan(dir, log)?),
+        Err(e) => {
+            log.warn(format_args!("{e:#}"));
+            None
+        }
+    };
+    let summaries = chosen
+        .iter()
+        .map(|p| summarize(&store, *p, files.as_deref()))
+        .collect::<Result<Vec<_>>>()?;
+    if args.check {
+        return check(&summaries, args);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summaries)?);
+    } else {
+        for s in &summaries {
+            print_summary(s);
+        }
+    }
+    Ok(exit::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct Summary {
+    processor: String,
+    kind: &'static str,
+    version: u32,
+    cadence: String,
+    available: bool,
+    #[serde(flatten)]
+    counts: Counts,
+    last_run: Option<runs::LastRun>,
+    last_finished_at: Option<String>,
+    /// Newest file mtime minus the last processing time, in seconds.
+    lag_seconds: Option<i64>,
+    /// Files changed since they were last processed (or never processed).
+    unprocessed: Option<u64>,
+    /// The oldest such file and how long it has waited.
+    oldest_unprocessed: Option<String>,
+    oldest_unprocessed_seconds: Option<i64>,
+    #[serde(skip)]
+    cadence_raw: Duration,
+    #[serde(skip)]
+    finished_raw: Option<DateTime<Utc>>,
+}
+
+fn summarize(store: &Store, p: &dyn Processor, files: Option<&[SessionFile]>) -> Result<Summary> {
+    let counts = rows::counts(&store.conn, p.name())?;
+    let finished = runs::last_finished(&store.conn, p.name())?;
+    let now = Utc::now();
+    let mut lag = None;
+    let mut unprocessed = None;
+    let mut oldest: Option<(i64, &str)> = None;
+    if let Some(files) = files {
+        let state = rows::load(&store.conn, p.name())?;
+        let newest = files.iter().map(|f| f.stat.mtime_ns).max();
+        let processed = counts
+            .last_processed_at
+            .as_deref()
+            .and_then(parse_timestamp);
+        lag = match (newest, processed) {
+            (Some(newest), Some(done)) => {
+                Some(((newest / 1_000_000_000) - done.timestamp()).max(0))
+            }
+            (Some(_), None) => None,
+            (None, _) => Some(0),
+        };
+        let waiting: Vec<&SessionFile> = files
+            .iter()
+            .filter(|f| is_unprocessed(state.get(&f.file), f, p.version()))
+            .collect();
+        for f in &waiting {
+            let secs = now.timestamp() - f.stat.mtime_ns / 1_000_000_000;
+            if oldest.is_none_or(|(s, _)| secs > s) {
+                oldest = Some((secs, &f.file));
+            }
+        }
+        unprocessed = Some(waiting.len() as u64);
+    }
+    Ok(Summary {
+        processor: p.name().to_owned(),
+        kind: p.kind(),
+        version: p.version(),
+        cadence: duration::format(p.cadence()),
+        available: p.unavailable().is_none(),
+        counts,
+        last_run: runs::last(&store.conn, p.name())?,
+        last_finished_at: finished.map(crate::store::timestamp),
+        lag_seconds: lag,
+        unprocessed,
+        oldest_unprocessed: oldest.map(|(_, f)| f.to_owned()),
+        oldest_unprocessed_seconds: oldest.map(|(s, _)| s.max(0)),
+        cadence_raw: p.cadence(),
+        finished_raw: finished,
+    })
+}
+
+/// A file whose current content the processor has not dealt with: never
+/// seen, changed since, or waiting at an old version. Failing files are
+/// counted as failing instead.
+fn is_unprocessed(row: Option<&Row>, f: &SessionFile, version: u32) -> bool {
+    match row {
+        None => true,
+        Some(r) => match r.status {
+            Status::Ok => r.stat.as_ref() != Some(&f.stat) || r.processor_version != version,
+            Status::Pending | Status::Processing => true,
+            Status::Failed | Status::Quarantined => false,
+        },
+    }
+}
+
+fn print_summary(s: &Summary) {
+    println!(
+        "{}  ({} v{}, every {}{})",
+        s.processor,
+        s.kind,
+        s.version,
+        s.cadence,
+        if s.available { "" } else { ", unavailable" }
+    );
+    let c = &s.counts;
+    println!(
+        "  sessions   {} tracked, {} processed, {} failing, {} quarantined",
+        c.tracked, c.processed, c.failing, c.quarantined
+    );
+    match &s.last_run {
+        None => println!("  last run   never"),
+        Some(r) => match (r.finished_at.as_ref(), r.exit_code) {
+            (Some(_), Some(code)) => println!(
+                "  last run   {}, {} ms, {} processed, {} skipped, {} capped, {} errors, exit {code}",
+                r.started_at,
+                r.duration_ms.unwrap_or(0),
+                r.processed.unwrap_or(0),
+                r.skipped.unwrap_or(0),
+                r.capped.unwrap_or(0),
+                r.errors.unwrap_or(0),
+            ),
+            _ => println!("  last run   {} (running, or did not finish)", r.started_at),
+        },
+    }
+    if let Some(lag) = s.lag_seconds {
+        println!(
+            "  lag        {}",
+            duration::format(Duration::from_secs(lag as u64))
+        );
+    }
+    if let (Some(n), Some(file), Some(secs)) = (
+        s.unprocessed,
+        &s.oldest_unprocessed,
+        s.oldest_unprocessed_seconds,
+    ) {
+        println!(
+            "  waiting    {n} files, oldest {file} ({} old)",
+            duration::format(Duration::from_secs(secs as u64))
+        );
+    }
+}
+
+fn check(summaries: &[Summary], args: &StateArgs) -> Result<i32> {
+    let now = Utc::now();
+    let mut reasons = Vec::new();
+    for s in summaries {
+        // An unavailable processor is reported by `list`, not failed here,
+        // unless it was asked about by name.
+        if !s.available && args.processor.is_none() {
+            continue;
+        }
+        let max_age = args.max_age.unwrap_or(s.cadence_raw * 2);
+        let too_old = match s.finished_raw {
+            None => true,
+            Some(t) => {
+                now - t > chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX)
+            }
+        };
+        if too_old {
+            reasons.push(format!(
+                "{}: no run finished in the last {}{}",
+                s.processor,
+                duration::format(max_age),
+                s.last_finished_at
+                    .as_ref()
+                    .map(|t| format!(" (last at {t})"))
+                    .unwrap_or_else(|| " (never)".to_owned())
+            ));
+        }
+        if s.counts.quarantined > 0 {
+            reasons.push(format!(
+                "{}: {} quarantined sessions (see `sessionpipe state --failed`)",
+                s.processor, s.counts.quarantined
+            ));
+        }
+        let limit = s.cadence_raw.as_secs() as i64 * 4;
+        if let (Some(file), Some(secs)) = (&s.oldest_unprocessed, s.oldest_unprocessed_seconds)
+            && secs > limit
+        {
+            reasons.push(format!(
+                "{}: {file} unprocessed for {} (more than 4x the {} cadence)",
+                s.processor,
+                duration::format(Duration::from_secs(secs as u64)),
+                s.cadence
+            ));
+        }
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "healthy": reasons.is_empty(), "reasons": reasons })
+        );
+    } else if !reasons.is_empty() {
+        println!("{}", reasons.join("; "));
+    }
+    Ok(if reasons.is_empty() {
+        exit::SUCCESS
+    } else {
+        exit::FAILURES
+    })
+}
+
+fn failed(store: &Store, chosen: &[&dyn Processor], json: bool) -> Result<i32> {
+    let mut all = Vec::new();
+    for p in chosen {
+        for row in rows::failed(&store.conn, p.name())? {
+            all.push((p.name(), row));
+        }
+    }
+    if json {
+        let list: Vec<_> = all
+            .iter()
+            .map(|(p, r)| serde_json::json!({ "processor": p, "session": r }))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        for (p, r) in &all {
+            println!(
+                "{p}\t{}\t{} after {} attempts{}\n\t{}",
+                r.session_file,
+                r.status,
+                r.attempts,
+                r.next_attempt_at
+                    .as_ref()
+                    .map(|t| format!(", next at {t}"))
+                    .unwrap_or_default(),
+                r.last_error.as_deref().unwrap_or("")
+            );
+        }
+    }
+    Ok(exit::SUCCESS)
+}
+
+fn session(store: &Store, chosen: &[&dyn Processor], file: &str, json: bool) -> Result<i32> {
+    let mut found = Vec::new();
+    for p in chosen {
+        if let Some(row) = rows::one(&store.conn, p.name(), file)? {
+            found.push(row);
+        }
+    }
+    if found.is_empty() {
+        return Err(exit::fail(
+            exit::USAGE,
+            format!("no state row for session {file:?}"),
+        ));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&found)?);
+    } else {
+        for row in &found {
+            for (k, v) in row {
+                println!("{k:<18} {v}");
+            }
+            println!();
+        }
+    }
+    Ok(exit::SUCCESS)
+}

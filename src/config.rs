@@ -1,0 +1,235 @@
+//! Configuration: flags > environment > config file > defaults.
+//!
+//! Flags and environment variables are merged by clap (each flag names its
+//! variable); this module adds the config file and the defaults. The config
+//! file names commands that run as the cron user, so it is refused when
+//! someone else could have written it, and any unknown key or bad value is an
+//! error that names it (exit 78) rather than a silently ignored typo.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+use crate::cli::GlobalArgs;
+use crate::exit::{self, Coded};
+
+pub const DEFAULT_CONFIG: &str = "/etc/sessionpipe/config.toml";
+pub const DEFAULT_DATA_DIR: &str = "/data/user_sessions";
+pub const DEFAULT_DB: &str = "/var/lib/sessionpipe/state.db";
+
+/// Everything a subcommand needs to know about where things are and which
+/// processors the operator declared.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub db: PathBuf,
+    pub exec: Vec<ExecSpec>,
+}
+
+/// A processor that runs an external command once per session.
+#[derive(Debug, Clone)]
+pub struct ExecSpec {
+    pub name: String,
+    pub command: Vec<String>,
+    pub version: u32,
+    pub cadence: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    db: Option<PathBuf>,
+    #[serde(default)]
+    processors: BTreeMap<String, FileExec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileExec {
+    command: Vec<String>,
+    #[serde(default = "one")]
+    version: u32,
+    #[serde(default = "default_cadence", deserialize_with = "de_duration")]
+    cadence: Duration,
+    #[serde(default = "default_timeout", deserialize_with = "de_duration")]
+    timeout: Duration,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_cadence() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(10 * 60)
+}
+
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    crate::duration::parse(&text).map_err(serde::de::Error::custom)
+}
+
+/// Names that cannot be processors: they would collide with the built-ins or
+/// with `state` subcommands.
+const RESERVED: &[&str] = &["usage", "verification", "requeue", "reset"];
+
+impl Config {
+    /// Resolves the configuration from the parsed global flags (which already
+    /// include their environment variables).
+    pub fn load(args: &GlobalArgs) -> Result<Config> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None if Path::new(DEFAULT_CONFIG).exists() => read_file(Path::new(DEFAULT_CONFIG))?,
+            None => FileConfig::default(),
+        };
+        let mut exec = Vec::new();
+        for (name, p) in file.processors {
+            validate_name(&name).code(exit::CONFIG)?;
+            if p.command.is_empty() || p.command[0].is_empty() {
+                return Err(exit::fail(
+                    exit::CONFIG,
+                    format!("config: processors.{name}.command must name a program"),
+                ));
+            }
+            if p.timeout.is_zero() || p.cadence.is_zero() {
+                return Err(exit::fail(
+                    exit::CONFIG,
+                    format!("config: processors.{name}: cadence and timeout must be positive"),
+                ));
+            }
+            exec.push(ExecSpec {
+                name,
+                command: p.command,
+                version: p.version,
+                cadence: p.cadence,
+                timeout: p.timeout,
+            });
+        }
+        Ok(Config {
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            db: args
+                .db
+                .clone()
+                .or(file.db)
+                .unwrap_or_else(|| DEFAULT_DB.into()),
+            exec,
+        })
+    }
+
+    /// The data dir, or exit 78 when it is missing: an empty success would
+    /// hide a broken mount from cron for ever.
+    pub fn require_data_dir(&self) -> Result<&Path> {
+        match std::fs::metadata(&self.data_dir) {
+            Ok(m) if m.is_dir() => Ok(&self.data_dir),
+            Ok(_) => Err(exit::fail(
+                exit::CONFIG,
+                format!("data dir {} is not a directory", self.data_dir.display()),
+            )),
+            Err(e) => Err(exit::fail(
+                exit::CONFIG,
+                format!("data dir {}: {e}", self.data_dir.display()),
+            )),
+        }
+    }
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !ok {
+        anyhow::bail!(
+            "config: processor name {name:?} must be lowercase letters, digits, '-' or '_' (at most 64)"
+        );
+    }
+    if RESERVED.contains(&name) {
+        anyhow::bail!("config: processor name {name:?} is reserved");
+    }
+    Ok(())
+}
+
+fn read_file(path: &Path) -> Result<FileConfig> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("config file {shown}"))
+        .code(exit::CONFIG)?;
+    check_ownership(path, &meta).code(exit::CONFIG)?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("config file {shown}"))
+        .code(exit::CONFIG)?;
+    toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("config file {shown}: {}", e.to_string().trim_end()))
+        .code(exit::CONFIG)
+}
+
+/// The config file names commands to run: anyone who can write it can run
+/// code as the cron user, so only that user or root may own it and neither
+/// group nor others may write it.
+fn check_ownership(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me && meta.uid() != 0 {
+        anyhow::bail!(
+            "config file {} is owned by uid {}, not by you (uid {me}) or root",
+            path.display(),
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o022 != 0 {
+        anyhow::bail!(
+            "config file {} is writable by group or others (mode {:o}); run chmod go-w on it",
+            path.display(),
+            meta.mode() & 0o7777
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate_name("secrets-scan").is_ok());
+        assert!(validate_name("a_1").is_ok());
+        for bad in ["", "Upper", "-lead", "has space", "usage", "requeue", "a/b"] {
+            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = toml::from_str::<FileConfig>("data_dri = \"/x\"").unwrap_err();
+        assert!(err.to_string().contains("data_dri"), "{err}");
+        let err =
+            toml::from_str::<FileConfig>("[processors.x]\ncommand = [\"true\"]\ncadense = \"5m\"")
+                .unwrap_err();
+        assert!(err.to_string().contains("cadense"), "{err}");
+    }
+
+    #[test]
+    fn bad_durations_are_named() {
+        let err = toml::from_str::<FileConfig>(
+            "[processors.x]\ncommand = [\"true\"]\ntimeout = \"soon\"",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("soon"), "{err}");
+    }
+}

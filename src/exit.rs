@@ -1,0 +1,82 @@
+//! Exit codes: the contract with crontab entries, shell scripts and monitors.
+//!
+//! Every code the binary can return is a named constant here, so the man page,
+//! the README and the code cannot drift apart. The numbers follow BSD
+//! `sysexits.h` where one fits, so `flock`, `systemd` and monitoring tools
+//! already know what they mean.
+
+use std::fmt;
+
+/// The run did what it was asked.
+pub const SUCCESS: i32 = 0;
+/// It ran, but some sessions failed or were quarantined (or `state --check`
+/// found the pipeline unhealthy).
+pub const FAILURES: i32 = 1;
+/// Bad flag, unknown processor, bad argument.
+pub const USAGE: i32 = 2;
+/// The processor cannot run here (e.g. no LLM configured).
+pub const UNAVAILABLE: i32 = 69;
+/// Database or I/O error.
+pub const IO: i32 = 74;
+/// Another run of the processor holds its lock (`--busy-exit-code` overrides).
+pub const BUSY: i32 = 75;
+/// Configuration error: bad config file, missing data dir, schema needs
+/// `migrate`, database newer than the binary.
+pub const CONFIG: i32 = 78;
+
+/// An error that knows which exit code it stands for.
+///
+/// Errors without one are database or I/O failures (74): everything that can
+/// go wrong for another reason is tagged where it is detected, with
+/// [`Coded::code`].
+#[derive(Debug)]
+pub struct CodedError {
+    pub code: i32,
+    pub error: anyhow::Error,
+}
+
+impl fmt::Display for CodedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.error)
+    }
+}
+
+impl std::error::Error for CodedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
+}
+
+/// Builds an error with an exit code from a message.
+pub fn fail(code: i32, message: impl fmt::Display) -> anyhow::Error {
+    CodedError {
+        code,
+        error: anyhow::anyhow!("{message}"),
+    }
+    .into()
+}
+
+/// Tags a result's error with an exit code.
+pub trait Coded<T> {
+    fn code(self, code: i32) -> anyhow::Result<T>;
+}
+
+impl<T, E: Into<anyhow::Error>> Coded<T> for Result<T, E> {
+    fn code(self, code: i32) -> anyhow::Result<T> {
+        self.map_err(|e| {
+            CodedError {
+                code,
+                error: e.into(),
+            }
+            .into()
+        })
+    }
+}
+
+/// The exit code an error stands for: the outermost tagged one, else 74.
+pub fn code_of(error: &anyhow::Error) -> i32 {
+    error
+        .chain()
+        .find_map(|e| e.downcast_ref::<CodedError>().map(|c| c.code))
+        .unwrap_or(IO)
+}

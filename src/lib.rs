@@ -1,0 +1,20 @@
+//! sessionpipe feeds Claude Code session transcripts through pluggable
+//! processors, each keeping its own state per session file in SQLite.
+//!
+//! The binary is a thin shell around [`cmd::dispatch`]; the library exists so
+//! that tests can reach the CLI definition (man page and completions are
+//! generated from it) and the units behind each guarantee.
+
+pub mod cli;
+pub mod cmd;
+pub mod config;
+pub mod duration;
+pub mod exit;
+pub mod lock;
+pub mod log;
+pub mod processor;
+pub mod report;
+pub mod runner;
+pub mod scan;
+pub mod session;
+pub mod store;

@@ -1,0 +1,22 @@
+//! Parses the command line, runs the subcommand, and turns its outcome into
+//! an exit code. Nothing else lives here.
+
+use clap::Parser;
+use sessionpipe::{cli::Cli, cmd, exit};
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // clap prints help and version to stdout (exit 0) and usage errors
+        // to stderr (exit 2).
+        Err(e) => e.exit(),
+    };
+    let code = match cmd::dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sessionpipe: {e:#}");
+            exit::code_of(&e)
+        }
+    };
+    std::process::exit(code);
+}

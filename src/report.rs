@@ -1,0 +1,53 @@
+//! What one processor run reports: the `--json` object, the counts recorded
+//! in the run history, and the exit code derived from them.
+
+use serde::Serialize;
+
+use crate::exit;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub processor: String,
+    /// Session files found under the data dir.
+    pub scanned: u64,
+    /// Files the stat prefilter picked for a read.
+    pub candidates: u64,
+    /// Sessions processed successfully.
+    pub processed: u64,
+    /// Candidates whose content had not changed (or that wait for a retry).
+    pub skipped: u64,
+    /// Candidates left for the next run by `--max-sessions` or `--time-budget`.
+    pub capped: u64,
+    /// Failed attempts in this run.
+    pub errors: u64,
+    /// Sessions quarantined by this run.
+    pub quarantined: u64,
+    pub items_extracted: u64,
+    pub errors_detail: Vec<SessionError>,
+    pub started_at: String,
+    pub duration_ms: u64,
+    pub exit_code: i32,
+    /// Why the processor did not run at all (busy, unavailable, database).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// With `--dry-run`: the sessions that would be processed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_process: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionError {
+    pub session: String,
+    pub error: String,
+}
+
+impl Report {
+    /// 1 when any session failed or was quarantined, else 0.
+    pub fn outcome_code(&self) -> i32 {
+        if self.errors > 0 || self.quarantined > 0 {
+            exit::FAILURES
+        } else {
+            exit::SUCCESS
+        }
+    }
+}

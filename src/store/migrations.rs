@@ -1,0 +1,147 @@
+//! Schema versions, kept in `PRAGMA user_version`.
+//!
+//! Steps are appended, never edited or reordered once released: step N takes
+//! a database from version N-1 to N. All pending steps, and the import of the
+//! legacy `session_extraction_state` table, run in one exclusive transaction,
+//! so a crash leaves the old schema or the new one, never a mix. Running
+//! `migrate` again is a no-op.
+
+use anyhow::{Context, Result};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+/// Each entry is one released schema step.
+const STEPS: &[(&str, &str)] = &[(
+    "processor state and run history",
+    "
+    CREATE TABLE processor_state (
+        processor_name    TEXT NOT NULL,
+        session_file      TEXT NOT NULL,
+        username          TEXT NOT NULL,
+        processed_at      TEXT,
+        items_extracted   INTEGER NOT NULL DEFAULT 0,
+        file_hash         TEXT,
+        bytes_processed   INTEGER NOT NULL DEFAULT 0,
+        processor_version INTEGER NOT NULL DEFAULT 0,
+        file_size         INTEGER,
+        mtime_ns          INTEGER,
+        ctime_ns          INTEGER,
+        inode             INTEGER,
+        read_racy         INTEGER NOT NULL DEFAULT 0,
+        status            TEXT NOT NULL DEFAULT 'pending',
+        attempts          INTEGER NOT NULL DEFAULT 0,
+        attempt_hash      TEXT,
+        last_error        TEXT,
+        next_attempt_at   TEXT,
+        PRIMARY KEY (processor_name, session_file)
+    ) WITHOUT ROWID;
+    CREATE TABLE runs (
+        id              INTEGER PRIMARY KEY,
+        processor_name  TEXT NOT NULL,
+        started_at      TEXT NOT NULL,
+        finished_at     TEXT,
+        duration_ms     INTEGER,
+        scanned         INTEGER,
+        candidates      INTEGER,
+        processed       INTEGER,
+        skipped         INTEGER,
+        capped          INTEGER,
+        errors          INTEGER,
+        quarantined     INTEGER,
+        items_extracted INTEGER,
+        exit_code       INTEGER
+    );
+    CREATE INDEX runs_by_processor ON runs (processor_name, started_at);
+    ",
+)];
+
+const LEGACY_TABLE: &str = "session_extraction_state";
+
+/// The processor that legacy rows belong to, and the version they count as.
+const LEGACY_PROCESSOR: &str = "verification";
+const LEGACY_VERSION: u32 = 1;
+
+pub fn target_version() -> u32 {
+    STEPS.len() as u32
+}
+
+pub fn user_version(conn: &Connection) -> rusqlite::Result<u32> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
+
+/// True when the database holds no tables at all (a new file).
+pub fn is_empty(conn: &Connection) -> rusqlite::Result<bool> {
+    let n: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+    Ok(n == 0)
+}
+
+/// What `migrate` would do, without doing it.
+pub fn pending(conn: &Connection) -> Result<Vec<String>> {
+    let version = user_version(conn)?;
+    let mut steps: Vec<String> = STEPS
+        .iter()
+        .enumerate()
+        .skip(version as usize)
+        .map(|(i, (what, _))| format!("{}: {what}", i + 1))
+        .collect();
+    if let Some(rows) = legacy_rows(conn)? {
+        steps.push(format!(
+            "import {rows} rows of legacy table {LEGACY_TABLE} as processor {LEGACY_PROCESSOR}, then drop it"
+        ));
+    }
+    Ok(steps)
+}
+
+fn legacy_rows(conn: &Connection) -> Result<Option<i64>> {
+    let exists = conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [LEGACY_TABLE],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if !exists {
+        return Ok(None);
+    }
+    let n = conn.query_row(&format!("SELECT count(*) FROM {LEGACY_TABLE}"), [], |r| {
+        r.get(0)
+    })?;
+    Ok(Some(n))
+}
+
+/// Applies every pending step and the legacy import in one exclusive
+/// transaction. Returns what was done.
+pub fn migrate(conn: &mut Connection) -> Result<Vec<String>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+    // Read inside the transaction: another migrate may have run meanwhile.
+    let done = pending(&tx)?;
+    let version = user_version(&tx)?;
+    for (i, (what, sql)) in STEPS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(sql)
+            .with_context(|| format!("schema step {}: {what}", i + 1))?;
+    }
+    if legacy_rows(&tx)?.is_some() {
+        import_legacy(&tx).context("importing the legacy table")?;
+    }
+    tx.pragma_update(None, "user_version", target_version())?;
+    tx.commit()?;
+    Ok(done)
+}
+
+/// Legacy rows carry no stat tuple, so the first run hashes each file once;
+/// a file whose hash matches is a free skip, one that changed is processed.
+fn import_legacy(tx: &Connection) -> Result<()> {
+    tx.execute(
+        &format!(
+            "INSERT INTO processor_state (processor_name, session_file, username, processed_at,
+                 items_extracted, file_hash, processor_version, status)
+             SELECT ?1, session_file, COALESCE(username, ''), processed_at,
+                 COALESCE(items_extracted, 0), file_hash, ?2, 'ok'
+             FROM {LEGACY_TABLE} WHERE true
+             ON CONFLICT (processor_name, session_file) DO NOTHING"
+        ),
+        rusqlite::params![LEGACY_PROCESSOR, LEGACY_VERSION],
+    )?;
+    tx.execute_batch(&format!("DROP TABLE {LEGACY_TABLE}"))?;
+    Ok(())
+}

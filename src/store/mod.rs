@@ -1,0 +1,119 @@
+//! The embedded SQLite state database.
+//!
+//! Opening never changes a file that is not already a sessionpipe database:
+//! the schema version is read before anything is written, so a garbage file
+//! or a database from a newer binary is refused untouched. New database files
+//! are created mode 0600 (SQLite gives its `-wal` and `-shm` files the same
+//! mode). Writers use WAL with `synchronous=NORMAL`: a commit survives a
+//! process crash at once, and a power loss can cost only the last commits,
+//! never the consistency of outputs and state, which share each transaction.
+
+pub mod migrations;
+pub mod runs;
+pub mod state;
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OpenFlags};
+
+use crate::exit;
+
+/// How long a statement waits for another writer before failing with 74.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Store {
+    pub conn: Connection,
+}
+
+/// What the caller needs from the schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// `run`: create a missing or empty database; refuse an older schema.
+    Current,
+    /// `migrate`: any version this binary knows, upgraded by the caller.
+    Any,
+}
+
+impl Store {
+    /// Opens (creating when missing) the database at `path`.
+    pub fn open(path: &Path, need: Need) -> Result<Store> {
+        let shown = path.display();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create folder {}", parent.display()))?;
+        }
+        // Create the file ourselves so that it is 0600 from its first byte.
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot open database {shown}"))?;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| format!("cannot open database {shown}"))?;
+        Self::prepare(conn, need, &shown.to_string())
+    }
+
+    /// An empty database in memory at the current schema, for read-only
+    /// commands run before any database exists.
+    pub fn in_memory() -> Result<Store> {
+        let conn = Connection::open_in_memory()?;
+        Self::prepare(conn, Need::Current, ":memory:")
+    }
+
+    fn prepare(mut conn: Connection, need: Need, shown: &str) -> Result<Store> {
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // The first read: fails on a file that is not SQLite, before any write.
+        let version = migrations::user_version(&conn)
+            .with_context(|| format!("{shown} is not a usable SQLite database"))?;
+        let target = migrations::target_version();
+        if version > target {
+            return Err(exit::fail(
+                exit::CONFIG,
+                format!(
+                    "database {shown} has schema version {version}, newer than this \
+                     sessionpipe supports ({target}); upgrade sessionpipe"
+                ),
+            ));
+        }
+        let fresh = version == 0 && migrations::is_empty(&conn)?;
+        conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
+            .with_context(|| format!("cannot set WAL mode on {shown}"))?;
+        conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")?;
+        if need == Need::Current && version < target {
+            if fresh {
+                migrations::migrate(&mut conn)?;
+            } else {
+                return Err(exit::fail(
+                    exit::CONFIG,
+                    format!(
+                        "database {shown} has schema version {version}, this sessionpipe \
+                         needs {target}: run `sessionpipe migrate`"
+                    ),
+                ));
+            }
+        }
+        Ok(Store { conn })
+    }
+}
+
+/// Timestamps are stored as RFC 3339 UTC text with milliseconds: readable in
+/// `sqlite3` and ordered as text.
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}

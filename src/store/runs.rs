@@ -1,0 +1,120 @@
+//! Run history: one row per processor run, written when the run starts (so a
+//! run that died shows as unfinished) and completed when it ends.
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use super::{parse_timestamp, timestamp};
+use crate::report::Report;
+
+pub fn start(conn: &Connection, processor: &str, started_at: DateTime<Utc>) -> Result<i64> {
+    conn.execute(
+        "INSERT INTO runs (processor_name, started_at) VALUES (?1, ?2)",
+        params![processor, timestamp(started_at)],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+pub fn finish(
+    conn: &Connection,
+    id: i64,
+    report: &Report,
+    finished_at: DateTime<Utc>,
+) -> Result<()> {
+    conn.execute(
+        "UPDATE runs SET finished_at = ?2, duration_ms = ?3, scanned = ?4, candidates = ?5,
+             processed = ?6, skipped = ?7, capped = ?8, errors = ?9, quarantined = ?10,
+             items_extracted = ?11, exit_code = ?12
+         WHERE id = ?1",
+        params![
+            id,
+            timestamp(finished_at),
+            report.duration_ms as i64,
+            report.scanned as i64,
+            report.candidates as i64,
+            report.processed as i64,
+            report.skipped as i64,
+            report.capped as i64,
+            report.errors as i64,
+            report.quarantined as i64,
+            report.items_extracted as i64,
+            report.exit_code
+        ],
+    )?;
+    Ok(())
+}
+
+/// The last run of a processor, as `state` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastRun {
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub scanned: Option<i64>,
+    pub processed: Option<i64>,
+    pub skipped: Option<i64>,
+    pub capped: Option<i64>,
+    pub errors: Option<i64>,
+    pub quarantined: Option<i64>,
+    pub exit_code: Option<i32>,
+}
+
+const LAST_RUN_COLUMNS: &str = "started_at, finished_at, duration_ms, scanned, processed, \
+     skipped, capped, errors, quarantined, exit_code";
+
+fn last_run_from(r: &rusqlite::Row) -> rusqlite::Result<LastRun> {
+    Ok(LastRun {
+        started_at: r.get(0)?,
+        finished_at: r.get(1)?,
+        duration_ms: r.get(2)?,
+        scanned: r.get(3)?,
+        processed: r.get(4)?,
+        skipped: r.get(5)?,
+        capped: r.get(6)?,
+        errors: r.get(7)?,
+        quarantined: r.get(8)?,
+        exit_code: r.get(9)?,
+    })
+}
+
+/// The most recent run, finished or not.
+pub fn last(conn: &Connection, processor: &str) -> Result<Option<LastRun>> {
+    Ok(conn
+        .query_row(
+            &format!(
+                "SELECT {LAST_RUN_COLUMNS} FROM runs WHERE processor_name = ?1
+                 ORDER BY id DESC LIMIT 1"
+            ),
+            [processor],
+            last_run_from,
+        )
+        .optional()?)
+}
+
+/// When the most recent finished run ended.
+pub fn last_finished(conn: &Connection, processor: &str) -> Result<Option<DateTime<Utc>>> {
+    let text: Option<String> = conn
+        .query_row(
+            "SELECT max(finished_at) FROM runs WHERE processor_name = ?1",
+            [processor],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    Ok(text.as_deref().and_then(parse_timestamp))
+}
+
+/// When the most recent run started, finished or not (for `run --due`).
+pub fn last_started(conn: &Connection, processor: &str) -> Result<Option<DateTime<Utc>>> {
+    let text: Option<String> = conn
+        .query_row(
+            "SELECT max(started_at) FROM runs WHERE processor_name = ?1",
+            [processor],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    Ok(text.as_deref().and_then(parse_timestamp))
+}

@@ -1,0 +1,396 @@
+//! Per-(processor, session file) state rows: what was last read and
+//! processed, and where a failing session stands.
+//!
+//! A row moves through these statuses:
+//! - `ok`: the content with `file_hash` was processed at `processor_version`.
+//! - `processing`: an attempt on `attempt_hash` was recorded and has not
+//!   finished. Found by a later run, it means that run died mid-session; the
+//!   attempt counts, so a session that kills the process is quarantined too.
+//! - `failed`: the last attempt failed; retried at `next_attempt_at`.
+//! - `quarantined`: `attempts` failures on the same content; left alone until
+//!   the content changes or an operator requeues it.
+//! - `pending`: requeued by an operator.
+//!
+//! `file_hash`, `processed_at` and `items_extracted` always describe the last
+//! success, so a failure never hides what the outputs hold.
+
+use std::collections::HashMap;
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{parse_timestamp, timestamp};
+use crate::scan::Stat;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    Processing,
+    Failed,
+    Quarantined,
+    Pending,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Processing => "processing",
+            Status::Failed => "failed",
+            Status::Quarantined => "quarantined",
+            Status::Pending => "pending",
+        }
+    }
+
+    fn parse(text: &str) -> Status {
+        match text {
+            "ok" => Status::Ok,
+            "processing" => Status::Processing,
+            "failed" => Status::Failed,
+            "quarantined" => Status::Quarantined,
+            // Unknown text can only come from a hand edit: reprocess.
+            _ => Status::Pending,
+        }
+    }
+}
+
+/// The part of a row the runner decides with.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub status: Status,
+    pub processor_version: u32,
+    pub file_hash: Option<String>,
+    pub stat: Option<Stat>,
+    pub racy: bool,
+    pub attempts: u32,
+    pub attempt_hash: Option<String>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// Loads every row of one processor in a single query, keyed by session file.
+pub fn load(conn: &Connection, processor: &str) -> Result<HashMap<String, Row>> {
+    let mut stmt = conn.prepare(
+        "SELECT session_file, status, processor_version, file_hash, file_size, mtime_ns,
+                ctime_ns, inode, read_racy, attempts, attempt_hash, next_attempt_at
+         FROM processor_state WHERE processor_name = ?1",
+    )?;
+    let rows = stmt.query_map([processor], |r| {
+        let size: Option<i64> = r.get(4)?;
+        let stat = match (size, r.get(5)?, r.get(6)?, r.get::<_, Option<i64>>(7)?) {
+            (Some(size), Some(mtime_ns), Some(ctime_ns), Some(inode)) => Some(Stat {
+                size: size as u64,
+                mtime_ns,
+                ctime_ns,
+                inode: inode as u64,
+            }),
+            _ => None,
+        };
+        let next: Option<String> = r.get(11)?;
+        Ok((
+            r.get::<_, String>(0)?,
+            Row {
+                status: Status::parse(&r.get::<_, String>(1)?),
+                processor_version: r.get(2)?,
+                file_hash: r.get(3)?,
+                stat,
+                racy: r.get(8)?,
+                attempts: r.get(9)?,
+                attempt_hash: r.get(10)?,
+                next_attempt_at: next.as_deref().and_then(parse_timestamp),
+            },
+        ))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Identifies one row.
+#[derive(Debug, Clone, Copy)]
+pub struct Key<'a> {
+    pub processor: &'a str,
+    pub session_file: &'a str,
+    pub username: &'a str,
+}
+
+/// What was read: the stat tuple, and whether the read was racy.
+#[derive(Debug, Clone, Copy)]
+pub struct Seen {
+    pub stat: Stat,
+    pub racy: bool,
+}
+
+fn stat_params(seen: &Seen) -> (i64, i64, i64, i64, bool) {
+    (
+        seen.stat.size as i64,
+        seen.stat.mtime_ns,
+        seen.stat.ctime_ns,
+        seen.stat.inode as i64,
+        seen.racy,
+    )
+}
+
+/// Records that an attempt on `hash` starts, before the processor runs, so
+/// that an attempt that never ends (the process died) still counts.
+pub fn record_attempt(conn: &Connection, key: Key, hash: &str, attempts: u32) -> Result<()> {
+    conn.execute(
+        "INSERT INTO processor_state (processor_name, session_file, username, status,
+             attempts, attempt_hash)
+         VALUES (?1, ?2, ?3, 'processing', ?4, ?5)
+         ON CONFLICT (processor_name, session_file) DO UPDATE SET
+             status = 'processing', attempts = ?4, attempt_hash = ?5",
+        params![
+            key.processor,
+            key.session_file,
+            key.username,
+            attempts,
+            hash
+        ],
+    )?;
+    Ok(())
+}
+
+/// What a successful attempt records.
+pub struct Success<'a> {
+    pub hash: &'a str,
+    pub bytes: u64,
+    pub version: u32,
+    pub items: u64,
+    pub seen: Seen,
+    pub now: DateTime<Utc>,
+}
+
+pub fn record_success(conn: &Connection, key: Key, s: &Success) -> Result<()> {
+    let (size, mtime, ctime, inode, racy) = stat_params(&s.seen);
+    conn.execute(
+        "INSERT INTO processor_state (processor_name, session_file, username, processed_at,
+             items_extracted, file_hash, bytes_processed, processor_version, file_size,
+             mtime_ns, ctime_ns, inode, read_racy, status, attempts, attempt_hash,
+             last_error, next_attempt_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'ok', 0, NULL, NULL, NULL)
+         ON CONFLICT (processor_name, session_file) DO UPDATE SET
+             username = ?3, processed_at = ?4, items_extracted = ?5, file_hash = ?6,
+             bytes_processed = ?7, processor_version = ?8, file_size = ?9, mtime_ns = ?10,
+             ctime_ns = ?11, inode = ?12, read_racy = ?13, status = 'ok', attempts = 0,
+             attempt_hash = NULL, last_error = NULL, next_attempt_at = NULL",
+        params![
+            key.processor,
+            key.session_file,
+            key.username,
+            timestamp(s.now),
+            s.items as i64,
+            s.hash,
+            s.bytes as i64,
+            s.version,
+            size,
+            mtime,
+            ctime,
+            inode,
+            racy
+        ],
+    )?;
+    Ok(())
+}
+
+/// What a failed attempt records. `hash` is `None` when the file could not
+/// even be read.
+pub struct Failure<'a> {
+    pub hash: Option<&'a str>,
+    pub attempts: u32,
+    pub quarantined: bool,
+    pub error: &'a str,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub seen: Option<Seen>,
+}
+
+/// Records a failure; the outputs and the last success are left as they are.
+pub fn record_failure(conn: &Connection, key: Key, f: &Failure) -> Result<()> {
+    let status = if f.quarantined {
+        Status::Quarantined
+    } else {
+        Status::Failed
+    };
+    let (size, mtime, ctime, inode, racy) = match &f.seen {
+        Some(seen) => {
+            let (a, b, c, d, e) = stat_params(seen);
+            (Some(a), Some(b), Some(c), Some(d), e)
+        }
+        None => (None, None, None, None, false),
+    };
+    conn.execute(
+        "INSERT INTO processor_state (processor_name, session_file, username, file_size,
+             mtime_ns, ctime_ns, inode, read_racy, status, attempts, attempt_hash, last_error,
+             next_attempt_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+         ON CONFLICT (processor_name, session_file) DO UPDATE SET
+             file_size = ?4, mtime_ns = ?5, ctime_ns = ?6, inode = ?7, read_racy = ?8,
+             status = ?9, attempts = ?10, attempt_hash = ?11, last_error = ?12,
+             next_attempt_at = ?13",
+        params![
+            key.processor,
+            key.session_file,
+            key.username,
+            size,
+            mtime,
+            ctime,
+            inode,
+            racy,
+            status.as_str(),
+            f.attempts,
+            f.hash,
+            f.error,
+            f.next_attempt_at.map(timestamp)
+        ],
+    )?;
+    Ok(())
+}
+
+/// A free skip: the content is what the row already describes; only the
+/// stat tuple (and its raciness) is brought up to date.
+pub fn refresh_stat(conn: &Connection, key: Key, seen: &Seen) -> Result<()> {
+    let (size, mtime, ctime, inode, racy) = stat_params(seen);
+    conn.execute(
+        "UPDATE processor_state SET file_size = ?3, mtime_ns = ?4, ctime_ns = ?5, inode = ?6,
+             read_racy = ?7
+         WHERE processor_name = ?1 AND session_file = ?2",
+        params![
+            key.processor,
+            key.session_file,
+            size,
+            mtime,
+            ctime,
+            inode,
+            racy
+        ],
+    )?;
+    Ok(())
+}
+
+/// Which rows `state requeue` releases.
+pub enum Requeue<'a> {
+    Files(&'a [String]),
+    Failed,
+    Quarantined,
+}
+
+/// Clears failures (and, for named files, the last success too) so the next
+/// run processes those sessions. Returns how many rows changed.
+pub fn requeue(conn: &mut Connection, processor: &str, which: Requeue) -> Result<usize> {
+    const SET: &str = "UPDATE processor_state SET status = 'pending', attempts = 0,
+        attempt_hash = NULL, next_attempt_at = NULL, file_size = NULL
+        WHERE processor_name = ?1";
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let n = match which {
+        Requeue::Failed => tx.execute(
+            &format!("{SET} AND status IN ('failed', 'quarantined', 'processing')"),
+            [processor],
+        )?,
+        Requeue::Quarantined => {
+            tx.execute(&format!("{SET} AND status = 'quarantined'"), [processor])?
+        }
+        Requeue::Files(files) => {
+            let mut n = 0;
+            for file in files {
+                n += tx.execute(&format!("{SET} AND session_file = ?2"), [processor, file])?;
+            }
+            n
+        }
+    };
+    tx.commit()?;
+    Ok(n)
+}
+
+/// Forgets every row of a processor: the next runs reprocess everything.
+pub fn reset(conn: &Connection, processor: &str) -> Result<usize> {
+    Ok(conn.execute(
+        "DELETE FROM processor_state WHERE processor_name = ?1",
+        [processor],
+    )?)
+}
+
+/// Counts per status, for `state`.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Counts {
+    pub tracked: u64,
+    pub processed: u64,
+    pub failing: u64,
+    pub quarantined: u64,
+    pub last_processed_at: Option<String>,
+}
+
+pub fn counts(conn: &Connection, processor: &str) -> Result<Counts> {
+    Ok(conn.query_row(
+        "SELECT count(*),
+                count(*) FILTER (WHERE status = 'ok'),
+                count(*) FILTER (WHERE status IN ('failed', 'processing')),
+                count(*) FILTER (WHERE status = 'quarantined'),
+                max(processed_at)
+         FROM processor_state WHERE processor_name = ?1",
+        [processor],
+        |r| {
+            Ok(Counts {
+                tracked: r.get::<_, i64>(0)? as u64,
+                processed: r.get::<_, i64>(1)? as u64,
+                failing: r.get::<_, i64>(2)? as u64,
+                quarantined: r.get::<_, i64>(3)? as u64,
+                last_processed_at: r.get(4)?,
+            })
+        },
+    )?)
+}
+
+/// A failing or quarantined session, for `state --failed`.
+#[derive(Debug, serde::Serialize)]
+pub struct FailedRow {
+    pub session_file: String,
+    pub status: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<String>,
+}
+
+pub fn failed(conn: &Connection, processor: &str) -> Result<Vec<FailedRow>> {
+    let mut stmt = conn.prepare(
+        "SELECT session_file, status, attempts, last_error, next_attempt_at
+         FROM processor_state
+         WHERE processor_name = ?1 AND status IN ('failed', 'quarantined', 'processing')
+         ORDER BY session_file",
+    )?;
+    let rows = stmt.query_map([processor], |r| {
+        Ok(FailedRow {
+            session_file: r.get(0)?,
+            status: r.get(1)?,
+            attempts: r.get(2)?,
+            last_error: r.get(3)?,
+            next_attempt_at: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Every column of one row, for `state --session`.
+pub fn one(
+    conn: &Connection,
+    processor: &str,
+    session_file: &str,
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>> {
+    let mut stmt = conn
+        .prepare("SELECT * FROM processor_state WHERE processor_name = ?1 AND session_file = ?2")?;
+    let names: Vec<String> = stmt.column_names().map(str::to_owned).collect();
+    Ok(stmt
+        .query_row([processor, session_file], |r| {
+            let mut map = serde_json::Map::new();
+            for (i, name) in names.iter().enumerate() {
+                let value = match r.get_ref(i)? {
+                    rusqlite::types::ValueRef::Null => serde_json::Value::Null,
+                    rusqlite::types::ValueRef::Integer(n) => n.into(),
+                    rusqlite::types::ValueRef::Real(x) => x.into(),
+                    rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                        String::from_utf8_lossy(t).into_owned().into()
+                    }
+                };
+                map.insert(name.clone(), value);
+            }
+            Ok(map)
+        })
+        .optional()?)
+}
