@@ -54,7 +54,12 @@ EXAMPLES:
 /// SQLite database: an unchanged file costs one stat, a changed one is read
 /// once, and outputs and state are committed in one transaction.
 #[derive(Debug, Parser)]
-#[command(name = "sessionpipe", version, after_long_help = AFTER_HELP)]
+#[command(
+    name = "sessionpipe",
+    version,
+    after_long_help = AFTER_HELP,
+    disable_help_subcommand = true
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

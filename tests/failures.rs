@@ -1,0 +1,271 @@
+//! Failing sessions: backoff, quarantine, release; unreadable and hostile files.
+
+mod util;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use util::{Env, LINE, age, append, n};
+
+/// A processor that fails while `fail` exists next to the database.
+fn flaky_env() -> Env {
+    let env = Env::new();
+    let flag = env.path("fail");
+    fs::write(&flag, "").unwrap();
+    env.processors(&[(
+        "flaky",
+        &env.recorder(&format!(
+            "if [ -e '{}' ]; then echo 'boom: bad session' >&2; exit 7; fi",
+            flag.display()
+        )),
+    )]);
+    env
+}
+
+#[test]
+fn failure_backoff_quarantine_and_release_by_content_change() {
+    let env = flaky_env();
+    let a = env.session("u/a.jsonl", LINE);
+    env.session("u/ok.jsonl", LINE);
+    env.processors(&[(
+        "flaky",
+        &env.recorder(&format!(
+            "case \"$1\" in *a.jsonl) if [ -e '{}' ]; then echo 'boom: bad session' >&2; exit 7; fi;; esac",
+            env.path("fail").display()
+        )),
+    )]);
+
+    let out = env
+        .cmd()
+        .args(["run", "flaky", "--max-attempts", "3"])
+        .assert()
+        .code(1);
+    let stderr = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+    assert!(
+        stderr.contains(
+            "sessionpipe: flaky: u/a.jsonl: exited with status 7; stderr: boom: bad session"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(env.status("flaky", "u/a.jsonl").as_deref(), Some("failed"));
+    assert_eq!(
+        env.status("flaky", "u/ok.jsonl").as_deref(),
+        Some("ok"),
+        "the others go on"
+    );
+    let processed_at: Option<String> = env
+        .db()
+        .query_row(
+            "SELECT processed_at FROM processor_state WHERE session_file = 'u/a.jsonl'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        processed_at, None,
+        "a failed session is not marked processed"
+    );
+
+    // Within the backoff: not retried.
+    let report = env.run_one(&["flaky", "--max-attempts", "3"], 0);
+    assert_eq!(n(&report, "candidates"), 0);
+    assert_eq!(env.calls().len(), 2);
+
+    // Due: retried, and the third failure quarantines.
+    env.make_retries_due();
+    let report = env.run_one(&["flaky", "--max-attempts", "3"], 1);
+    assert_eq!((n(&report, "errors"), n(&report, "quarantined")), (1, 0));
+    env.make_retries_due();
+    let report = env.run_one(&["flaky", "--max-attempts", "3"], 1);
+    assert_eq!((n(&report, "errors"), n(&report, "quarantined")), (1, 1));
+    assert_eq!(
+        env.status("flaky", "u/a.jsonl").as_deref(),
+        Some("quarantined")
+    );
+    assert_eq!(env.calls().len(), 4);
+
+    // Quarantined: left alone, even when due and touched.
+    env.make_retries_due();
+    let f = fs::File::options().write(true).open(&a).unwrap();
+    f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(100))
+        .unwrap();
+    let report = env.run_one(&["flaky", "--max-attempts", "3"], 0);
+    assert_eq!(n(&report, "skipped"), 1);
+    assert_eq!(env.calls().len(), 4);
+
+    // New content releases it.
+    fs::remove_file(env.path("fail")).unwrap();
+    append(&a, LINE);
+    age(&a);
+    let report = env.run_one(&["flaky", "--max-attempts", "3"], 0);
+    assert_eq!(n(&report, "processed"), 1);
+    assert_eq!(env.status("flaky", "u/a.jsonl").as_deref(), Some("ok"));
+}
+
+#[test]
+fn requeue_releases_quarantined_sessions() {
+    let env = flaky_env();
+    env.session("u/a.jsonl", LINE);
+    env.run_one(&["flaky", "--max-attempts", "1"], 1);
+    assert_eq!(
+        env.status("flaky", "u/a.jsonl").as_deref(),
+        Some("quarantined")
+    );
+
+    let out = env.cmd().args(["state", "--failed"]).assert().success();
+    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(
+        text.contains("u/a.jsonl") && text.contains("quarantined after 1 attempts"),
+        "{text}"
+    );
+    assert!(text.contains("boom: bad session"), "{text}");
+
+    env.cmd()
+        .args(["state", "requeue", "flaky", "--quarantined"])
+        .assert()
+        .success()
+        .stdout("flaky: requeued 1 sessions\n");
+    fs::remove_file(env.path("fail")).unwrap();
+    let report = env.run_one(&["flaky", "--max-attempts", "1"], 0);
+    assert_eq!(n(&report, "processed"), 1);
+    assert_eq!(env.status("flaky", "u/a.jsonl").as_deref(), Some("ok"));
+
+    // Requeueing a processed file by name reprocesses it.
+    env.cmd()
+        .args(["state", "requeue", "flaky", "u/a.jsonl"])
+        .assert()
+        .success();
+    assert_eq!(n(&env.run_one(&["flaky"], 0), "processed"), 1);
+    env.cmd()
+        .args(["state", "requeue", "flaky", "u/nope.jsonl"])
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn reset_forgets_everything() {
+    let env = Env::new();
+    env.processors(&[("count", &env.recorder(""))]);
+    env.session("u/a.jsonl", LINE);
+    env.run_one(&["count"], 0);
+    env.cmd()
+        .args(["state", "reset", "count"])
+        .assert()
+        .success();
+    assert_eq!(n(&env.run_one(&["count"], 0), "processed"), 1);
+    assert_eq!(env.calls().len(), 2);
+}
+
+#[test]
+fn symlinked_file_or_folder_is_never_read() {
+    let env = Env::new();
+    env.processors(&[("count", &env.recorder(""))]);
+    let outside = env.path("secret.jsonl");
+    fs::write(&outside, "{\"secret\":1}\n").unwrap();
+    let outside_dir = env.path("elsewhere");
+    fs::create_dir(&outside_dir).unwrap();
+    fs::write(outside_dir.join("x.jsonl"), LINE).unwrap();
+    env.session("u/real.jsonl", LINE);
+    std::os::unix::fs::symlink(&outside, env.data.join("u/link.jsonl")).unwrap();
+    std::os::unix::fs::symlink(&outside_dir, env.data.join("linked-user")).unwrap();
+
+    let out = env.cmd().args(["run", "count"]).assert().success();
+    let stderr = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+    assert!(stderr.contains("skipping symlinked file"), "{stderr}");
+    assert!(stderr.contains("skipping symlinked folder"), "{stderr}");
+    assert_eq!(env.calls(), vec![format!("u/real.jsonl {}", LINE.len())]);
+    // -q silences the warnings.
+    env.cmd()
+        .args(["-q", "run", "count"])
+        .assert()
+        .success()
+        .stderr("");
+}
+
+#[test]
+fn unreadable_file_is_an_error_while_the_others_are_processed() {
+    let env = Env::new();
+    env.processors(&[("count", &env.recorder(""))]);
+    env.session("u/a.jsonl", LINE);
+    let locked = env.session("u/locked.jsonl", LINE);
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
+
+    let mut cmd = env.cmd();
+    // Root reads anything: run as nobody, who owns everything but the file.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        use std::os::unix::fs::chown;
+        for entry in walk(env.dir.path()) {
+            if entry != locked {
+                chown(&entry, Some(65534), Some(65534)).unwrap();
+            }
+        }
+        fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let mut std_cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("sessionpipe"));
+        use std::os::unix::process::CommandExt;
+        std_cmd.uid(65534).gid(65534);
+        std_cmd
+            .args(["--config"])
+            .arg(&env.config)
+            .arg("--data-dir")
+            .arg(&env.data)
+            .arg("--db")
+            .arg(&env.db);
+        fs::create_dir_all(env.db.parent().unwrap()).unwrap();
+        chown(env.db.parent().unwrap(), Some(65534), Some(65534)).unwrap();
+        cmd = assert_cmd::Command::from_std(std_cmd);
+    }
+    let out = cmd.args(["run", "count", "--json"]).assert().code(1);
+    let report: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(n(&report, "processed"), 1);
+    assert_eq!(n(&report, "errors"), 1);
+    assert_eq!(report["errors_detail"][0]["session"], "u/locked.jsonl");
+    let error = report["errors_detail"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("cannot read the file") && error.contains("ermission denied"),
+        "{error}"
+    );
+    assert_eq!(env.calls(), vec![format!("u/a.jsonl {}", LINE.len())]);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn interrupted_attempts_count_toward_quarantine() {
+    // A session that takes the whole process down every time must not be
+    // retried for ever: the attempt is recorded before the processor runs.
+    let env = Env::new();
+    env.processors(&[("count", &env.recorder(""))]);
+    env.session("u/a.jsonl", LINE);
+    env.run_one(&["count"], 0);
+    let hash: String = env
+        .db()
+        .query_row("SELECT file_hash FROM processor_state", [], |r| r.get(0))
+        .unwrap();
+    env.db()
+        .execute(
+            "UPDATE processor_state SET status = 'processing', attempts = 2, attempt_hash = ?1",
+            [&hash],
+        )
+        .unwrap();
+    let report = env.run_one(&["count", "--max-attempts", "2"], 1);
+    assert_eq!(n(&report, "quarantined"), 1);
+    assert!(
+        report["errors_detail"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("interrupted")
+    );
+    assert_eq!(env.calls().len(), 1, "not run a third time");
+}

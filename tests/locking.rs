@@ -1,0 +1,163 @@
+//! Per-processor locks and crash recovery.
+
+mod util;
+
+use std::fs;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use util::{Env, LINE, n};
+
+/// Starts `run PROCESSOR` in the background and waits until its command is
+/// inside a session (it creates `marker`).
+fn start_held(env: &Env, processor: &str, marker: &std::path::Path) -> Child {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("sessionpipe"));
+    cmd.arg("--config")
+        .arg(&env.config)
+        .arg("--data-dir")
+        .arg(&env.data)
+        .arg("--db")
+        .arg(&env.db)
+        .args(["run", processor])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !marker.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the run never started its command"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+#[test]
+fn a_second_run_of_one_processor_is_busy_while_another_processor_runs() {
+    let env = Env::new();
+    let marker = env.path("inside");
+    let release = env.path("release");
+    env.processors(&[
+        (
+            "slow",
+            &format!(
+                "touch '{}'; while [ ! -e '{}' ]; do sleep 0.05; done",
+                marker.display(),
+                release.display()
+            ),
+        ),
+        ("other", &env.recorder("")),
+    ]);
+    env.session("u/a.jsonl", LINE);
+    let mut holder = start_held(&env, "slow", &marker);
+
+    env.cmd()
+        .args(["run", "slow"])
+        .assert()
+        .code(75)
+        .stderr("sessionpipe: slow: another run holds the lock\n");
+    env.cmd()
+        .args(["run", "slow", "--busy-exit-code", "0"])
+        .assert()
+        .success()
+        .stderr("");
+    let report = env.run_one(&["slow", "--busy-exit-code", "9"], 9);
+    assert_eq!(report["exit_code"], 9);
+    assert!(report["error"].as_str().unwrap().contains("holds the lock"));
+    // A different processor runs meanwhile, on the same database.
+    assert_eq!(n(&env.run_one(&["other"], 0), "processed"), 1);
+
+    // --wait gets the lock once the holder is done.
+    let waiter = std::process::Command::new(assert_cmd::cargo::cargo_bin("sessionpipe"))
+        .arg("--config")
+        .arg(&env.config)
+        .arg("--data-dir")
+        .arg(&env.data)
+        .arg("--db")
+        .arg(&env.db)
+        .args(["run", "slow", "--wait", "20s"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    fs::write(&release, "").unwrap();
+    assert!(holder.wait().unwrap().success());
+    assert!(waiter.wait_with_output().unwrap().status.success());
+}
+
+#[test]
+fn kill_9_mid_run_loses_nothing_and_leaves_no_lock() {
+    let env = Env::new();
+    let marker = env.path("inside");
+    // Sessions are processed in name order; the second one hangs the first
+    // time only, and the run is killed there.
+    env.processors(&[(
+        "count",
+        &env.recorder(&format!(
+            "case \"$1\" in *b.jsonl) if [ ! -e '{m}' ]; then touch '{m}'; sleep 30; fi;; esac",
+            m = marker.display()
+        )),
+    )]);
+    for name in ["a", "b", "c"] {
+        env.session(&format!("u/{name}.jsonl"), LINE);
+    }
+    let mut run = start_held(&env, "count", &marker);
+    run.kill().unwrap(); // SIGKILL
+    run.wait().unwrap();
+
+    // No stale lock: the rerun takes it at once and finishes the work.
+    let report = env.run_one(&["count"], 0);
+    assert_eq!(
+        n(&report, "processed"),
+        2,
+        "b and c: a was committed before the kill"
+    );
+    for name in ["a", "b", "c"] {
+        assert_eq!(
+            env.status("count", &format!("u/{name}.jsonl")).as_deref(),
+            Some("ok")
+        );
+    }
+    let calls = env.calls();
+    assert_eq!(
+        calls.iter().filter(|c| c.starts_with("u/a.jsonl")).count(),
+        1
+    );
+    assert_eq!(
+        calls.iter().filter(|c| c.starts_with("u/c.jsonl")).count(),
+        1
+    );
+    // At least once for an external command: b ran again after the crash.
+    assert_eq!(
+        calls.iter().filter(|c| c.starts_with("u/b.jsonl")).count(),
+        2
+    );
+    let integrity: String = env
+        .db()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    // The killed run is recorded as unfinished.
+    let unfinished: i64 = env
+        .db()
+        .query_row(
+            "SELECT count(*) FROM runs WHERE finished_at IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(unfinished, 1);
+}
+
+#[test]
+fn database_and_lock_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    env.processors(&[("count", "true")]);
+    env.session("u/a.jsonl", LINE);
+    env.run_one(&["count"], 0);
+    for file in [env.db.clone(), env.db.with_file_name("state.db.count.lock")] {
+        let mode = fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", file.display());
+    }
+}

@@ -1,0 +1,117 @@
+//! `state`: counts, last run, lag, one row, and `--check` for monitors.
+
+mod util;
+
+use predicates::str::contains;
+use util::{Env, LINE, n};
+
+#[test]
+fn state_reports_counts_last_run_and_lag() {
+    let env = Env::new();
+    env.processors(&[("count", "echo '{\"items\": 1}'")]);
+    env.session("u/a.jsonl", LINE);
+    env.session("u/b.jsonl", LINE);
+    env.run_one(&["count"], 0);
+    let out = env.cmd().args(["state", "--json"]).assert().success();
+    let state: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let s = &state[0];
+    assert_eq!(s["processor"], "count");
+    assert_eq!(
+        (
+            n(s, "tracked"),
+            n(s, "processed"),
+            n(s, "failing"),
+            n(s, "quarantined")
+        ),
+        (2, 2, 0, 0)
+    );
+    assert_eq!(s["last_run"]["processed"], 2);
+    assert_eq!(s["last_run"]["exit_code"], 0);
+    assert_eq!(s["lag_seconds"], 0);
+    assert_eq!(s["unprocessed"], 0);
+
+    env.cmd()
+        .args(["state", "count"])
+        .assert()
+        .success()
+        .stdout(contains("2 tracked, 2 processed, 0 failing, 0 quarantined"));
+    env.cmd()
+        .args(["state", "--session", "u/a.jsonl", "--json"])
+        .assert()
+        .success()
+        .stdout(contains("\"items_extracted\": 1"));
+    env.cmd()
+        .args(["state", "--session", "u/zz.jsonl"])
+        .assert()
+        .code(2);
+    env.cmd().args(["state", "nope"]).assert().code(2);
+}
+
+#[test]
+fn state_without_a_database_creates_none() {
+    let env = Env::new();
+    env.processors(&[("count", "true")]);
+    env.cmd()
+        .args(["state"])
+        .assert()
+        .success()
+        .stdout(contains("last run   never"));
+    assert!(!env.db.exists());
+}
+
+#[test]
+fn check_is_healthy_after_a_run_and_names_what_is_wrong() {
+    let env = Env::new();
+    let flag = env.path("fail");
+    env.processors(&[(
+        "count",
+        &format!("if [ -e '{}' ]; then exit 1; fi", flag.display()),
+    )]);
+    env.session("u/a.jsonl", LINE);
+
+    env.cmd()
+        .args(["state", "--check"])
+        .assert()
+        .code(1)
+        .stdout(contains("count: no run finished in the last 20m (never)"));
+
+    env.run_one(&["count"], 0);
+    env.cmd()
+        .args(["state", "--check"])
+        .assert()
+        .success()
+        .stdout("");
+
+    // A new file left unprocessed for more than 4x the cadence (it is dated
+    // an hour back and the cadence is 10 minutes).
+    env.session("u/new.jsonl", LINE);
+    env.cmd()
+        .args(["state", "--check"])
+        .assert()
+        .code(1)
+        .stdout(contains("u/new.jsonl unprocessed for"));
+    env.run_one(&["count"], 0);
+
+    // A stale last run.
+    env.db()
+        .execute(
+            "UPDATE runs SET finished_at = '2000-01-01T00:00:00.000Z'",
+            [],
+        )
+        .unwrap();
+    env.cmd().args(["state", "--check"]).assert().code(1);
+    env.cmd()
+        .args(["state", "--check", "--max-age", "100000d"])
+        .assert()
+        .success();
+
+    // Quarantined sessions.
+    std::fs::write(&flag, "").unwrap();
+    env.session("u/bad.jsonl", LINE);
+    env.run_one(&["count", "--max-attempts", "1"], 1);
+    env.cmd()
+        .args(["state", "--check", "--json"])
+        .assert()
+        .code(1)
+        .stdout(contains("1 quarantined sessions"));
+}

@@ -1,0 +1,182 @@
+//! A temporary data dir, database and config file around the built binary.
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use assert_cmd::Command;
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub struct Env {
+    pub dir: TempDir,
+    pub data: PathBuf,
+    pub db: PathBuf,
+    pub config: PathBuf,
+    /// Exec processors built by [`Env::recorder`] append one line per call here.
+    pub calls: PathBuf,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        fs::create_dir(&data).unwrap();
+        let env = Env {
+            db: dir.path().join("db").join("state.db"),
+            config: dir.path().join("config.toml"),
+            calls: dir.path().join("calls.log"),
+            data,
+            dir,
+        };
+        env.write_config(&toml::Table::new());
+        env
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write_config(&self, table: &toml::Table) {
+        fs::write(&self.config, toml::to_string(table).unwrap()).unwrap();
+        fs::set_permissions(&self.config, fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    /// Declares exec processors running `sh -c SCRIPT`, cadence 10m.
+    pub fn processors(&self, list: &[(&str, &str)]) {
+        let mut processors = toml::Table::new();
+        for (name, script) in list {
+            let mut p = toml::Table::new();
+            p.insert(
+                "command".into(),
+                toml::Value::Array(vec![
+                    "sh".into(),
+                    "-c".into(),
+                    (*script).into(),
+                    "sh".into(),
+                ]),
+            );
+            p.insert("cadence".into(), "10m".into());
+            p.insert("timeout".into(), "20s".into());
+            processors.insert((*name).into(), toml::Value::Table(p));
+        }
+        let mut table = toml::Table::new();
+        table.insert("processors".into(), toml::Value::Table(processors));
+        self.write_config(&table);
+    }
+
+    /// A script that records `<file> <bytes>` for each call, then runs `then`.
+    pub fn recorder(&self, then: &str) -> String {
+        format!(
+            "echo \"$SESSIONPIPE_SESSION_FILE $SESSIONPIPE_BYTES\" >> '{}'; {then}",
+            self.calls.display()
+        )
+    }
+
+    /// The calls recorded so far.
+    pub fn calls(&self) -> Vec<String> {
+        fs::read_to_string(&self.calls)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Writes a session file and dates it an hour back, so that it is not
+    /// "racy" and a rerun can skip it on stat alone.
+    pub fn session(&self, file: &str, content: &str) -> PathBuf {
+        let path = self.data.join(file);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, content).unwrap();
+        age(&path);
+        path
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::cargo_bin("sessionpipe").unwrap();
+        cmd.env_remove("SESSION_DATA_DIR")
+            .env_remove("SESSIONPIPE_DB")
+            .env_remove("SESSIONPIPE_CONFIG")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("--db")
+            .arg(&self.db);
+        cmd
+    }
+
+    /// Runs `run ARGS --json` and returns the exit code and the reports.
+    pub fn run_json(&self, args: &[&str]) -> (i32, Vec<Value>) {
+        let out = self
+            .cmd()
+            .arg("run")
+            .args(args)
+            .arg("--json")
+            .output()
+            .unwrap();
+        let reports = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (out.status.code().unwrap_or(-1), reports)
+    }
+
+    /// Runs and returns the single report, asserting the exit code.
+    pub fn run_one(&self, args: &[&str], code: i32) -> Value {
+        let (got, mut reports) = self.run_json(args);
+        assert_eq!(got, code, "exit code of run {args:?}: {reports:?}");
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        reports.remove(0)
+    }
+
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(&self.db).unwrap()
+    }
+
+    /// The status column of one state row.
+    pub fn status(&self, processor: &str, file: &str) -> Option<String> {
+        self.db()
+            .query_row(
+                "SELECT status FROM processor_state WHERE processor_name = ?1 AND session_file = ?2",
+                [processor, file],
+                |r| r.get(0),
+            )
+            .ok()
+    }
+
+    /// Makes every pending retry due now.
+    pub fn make_retries_due(&self) {
+        self.db()
+            .execute(
+                "UPDATE processor_state SET next_attempt_at = '2000-01-01T00:00:00.000Z'
+                 WHERE next_attempt_at IS NOT NULL",
+                [],
+            )
+            .unwrap();
+    }
+}
+
+/// Sets a file's mtime an hour back.
+pub fn age(path: &Path) {
+    let f = fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+}
+
+pub fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut f = fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+pub fn n(report: &Value, field: &str) -> u64 {
+    report[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} in {report}"))
+}
+
+pub const LINE: &str = "{\"type\":\"user\",\"message\":{\"role\":\"user\",\"content\":\"hi\"}}\n";
