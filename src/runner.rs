@@ -357,7 +357,8 @@ mod tests {
         assert_eq!(backoff(1), Duration::from_secs(60));
         assert_eq!(backoff(2), Duration::from_secs(120));
         assert_eq!(backoff(4), Duration::from_secs(480));
-        assert_eq!(backoff(9), Duration::from_secs(6 * 3600));
+        assert_eq!(backoff(9), Duration::from_secs(256 * 60));
+        assert_eq!(backoff(10), Duration::from_secs(6 * 3600));
         assert_eq!(backoff(u32::MAX), Duration::from_secs(6 * 3600));
     }
 }
