@@ -6,7 +6,7 @@
 //! someone else could have written it, and any unknown key or bad value is an
 //! error that names it (exit 78) rather than a silently ignored typo.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,6 +28,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub db: PathBuf,
     pub exec: Vec<ExecSpec>,
+    /// `usage`: user folder key -> identity (e.g. email), from `[usage] identities`.
+    pub identities: HashMap<String, String>,
 }
 
 /// A processor that runs an external command once per session.
@@ -47,6 +49,15 @@ struct FileConfig {
     db: Option<PathBuf>,
     #[serde(default)]
     processors: BTreeMap<String, FileExec>,
+    #[serde(default)]
+    usage: FileUsage,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUsage {
+    /// CSV of `key,email` lines, relative to the config file.
+    identities: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,10 +97,20 @@ impl Config {
     /// Resolves the configuration from the parsed global flags (which already
     /// include their environment variables).
     pub fn load(args: &GlobalArgs) -> Result<Config> {
-        let file = match &args.config {
+        let path = match &args.config {
+            Some(path) => Some(path.as_path()),
+            None => Some(Path::new(DEFAULT_CONFIG)).filter(|p| p.exists()),
+        };
+        let file = match path {
             Some(path) => read_file(path)?,
-            None if Path::new(DEFAULT_CONFIG).exists() => read_file(Path::new(DEFAULT_CONFIG))?,
             None => FileConfig::default(),
+        };
+        let identities = match &file.usage.identities {
+            Some(csv) => {
+                let base = path.and_then(Path::parent).unwrap_or(Path::new("."));
+                read_identities(&base.join(csv)).code(exit::CONFIG)?
+            }
+            None => HashMap::new(),
         };
         let mut exec = Vec::new();
         for (name, p) in file.processors {
@@ -126,6 +147,7 @@ impl Config {
                 .or(file.db)
                 .unwrap_or_else(|| DEFAULT_DB.into()),
             exec,
+            identities,
         })
     }
 
@@ -176,6 +198,31 @@ fn read_file(path: &Path) -> Result<FileConfig> {
     toml::from_str(&text)
         .map_err(|e| anyhow::anyhow!("config file {shown}: {}", e.to_string().trim_end()))
         .code(exit::CONFIG)
+}
+
+/// Reads `key,email` lines; blank lines, `#` comments and a `key,email`
+/// header are skipped.
+fn read_identities(path: &Path) -> Result<HashMap<String, String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("config: usage.identities {}", path.display()))?;
+    let mut map = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.eq_ignore_ascii_case("key,email") {
+            continue;
+        }
+        match line.split_once(',') {
+            Some((key, email)) if !key.trim().is_empty() && !email.trim().is_empty() => {
+                map.insert(key.trim().to_owned(), email.trim().to_owned());
+            }
+            _ => anyhow::bail!(
+                "config: usage.identities {} line {}: expected key,email",
+                path.display(),
+                i + 1
+            ),
+        }
+    }
+    Ok(map)
 }
 
 /// The config file names commands to run: anyone who can write it can run

@@ -18,3 +18,4 @@ pub mod runner;
 pub mod scan;
 pub mod session;
 pub mod store;
+pub mod transcript;

@@ -292,7 +292,15 @@ fn processors_run_one_after_another_and_one_failing_does_not_stop_the_next() {
         code, 0,
         "bad is waiting for its retry: nothing failed this time"
     );
-    assert_eq!(reports.len(), 2);
+    let names: Vec<&str> = reports
+        .iter()
+        .map(|r| r["processor"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["usage", "bad", "good"],
+        "built-ins first, then by name"
+    );
 }
 
 #[test]
@@ -300,17 +308,18 @@ fn due_runs_only_processors_whose_cadence_elapsed() {
     let env = counting_env();
     env.session("u/a.jsonl", LINE);
     let (code, reports) = env.run_json(&["--due"]);
-    assert_eq!((code, reports.len()), (0, 1));
+    assert_eq!((code, reports.len()), (0, 2), "usage and count never ran");
     let (code, reports) = env.run_json(&["--due"]);
     assert_eq!((code, reports.len()), (0, 0), "ran less than a cadence ago");
     env.db()
         .execute(
-            "UPDATE runs SET started_at = '2000-01-01T00:00:00.000Z'",
+            "UPDATE runs SET started_at = '2000-01-01T00:00:00.000Z' WHERE processor_name = 'count'",
             [],
         )
         .unwrap();
     let (_, reports) = env.run_json(&["--due"]);
     assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0]["processor"], "count");
 }
 
 #[test]

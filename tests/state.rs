@@ -12,7 +12,11 @@ fn state_reports_counts_last_run_and_lag() {
     env.session("u/a.jsonl", LINE);
     env.session("u/b.jsonl", LINE);
     env.run_one(&["count"], 0);
-    let out = env.cmd().args(["state", "--json"]).assert().success();
+    let out = env
+        .cmd()
+        .args(["state", "count", "--json"])
+        .assert()
+        .success();
     let state: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     let s = &state[0];
     assert_eq!(s["processor"], "count");
@@ -70,14 +74,14 @@ fn check_is_healthy_after_a_run_and_names_what_is_wrong() {
     env.session("u/a.jsonl", LINE);
 
     env.cmd()
-        .args(["state", "--check"])
+        .args(["state", "count", "--check"])
         .assert()
         .code(1)
         .stdout(contains("count: no run finished in the last 20m (never)"));
 
     env.run_one(&["count"], 0);
     env.cmd()
-        .args(["state", "--check"])
+        .args(["state", "count", "--check"])
         .assert()
         .success()
         .stdout("");
@@ -86,7 +90,7 @@ fn check_is_healthy_after_a_run_and_names_what_is_wrong() {
     // an hour back and the cadence is 10 minutes).
     env.session("u/new.jsonl", LINE);
     env.cmd()
-        .args(["state", "--check"])
+        .args(["state", "count", "--check"])
         .assert()
         .code(1)
         .stdout(contains("u/new.jsonl unprocessed for"));
@@ -99,9 +103,12 @@ fn check_is_healthy_after_a_run_and_names_what_is_wrong() {
             [],
         )
         .unwrap();
-    env.cmd().args(["state", "--check"]).assert().code(1);
     env.cmd()
-        .args(["state", "--check", "--max-age", "100000d"])
+        .args(["state", "count", "--check"])
+        .assert()
+        .code(1);
+    env.cmd()
+        .args(["state", "count", "--check", "--max-age", "100000d"])
         .assert()
         .success();
 
@@ -110,7 +117,7 @@ fn check_is_healthy_after_a_run_and_names_what_is_wrong() {
     env.session("u/bad.jsonl", LINE);
     env.run_one(&["count", "--max-attempts", "1"], 1);
     env.cmd()
-        .args(["state", "--check", "--json"])
+        .args(["state", "count", "--check", "--json"])
         .assert()
         .code(1)
         .stdout(contains("1 quarantined sessions"));

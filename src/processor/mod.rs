@@ -9,6 +9,7 @@
 //! runs them again.
 
 pub mod exec;
+pub mod usage;
 
 use std::io;
 use std::path::Path;
@@ -71,7 +72,8 @@ pub trait Processor {
 
 /// Every processor, built-ins first, then the configured ones by name.
 pub fn registry(config: &Config) -> Vec<Box<dyn Processor>> {
-    let mut all: Vec<Box<dyn Processor>> = Vec::new();
+    let mut all: Vec<Box<dyn Processor>> =
+        vec![Box::new(usage::Usage::new(config.identities.clone()))];
     for spec in &config.exec {
         all.push(Box::new(exec::Exec::new(spec.clone())));
     }

@@ -10,9 +10,10 @@ use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 /// Each entry is one released schema step.
-const STEPS: &[(&str, &str)] = &[(
-    "processor state and run history",
-    "
+const STEPS: &[(&str, &str)] = &[
+    (
+        "processor state and run history",
+        "
     CREATE TABLE processor_state (
         processor_name    TEXT NOT NULL,
         session_file      TEXT NOT NULL,
@@ -52,7 +53,63 @@ const STEPS: &[(&str, &str)] = &[(
     );
     CREATE INDEX runs_by_processor ON runs (processor_name, started_at);
     ",
-)];
+    ),
+    (
+        "usage events and session summaries",
+        "
+    CREATE TABLE usage_events (
+        id                TEXT NOT NULL,
+        session_id        TEXT NOT NULL,
+        session_file      TEXT NOT NULL,
+        username          TEXT NOT NULL,
+        event_uuid        TEXT,
+        parent_uuid       TEXT,
+        event_type        TEXT NOT NULL,
+        tool_name         TEXT,
+        skill_name        TEXT,
+        subagent_type     TEXT,
+        command_name      TEXT,
+        is_error          INTEGER NOT NULL,
+        model             TEXT,
+        cwd               TEXT,
+        is_sidechain      INTEGER NOT NULL,
+        occurred_at       TEXT,
+        processor_version INTEGER NOT NULL,
+        PRIMARY KEY (session_file, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX usage_events_user_time ON usage_events (username, occurred_at);
+    CREATE INDEX usage_events_tool ON usage_events (tool_name);
+    CREATE INDEX usage_events_skill ON usage_events (skill_name);
+    CREATE TABLE usage_session_summary (
+        session_file          TEXT PRIMARY KEY,
+        session_id            TEXT NOT NULL,
+        username              TEXT NOT NULL,
+        started_at            TEXT,
+        ended_at              TEXT,
+        wall_seconds          REAL NOT NULL,
+        active_seconds        REAL NOT NULL,
+        user_prompts          INTEGER NOT NULL,
+        assistant_messages    INTEGER NOT NULL,
+        tool_calls            INTEGER NOT NULL,
+        tool_errors           INTEGER NOT NULL,
+        skill_invocations     INTEGER NOT NULL,
+        subagent_dispatches   INTEGER NOT NULL,
+        mcp_calls             INTEGER NOT NULL,
+        slash_commands        INTEGER NOT NULL,
+        distinct_tools        INTEGER NOT NULL,
+        distinct_skills       INTEGER NOT NULL,
+        primary_model         TEXT,
+        models                TEXT NOT NULL,
+        input_tokens          INTEGER NOT NULL,
+        output_tokens         INTEGER NOT NULL,
+        cache_creation_tokens INTEGER NOT NULL,
+        cache_read_tokens     INTEGER NOT NULL,
+        malformed_lines       INTEGER NOT NULL,
+        processor_version     INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ",
+    ),
+];
 
 const LEGACY_TABLE: &str = "session_extraction_state";
 
