@@ -10,6 +10,7 @@ pub mod cmd;
 pub mod config;
 pub mod duration;
 pub mod exit;
+pub mod failpoint;
 pub mod lock;
 pub mod log;
 pub mod processor;

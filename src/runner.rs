@@ -20,6 +20,7 @@ use anyhow::{Result, anyhow};
 use chrono::Utc;
 use rusqlite::TransactionBehavior;
 
+use crate::failpoint;
 use crate::log::Log;
 use crate::processor::{Processor, Session};
 use crate::report::{Report, SessionError};
@@ -233,6 +234,7 @@ impl Visit<'_> {
         attempts: u32,
     ) -> Result<()> {
         state::record_attempt(&self.store.conn, key, &digest.hash, attempts)?;
+        failpoint::hit("after-attempt");
         let session = Session {
             file: &file.file,
             key: &file.key,
@@ -255,6 +257,7 @@ impl Visit<'_> {
             Ok(outcome) => outcome,
             Err(e) => return self.fail(key, Some(&digest.hash), attempts, Some(seen), e),
         };
+        failpoint::hit("before-commit");
         let tx = self
             .store
             .conn
@@ -262,6 +265,7 @@ impl Visit<'_> {
         if let Some(output) = &outcome.output {
             output.write(&tx, &file.file)?;
         }
+        failpoint::hit("during-commit");
         state::record_success(
             &tx,
             key,

@@ -1,0 +1,164 @@
+//! Crashes at every named failure point and at random moments: the rerun
+//! must leave exactly the tables of one uninterrupted run.
+
+mod util;
+
+use std::fs;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use util::Env;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/claude-code");
+
+/// 51 sessions: every fixture under three user keys.
+fn corpus(env: &Env) {
+    for key in ["ann", "bo", "cy"] {
+        for folder in ["agnes-usage", "claude-code-log", "sniffly"] {
+            for entry in fs::read_dir(Path::new(FIXTURES).join(folder)).unwrap() {
+                let path = entry.unwrap().path();
+                let name = path.file_name().unwrap().to_str().unwrap();
+                env.session(
+                    &format!("{key}/{folder}-{name}"),
+                    &fs::read_to_string(&path).unwrap(),
+                );
+            }
+        }
+    }
+}
+
+/// Everything the usage processor owns, in a comparable form.
+fn tables(env: &Env) -> Vec<String> {
+    let conn = env.db();
+    let mut out = Vec::new();
+    for sql in [
+        "SELECT * FROM usage_events ORDER BY session_file, id",
+        "SELECT * FROM usage_session_summary ORDER BY session_file",
+        "SELECT session_file, file_hash, items_extracted, status FROM processor_state
+         WHERE processor_name = 'usage' ORDER BY session_file",
+    ] {
+        let mut stmt = conn.prepare(sql).unwrap();
+        let width = stmt.column_count();
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((0..width)
+                    .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
+                    .collect::<Vec<_>>()
+                    .join("|"))
+            })
+            .unwrap();
+        out.extend(rows.map(Result::unwrap));
+    }
+    out
+}
+
+fn reference() -> Vec<String> {
+    let env = Env::new();
+    corpus(&env);
+    env.run_one(&["usage"], 0);
+    tables(&env)
+}
+
+/// After a crash: a clean rerun (no stale lock) gives the reference tables,
+/// the database is intact, and nothing is marked processed without outputs.
+fn assert_recovers(env: &Env, expected: &[String], what: &str) {
+    let (code, _) = env.run_json(&["usage"]);
+    assert_eq!(code, 0, "{what}: rerun");
+    let conn = env.db();
+    let integrity: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok", "{what}");
+    let orphans: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM processor_state p
+             LEFT JOIN usage_session_summary s USING (session_file)
+             WHERE p.processor_name = 'usage' AND p.status = 'ok' AND s.session_file IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(orphans, 0, "{what}: processed without outputs");
+    assert_eq!(
+        tables(env),
+        expected,
+        "{what}: tables differ from one uninterrupted run"
+    );
+}
+
+#[test]
+fn every_failure_point_recovers_exactly() {
+    let expected = reference();
+    for point in [
+        "after-attempt",
+        "in-processor",
+        "before-commit",
+        "during-commit",
+    ] {
+        for nth in [1, 9, 40] {
+            let env = Env::new();
+            corpus(&env);
+            let out = env
+                .cmd()
+                .env("SESSIONPIPE_FAILPOINT", format!("{point}:{nth}"))
+                .args(["run", "usage"])
+                .output()
+                .unwrap();
+            assert_eq!(
+                out.status.code(),
+                None,
+                "{point}:{nth} did not crash the run"
+            );
+            assert_recovers(&env, &expected, &format!("{point}:{nth}"));
+        }
+    }
+}
+
+#[test]
+fn kill_9_at_random_moments_recovers_exactly() {
+    let expected = reference();
+    // How long an uninterrupted run takes here, to spread the kills over it.
+    let probe = Env::new();
+    corpus(&probe);
+    let started = Instant::now();
+    probe.run_one(&["usage"], 0);
+    let span = started.elapsed().as_micros().max(1000) as u64;
+
+    let mut seed: u64 = 0x5eed;
+    let mut killed_mid_run = 0;
+    for round in 0..30 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let delay = Duration::from_micros((seed >> 33) % span);
+        let env = Env::new();
+        corpus(&env);
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("sessionpipe"))
+            .arg("--config")
+            .arg(&env.config)
+            .arg("--data-dir")
+            .arg(&env.data)
+            .arg("--db")
+            .arg(&env.db)
+            .args(["run", "usage"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        child.kill().unwrap();
+        if child.wait().unwrap().code().is_none() {
+            killed_mid_run += 1;
+        }
+        assert_recovers(
+            &env,
+            &expected,
+            &format!("kill round {round} after {delay:?}"),
+        );
+    }
+    assert!(
+        killed_mid_run >= 10,
+        "only {killed_mid_run} of 30 kills landed mid-run"
+    );
+}
