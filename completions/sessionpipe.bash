@@ -119,7 +119,7 @@ _sessionpipe() {
             return 0
             ;;
         sessionpipe__subcmd__run)
-            opts="-v -q -h --all --due --wait --busy-exit-code --max-attempts --max-sessions --time-budget --dry-run --json --config --data-dir --db --verbose --quiet --help"
+            opts="-j -v -q -h --all --due --wait --busy-exit-code --max-attempts --max-sessions --time-budget --jobs --dry-run --json --config --data-dir --db --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -142,6 +142,14 @@ _sessionpipe() {
                     return 0
                     ;;
                 --time-budget)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --jobs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -j)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -40,6 +40,7 @@ complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l busy-exi
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l max-attempts -d 'Failed attempts on the same content before a session is quarantined' -r
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l max-sessions -d 'Process at most N sessions (free skips of unchanged files don\'t count)' -r
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l time-budget -d 'Stop visiting new candidates once DUR has passed' -r
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -s j -l jobs -d 'Sessions read and processed in parallel [default: available cores]' -r
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l config -d 'Config file (TOML); default /etc/sessionpipe/config.toml when present' -r -F
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l data-dir -d 'Folder holding <key>/*.jsonl; default /data/user_sessions' -r -F
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l db -d 'State database; default /var/lib/sessionpipe/state.db' -r -F

@@ -126,12 +126,20 @@ pub struct RunArgs {
     /// Stop visiting new candidates once DUR has passed.
     #[arg(long, value_name = "DUR", value_parser = duration::parse)]
     pub time_budget: Option<Duration>,
+    /// Sessions read and processed in parallel [default: available cores].
+    #[arg(long, short = 'j', value_name = "N", default_value_t = default_jobs(),
+          hide_default_value = true, value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: u16,
     /// List what would be processed; change nothing.
     #[arg(long)]
     pub dry_run: bool,
     /// Print one JSON object per processor run on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+fn default_jobs() -> u16 {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(64) as u16)
 }
 
 #[derive(Debug, Args)]

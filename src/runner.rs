@@ -1,28 +1,36 @@
-//! One processor over the candidates of one scan: budgets, atomic commits,
-//! failures and quarantine.
+//! One processor over the candidates of one scan: parallel reads, a single
+//! writer, budgets, atomic commits, failures and quarantine.
 //!
 //! Guarantees:
 //! - an unchanged file costs one `stat`; a touched file with the same content
 //!   is a free skip that does not count against `--max-sessions`;
+//! - a new file is read once: hashed while the processor reads it;
+//! - `--jobs` workers read, hash and process sessions in parallel, but only
+//!   this thread writes the database, one transaction per session; what ends
+//!   up in the tables does not depend on the number of workers;
 //! - a built-in processor's outputs and the state row are committed in one
 //!   `BEGIN IMMEDIATE` transaction: after a crash there are both or neither;
 //! - an attempt is recorded before the processor runs, so a session that
 //!   fails, or even takes the process down, is retried with backoff and
 //!   quarantined after `--max-attempts`, never retried for ever;
-//! - one session failing never stops the others; only a database error
-//!   ends the run.
+//! - one session failing never stops the others; a database error, a
+//!   processor that asks to stop the run, or three transient failures in a
+//!   row end the run, leaving the rest for the next one.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rusqlite::TransactionBehavior;
 
+use crate::exit;
 use crate::failpoint;
 use crate::log::Log;
-use crate::processor::{Processor, Session};
+use crate::processor::{Interruption, Outcome, Processor, Session};
 use crate::report::{Report, SessionError};
 use crate::scan::{self, SessionFile};
 use crate::session::{self, Digest};
@@ -34,12 +42,16 @@ pub struct Options {
     pub max_sessions: Option<u64>,
     pub time_budget: Option<Duration>,
     pub dry_run: bool,
+    /// Sessions read and processed at once.
+    pub jobs: usize,
 }
 
 /// The first retry waits this long; each further failure doubles it...
 const FIRST_BACKOFF: Duration = Duration::from_secs(60);
 /// ...up to this.
 const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
+/// Transient failures in a row that end a run early.
+const MAX_TRANSIENT_IN_A_ROW: u32 = 3;
 
 pub fn backoff(attempts: u32) -> Duration {
     let doublings = attempts.saturating_sub(1).min(16);
@@ -66,19 +78,12 @@ pub fn run(
         true => None,
         false => Some(runs::start(&store.conn, processor.name(), started)?),
     };
-    let mut visit = Visit {
-        store,
-        processor,
-        opts,
-        log,
-        report: &mut report,
-        attempts_made: 0,
-    };
-    let result = visit.all(data_dir, clock);
+    let result = execute(store, processor, data_dir, opts, log, &mut report, clock);
     report.duration_ms = clock.elapsed().as_millis() as u64;
     report.exit_code = match &result {
-        Ok(()) => report.outcome_code(),
-        Err(e) => crate::exit::code_of(e),
+        Ok(Some(code)) => *code,
+        Ok(None) => report.outcome_code(),
+        Err(e) => exit::code_of(e),
     };
     if let Some(id) = run_id {
         // Best effort after a database error: the error itself is what matters.
@@ -91,157 +96,264 @@ pub fn run(
     Ok(report)
 }
 
-struct Visit<'a> {
-    store: &'a mut Store,
-    processor: &'a dyn Processor,
-    opts: &'a Options,
-    log: &'a Log,
-    report: &'a mut Report,
-    /// Processing attempts so far, for `--max-sessions`.
-    attempts_made: u64,
+/// What a worker tells the writer. Every candidate ends in exactly one of
+/// `Skip`, `Unreadable`, `Interrupted`, a refused `Start`, or `Done`.
+enum Msg<'a> {
+    /// Nothing to process. `seen` is `None` when the file vanished.
+    Skip {
+        file: &'a SessionFile,
+        seen: Option<Seen>,
+    },
+    Unreadable {
+        file: &'a SessionFile,
+        row: Option<&'a Row>,
+        seen: Seen,
+        error: anyhow::Error,
+    },
+    /// Earlier runs died on this content as often as it may fail.
+    Interrupted {
+        file: &'a SessionFile,
+        hash: String,
+        attempts: u32,
+        seen: Seen,
+    },
+    /// Asks whether to process; the answer comes back on `go`.
+    Start {
+        file: &'a SessionFile,
+        hash: Option<String>,
+        attempts: u32,
+        seen: Seen,
+        go: mpsc::SyncSender<bool>,
+    },
+    Done {
+        file: &'a SessionFile,
+        attempts: u32,
+        seen: Seen,
+        result: Result<Outcome>,
+        digest: Option<Digest>,
+    },
 }
 
-impl Visit<'_> {
-    fn all(&mut self, data_dir: &Path, clock: Instant) -> Result<()> {
-        let name = self.processor.name();
-        let files = scan::scan(data_dir, self.log)?;
-        let rows = state::load(&self.store.conn, name)?;
-        let now = Utc::now();
-        let version = self.processor.version();
-        let candidates: Vec<&SessionFile> = files
-            .iter()
-            .filter(|f| scan::is_candidate(rows.get(&f.file), &f.stat, version, now))
-            .collect();
-        self.report.scanned = files.len() as u64;
-        self.report.candidates = candidates.len() as u64;
-        self.log.info(format_args!(
-            "{name}: {} files, {} candidates",
-            files.len(),
-            candidates.len()
-        ));
-        let total = candidates.len() as u64;
-        for (i, file) in candidates.iter().enumerate() {
-            if self.opts.time_budget.is_some_and(|b| clock.elapsed() >= b) {
-                self.report.capped += total - i as u64;
-                self.log.info(format_args!("{name}: time budget spent"));
-                break;
-            }
-            self.log.progress(name, i as u64, total);
-            self.one(file, rows.get(&file.file))?;
+/// Returns `Some(code)` when the run was stopped with a code of its own.
+fn execute(
+    store: &mut Store,
+    processor: &dyn Processor,
+    data_dir: &Path,
+    opts: &Options,
+    log: &Log,
+    report: &mut Report,
+    clock: Instant,
+) -> Result<Option<i32>> {
+    let name = processor.name();
+    let files = scan::scan(data_dir, log)?;
+    let rows = state::load(&store.conn, name)?;
+    let now = Utc::now();
+    let version = processor.version();
+    let candidates: Vec<(&SessionFile, Option<&Row>)> = files
+        .iter()
+        .map(|f| (f, rows.get(&f.file)))
+        .filter(|(f, row)| scan::is_candidate(*row, &f.stat, version, now))
+        .collect();
+    report.scanned = files.len() as u64;
+    report.candidates = candidates.len() as u64;
+    log.info(format_args!(
+        "{name}: {} files, {} candidates",
+        files.len(),
+        candidates.len()
+    ));
+
+    let shared = Shared {
+        candidates: &candidates,
+        next: AtomicUsize::new(0),
+        stop: AtomicBool::new(false),
+        processor,
+        opts,
+        clock,
+    };
+    let mut writer = Writer {
+        store,
+        processor,
+        opts,
+        log,
+        report,
+        stop: &shared.stop,
+        ended: 0,
+        attempts_made: 0,
+        transient_in_a_row: 0,
+        stopped_with: None,
+        error: None,
+    };
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::channel();
+        for _ in 0..opts.jobs.max(1).min(candidates.len()) {
+            let tx = tx.clone();
+            let shared = &shared;
+            scope.spawn(move || shared.work(tx));
         }
-        self.log.end_progress();
-        self.log.info(format_args!(
-            "{name}: {} processed, {} skipped, {} capped, {} errors, {} quarantined",
-            self.report.processed,
-            self.report.skipped,
-            self.report.capped,
-            self.report.errors,
-            self.report.quarantined
-        ));
-        Ok(())
+        drop(tx);
+        for msg in rx {
+            writer.handle(msg);
+            writer
+                .log
+                .progress(name, writer.ended, candidates.len() as u64);
+        }
+    });
+    writer.log.end_progress();
+    // Candidates no worker reached: left by the time budget or a stop.
+    writer.report.capped += candidates.len() as u64 - writer.ended;
+    if shared.stop.load(Ordering::SeqCst) && writer.stopped_with.is_none() && writer.error.is_none()
+    {
+        log.info(format_args!("{name}: time budget spent"));
+    }
+    let r = &writer.report;
+    log.info(format_args!(
+        "{name}: {} processed, {} skipped, {} capped, {} errors, {} quarantined",
+        r.processed, r.skipped, r.capped, r.errors, r.quarantined
+    ));
+    match writer.error {
+        Some(e) => Err(e),
+        None => Ok(writer.stopped_with),
+    }
+}
+
+/// What the workers share.
+struct Shared<'a> {
+    candidates: &'a [(&'a SessionFile, Option<&'a Row>)],
+    next: AtomicUsize,
+    /// Set to stop taking new candidates.
+    stop: AtomicBool,
+    processor: &'a dyn Processor,
+    opts: &'a Options,
+    clock: Instant,
+}
+
+impl<'a> Shared<'a> {
+    fn work(&self, tx: mpsc::Sender<Msg<'a>>) {
+        loop {
+            if self
+                .opts
+                .time_budget
+                .is_some_and(|b| self.clock.elapsed() >= b)
+            {
+                self.stop.store(true, Ordering::SeqCst);
+            }
+            if self.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let i = self.next.fetch_add(1, Ordering::SeqCst);
+            let Some(&(file, row)) = self.candidates.get(i) else {
+                return;
+            };
+            let msg = self.visit(file, row, &tx);
+            if let Some(msg) = msg
+                && tx.send(msg).is_err()
+            {
+                return;
+            }
+        }
     }
 
     /// Reads one candidate and processes it unless its content is known.
-    fn one(&mut self, file: &SessionFile, row: Option<&Row>) -> Result<()> {
-        let key = Key {
-            processor: self.processor.name(),
-            session_file: &file.file,
-            username: &file.key,
-        };
-        let read_at = Utc::now();
-        let seen = Seen {
-            stat: file.stat,
-            racy: file
-                .stat
-                .is_racy_at(read_at.timestamp_nanos_opt().unwrap_or(i64::MAX)),
-        };
+    fn visit(
+        &self,
+        file: &'a SessionFile,
+        row: Option<&'a Row>,
+        tx: &mpsc::Sender<Msg<'a>>,
+    ) -> Option<Msg<'a>> {
+        let version = self.processor.version();
+        let seen = seen_now(file);
+        // Nothing to compare a hash with: read once, hashing as we process.
+        let single_pass = !self.processor.needs_digest_first()
+            && row.is_none_or(|r| r.status == Status::Ok && r.processor_version != version);
+        if single_pass {
+            return self.process(file, None, 1, seen, tx);
+        }
         let digest =
             match session::open(&file.path, file.dev, file.stat.inode).and_then(session::digest) {
                 Ok(d) => d,
+                // Deleted or replaced since the scan: the next scan sees what is there.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    // Deleted or replaced since the scan: the next scan sees what is there.
-                    self.log
-                        .info(format_args!("{}: {}: {e}", key.processor, file.file));
-                    self.report.skipped += 1;
-                    return Ok(());
+                    return Some(Msg::Skip { file, seen: None });
                 }
                 Err(e) => {
-                    let e = anyhow!(e).context("cannot read the file");
-                    return self.unreadable(key, row, &seen, e);
+                    let error = anyhow!(e).context("cannot read the file");
+                    return Some(Msg::Unreadable {
+                        file,
+                        row,
+                        seen,
+                        error,
+                    });
                 }
             };
-        let content = Some(digest.hash.as_str());
-        let retrying = row.is_some_and(|r| {
+        let seen = seen_now(file);
+        let retrying = row.filter(|r| {
             matches!(
                 r.status,
                 Status::Failed | Status::Quarantined | Status::Processing
-            ) && r.attempt_hash.as_deref() == content
-        });
-        let free = match row {
-            Some(r) if r.status == Status::Ok => {
-                r.processor_version == self.processor.version() && r.file_hash.as_deref() == content
+            ) && match &r.attempt_hash {
+                Some(h) => *h == digest.hash,
+                // The attempt was made while reading: same stat, same content.
+                None => r.stat == Some(file.stat) && !r.racy,
             }
-            Some(r) if retrying => match r.status {
+        });
+        let free = match (row, retrying) {
+            (Some(r), None) => {
+                r.status == Status::Ok
+                    && r.processor_version == version
+                    && r.file_hash.as_deref() == Some(digest.hash.as_str())
+            }
+            (_, Some(r)) => match r.status {
                 Status::Quarantined => true,
-                Status::Failed => r.next_attempt_at.is_some_and(|t| t > read_at),
+                Status::Failed => r.next_attempt_at.is_some_and(|t| t > Utc::now()),
                 _ => false,
             },
-            _ => false,
+            (None, None) => false,
         };
         if free {
-            self.report.skipped += 1;
-            if !self.opts.dry_run {
-                state::refresh_stat(&self.store.conn, key, &seen)?;
-            }
-            return Ok(());
+            return Some(Msg::Skip {
+                file,
+                seen: Some(seen),
+            });
         }
-        let previous = match row {
-            Some(r) if retrying => r.attempts,
-            _ => 0,
-        };
+        let previous = retrying.map_or(0, |r| r.attempts);
         if previous >= self.opts.max_attempts {
-            // Earlier runs died on this content as often as it may fail.
-            return self.fail(
-                key,
-                Some(&digest.hash),
-                previous,
-                Some(seen),
-                anyhow!("interrupted: the run ended while processing this session"),
-            );
+            return Some(Msg::Interrupted {
+                file,
+                hash: digest.hash,
+                attempts: previous,
+                seen,
+            });
         }
-        if self
-            .opts
-            .max_sessions
-            .is_some_and(|m| self.attempts_made >= m)
-        {
-            self.report.capped += 1;
-            return Ok(());
-        }
-        self.attempts_made += 1;
-        if let Some(list) = &mut self.report.would_process {
-            list.push(file.file.clone());
-            return Ok(());
-        }
-        self.attempt(key, file, digest, seen, previous + 1)
+        self.process(file, Some(digest), previous + 1, seen, tx)
     }
 
-    fn attempt(
-        &mut self,
-        key: Key,
-        file: &SessionFile,
-        digest: Digest,
-        seen: Seen,
+    fn process(
+        &self,
+        file: &'a SessionFile,
+        digest: Option<Digest>,
         attempts: u32,
-    ) -> Result<()> {
-        state::record_attempt(&self.store.conn, key, &digest.hash, attempts)?;
-        failpoint::hit("after-attempt");
+        seen: Seen,
+        tx: &mpsc::Sender<Msg<'a>>,
+    ) -> Option<Msg<'a>> {
+        let (go, answer) = mpsc::sync_channel(1);
+        let start = Msg::Start {
+            file,
+            hash: digest.as_ref().map(|d| d.hash.clone()),
+            attempts,
+            seen,
+            go,
+        };
+        if tx.send(start).is_err() || !answer.recv().unwrap_or(false) {
+            return None;
+        }
         let session = Session {
             file: &file.file,
             key: &file.key,
             path: &file.path,
-            digest: &digest,
+            digest: digest.as_ref(),
             dev: file.dev,
             inode: file.stat.inode,
+            computed: Mutex::new(None),
         };
         // A panic in a processor is that session's failure, not the run's end.
         let result = catch_unwind(AssertUnwindSafe(|| self.processor.process(&session)))
@@ -253,11 +365,182 @@ impl Visit<'_> {
                     .unwrap_or_default();
                 Err(anyhow!("processor panicked: {what}"))
             });
-        let outcome = match result {
-            Ok(outcome) => outcome,
-            Err(e) => return self.fail(key, Some(&digest.hash), attempts, Some(seen), e),
+        let computed = session.computed.into_inner().ok().flatten();
+        let mut digest = digest.or(computed);
+        let mut result = result;
+        if result.is_ok() && digest.is_none() {
+            // The processor stopped reading early: hash the file on its own.
+            match session::open(&file.path, file.dev, file.stat.inode).and_then(session::digest) {
+                Ok(d) => digest = Some(d),
+                Err(e) => result = Err(anyhow!(e).context("cannot read the file")),
+            }
+        }
+        Some(Msg::Done {
+            file,
+            attempts,
+            seen,
+            result,
+            digest,
+        })
+    }
+}
+
+/// The stat the scan saw, and whether reading it now is racy.
+fn seen_now(file: &SessionFile) -> Seen {
+    let now_ns = Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+    Seen {
+        stat: file.stat,
+        racy: file.stat.is_racy_at(now_ns),
+    }
+}
+
+/// The single writer: turns worker messages into state rows and counts.
+struct Writer<'a> {
+    store: &'a mut Store,
+    processor: &'a dyn Processor,
+    opts: &'a Options,
+    log: &'a Log,
+    report: &'a mut Report,
+    stop: &'a AtomicBool,
+    /// Candidates whose visit has ended.
+    ended: u64,
+    /// Processing attempts so far, for `--max-sessions`.
+    attempts_made: u64,
+    transient_in_a_row: u32,
+    stopped_with: Option<i32>,
+    /// The first database error; the run ends with it.
+    error: Option<anyhow::Error>,
+}
+
+impl<'a> Writer<'a> {
+    fn key<'f>(&self, file: &'f SessionFile) -> Key<'f>
+    where
+        'a: 'f,
+    {
+        Key {
+            processor: self.processor.name(),
+            session_file: &file.file,
+            username: &file.key,
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        if !matches!(msg, Msg::Start { .. }) {
+            self.ended += 1;
+        }
+        let result = match msg {
+            Msg::Skip { file, seen } => self.skip(file, seen),
+            Msg::Unreadable {
+                file,
+                row,
+                seen,
+                error,
+            } => self.unreadable(file, row, seen, error),
+            Msg::Interrupted {
+                file,
+                hash,
+                attempts,
+                seen,
+            } => self.fail(
+                file,
+                Some(&hash),
+                attempts,
+                Some(seen),
+                anyhow!("interrupted: the run ended while processing this session"),
+            ),
+            Msg::Start {
+                file,
+                hash,
+                attempts,
+                seen,
+                go,
+            } => self.start(file, hash, attempts, seen, go),
+            Msg::Done {
+                file,
+                attempts,
+                seen,
+                result,
+                digest,
+            } => self.done(file, attempts, seen, result, digest),
+        };
+        if let Err(e) = result {
+            self.stop.store(true, Ordering::SeqCst);
+            self.error.get_or_insert(e);
+        }
+    }
+
+    fn skip(&mut self, file: &SessionFile, seen: Option<Seen>) -> Result<()> {
+        self.report.skipped += 1;
+        match seen {
+            Some(seen) if !self.opts.dry_run && self.error.is_none() => {
+                state::refresh_stat(&self.store.conn, self.key(file), &seen)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn start(
+        &mut self,
+        file: &SessionFile,
+        hash: Option<String>,
+        attempts: u32,
+        seen: Seen,
+        go: mpsc::SyncSender<bool>,
+    ) -> Result<()> {
+        let stopping = self.stop.load(Ordering::SeqCst);
+        let capped = self
+            .opts
+            .max_sessions
+            .is_some_and(|m| self.attempts_made >= m);
+        let mut proceed = false;
+        if stopping || capped {
+            self.ended += 1;
+            self.report.capped += 1;
+        } else if let Some(list) = &mut self.report.would_process {
+            self.ended += 1;
+            self.attempts_made += 1;
+            list.push(file.file.clone());
+        } else {
+            state::record_attempt(
+                &self.store.conn,
+                self.key(file),
+                hash.as_deref(),
+                attempts,
+                &seen,
+            )?;
+            failpoint::hit("after-attempt");
+            self.attempts_made += 1;
+            proceed = true;
+        }
+        // A worker that has gone away needs no answer.
+        let _ = go.send(proceed);
+        Ok(())
+    }
+
+    fn done(
+        &mut self,
+        file: &SessionFile,
+        attempts: u32,
+        seen: Seen,
+        result: Result<Outcome>,
+        digest: Option<Digest>,
+    ) -> Result<()> {
+        if self.error.is_some() {
+            return Ok(()); // the attempt stays recorded; the next run retries it
+        }
+        let (outcome, digest) = match (result, digest) {
+            (Ok(outcome), Some(digest)) => (outcome, digest),
+            (Ok(_), None) => {
+                let e = anyhow!("internal error: the session was processed but not hashed");
+                return self.failed_attempt(file, None, attempts, seen, e);
+            }
+            (Err(e), digest) => {
+                let hash = digest.as_ref().map(|d| d.hash.as_str());
+                return self.failed_attempt(file, hash, attempts, seen, e);
+            }
         };
         failpoint::hit("before-commit");
+        let key = self.key(file);
         let tx = self
             .store
             .conn
@@ -279,17 +562,84 @@ impl Visit<'_> {
             },
         )?;
         tx.commit()?;
+        self.transient_in_a_row = 0;
         self.report.processed += 1;
         self.report.items_extracted += outcome.items;
         Ok(())
     }
 
+    /// A processor error: the session's, or one that interrupts the run.
+    fn failed_attempt(
+        &mut self,
+        file: &SessionFile,
+        hash: Option<&str>,
+        attempts: u32,
+        seen: Seen,
+        e: anyhow::Error,
+    ) -> Result<()> {
+        match Interruption::of(&e) {
+            None => {
+                self.transient_in_a_row = 0;
+                self.fail(file, hash, attempts, Some(seen), e)
+            }
+            Some(interruption) => {
+                let stop_code = match interruption {
+                    Interruption::StopRun(code, _) => Some(*code),
+                    Interruption::Transient(_) => None,
+                };
+                // Not the session's fault: the attempt does not count, and
+                // the session is retried by the next run.
+                let message = format!("{e:#}");
+                self.log.error(format_args!(
+                    "{}: {}: {message}",
+                    self.processor.name(),
+                    file.file
+                ));
+                state::record_failure(
+                    &self.store.conn,
+                    self.key(file),
+                    &Failure {
+                        hash,
+                        attempts: attempts - 1,
+                        quarantined: false,
+                        error: &message,
+                        next_attempt_at: None,
+                        seen: Some(seen),
+                    },
+                )?;
+                self.report.errors += 1;
+                self.report.errors_detail.push(SessionError {
+                    session: file.file.clone(),
+                    error: message.clone(),
+                });
+                self.transient_in_a_row += 1;
+                if let Some(code) = stop_code {
+                    self.stop_run(code, message);
+                } else if self.transient_in_a_row >= MAX_TRANSIENT_IN_A_ROW {
+                    self.stop_run(
+                        exit::FAILURES,
+                        format!("stopped after {MAX_TRANSIENT_IN_A_ROW} transient failures in a row: {message}"),
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn stop_run(&mut self, code: i32, message: String) {
+        self.stop.store(true, Ordering::SeqCst);
+        if self.stopped_with.is_none() {
+            self.stopped_with = Some(code);
+            self.report.error = Some(message);
+        }
+    }
+
     /// A file that exists but cannot be read fails like a processor would.
     fn unreadable(
         &mut self,
-        key: Key,
+        file: &SessionFile,
         row: Option<&Row>,
-        seen: &Seen,
+        seen: Seen,
         e: anyhow::Error,
     ) -> Result<()> {
         let previous = match row {
@@ -300,16 +650,12 @@ impl Visit<'_> {
             Some(r) if r.attempt_hash.is_none() && r.status == Status::Failed => r.attempts,
             _ => 0,
         };
-        if self.opts.dry_run {
-            self.report.errors += 1;
-            return Ok(());
-        }
-        self.fail(key, None, previous + 1, Some(*seen), e)
+        self.fail(file, None, previous + 1, Some(seen), e)
     }
 
     fn fail(
         &mut self,
-        key: Key,
+        file: &SessionFile,
         hash: Option<&str>,
         attempts: u32,
         seen: Option<Seen>,
@@ -319,17 +665,15 @@ impl Visit<'_> {
         let message = format!("{error:#}");
         self.log.error(format_args!(
             "{}: {}: {message}{}",
-            key.processor,
-            key.session_file,
+            self.processor.name(),
+            file.file,
             if quarantined { " (quarantined)" } else { "" }
         ));
-        if !self.opts.dry_run {
-            let next = (!quarantined).then(|| {
-                Utc::now() + chrono::Duration::from_std(backoff(attempts)).unwrap_or_default()
-            });
+        if !self.opts.dry_run && self.error.is_none() {
+            let next = (!quarantined).then(|| retry_time(attempts));
             state::record_failure(
                 &self.store.conn,
-                key,
+                self.key(file),
                 &Failure {
                     hash,
                     attempts,
@@ -345,11 +689,15 @@ impl Visit<'_> {
             self.report.quarantined += 1;
         }
         self.report.errors_detail.push(SessionError {
-            session: key.session_file.to_owned(),
+            session: file.file.clone(),
             error: message,
         });
         Ok(())
     }
+}
+
+fn retry_time(attempts: u32) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(backoff(attempts)).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -86,47 +86,126 @@ pub fn hex(bytes: &[u8]) -> String {
         })
 }
 
-/// The complete lines of a session, read again for the processor. At the end
-/// it checks that they hash to the digest taken before, so a processor never
-/// commits outputs for content other than the hash it is recorded under.
+/// Lines longer than this are not handed to the processor (they are still
+/// hashed, and counted in [`Lines::oversized`]): memory stays bounded by it
+/// whatever a file holds.
+pub const MAX_LINE: usize = 8 * 1024 * 1024;
+
+/// The complete lines of a session, streamed to a processor.
+///
+/// With a known [`Digest`] it reads exactly the prefix that digest covers.
+/// Without one it reads to the end and hashes the complete lines as it goes,
+/// so a new file is read only once; the digest is then available from
+/// [`Lines::digest`] once the last line has been read.
 pub struct Lines {
     reader: BufReader<io::Take<File>>,
-    hasher: Md5,
-    expected: Digest,
+    /// `Some` while hashing (no digest was known).
+    hashing: Option<Hashing>,
     buf: Vec<u8>,
+    /// Bytes of complete lines read so far, and of the line being read.
     read: u64,
+    partial: u64,
+    oversized: u64,
+    done: Option<Digest>,
+}
+
+struct Hashing {
+    running: Md5,
+    complete: Md5,
 }
 
 impl Lines {
-    pub fn new(file: File, expected: Digest) -> Lines {
+    pub fn new(file: File, known: Option<&Digest>) -> Lines {
+        let limit = known.map_or(u64::MAX, |d| d.bytes);
         Lines {
-            reader: BufReader::with_capacity(CHUNK, file.take(expected.bytes)),
-            hasher: Md5::new(),
-            expected,
+            reader: BufReader::with_capacity(CHUNK, file.take(limit)),
+            hashing: known.is_none().then(|| Hashing {
+                running: Md5::new(),
+                complete: Md5::new(),
+            }),
             buf: Vec::new(),
             read: 0,
+            partial: 0,
+            oversized: 0,
+            done: known.cloned(),
         }
     }
 
-    /// The next line, without its newline; `None` after the last one.
+    /// The next complete line, without its newline; `None` after the last.
+    /// A trailing fragment without a newline is never returned.
     pub fn next_line(&mut self) -> io::Result<Option<&[u8]>> {
-        self.buf.clear();
-        let n = self.reader.read_until(b'\n', &mut self.buf)?;
-        if n == 0 || self.buf.last() != Some(&b'\n') {
-            self.hasher.update(&self.buf);
-            self.read += n as u64;
-            let got = hex(&self.hasher.clone().finalize());
-            if self.read != self.expected.bytes || got != self.expected.hash {
-                return Err(io::Error::other(
-                    "the file was rewritten while being read; it will be read again",
-                ));
+        loop {
+            self.buf.clear();
+            let mut skipping = false;
+            loop {
+                let chunk = match self.reader.fill_buf() {
+                    Ok(c) => c,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                if chunk.is_empty() {
+                    // End of input: whatever is buffered is a fragment.
+                    if let Some(h) = &self.hashing {
+                        self.done = Some(Digest {
+                            hash: hex(&h.complete.clone().finalize()),
+                            bytes: self.read,
+                        });
+                    }
+                    self.buf.clear();
+                    return Ok(None);
+                }
+                let (taken, newline) = match chunk.iter().position(|&b| b == b'\n') {
+                    Some(i) => (i + 1, true),
+                    None => (chunk.len(), false),
+                };
+                if let Some(h) = &mut self.hashing {
+                    h.running.update(&chunk[..taken]);
+                }
+                if !skipping {
+                    if self.buf.len() + taken > MAX_LINE + 1 {
+                        skipping = true;
+                        self.buf.clear();
+                    } else {
+                        self.buf.extend_from_slice(&chunk[..taken]);
+                    }
+                }
+                self.reader.consume(taken);
+                self.pending_bytes(taken, newline);
+                if newline {
+                    break;
+                }
             }
-            return Ok(None);
+            if skipping {
+                self.oversized += 1;
+                continue;
+            }
+            self.buf.pop();
+            return Ok(Some(&self.buf));
         }
-        self.hasher.update(&self.buf);
-        self.read += n as u64;
-        self.buf.pop();
-        Ok(Some(&self.buf))
+    }
+
+    /// Accounts for `n` bytes read; at a newline they become part of the
+    /// complete-line prefix.
+    fn pending_bytes(&mut self, n: usize, newline: bool) {
+        self.partial += n as u64;
+        if newline {
+            self.read += self.partial;
+            self.partial = 0;
+            if let Some(h) = &mut self.hashing {
+                h.complete = h.running.clone();
+            }
+        }
+    }
+
+    /// Lines skipped for being longer than [`MAX_LINE`].
+    pub fn oversized(&self) -> u64 {
+        self.oversized
+    }
+
+    /// The digest of the lines read: known from the start, or computed once
+    /// the last line has been read.
+    pub fn digest(&self) -> Option<&Digest> {
+        self.done.as_ref()
     }
 }
 
@@ -173,27 +252,46 @@ mod tests {
         assert_eq!(d.bytes as usize, complete.len());
         assert_eq!(d.hash, md5_hex(complete));
 
-        let mut f = tempfile::tempfile().unwrap();
-        f.write_all(&content).unwrap();
-        std::io::Seek::rewind(&mut f).unwrap();
-        let mut lines = Lines::new(f, d);
-        let mut n = 0;
-        while let Some(line) = lines.next_line().unwrap() {
-            assert!(line.starts_with(format!("line {n} ").as_bytes()));
-            n += 1;
+        for known in [Some(&d), None] {
+            let mut lines = Lines::new(file_with(&content), known);
+            let mut n = 0;
+            while let Some(line) = lines.next_line().unwrap() {
+                assert!(line.starts_with(format!("line {n} ").as_bytes()));
+                n += 1;
+            }
+            assert_eq!(n, 50_000);
+            assert_eq!(lines.digest(), Some(&d), "the same digest, read once");
         }
-        assert_eq!(n, 50_000);
+    }
+
+    fn file_with(content: &[u8]) -> File {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(content).unwrap();
+        std::io::Seek::rewind(&mut f).unwrap();
+        f
     }
 
     #[test]
-    fn lines_detect_a_rewrite() {
+    fn known_digest_bounds_the_read() {
         let d = digest_of(b"one\ntwo\n");
-        let mut f = tempfile::tempfile().unwrap();
-        f.write_all(b"one\nTWO\n").unwrap();
-        std::io::Seek::rewind(&mut f).unwrap();
-        let mut lines = Lines::new(f, d);
-        assert!(lines.next_line().unwrap().is_some());
-        assert!(lines.next_line().unwrap().is_some());
-        assert!(lines.next_line().is_err());
+        let mut lines = Lines::new(file_with(b"one\ntwo\nthree\n"), Some(&d));
+        assert_eq!(lines.next_line().unwrap(), Some(&b"one"[..]));
+        assert_eq!(lines.next_line().unwrap(), Some(&b"two"[..]));
+        assert_eq!(lines.next_line().unwrap(), None);
+    }
+
+    #[test]
+    fn oversized_lines_are_skipped_but_hashed() {
+        let mut content = b"small\n".to_vec();
+        content.extend(std::iter::repeat_n(b'x', MAX_LINE + 10));
+        content.extend_from_slice(b"\nafter\nfrag");
+        let d = digest_of(&content);
+        let mut lines = Lines::new(file_with(&content), None);
+        assert_eq!(lines.next_line().unwrap(), Some(&b"small"[..]));
+        assert_eq!(lines.next_line().unwrap(), Some(&b"after"[..]));
+        assert_eq!(lines.next_line().unwrap(), None);
+        assert_eq!(lines.oversized(), 1);
+        assert_eq!(lines.digest(), Some(&d));
+        assert_eq!(d.bytes as usize, content.len() - 4);
     }
 }

@@ -269,3 +269,46 @@ fn interrupted_attempts_count_toward_quarantine() {
     );
     assert_eq!(env.calls().len(), 1, "not run a third time");
 }
+
+#[test]
+fn tempfail_is_retried_next_run_without_counting_and_three_in_a_row_stop_the_run() {
+    let env = Env::new();
+    let flag = env.path("busy");
+    fs::write(&flag, "").unwrap();
+    env.processors(&[(
+        "remote",
+        &env.recorder(&format!(
+            "if [ -e '{}' ]; then echo 'upstream busy' >&2; exit 75; fi",
+            flag.display()
+        )),
+    )]);
+    for i in 0..5 {
+        env.session(&format!("u/{i}.jsonl"), LINE);
+    }
+    let report = env.run_one(&["remote", "--jobs", "1", "--max-attempts", "1"], 1);
+    assert_eq!(n(&report, "errors"), 3);
+    assert_eq!(
+        n(&report, "quarantined"),
+        0,
+        "transient failures never quarantine"
+    );
+    assert_eq!(n(&report, "capped"), 2, "the run stopped early");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("3 transient failures in a row")
+    );
+    let attempts: i64 = env
+        .db()
+        .query_row("SELECT max(attempts) FROM processor_state", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(attempts, 0);
+
+    // Retried at the next run, without waiting for a backoff.
+    fs::remove_file(&flag).unwrap();
+    let report = env.run_one(&["remote", "--max-attempts", "1"], 0);
+    assert_eq!(n(&report, "processed"), 5);
+}

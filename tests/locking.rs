@@ -10,7 +10,7 @@ use util::{Env, LINE, n};
 
 /// Starts `run PROCESSOR` in the background and waits until its command is
 /// inside a session (it creates `marker`).
-fn start_held(env: &Env, processor: &str, marker: &std::path::Path) -> Child {
+fn start_held(env: &Env, args: &[&str], marker: &std::path::Path) -> Child {
     let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("sessionpipe"));
     cmd.arg("--config")
         .arg(&env.config)
@@ -18,7 +18,8 @@ fn start_held(env: &Env, processor: &str, marker: &std::path::Path) -> Child {
         .arg(&env.data)
         .arg("--db")
         .arg(&env.db)
-        .args(["run", processor])
+        .arg("run")
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let child = cmd.spawn().unwrap();
@@ -50,7 +51,7 @@ fn a_second_run_of_one_processor_is_busy_while_another_processor_runs() {
         ("other", &env.recorder("")),
     ]);
     env.session("u/a.jsonl", LINE);
-    let mut holder = start_held(&env, "slow", &marker);
+    let mut holder = start_held(&env, &["slow"], &marker);
 
     env.cmd()
         .args(["run", "slow"])
@@ -89,8 +90,8 @@ fn a_second_run_of_one_processor_is_busy_while_another_processor_runs() {
 fn kill_9_mid_run_loses_nothing_and_leaves_no_lock() {
     let env = Env::new();
     let marker = env.path("inside");
-    // Sessions are processed in name order; the second one hangs the first
-    // time only, and the run is killed there.
+    // With one job, sessions are processed in name order; the second one
+    // hangs the first time only, and the run is killed there.
     env.processors(&[(
         "count",
         &env.recorder(&format!(
@@ -101,7 +102,7 @@ fn kill_9_mid_run_loses_nothing_and_leaves_no_lock() {
     for name in ["a", "b", "c"] {
         env.session(&format!("u/{name}.jsonl"), LINE);
     }
-    let mut run = start_held(&env, "count", &marker);
+    let mut run = start_held(&env, &["count", "--jobs", "1"], &marker);
     run.kill().unwrap(); // SIGKILL
     run.wait().unwrap();
 

@@ -551,3 +551,25 @@ fn reprocessing_leaves_exactly_the_rows_of_one_fresh_run() {
     run_usage(&fresh);
     assert_eq!(usage_tables(&grown), usage_tables(&fresh));
 }
+
+#[test]
+fn results_do_not_depend_on_the_number_of_jobs() {
+    let tables = |jobs: &str| {
+        let env = Env::new();
+        for folder in ["agnes-usage", "claude-code-log", "sniffly"] {
+            for key in ["a", "b", "c"] {
+                copy_fixtures(&env, folder, &format!("{key}-{folder}"));
+            }
+        }
+        let report = env.run_one(&["usage", "--jobs", jobs], 0);
+        assert_eq!(n(&report, "processed"), 51);
+        let state = query(
+            &env,
+            "SELECT session_file, username, items_extracted, file_hash, bytes_processed,
+                    processor_version, file_size, status, attempts
+             FROM processor_state ORDER BY session_file",
+        );
+        (usage_tables(&env), state)
+    };
+    assert_eq!(tables("1"), tables("4"));
+}

@@ -40,6 +40,7 @@ pub fn run(args: &RunArgs, config: &Config, log: &Log) -> Result<i32> {
         max_sessions: args.max_sessions,
         time_budget: args.time_budget,
         dry_run: args.dry_run,
+        jobs: usize::from(args.jobs),
     };
     let mut code = exit::SUCCESS;
     for p in chosen {

@@ -5,8 +5,9 @@
 //! appended as the last argument and the session described in `SESSIONPIPE_*`
 //! variables. The command runs in its own process group so that a timeout
 //! kills it and everything it started. Exit 0 means processed; a last stdout
-//! line `{"items": N}` sets the item count. Anything else is a failure whose
-//! message holds the exit status and the tail of stderr.
+//! line `{"items": N}` sets the item count; exit 75 (`EX_TEMPFAIL`) means
+//! "try again later" and does not count toward quarantine. Anything else is a
+//! failure whose message holds the exit status and the tail of stderr.
 
 use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -16,8 +17,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::{Outcome, Processor, Session};
+use super::{Interruption, Outcome, Processor, Session};
 use crate::config::ExecSpec;
+
+/// The exit status (`EX_TEMPFAIL`) with which a command says "not now": the
+/// session is retried by the next run and the attempt does not count.
+const TEMPFAIL: i32 = 75;
 
 /// How much of the command's stdout and stderr is kept (the tail).
 const KEEP: usize = 4096;
@@ -49,7 +54,14 @@ impl Processor for Exec {
         self.spec.cadence
     }
 
+    fn needs_digest_first(&self) -> bool {
+        true
+    }
+
     fn process(&self, session: &Session) -> Result<Outcome> {
+        let Some(digest) = session.digest else {
+            bail!("internal error: the session was not hashed before running the command");
+        };
         let program = &self.spec.command[0];
         let mut child = Command::new(program)
             .args(&self.spec.command[1..])
@@ -58,8 +70,8 @@ impl Processor for Exec {
             .env("SESSIONPIPE_SESSION_FILE", session.file)
             .env("SESSIONPIPE_SESSION_KEY", session.key)
             .env("SESSIONPIPE_SESSION_PATH", session.path)
-            .env("SESSIONPIPE_FILE_HASH", &session.digest.hash)
-            .env("SESSIONPIPE_BYTES", session.digest.bytes.to_string())
+            .env("SESSIONPIPE_FILE_HASH", &digest.hash)
+            .env("SESSIONPIPE_BYTES", digest.bytes.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -81,6 +93,13 @@ impl Processor for Exec {
                 stderr_tail(&stderr)
             );
         };
+        if status.code() == Some(TEMPFAIL) {
+            return Err(Interruption::Transient(format!(
+                "exited with status {TEMPFAIL} (try again later){}",
+                stderr_tail(&stderr)
+            ))
+            .into());
+        }
         if !status.success() {
             let how = match (status.code(), status.signal()) {
                 (Some(code), _) => format!("exited with status {code}"),

@@ -69,6 +69,7 @@ impl Processor for Usage {
         while let Some(line) = lines.next_line()? {
             acc.add(line);
         }
+        acc.malformed += lines.oversized();
         crate::failpoint::hit("in-processor");
         let username = self
             .identities

@@ -129,21 +129,36 @@ fn stat_params(seen: &Seen) -> (i64, i64, i64, i64, bool) {
     )
 }
 
-/// Records that an attempt on `hash` starts, before the processor runs, so
-/// that an attempt that never ends (the process died) still counts.
-pub fn record_attempt(conn: &Connection, key: Key, hash: &str, attempts: u32) -> Result<()> {
+/// Records that an attempt starts, before the processor runs, so that an
+/// attempt that never ends (the process died) still counts. `hash` is `None`
+/// when the file is hashed while it is processed; the stat tuple then tells
+/// whether a later attempt is on the same content.
+pub fn record_attempt(
+    conn: &Connection,
+    key: Key,
+    hash: Option<&str>,
+    attempts: u32,
+    seen: &Seen,
+) -> Result<()> {
+    let (size, mtime, ctime, inode, racy) = stat_params(seen);
     conn.execute(
         "INSERT INTO processor_state (processor_name, session_file, username, status,
-             attempts, attempt_hash)
-         VALUES (?1, ?2, ?3, 'processing', ?4, ?5)
+             attempts, attempt_hash, file_size, mtime_ns, ctime_ns, inode, read_racy)
+         VALUES (?1, ?2, ?3, 'processing', ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT (processor_name, session_file) DO UPDATE SET
-             status = 'processing', attempts = ?4, attempt_hash = ?5",
+             status = 'processing', attempts = ?4, attempt_hash = ?5, file_size = ?6,
+             mtime_ns = ?7, ctime_ns = ?8, inode = ?9, read_racy = ?10",
         params![
             key.processor,
             key.session_file,
             key.username,
             attempts,
-            hash
+            hash,
+            size,
+            mtime,
+            ctime,
+            inode,
+            racy
         ],
     )?;
     Ok(())
