@@ -6,29 +6,32 @@
 //!   is a free skip that does not count against `--max-sessions`;
 //! - a new file is read once: hashed while the processor reads it;
 //! - `--jobs` workers read, hash and process sessions in parallel, but only
-//!   this thread writes the database, one transaction per session; what ends
-//!   up in the tables does not depend on the number of workers;
-//! - a built-in processor's outputs and the state row are committed in one
-//!   `BEGIN IMMEDIATE` transaction: after a crash there are both or neither;
-//! - an attempt is recorded before the processor runs, so a session that
-//!   fails, or even takes the process down, is retried with backoff and
-//!   quarantined after `--max-attempts`, never retried for ever;
+//!   this thread writes the database; what ends up in the tables does not
+//!   depend on the number of workers;
+//! - a built-in processor's outputs and the state row of a session are
+//!   committed in the same `BEGIN IMMEDIATE` transaction: after a crash there
+//!   are both or neither;
+//! - every attempt is marked in the lock file before the processor runs (see
+//!   [`crate::lock`]), so a session that fails, or even takes the process
+//!   down, is retried with backoff and quarantined after `--max-attempts`,
+//!   never retried for ever;
 //! - one session failing never stops the others; a database error, a
 //!   processor that asks to stop the run, or three transient failures in a
 //!   row end the run, leaving the rest for the next one.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
 use chrono::{DateTime, Utc};
-use rusqlite::TransactionBehavior;
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use crate::exit;
 use crate::failpoint;
+use crate::lock::{InFlight, ProcessorLock};
 use crate::log::Log;
 use crate::processor::{Interruption, Outcome, Processor, Session};
 use crate::report::{Report, SessionError};
@@ -52,16 +55,20 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(60);
 const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
 /// Transient failures in a row that end a run early.
 const MAX_TRANSIENT_IN_A_ROW: u32 = 3;
+/// Messages written in one transaction, at most.
+const BATCH: usize = 256;
 
 pub fn backoff(attempts: u32) -> Duration {
     let doublings = attempts.saturating_sub(1).min(16);
     (FIRST_BACKOFF * 2u32.pow(doublings)).min(MAX_BACKOFF)
 }
 
-/// Runs `processor` once over the data dir and records the run.
+/// Runs `processor` once over the data dir and records the run. `lock` is
+/// the processor's lock (`None` for a dry run, which writes nothing).
 pub fn run(
     store: &mut Store,
     processor: &dyn Processor,
+    lock: Option<&ProcessorLock>,
     data_dir: &Path,
     opts: &Options,
     log: &Log,
@@ -74,11 +81,23 @@ pub fn run(
         would_process: opts.dry_run.then(Vec::new),
         ..Report::default()
     };
-    let run_id = match opts.dry_run {
-        true => None,
-        false => Some(runs::start(&store.conn, processor.name(), started)?),
+    let run_id = match lock {
+        Some(lock) => {
+            recover(&mut store.conn, processor.name(), lock)?;
+            Some(runs::start(&store.conn, processor.name(), started)?)
+        }
+        None => None,
     };
-    let result = execute(store, processor, data_dir, opts, log, &mut report, clock);
+    let result = execute(
+        store,
+        processor,
+        lock,
+        data_dir,
+        opts,
+        log,
+        &mut report,
+        clock,
+    );
     report.duration_ms = clock.elapsed().as_millis() as u64;
     report.exit_code = match &result {
         Ok(Some(code)) => *code,
@@ -96,8 +115,29 @@ pub fn run(
     Ok(report)
 }
 
-/// What a worker tells the writer. Every candidate ends in exactly one of
-/// `Skip`, `Unreadable`, `Interrupted`, a refused `Start`, or `Done`.
+/// Counts the attempts a dead run left in its lock file, then empties it.
+fn recover(conn: &mut Connection, processor: &str, lock: &ProcessorLock) -> Result<()> {
+    let interrupted = lock.interrupted()?;
+    if !interrupted.is_empty() {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for attempt in &interrupted {
+            let key = Key {
+                processor,
+                session_file: &attempt.session_file,
+                username: attempt.session_file.split('/').next().unwrap_or(""),
+            };
+            let seen = Seen {
+                stat: attempt.stat,
+                racy: false,
+            };
+            state::record_attempt(&tx, key, attempt.hash.as_deref(), attempt.attempts, &seen)?;
+        }
+        tx.commit()?;
+    }
+    lock.clear_all()
+}
+
+/// What a worker tells the writer: exactly one message per candidate.
 enum Msg<'a> {
     /// Nothing to process. `seen` is `None` when the file vanished.
     Skip {
@@ -117,14 +157,10 @@ enum Msg<'a> {
         attempts: u32,
         seen: Seen,
     },
-    /// Asks whether to process; the answer comes back on `go`.
-    Start {
-        file: &'a SessionFile,
-        hash: Option<String>,
-        attempts: u32,
-        seen: Seen,
-        go: mpsc::SyncSender<bool>,
-    },
+    /// Left for the next run by `--max-sessions` or a stop.
+    Capped,
+    /// `--dry-run`: would have been processed.
+    WouldProcess { file: &'a SessionFile },
     Done {
         file: &'a SessionFile,
         attempts: u32,
@@ -135,9 +171,11 @@ enum Msg<'a> {
 }
 
 /// Returns `Some(code)` when the run was stopped with a code of its own.
+#[allow(clippy::too_many_arguments)]
 fn execute(
     store: &mut Store,
     processor: &dyn Processor,
+    lock: Option<&ProcessorLock>,
     data_dir: &Path,
     opts: &Options,
     log: &Log,
@@ -165,34 +203,39 @@ fn execute(
     let shared = Shared {
         candidates: &candidates,
         next: AtomicUsize::new(0),
+        attempts_made: AtomicU64::new(0),
         stop: AtomicBool::new(false),
+        transient_in_a_row: AtomicU32::new(0),
         processor,
+        lock,
         opts,
         clock,
     };
     let mut writer = Writer {
-        store,
+        db: &store.conn,
         processor,
         opts,
         log,
         report,
         stop: &shared.stop,
         ended: 0,
-        attempts_made: 0,
         transient_in_a_row: 0,
         stopped_with: None,
         error: None,
     };
     std::thread::scope(|scope| {
         let (tx, rx) = mpsc::channel();
-        for _ in 0..opts.jobs.max(1).min(candidates.len()) {
+        for worker in 0..opts.jobs.max(1).min(candidates.len()) {
             let tx = tx.clone();
             let shared = &shared;
-            scope.spawn(move || shared.work(tx));
+            scope.spawn(move || shared.work(worker, tx));
         }
         drop(tx);
-        for msg in rx {
-            writer.handle(msg);
+        // Whatever the workers have sent meanwhile is written in one
+        // transaction: far fewer commits, each session still atomic.
+        while let Ok(first) = rx.recv() {
+            let batch = std::iter::once(first).chain(rx.try_iter().take(BATCH - 1));
+            writer.handle_batch(batch.collect());
             writer
                 .log
                 .progress(name, writer.ended, candidates.len() as u64);
@@ -220,15 +263,29 @@ fn execute(
 struct Shared<'a> {
     candidates: &'a [(&'a SessionFile, Option<&'a Row>)],
     next: AtomicUsize,
+    /// Processing attempts so far, for `--max-sessions`.
+    attempts_made: AtomicU64,
     /// Set to stop taking new candidates.
     stop: AtomicBool,
+    transient_in_a_row: AtomicU32,
     processor: &'a dyn Processor,
+    lock: Option<&'a ProcessorLock>,
     opts: &'a Options,
     clock: Instant,
 }
 
+/// A session to process.
+struct Attempt<'a> {
+    file: &'a SessionFile,
+    /// Known when the file was hashed first; else computed while processing.
+    digest: Option<Digest>,
+    attempts: u32,
+    seen: Seen,
+}
+
 impl<'a> Shared<'a> {
-    fn work(&self, tx: mpsc::Sender<Msg<'a>>) {
+    /// Takes candidates until none are left or the run stops.
+    fn work(&self, worker: usize, tx: mpsc::Sender<Msg<'a>>) {
         loop {
             if self
                 .opts
@@ -244,40 +301,42 @@ impl<'a> Shared<'a> {
             let Some(&(file, row)) = self.candidates.get(i) else {
                 return;
             };
-            let msg = self.visit(file, row, &tx);
-            if let Some(msg) = msg
-                && tx.send(msg).is_err()
-            {
+            let msg = match self.visit(file, row) {
+                Ok(msg) => msg,
+                Err(attempt) => self.attempt(worker, attempt),
+            };
+            if tx.send(msg).is_err() {
                 return;
             }
         }
     }
 
-    /// Reads one candidate and processes it unless its content is known.
-    fn visit(
-        &self,
-        file: &'a SessionFile,
-        row: Option<&'a Row>,
-        tx: &mpsc::Sender<Msg<'a>>,
-    ) -> Option<Msg<'a>> {
+    /// Reads one candidate: either it needs no processing (the message says
+    /// why) or it is an attempt to make.
+    fn visit(&self, file: &'a SessionFile, row: Option<&'a Row>) -> Result<Msg<'a>, Attempt<'a>> {
         let version = self.processor.version();
         let seen = seen_now(file);
         // Nothing to compare a hash with: read once, hashing as we process.
         let single_pass = !self.processor.needs_digest_first()
             && row.is_none_or(|r| r.status == Status::Ok && r.processor_version != version);
         if single_pass {
-            return self.process(file, None, 1, seen, tx);
+            return Err(Attempt {
+                file,
+                digest: None,
+                attempts: 1,
+                seen,
+            });
         }
         let digest =
             match session::open(&file.path, file.dev, file.stat.inode).and_then(session::digest) {
                 Ok(d) => d,
                 // Deleted or replaced since the scan: the next scan sees what is there.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Some(Msg::Skip { file, seen: None });
+                    return Ok(Msg::Skip { file, seen: None });
                 }
                 Err(e) => {
                     let error = anyhow!(e).context("cannot read the file");
-                    return Some(Msg::Unreadable {
+                    return Ok(Msg::Unreadable {
                         file,
                         row,
                         seen,
@@ -310,42 +369,61 @@ impl<'a> Shared<'a> {
             (None, None) => false,
         };
         if free {
-            return Some(Msg::Skip {
+            return Ok(Msg::Skip {
                 file,
                 seen: Some(seen),
             });
         }
         let previous = retrying.map_or(0, |r| r.attempts);
         if previous >= self.opts.max_attempts {
-            return Some(Msg::Interrupted {
+            return Ok(Msg::Interrupted {
                 file,
                 hash: digest.hash,
                 attempts: previous,
                 seen,
             });
         }
-        self.process(file, Some(digest), previous + 1, seen, tx)
+        Err(Attempt {
+            file,
+            digest: Some(digest),
+            attempts: previous + 1,
+            seen,
+        })
     }
 
-    fn process(
-        &self,
-        file: &'a SessionFile,
-        digest: Option<Digest>,
-        attempts: u32,
-        seen: Seen,
-        tx: &mpsc::Sender<Msg<'a>>,
-    ) -> Option<Msg<'a>> {
-        let (go, answer) = mpsc::sync_channel(1);
-        let start = Msg::Start {
+    /// Makes an attempt within the session cap: marks it in the worker's
+    /// lock slot, runs the processor, clears the slot.
+    fn attempt(&self, worker: usize, attempt: Attempt<'a>) -> Msg<'a> {
+        let made = self.attempts_made.fetch_add(1, Ordering::SeqCst);
+        if self.opts.max_sessions.is_some_and(|m| made >= m) {
+            return Msg::Capped;
+        }
+        let Attempt {
             file,
-            hash: digest.as_ref().map(|d| d.hash.clone()),
+            digest,
             attempts,
             seen,
-            go,
+        } = attempt;
+        let Some(lock) = self.lock else {
+            return Msg::WouldProcess { file };
         };
-        if tx.send(start).is_err() || !answer.recv().unwrap_or(false) {
-            return None;
+        let in_flight = InFlight {
+            session_file: file.file.clone(),
+            attempts,
+            hash: digest.as_ref().map(|d| d.hash.clone()),
+            stat: file.stat,
+        };
+        if let Err(e) = lock.mark(worker, &in_flight) {
+            let stop = Interruption::StopRun(exit::IO, format!("{e:#}"));
+            return Msg::Done {
+                file,
+                attempts,
+                seen,
+                result: Err(stop.into()),
+                digest,
+            };
         }
+        failpoint::hit("after-attempt");
         let session = Session {
             file: &file.file,
             key: &file.key,
@@ -356,7 +434,7 @@ impl<'a> Shared<'a> {
             computed: Mutex::new(None),
         };
         // A panic in a processor is that session's failure, not the run's end.
-        let result = catch_unwind(AssertUnwindSafe(|| self.processor.process(&session)))
+        let mut result = catch_unwind(AssertUnwindSafe(|| self.processor.process(&session)))
             .unwrap_or_else(|panic| {
                 let what = panic
                     .downcast_ref::<&str>()
@@ -365,9 +443,25 @@ impl<'a> Shared<'a> {
                     .unwrap_or_default();
                 Err(anyhow!("processor panicked: {what}"))
             });
+        // The attempt has returned: whatever happens next is not its doing.
+        if let Err(e) = lock.clear(worker) {
+            result = Err(e);
+        }
+        // Stop taking sessions at once when the run cannot go on (the writer
+        // records why).
+        match result.as_ref().err().and_then(Interruption::of) {
+            Some(Interruption::StopRun(..)) => self.stop.store(true, Ordering::SeqCst),
+            Some(Interruption::Transient(_)) => {
+                if self.transient_in_a_row.fetch_add(1, Ordering::SeqCst) + 1
+                    >= MAX_TRANSIENT_IN_A_ROW
+                {
+                    self.stop.store(true, Ordering::SeqCst);
+                }
+            }
+            None => self.transient_in_a_row.store(0, Ordering::SeqCst),
+        }
         let computed = session.computed.into_inner().ok().flatten();
         let mut digest = digest.or(computed);
-        let mut result = result;
         if result.is_ok() && digest.is_none() {
             // The processor stopped reading early: hash the file on its own.
             match session::open(&file.path, file.dev, file.stat.inode).and_then(session::digest) {
@@ -375,13 +469,13 @@ impl<'a> Shared<'a> {
                 Err(e) => result = Err(anyhow!(e).context("cannot read the file")),
             }
         }
-        Some(Msg::Done {
+        Msg::Done {
             file,
             attempts,
             seen,
             result,
             digest,
-        })
+        }
     }
 }
 
@@ -396,7 +490,7 @@ fn seen_now(file: &SessionFile) -> Seen {
 
 /// The single writer: turns worker messages into state rows and counts.
 struct Writer<'a> {
-    store: &'a mut Store,
+    db: &'a Connection,
     processor: &'a dyn Processor,
     opts: &'a Options,
     log: &'a Log,
@@ -404,8 +498,6 @@ struct Writer<'a> {
     stop: &'a AtomicBool,
     /// Candidates whose visit has ended.
     ended: u64,
-    /// Processing attempts so far, for `--max-sessions`.
-    attempts_made: u64,
     transient_in_a_row: u32,
     stopped_with: Option<i32>,
     /// The first database error; the run ends with it.
@@ -424,134 +516,111 @@ impl<'a> Writer<'a> {
         }
     }
 
-    fn handle(&mut self, msg: Msg) {
-        if !matches!(msg, Msg::Start { .. }) {
-            self.ended += 1;
+    /// Writes a batch of messages in one transaction.
+    fn handle_batch(&mut self, batch: Vec<Msg>) {
+        self.ended += batch.len() as u64;
+        if self.error.is_some() {
+            return; // the run is ending; the next run redoes these
         }
-        let result = match msg {
-            Msg::Skip { file, seen } => self.skip(file, seen),
+        if let Err(e) = self.write_batch(batch) {
+            self.stop.store(true, Ordering::SeqCst);
+            self.error = Some(e);
+        }
+    }
+
+    fn write_batch(&mut self, batch: Vec<Msg>) -> Result<()> {
+        if self.opts.dry_run {
+            for msg in batch {
+                self.handle(self.db, msg)?;
+            }
+            return Ok(());
+        }
+        let tx = Transaction::new_unchecked(self.db, TransactionBehavior::Immediate)?;
+        for msg in batch {
+            self.handle(&tx, msg)?;
+        }
+        failpoint::hit("during-commit");
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn handle(&mut self, db: &Connection, msg: Msg) -> Result<()> {
+        match msg {
+            Msg::Skip { file, seen } => {
+                self.report.skipped += 1;
+                match seen {
+                    Some(seen) if !self.opts.dry_run => {
+                        state::refresh_stat(db, self.key(file), &seen)
+                    }
+                    _ => Ok(()),
+                }
+            }
             Msg::Unreadable {
                 file,
                 row,
                 seen,
                 error,
-            } => self.unreadable(file, row, seen, error),
+            } => self.unreadable(db, file, row, seen, error),
             Msg::Interrupted {
                 file,
                 hash,
                 attempts,
                 seen,
             } => self.fail(
+                db,
                 file,
                 Some(&hash),
                 attempts,
                 Some(seen),
                 anyhow!("interrupted: the run ended while processing this session"),
             ),
-            Msg::Start {
-                file,
-                hash,
-                attempts,
-                seen,
-                go,
-            } => self.start(file, hash, attempts, seen, go),
+            Msg::Capped => {
+                self.report.capped += 1;
+                Ok(())
+            }
+            Msg::WouldProcess { file } => {
+                if let Some(list) = &mut self.report.would_process {
+                    list.push(file.file.clone());
+                }
+                Ok(())
+            }
             Msg::Done {
                 file,
                 attempts,
                 seen,
                 result,
                 digest,
-            } => self.done(file, attempts, seen, result, digest),
-        };
-        if let Err(e) = result {
-            self.stop.store(true, Ordering::SeqCst);
-            self.error.get_or_insert(e);
+            } => self.done(db, file, attempts, seen, result, digest),
         }
-    }
-
-    fn skip(&mut self, file: &SessionFile, seen: Option<Seen>) -> Result<()> {
-        self.report.skipped += 1;
-        match seen {
-            Some(seen) if !self.opts.dry_run && self.error.is_none() => {
-                state::refresh_stat(&self.store.conn, self.key(file), &seen)
-            }
-            _ => Ok(()),
-        }
-    }
-
-    fn start(
-        &mut self,
-        file: &SessionFile,
-        hash: Option<String>,
-        attempts: u32,
-        seen: Seen,
-        go: mpsc::SyncSender<bool>,
-    ) -> Result<()> {
-        let stopping = self.stop.load(Ordering::SeqCst);
-        let capped = self
-            .opts
-            .max_sessions
-            .is_some_and(|m| self.attempts_made >= m);
-        let mut proceed = false;
-        if stopping || capped {
-            self.ended += 1;
-            self.report.capped += 1;
-        } else if let Some(list) = &mut self.report.would_process {
-            self.ended += 1;
-            self.attempts_made += 1;
-            list.push(file.file.clone());
-        } else {
-            state::record_attempt(
-                &self.store.conn,
-                self.key(file),
-                hash.as_deref(),
-                attempts,
-                &seen,
-            )?;
-            failpoint::hit("after-attempt");
-            self.attempts_made += 1;
-            proceed = true;
-        }
-        // A worker that has gone away needs no answer.
-        let _ = go.send(proceed);
-        Ok(())
     }
 
     fn done(
         &mut self,
+        db: &Connection,
         file: &SessionFile,
         attempts: u32,
         seen: Seen,
         result: Result<Outcome>,
         digest: Option<Digest>,
     ) -> Result<()> {
-        if self.error.is_some() {
-            return Ok(()); // the attempt stays recorded; the next run retries it
-        }
         let (outcome, digest) = match (result, digest) {
             (Ok(outcome), Some(digest)) => (outcome, digest),
             (Ok(_), None) => {
                 let e = anyhow!("internal error: the session was processed but not hashed");
-                return self.failed_attempt(file, None, attempts, seen, e);
+                return self.failed_attempt(db, file, None, attempts, seen, e);
             }
             (Err(e), digest) => {
                 let hash = digest.as_ref().map(|d| d.hash.as_str());
-                return self.failed_attempt(file, hash, attempts, seen, e);
+                return self.failed_attempt(db, file, hash, attempts, seen, e);
             }
         };
         failpoint::hit("before-commit");
-        let key = self.key(file);
-        let tx = self
-            .store
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         if let Some(output) = &outcome.output {
-            output.write(&tx, &file.file)?;
+            output.write(db, &file.file)?;
         }
-        failpoint::hit("during-commit");
         state::record_success(
-            &tx,
-            key,
+            db,
+            self.key(file),
             &Success {
                 hash: &digest.hash,
                 bytes: digest.bytes,
@@ -561,7 +630,6 @@ impl<'a> Writer<'a> {
                 now: Utc::now(),
             },
         )?;
-        tx.commit()?;
         self.transient_in_a_row = 0;
         self.report.processed += 1;
         self.report.items_extracted += outcome.items;
@@ -571,59 +639,58 @@ impl<'a> Writer<'a> {
     /// A processor error: the session's, or one that interrupts the run.
     fn failed_attempt(
         &mut self,
+        db: &Connection,
         file: &SessionFile,
         hash: Option<&str>,
         attempts: u32,
         seen: Seen,
         e: anyhow::Error,
     ) -> Result<()> {
-        match Interruption::of(&e) {
-            None => {
-                self.transient_in_a_row = 0;
-                self.fail(file, hash, attempts, Some(seen), e)
-            }
-            Some(interruption) => {
-                let stop_code = match interruption {
-                    Interruption::StopRun(code, _) => Some(*code),
-                    Interruption::Transient(_) => None,
-                };
-                // Not the session's fault: the attempt does not count, and
-                // the session is retried by the next run.
-                let message = format!("{e:#}");
-                self.log.error(format_args!(
-                    "{}: {}: {message}",
-                    self.processor.name(),
-                    file.file
-                ));
-                state::record_failure(
-                    &self.store.conn,
-                    self.key(file),
-                    &Failure {
-                        hash,
-                        attempts: attempts - 1,
-                        quarantined: false,
-                        error: &message,
-                        next_attempt_at: None,
-                        seen: Some(seen),
-                    },
-                )?;
-                self.report.errors += 1;
-                self.report.errors_detail.push(SessionError {
-                    session: file.file.clone(),
-                    error: message.clone(),
-                });
-                self.transient_in_a_row += 1;
-                if let Some(code) = stop_code {
-                    self.stop_run(code, message);
-                } else if self.transient_in_a_row >= MAX_TRANSIENT_IN_A_ROW {
-                    self.stop_run(
-                        exit::FAILURES,
-                        format!("stopped after {MAX_TRANSIENT_IN_A_ROW} transient failures in a row: {message}"),
-                    );
-                }
-                Ok(())
-            }
+        let Some(interruption) = Interruption::of(&e) else {
+            self.transient_in_a_row = 0;
+            return self.fail(db, file, hash, attempts, Some(seen), e);
+        };
+        let stop_code = match interruption {
+            Interruption::StopRun(code, _) => Some(*code),
+            Interruption::Transient(_) => None,
+        };
+        // Not the session's fault: the attempt does not count, and the
+        // session is retried by the next run.
+        let message = format!("{e:#}");
+        self.log.error(format_args!(
+            "{}: {}: {message}",
+            self.processor.name(),
+            file.file
+        ));
+        state::record_failure(
+            db,
+            self.key(file),
+            &Failure {
+                hash,
+                attempts: attempts - 1,
+                quarantined: false,
+                error: &message,
+                next_attempt_at: None,
+                seen: Some(seen),
+            },
+        )?;
+        self.report.errors += 1;
+        self.report.errors_detail.push(SessionError {
+            session: file.file.clone(),
+            error: message.clone(),
+        });
+        self.transient_in_a_row += 1;
+        if let Some(code) = stop_code {
+            self.stop_run(code, message);
+        } else if self.transient_in_a_row >= MAX_TRANSIENT_IN_A_ROW {
+            self.stop_run(
+                exit::FAILURES,
+                format!(
+                    "stopped after {MAX_TRANSIENT_IN_A_ROW} transient failures in a row: {message}"
+                ),
+            );
         }
+        Ok(())
     }
 
     fn stop_run(&mut self, code: i32, message: String) {
@@ -637,6 +704,7 @@ impl<'a> Writer<'a> {
     /// A file that exists but cannot be read fails like a processor would.
     fn unreadable(
         &mut self,
+        db: &Connection,
         file: &SessionFile,
         row: Option<&Row>,
         seen: Seen,
@@ -650,11 +718,12 @@ impl<'a> Writer<'a> {
             Some(r) if r.attempt_hash.is_none() && r.status == Status::Failed => r.attempts,
             _ => 0,
         };
-        self.fail(file, None, previous + 1, Some(seen), e)
+        self.fail(db, file, None, previous + 1, Some(seen), e)
     }
 
     fn fail(
         &mut self,
+        db: &Connection,
         file: &SessionFile,
         hash: Option<&str>,
         attempts: u32,
@@ -669,10 +738,10 @@ impl<'a> Writer<'a> {
             file.file,
             if quarantined { " (quarantined)" } else { "" }
         ));
-        if !self.opts.dry_run && self.error.is_none() {
+        if !self.opts.dry_run {
             let next = (!quarantined).then(|| retry_time(attempts));
             state::record_failure(
-                &self.store.conn,
+                db,
                 self.key(file),
                 &Failure {
                     hash,

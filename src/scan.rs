@@ -19,7 +19,7 @@ use crate::store::state::{Row, Status};
 pub const RACY_WINDOW: Duration = Duration::from_secs(2);
 
 /// What `stat` says about a file; any change means it must be read again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stat {
     pub size: u64,
     pub mtime_ns: i64,

@@ -9,7 +9,7 @@
 //! between the scan and the read is never opened.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -43,37 +43,17 @@ pub fn open(path: &Path, dev: u64, inode: u64) -> io::Result<File> {
 
 /// Hashes the complete-line prefix of `file` in one streaming pass.
 pub fn digest(mut file: File) -> io::Result<Digest> {
-    // `running` has seen every byte; `complete` is its state at the last
-    // newline. MD5 states are small, so cloning at each chunk's last newline
-    // keeps memory constant even for a fragment of any length.
-    let mut running = Md5::new();
-    let mut complete = running.clone();
-    let mut bytes = 0u64;
-    let mut offset = 0u64;
+    let mut hashing = Hashing::new();
     let mut buf = vec![0u8; CHUNK];
     loop {
-        let n = match file.read(&mut buf) {
+        match file.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => n,
+            Ok(n) => hashing.update(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
-        };
-        let chunk = &buf[..n];
-        match chunk.iter().rposition(|&b| b == b'\n') {
-            Some(last) => {
-                running.update(&chunk[..=last]);
-                complete = running.clone();
-                running.update(&chunk[last + 1..]);
-                bytes = offset + last as u64 + 1;
-            }
-            None => running.update(chunk),
         }
-        offset += n as u64;
     }
-    Ok(Digest {
-        hash: hex(&complete.finalize()),
-        bytes,
-    })
+    Ok(hashing.digest())
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -96,36 +76,78 @@ pub const MAX_LINE: usize = 8 * 1024 * 1024;
 /// With a known [`Digest`] it reads exactly the prefix that digest covers.
 /// Without one it reads to the end and hashes the complete lines as it goes,
 /// so a new file is read only once; the digest is then available from
-/// [`Lines::digest`] once the last line has been read.
+/// [`Lines::digest`] once the last line has been read. Lines are handed out
+/// as slices of one reused buffer: no copy, no allocation per line.
 pub struct Lines {
-    reader: BufReader<io::Take<File>>,
-    /// `Some` while hashing (no digest was known).
-    hashing: Option<Hashing>,
+    file: io::Take<File>,
     buf: Vec<u8>,
-    /// Bytes of complete lines read so far, and of the line being read.
-    read: u64,
-    partial: u64,
+    /// The next line starts here...
+    start: usize,
+    /// ...and has no newline before here...
+    scan: usize,
+    /// ...and the data read ends here.
+    end: usize,
+    eof: bool,
+    /// Inside a line longer than [`MAX_LINE`]: dropping it up to its newline.
+    skipping: bool,
+    hashing: Option<Hashing>,
     oversized: u64,
     done: Option<Digest>,
 }
 
+/// MD5 of everything read (`running`) and of the complete-line prefix
+/// (`complete`, a copy of `running` taken at the last newline).
 struct Hashing {
     running: Md5,
     complete: Md5,
+    read: u64,
+    complete_bytes: u64,
+}
+
+impl Hashing {
+    fn new() -> Hashing {
+        Hashing {
+            running: Md5::new(),
+            complete: Md5::new(),
+            read: 0,
+            complete_bytes: 0,
+        }
+    }
+
+    /// Hashes a chunk; one state copy per chunk keeps this as fast as a
+    /// plain hash of the file.
+    fn update(&mut self, chunk: &[u8]) {
+        if let Some(last) = memchr::memrchr(b'\n', chunk) {
+            self.running.update(&chunk[..=last]);
+            self.complete = self.running.clone();
+            self.running.update(&chunk[last + 1..]);
+            self.complete_bytes = self.read + last as u64 + 1;
+        } else {
+            self.running.update(chunk);
+        }
+        self.read += chunk.len() as u64;
+    }
+
+    fn digest(&self) -> Digest {
+        Digest {
+            hash: hex(&self.complete.clone().finalize()),
+            bytes: self.complete_bytes,
+        }
+    }
 }
 
 impl Lines {
     pub fn new(file: File, known: Option<&Digest>) -> Lines {
         let limit = known.map_or(u64::MAX, |d| d.bytes);
         Lines {
-            reader: BufReader::with_capacity(CHUNK, file.take(limit)),
-            hashing: known.is_none().then(|| Hashing {
-                running: Md5::new(),
-                complete: Md5::new(),
-            }),
+            file: file.take(limit),
             buf: Vec::new(),
-            read: 0,
-            partial: 0,
+            start: 0,
+            scan: 0,
+            end: 0,
+            eof: false,
+            skipping: false,
+            hashing: known.is_none().then(Hashing::new),
             oversized: 0,
             done: known.cloned(),
         }
@@ -135,66 +157,58 @@ impl Lines {
     /// A trailing fragment without a newline is never returned.
     pub fn next_line(&mut self) -> io::Result<Option<&[u8]>> {
         loop {
-            self.buf.clear();
-            let mut skipping = false;
-            loop {
-                let chunk = match self.reader.fill_buf() {
-                    Ok(c) => c,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                };
-                if chunk.is_empty() {
-                    // End of input: whatever is buffered is a fragment.
-                    if let Some(h) = &self.hashing {
-                        self.done = Some(Digest {
-                            hash: hex(&h.complete.clone().finalize()),
-                            bytes: self.read,
-                        });
-                    }
-                    self.buf.clear();
-                    return Ok(None);
+            if let Some(i) = memchr::memchr(b'\n', &self.buf[self.scan..self.end]) {
+                let (from, to) = (self.start, self.scan + i);
+                self.start = to + 1;
+                self.scan = self.start;
+                if self.skipping || to - from > MAX_LINE {
+                    self.skipping = false;
+                    self.oversized += 1;
+                    continue;
                 }
-                let (taken, newline) = match chunk.iter().position(|&b| b == b'\n') {
-                    Some(i) => (i + 1, true),
-                    None => (chunk.len(), false),
-                };
-                if let Some(h) = &mut self.hashing {
-                    h.running.update(&chunk[..taken]);
-                }
-                if !skipping {
-                    if self.buf.len() + taken > MAX_LINE + 1 {
-                        skipping = true;
-                        self.buf.clear();
-                    } else {
-                        self.buf.extend_from_slice(&chunk[..taken]);
-                    }
-                }
-                self.reader.consume(taken);
-                self.pending_bytes(taken, newline);
-                if newline {
-                    break;
-                }
+                return Ok(Some(&self.buf[from..to]));
             }
-            if skipping {
-                self.oversized += 1;
-                continue;
+            self.scan = self.end;
+            if self.eof {
+                if let Some(h) = &self.hashing {
+                    self.done = Some(h.digest());
+                }
+                return Ok(None);
             }
-            self.buf.pop();
-            return Ok(Some(&self.buf));
+            self.fill()?;
         }
     }
 
-    /// Accounts for `n` bytes read; at a newline they become part of the
-    /// complete-line prefix.
-    fn pending_bytes(&mut self, n: usize, newline: bool) {
-        self.partial += n as u64;
-        if newline {
-            self.read += self.partial;
-            self.partial = 0;
-            if let Some(h) = &mut self.hashing {
-                h.complete = h.running.clone();
-            }
+    /// Reads the next chunk behind the pending partial line.
+    fn fill(&mut self) -> io::Result<()> {
+        if self.end - self.start > MAX_LINE {
+            // Too long to keep: drop what is buffered and skip to its end.
+            self.skipping = true;
+            self.start = 0;
+            self.scan = 0;
+            self.end = 0;
+        } else if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.scan -= self.start;
+            self.start = 0;
         }
+        if self.buf.len() < self.end + CHUNK {
+            self.buf.resize(self.end + CHUNK, 0);
+        }
+        let n = loop {
+            match self.file.read(&mut self.buf[self.end..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        if let Some(h) = &mut self.hashing {
+            h.update(&self.buf[self.end..self.end + n]);
+        }
+        self.end += n;
+        self.eof = n == 0;
+        Ok(())
     }
 
     /// Lines skipped for being longer than [`MAX_LINE`].

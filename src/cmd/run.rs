@@ -73,7 +73,7 @@ fn run_one(
     config: &Config,
     log: &Log,
 ) -> Report {
-    let _lock = if args.dry_run {
+    let lock = if args.dry_run {
         None
     } else {
         match lock::acquire(&config.db, p.name(), args.wait) {
@@ -88,7 +88,7 @@ fn run_one(
             Err(e) => return failed(p, e, log),
         }
     };
-    match runner::run(store, p, data_dir, opts, log) {
+    match runner::run(store, p, lock.as_ref(), data_dir, opts, log) {
         Ok(report) => report,
         Err(e) => failed(p, e, log),
     }

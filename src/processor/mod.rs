@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Result;
-use rusqlite::Transaction;
+use rusqlite::Connection;
 
 use crate::config::Config;
 use crate::session::{self, Digest, Lines};
@@ -120,7 +120,8 @@ pub struct Outcome {
 /// A built-in processor's rows for one session.
 pub trait Output: Send {
     /// Replaces whatever the processor held for `session_file` by these rows.
-    fn write(&self, tx: &Transaction, session_file: &str) -> rusqlite::Result<()>;
+    /// Called inside the transaction that also writes the session's state.
+    fn write(&self, db: &Connection, session_file: &str) -> rusqlite::Result<()>;
 }
 
 pub trait Processor: Send + Sync {

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use anyhow::Result;
-use rusqlite::{Transaction, params};
+use rusqlite::{Connection, params};
 use sha2::{Digest as _, Sha256};
 
 use super::{Outcome, Output, Processor, Session};
@@ -525,13 +525,11 @@ fn active_ms(sorted: &[i64]) -> i64 {
 }
 
 impl Output for Rows {
-    fn write(&self, tx: &Transaction, session_file: &str) -> rusqlite::Result<()> {
-        tx.execute(
-            "DELETE FROM usage_events WHERE session_file = ?1",
-            [session_file],
-        )?;
+    fn write(&self, db: &Connection, session_file: &str) -> rusqlite::Result<()> {
+        db.prepare_cached("DELETE FROM usage_events WHERE session_file = ?1")?
+            .execute([session_file])?;
         let s = &self.summary;
-        let mut insert = tx.prepare_cached(
+        let mut insert = db.prepare_cached(
             "INSERT INTO usage_events (id, session_id, session_file, username, event_uuid,
                  parent_uuid, event_type, tool_name, skill_name, subagent_type, command_name,
                  is_error, model, cwd, is_sidechain, occurred_at, processor_version)
@@ -558,7 +556,7 @@ impl Output for Rows {
                 VERSION
             ])?;
         }
-        tx.execute(
+        db.prepare_cached(
             "INSERT OR REPLACE INTO usage_session_summary (session_file, session_id, username,
                  started_at, ended_at, wall_seconds, active_seconds, user_prompts,
                  assistant_messages, tool_calls, tool_errors, skill_invocations,
@@ -567,34 +565,34 @@ impl Output for Rows {
                  cache_read_tokens, malformed_lines, processor_version)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
                  ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
-            params![
-                session_file,
-                s.session_id,
-                s.username,
-                s.started_at,
-                s.ended_at,
-                s.wall_seconds,
-                s.active_seconds,
-                s.user_prompts as i64,
-                s.assistant_messages as i64,
-                s.tool_calls as i64,
-                s.tool_errors as i64,
-                s.skill_invocations as i64,
-                s.subagent_dispatches as i64,
-                s.mcp_calls as i64,
-                s.slash_commands as i64,
-                s.distinct_tools as i64,
-                s.distinct_skills as i64,
-                s.primary_model,
-                serde_json::to_string(&s.models).unwrap_or_else(|_| "[]".into()),
-                s.input_tokens as i64,
-                s.output_tokens as i64,
-                s.cache_creation_tokens as i64,
-                s.cache_read_tokens as i64,
-                s.malformed_lines as i64,
-                VERSION
-            ],
-        )?;
+        )?
+        .execute(params![
+            session_file,
+            s.session_id,
+            s.username,
+            s.started_at,
+            s.ended_at,
+            s.wall_seconds,
+            s.active_seconds,
+            s.user_prompts as i64,
+            s.assistant_messages as i64,
+            s.tool_calls as i64,
+            s.tool_errors as i64,
+            s.skill_invocations as i64,
+            s.subagent_dispatches as i64,
+            s.mcp_calls as i64,
+            s.slash_commands as i64,
+            s.distinct_tools as i64,
+            s.distinct_skills as i64,
+            s.primary_model,
+            serde_json::to_string(&s.models).unwrap_or_else(|_| "[]".into()),
+            s.input_tokens as i64,
+            s.output_tokens as i64,
+            s.cache_creation_tokens as i64,
+            s.cache_read_tokens as i64,
+            s.malformed_lines as i64,
+            VERSION
+        ])?;
         Ok(())
     }
 }

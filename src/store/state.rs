@@ -141,26 +141,26 @@ pub fn record_attempt(
     seen: &Seen,
 ) -> Result<()> {
     let (size, mtime, ctime, inode, racy) = stat_params(seen);
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO processor_state (processor_name, session_file, username, status,
              attempts, attempt_hash, file_size, mtime_ns, ctime_ns, inode, read_racy)
          VALUES (?1, ?2, ?3, 'processing', ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT (processor_name, session_file) DO UPDATE SET
              status = 'processing', attempts = ?4, attempt_hash = ?5, file_size = ?6,
              mtime_ns = ?7, ctime_ns = ?8, inode = ?9, read_racy = ?10",
-        params![
-            key.processor,
-            key.session_file,
-            key.username,
-            attempts,
-            hash,
-            size,
-            mtime,
-            ctime,
-            inode,
-            racy
-        ],
-    )?;
+    )?
+    .execute(params![
+        key.processor,
+        key.session_file,
+        key.username,
+        attempts,
+        hash,
+        size,
+        mtime,
+        ctime,
+        inode,
+        racy
+    ])?;
     Ok(())
 }
 
@@ -176,7 +176,7 @@ pub struct Success<'a> {
 
 pub fn record_success(conn: &Connection, key: Key, s: &Success) -> Result<()> {
     let (size, mtime, ctime, inode, racy) = stat_params(&s.seen);
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO processor_state (processor_name, session_file, username, processed_at,
              items_extracted, file_hash, bytes_processed, processor_version, file_size,
              mtime_ns, ctime_ns, inode, read_racy, status, attempts, attempt_hash,
@@ -187,22 +187,22 @@ pub fn record_success(conn: &Connection, key: Key, s: &Success) -> Result<()> {
              bytes_processed = ?7, processor_version = ?8, file_size = ?9, mtime_ns = ?10,
              ctime_ns = ?11, inode = ?12, read_racy = ?13, status = 'ok', attempts = 0,
              attempt_hash = NULL, last_error = NULL, next_attempt_at = NULL",
-        params![
-            key.processor,
-            key.session_file,
-            key.username,
-            timestamp(s.now),
-            s.items as i64,
-            s.hash,
-            s.bytes as i64,
-            s.version,
-            size,
-            mtime,
-            ctime,
-            inode,
-            racy
-        ],
-    )?;
+    )?
+    .execute(params![
+        key.processor,
+        key.session_file,
+        key.username,
+        timestamp(s.now),
+        s.items as i64,
+        s.hash,
+        s.bytes as i64,
+        s.version,
+        size,
+        mtime,
+        ctime,
+        inode,
+        racy
+    ])?;
     Ok(())
 }
 
@@ -231,7 +231,7 @@ pub fn record_failure(conn: &Connection, key: Key, f: &Failure) -> Result<()> {
         }
         None => (None, None, None, None, false),
     };
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO processor_state (processor_name, session_file, username, file_size,
              mtime_ns, ctime_ns, inode, read_racy, status, attempts, attempt_hash, last_error,
              next_attempt_at)
@@ -240,22 +240,22 @@ pub fn record_failure(conn: &Connection, key: Key, f: &Failure) -> Result<()> {
              file_size = ?4, mtime_ns = ?5, ctime_ns = ?6, inode = ?7, read_racy = ?8,
              status = ?9, attempts = ?10, attempt_hash = ?11, last_error = ?12,
              next_attempt_at = ?13",
-        params![
-            key.processor,
-            key.session_file,
-            key.username,
-            size,
-            mtime,
-            ctime,
-            inode,
-            racy,
-            status.as_str(),
-            f.attempts,
-            f.hash,
-            f.error,
-            f.next_attempt_at.map(timestamp)
-        ],
-    )?;
+    )?
+    .execute(params![
+        key.processor,
+        key.session_file,
+        key.username,
+        size,
+        mtime,
+        ctime,
+        inode,
+        racy,
+        status.as_str(),
+        f.attempts,
+        f.hash,
+        f.error,
+        f.next_attempt_at.map(timestamp)
+    ])?;
     Ok(())
 }
 
@@ -263,20 +263,20 @@ pub fn record_failure(conn: &Connection, key: Key, f: &Failure) -> Result<()> {
 /// stat tuple (and its raciness) is brought up to date.
 pub fn refresh_stat(conn: &Connection, key: Key, seen: &Seen) -> Result<()> {
     let (size, mtime, ctime, inode, racy) = stat_params(seen);
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE processor_state SET file_size = ?3, mtime_ns = ?4, ctime_ns = ?5, inode = ?6,
              read_racy = ?7
          WHERE processor_name = ?1 AND session_file = ?2",
-        params![
-            key.processor,
-            key.session_file,
-            size,
-            mtime,
-            ctime,
-            inode,
-            racy
-        ],
-    )?;
+    )?
+    .execute(params![
+        key.processor,
+        key.session_file,
+        size,
+        mtime,
+        ctime,
+        inode,
+        racy
+    ])?;
     Ok(())
 }
 
