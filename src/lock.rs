@@ -153,7 +153,7 @@ mod tests {
         let attempt = |n: u32| InFlight {
             session_file: format!("u/{n}.jsonl"),
             attempts: n,
-            hash: (n % 2 == 0).then(|| "ab".repeat(16)),
+            hash: n.is_multiple_of(2).then(|| "ab".repeat(16)),
             stat: Stat {
                 size: 1,
                 mtime_ns: 2,
