@@ -90,13 +90,16 @@ fn assert_recovers(env: &Env, expected: &[String], what: &str) {
 #[test]
 fn every_failure_point_recovers_exactly() {
     let expected = reference();
-    for point in [
-        "after-attempt",
-        "in-processor",
-        "before-commit",
-        "during-commit",
-    ] {
-        for nth in [1, 9, 40] {
+    // Commits come in batches, as many as the workers' pace makes: only the
+    // first is sure to exist.
+    let points = [
+        ("after-attempt", &[1, 9, 40][..]),
+        ("in-processor", &[1, 9, 40]),
+        ("before-commit", &[1, 9, 40]),
+        ("during-commit", &[1]),
+    ];
+    for (point, nths) in points {
+        for &nth in nths {
             let env = Env::new();
             corpus(&env);
             let out = env

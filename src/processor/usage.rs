@@ -84,23 +84,125 @@ impl Processor for Usage {
     }
 }
 
-/// One usage event, before its id is known.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Names that repeat across a session's events (tools, skills, models,
+/// folders), stored once: an event holds their index.
+#[derive(Debug, Default)]
+pub struct Names {
+    index: HashMap<Box<str>, u32>,
+    list: Vec<Box<str>>,
+}
+
+/// An index into [`Names`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Name(u32);
+
+impl Names {
+    fn intern(&mut self, text: &str) -> Name {
+        if let Some(&i) = self.index.get(text) {
+            return Name(i);
+        }
+        let i = self.list.len() as u32;
+        self.list.push(text.into());
+        self.index.insert(text.into(), i);
+        Name(i)
+    }
+
+    pub fn get(&self, name: Name) -> &str {
+        &self.list[name.0 as usize]
+    }
+
+    fn opt(&self, name: Option<Name>) -> Option<&str> {
+        name.map(|n| self.get(n))
+    }
+}
+
+/// A line's `uuid`: 16 bytes when it is a canonical lowercase UUID (as
+/// Claude Code writes them), the text itself otherwise. Written back as the
+/// same text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Uuid {
+    Canonical([u8; 16]),
+    Other(Box<str>),
+}
+
+impl Uuid {
+    fn new(text: &str) -> Uuid {
+        let b = text.as_bytes();
+        let canonical = b.len() == 36
+            && [8, 13, 18, 23].iter().all(|&i| b[i] == b'-')
+            && b.iter().enumerate().all(|(i, c)| {
+                matches!(i, 8 | 13 | 18 | 23) || matches!(c, b'0'..=b'9' | b'a'..=b'f')
+            });
+        if !canonical {
+            return Uuid::Other(text.into());
+        }
+        let mut out = [0u8; 16];
+        let digits = b.iter().filter(|&&c| c != b'-');
+        for (i, c) in digits.enumerate() {
+            let v = if c.is_ascii_digit() {
+                c - b'0'
+            } else {
+                c - b'a' + 10
+            };
+            out[i / 2] |= v << if i % 2 == 0 { 4 } else { 0 };
+        }
+        Uuid::Canonical(out)
+    }
+
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Uuid::Other(s) => std::borrow::Cow::Borrowed(s),
+            Uuid::Canonical(b) => {
+                let h = crate::session::hex(b);
+                std::borrow::Cow::Owned(format!(
+                    "{}-{}-{}-{}-{}",
+                    &h[..8],
+                    &h[8..12],
+                    &h[12..16],
+                    &h[16..20],
+                    &h[20..]
+                ))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    ToolUse,
+    Subagent,
+    McpCall,
+    SlashCommand,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::ToolUse => "tool_use",
+            EventType::Subagent => "subagent",
+            EventType::McpCall => "mcp_call",
+            EventType::SlashCommand => "slash_command",
+        }
+    }
+}
+
+/// One usage event, kept compact: a session can hold a hundred thousand.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Event {
-    pub id: String,
-    pub event_uuid: Option<String>,
-    pub parent_uuid: Option<String>,
-    pub event_type: &'static str,
-    pub tool_id: Option<String>,
-    pub tool_name: Option<String>,
-    pub skill_name: Option<String>,
-    pub subagent_type: Option<String>,
-    pub command_name: Option<String>,
+    pub event_uuid: Option<Uuid>,
+    pub parent_uuid: Option<Uuid>,
+    pub tool_id: Option<Box<str>>,
+    pub event_type: EventType,
+    pub tool_name: Option<Name>,
+    pub skill_name: Option<Name>,
+    pub subagent_type: Option<Name>,
+    pub command_name: Option<Name>,
+    pub model: Option<Name>,
+    pub cwd: Option<Name>,
     pub is_error: bool,
-    pub model: Option<String>,
-    pub cwd: Option<String>,
     pub is_sidechain: bool,
-    pub occurred_at: Option<String>,
+    /// Epoch milliseconds of the line's timestamp.
+    pub occurred_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -133,16 +235,28 @@ pub struct Summary {
 /// The rows one session yields.
 #[derive(Debug)]
 pub struct Rows {
+    /// Events in file order, without duplicates...
     pub events: Vec<Event>,
+    /// ...and their ids (SHA-256).
+    pub ids: Vec<[u8; 32]>,
+    pub names: Names,
     pub summary: Summary,
 }
 
 /// One API reply's usage, as the line with the largest total reported it.
 #[derive(Debug)]
 struct Reply {
-    request_id: Option<String>,
+    /// A hash of `requestId`: only ever compared within one `message.id`.
+    request: Option<u64>,
     sidechain: bool,
     usage: transcript::Usage,
+}
+
+/// The lines that share one `message.id`.
+#[derive(Debug)]
+struct Group {
+    model: Option<Name>,
+    replies: Vec<Reply>,
 }
 
 /// Token accounting. Claude Code writes one API reply as several lines, one
@@ -154,26 +268,20 @@ struct Reply {
 /// on its own.
 #[derive(Debug, Default)]
 struct Tokens {
-    replies: HashMap<String, Vec<Reply>>,
+    /// Keyed by a 128-bit hash of `message.id`: no allocation per reply, and
+    /// a collision is as likely as guessing a random 128-bit key.
+    groups: HashMap<u128, Group>,
+    /// Usage of lines without `message.id`.
     anonymous: Vec<transcript::Usage>,
 }
 
-impl Tokens {
-    fn add(
-        &mut self,
-        message_id: Option<&str>,
-        request_id: Option<&str>,
-        sidechain: bool,
-        usage: transcript::Usage,
-    ) {
-        let Some(id) = message_id else {
-            self.anonymous.push(usage);
-            return;
-        };
-        let entries = self.replies.entry(id.to_owned()).or_default();
-        let same = entries
+impl Group {
+    fn add(&mut self, request_id: Option<&str>, sidechain: bool, usage: transcript::Usage) {
+        let request = request_id.map(|r| hash128(r) as u64);
+        let same = self
+            .replies
             .iter_mut()
-            .find(|e| e.request_id.as_deref() == request_id || e.sidechain || sidechain);
+            .find(|e| e.request == request || e.sidechain || sidechain);
         match same {
             Some(e) => {
                 if usage.total() > e.usage.total() {
@@ -181,19 +289,21 @@ impl Tokens {
                 }
                 e.sidechain |= sidechain;
             }
-            None => entries.push(Reply {
-                request_id: request_id.map(str::to_owned),
+            None => self.replies.push(Reply {
+                request,
                 sidechain,
                 usage,
             }),
         }
     }
+}
 
+impl Tokens {
     fn totals(&self) -> [u64; 4] {
         let all = self
-            .replies
+            .groups
             .values()
-            .flatten()
+            .flat_map(|g| &g.replies)
             .map(|r| &r.usage)
             .chain(&self.anonymous);
         let mut t = [0u64; 4];
@@ -213,13 +323,12 @@ struct Accumulator {
     /// Milliseconds since the epoch of every line's timestamp.
     times: Vec<i64>,
     events: Vec<Event>,
-    tool_ids: HashSet<String>,
-    errored_tool_ids: HashSet<String>,
+    names: Names,
+    errored_tool_ids: HashSet<Box<str>>,
     user_prompts: u64,
     tokens: Tokens,
-    /// Model of each distinct reply (`message.id`, or a line without one).
-    reply_models: HashMap<String, Option<String>>,
-    anonymous_replies: Vec<Option<String>>,
+    /// Models of assistant lines without `message.id`: each its own reply.
+    anonymous_replies: Vec<Option<Name>>,
     malformed: u64,
 }
 
@@ -235,49 +344,49 @@ impl Accumulator {
         if self.session_id.is_none() {
             self.session_id = line.session_id.get().map(str::to_owned);
         }
-        let at = line.timestamp.get().and_then(parse_time);
-        if let Some((ms, _)) = &at {
-            self.times.push(*ms);
+        let at = line.timestamp.get().and_then(parse_ms);
+        if let Some(ms) = at {
+            self.times.push(ms);
         }
         // Legacy tool result lines can flag an error from anywhere in the file.
         if line.is_error.0
             && let Some(id) = line.tool_use_id.get().or(line.tool_use_id_camel.get())
         {
-            self.errored_tool_ids.insert(id.to_owned());
+            self.errored_tool_ids.insert(id.into());
         }
         let kind = line.role().unwrap_or("");
         if NO_EVENTS.contains(&kind) {
             return;
         }
-        let occurred_at = at.map(|(_, text)| text);
         match kind {
-            "assistant" => self.assistant(&line, occurred_at),
-            "user" => self.user(&line, occurred_at),
+            "assistant" => self.assistant(&line, at),
+            "user" => self.user(&line, at),
             _ => {}
         }
     }
 
-    fn assistant(&mut self, line: &Line, occurred_at: Option<String>) {
+    fn assistant(&mut self, line: &Line, at: Option<i64>) {
         let Some(message) = &line.message.0 else {
             self.anonymous_replies.push(None);
             return;
         };
-        let model = message.model.get().map(str::to_owned);
+        let model = message.model.get().map(|m| self.names.intern(m));
         match message.id.get() {
             Some(id) => {
-                self.reply_models
-                    .entry(id.to_owned())
-                    .or_insert_with(|| model.clone());
+                let group = self.tokens.groups.entry(hash128(id)).or_insert(Group {
+                    model,
+                    replies: Vec::new(),
+                });
+                if let Some(usage) = message.usage.0 {
+                    group.add(line.request_id.get(), line.is_sidechain.0, usage);
+                }
             }
-            None => self.anonymous_replies.push(model.clone()),
-        }
-        if let Some(usage) = message.usage.0 {
-            self.tokens.add(
-                message.id.get(),
-                line.request_id.get(),
-                line.is_sidechain.0,
-                usage,
-            );
+            None => {
+                self.anonymous_replies.push(model);
+                if let Some(usage) = message.usage.0 {
+                    self.tokens.anonymous.push(usage);
+                }
+            }
         }
         let Content::Blocks(blocks) = &message.content else {
             return;
@@ -289,39 +398,30 @@ impl Accumulator {
             let Some(name) = block.name.get() else {
                 continue;
             };
-            if let Some(id) = block.id.get()
-                && !self.tool_ids.insert(id.to_owned())
-            {
-                continue; // the same tool use repeated on a later line
-            }
             let input = block.input.0.as_ref();
             let mut event = Event {
-                event_type: "tool_use",
-                tool_id: block.id.get().map(str::to_owned),
-                tool_name: Some(name.to_owned()),
-                model: model.clone(),
-                ..self.event_base(line, occurred_at.clone())
+                event_type: EventType::ToolUse,
+                tool_id: block.id.get().map(Into::into),
+                tool_name: Some(self.names.intern(name)),
+                model,
+                ..self.event_base(line, at)
             };
             if name == "Skill" {
                 event.skill_name = input
                     .and_then(|i| i.skill.get().or(i.name.get()))
-                    .map(str::to_owned);
+                    .map(|s| self.names.intern(s));
             } else if name == "Task" || name == "Agent" {
-                event.event_type = "subagent";
-                event.subagent_type = Some(
-                    input
-                        .and_then(|i| i.subagent_type.get())
-                        .unwrap_or(name)
-                        .to_owned(),
-                );
+                event.event_type = EventType::Subagent;
+                let kind = input.and_then(|i| i.subagent_type.get()).unwrap_or(name);
+                event.subagent_type = Some(self.names.intern(kind));
             } else if name.starts_with("mcp__") {
-                event.event_type = "mcp_call";
+                event.event_type = EventType::McpCall;
             }
             self.events.push(event);
         }
     }
 
-    fn user(&mut self, line: &Line, occurred_at: Option<String>) {
+    fn user(&mut self, line: &Line, at: Option<i64>) {
         let mut human_text = false;
         let mut commands = Vec::new();
         let mut text = |t: &str| {
@@ -346,9 +446,9 @@ impl Accumulator {
         }
         for name in commands {
             let event = Event {
-                event_type: "slash_command",
-                command_name: Some(name),
-                ..self.event_base(line, occurred_at.clone())
+                event_type: EventType::SlashCommand,
+                command_name: Some(self.names.intern(&name)),
+                ..self.event_base(line, at)
             };
             self.events.push(event);
         }
@@ -358,18 +458,25 @@ impl Accumulator {
         if block.is_error.0
             && let Some(id) = block.tool_use_id.get()
         {
-            self.errored_tool_ids.insert(id.to_owned());
+            self.errored_tool_ids.insert(id.into());
         }
     }
 
-    fn event_base(&self, line: &Line, occurred_at: Option<String>) -> Event {
+    fn event_base(&mut self, line: &Line, at: Option<i64>) -> Event {
         Event {
-            event_uuid: line.uuid.get().map(str::to_owned),
-            parent_uuid: line.parent_uuid.get().map(str::to_owned),
-            cwd: line.cwd.get().map(str::to_owned),
+            event_uuid: line.uuid.get().map(Uuid::new),
+            parent_uuid: line.parent_uuid.get().map(Uuid::new),
+            tool_id: None,
+            event_type: EventType::ToolUse,
+            tool_name: None,
+            skill_name: None,
+            subagent_type: None,
+            command_name: None,
+            model: None,
+            cwd: line.cwd.get().map(|c| self.names.intern(c)),
+            is_error: false,
             is_sidechain: line.is_sidechain.0,
-            occurred_at,
-            ..Event::default()
+            occurred_ms: at,
         }
     }
 
@@ -378,20 +485,55 @@ impl Accumulator {
             let name = session_file.rsplit('/').next().unwrap_or(session_file);
             name.strip_suffix(".jsonl").unwrap_or(name).to_owned()
         });
-        let mut seen = HashSet::new();
-        let mut events = Vec::with_capacity(self.events.len());
-        for mut e in std::mem::take(&mut self.events) {
+        // One event per tool use id (the first), then per event id. Sorting
+        // indices instead of hashing keys keeps this to 4 bytes per event.
+        let mut events = std::mem::take(&mut self.events);
+        let mut keep = vec![true; events.len()];
+        let mut order: Vec<u32> = (0..events.len() as u32)
+            .filter(|&i| events[i as usize].tool_id.is_some())
+            .collect();
+        order.sort_by(|&a, &b| {
+            events[a as usize]
+                .tool_id
+                .cmp(&events[b as usize].tool_id)
+                .then(a.cmp(&b))
+        });
+        for pair in order.windows(2) {
+            if events[pair[0] as usize].tool_id == events[pair[1] as usize].tool_id {
+                keep[pair[1] as usize] = false;
+            }
+        }
+        let mut kept = keep.iter();
+        events.retain(|_| *kept.next().unwrap_or(&true));
+        let ids: Vec<[u8; 32]> = events
+            .iter()
+            .map(|e| event_id(&session_id, e, &self.names))
+            .collect();
+        let mut keep = vec![true; events.len()];
+        let mut order: Vec<u32> = (0..events.len() as u32).collect();
+        order.sort_by(|&a, &b| ids[a as usize].cmp(&ids[b as usize]).then(a.cmp(&b)));
+        for pair in order.windows(2) {
+            if ids[pair[0] as usize] == ids[pair[1] as usize] {
+                keep[pair[1] as usize] = false;
+            }
+        }
+        drop(order);
+        let mut kept = keep.iter();
+        events.retain(|_| *kept.next().unwrap_or(&true));
+        let ids: Vec<[u8; 32]> = ids
+            .into_iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|(id, _)| id)
+            .collect();
+        for e in &mut events {
             e.is_error = e
                 .tool_id
                 .as_ref()
                 .is_some_and(|id| self.errored_tool_ids.contains(id));
-            e.id = event_id(&session_id, &e);
-            if seen.insert(e.id.clone()) {
-                events.push(e);
-            }
         }
-        let count = |t: &str| events.iter().filter(|e| e.event_type == t).count() as u64;
-        let distinct = |f: fn(&Event) -> Option<&String>| {
+        let count = |t: EventType| events.iter().filter(|e| e.event_type == t).count() as u64;
+        let distinct = |f: fn(&Event) -> Option<Name>| {
             events.iter().filter_map(f).collect::<HashSet<_>>().len() as u64
         };
         let (primary_model, models) = self.models();
@@ -408,18 +550,18 @@ impl Accumulator {
             },
             active_seconds: active_ms(&self.times) as f64 / 1000.0,
             user_prompts: self.user_prompts,
-            assistant_messages: (self.reply_models.len() + self.anonymous_replies.len()) as u64,
-            tool_calls: count("tool_use"),
+            assistant_messages: (self.tokens.groups.len() + self.anonymous_replies.len()) as u64,
+            tool_calls: count(EventType::ToolUse),
             tool_errors: events
                 .iter()
-                .filter(|e| e.is_error && e.event_type != "slash_command")
+                .filter(|e| e.is_error && e.event_type != EventType::SlashCommand)
                 .count() as u64,
             skill_invocations: events.iter().filter(|e| e.skill_name.is_some()).count() as u64,
-            subagent_dispatches: count("subagent"),
-            mcp_calls: count("mcp_call"),
-            slash_commands: count("slash_command"),
-            distinct_tools: distinct(|e| e.tool_name.as_ref()),
-            distinct_skills: distinct(|e| e.skill_name.as_ref()),
+            subagent_dispatches: count(EventType::Subagent),
+            mcp_calls: count(EventType::McpCall),
+            slash_commands: count(EventType::SlashCommand),
+            distinct_tools: distinct(|e| e.tool_name),
+            distinct_skills: distinct(|e| e.skill_name),
             primary_model,
             models,
             input_tokens: input,
@@ -428,19 +570,26 @@ impl Accumulator {
             cache_read_tokens: read,
             malformed_lines: self.malformed,
         };
-        Rows { events, summary }
+        Rows {
+            events,
+            ids,
+            names: self.names,
+            summary,
+        }
     }
 
     /// The most frequent model over distinct replies (ties to the name that
     /// sorts first), and every model used, sorted; `<synthetic>` ignored.
     fn models(&self) -> (Option<String>, Vec<String>) {
         let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
-        for model in self
-            .reply_models
+        let reply_models = self
+            .tokens
+            .groups
             .values()
-            .chain(&self.anonymous_replies)
-            .flatten()
-        {
+            .map(|g| g.model)
+            .chain(self.anonymous_replies.iter().copied());
+        for model in reply_models.flatten() {
+            let model = self.names.get(model);
             if model != SYNTHETIC_MODEL {
                 *counts.entry(model).or_default() += 1;
             }
@@ -480,25 +629,38 @@ pub fn slash_commands(text: &str) -> Vec<String> {
     found
 }
 
-/// Stable hex SHA-256 of `session_id|event_uuid|tool_id|event_type|tool_name|command_name`.
-fn event_id(session_id: &str, e: &Event) -> String {
-    let key = [
-        session_id,
-        e.event_uuid.as_deref().unwrap_or(""),
-        e.tool_id.as_deref().unwrap_or(""),
-        e.event_type,
-        e.tool_name.as_deref().unwrap_or(""),
-        e.command_name.as_deref().unwrap_or(""),
-    ]
-    .join("|");
-    crate::session::hex(&Sha256::digest(key.as_bytes()))
+/// A 128-bit hash of a key, from two independent SipHash runs.
+fn hash128(key: &str) -> u128 {
+    use std::hash::{Hash, Hasher};
+    let half = |salt: u8| {
+        let mut h = std::hash::DefaultHasher::new();
+        salt.hash(&mut h);
+        key.hash(&mut h);
+        h.finish()
+    };
+    (u128::from(half(1)) << 64) | u128::from(half(2))
 }
 
-/// Parses an RFC 3339 timestamp into epoch milliseconds and its UTC text.
-fn parse_time(text: &str) -> Option<(i64, String)> {
-    let t = chrono::DateTime::parse_from_rfc3339(text).ok()?;
-    let utc = t.with_timezone(&chrono::Utc);
-    Some((utc.timestamp_millis(), timestamp(utc)))
+/// Stable SHA-256 of `session_id|event_uuid|tool_id|event_type|tool_name|command_name`.
+fn event_id(session_id: &str, e: &Event, names: &Names) -> [u8; 32] {
+    let uuid = e.event_uuid.as_ref().map(Uuid::text);
+    let key = [
+        session_id,
+        uuid.as_deref().unwrap_or(""),
+        e.tool_id.as_deref().unwrap_or(""),
+        e.event_type.as_str(),
+        names.opt(e.tool_name).unwrap_or(""),
+        names.opt(e.command_name).unwrap_or(""),
+    ]
+    .join("|");
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// Parses an RFC 3339 timestamp into epoch milliseconds.
+fn parse_ms(text: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp_millis())
 }
 
 fn format_ms(ms: i64) -> String {
@@ -535,24 +697,25 @@ impl Output for Rows {
                  is_error, model, cwd, is_sidechain, occurred_at, processor_version)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         )?;
-        for e in &self.events {
+        let n = &self.names;
+        for (id, e) in self.ids.iter().zip(&self.events) {
             insert.execute(params![
-                e.id,
+                crate::session::hex(id),
                 s.session_id,
                 session_file,
                 s.username,
-                e.event_uuid,
-                e.parent_uuid,
-                e.event_type,
-                e.tool_name,
-                e.skill_name,
-                e.subagent_type,
-                e.command_name,
+                e.event_uuid.as_ref().map(Uuid::text),
+                e.parent_uuid.as_ref().map(Uuid::text),
+                e.event_type.as_str(),
+                n.opt(e.tool_name),
+                n.opt(e.skill_name),
+                n.opt(e.subagent_type),
+                n.opt(e.command_name),
                 e.is_error,
-                e.model,
-                e.cwd,
+                n.opt(e.model),
+                n.opt(e.cwd),
                 e.is_sidechain,
-                e.occurred_at,
+                e.occurred_ms.map(format_ms),
                 VERSION
             ])?;
         }
@@ -645,17 +808,42 @@ mod tests {
             output_tokens: transcript::Num(o),
             ..Default::default()
         };
-        let mut t = Tokens::default();
-        t.add(Some("m1"), Some("r1"), false, usage(10, 1));
-        t.add(Some("m1"), Some("r1"), false, usage(10, 30));
-        t.add(Some("m1"), Some("r1"), false, usage(10, 5));
+        let group = || Group {
+            model: None,
+            replies: Vec::new(),
+        };
+        let (mut m1, mut m2) = (group(), group());
+        m1.add(Some("r1"), false, usage(10, 1));
+        m1.add(Some("r1"), false, usage(10, 30));
+        m1.add(Some("r1"), false, usage(10, 5));
         // Same message id, another request: a different reply...
-        t.add(Some("m1"), Some("r2"), false, usage(1, 1));
+        m1.add(Some("r2"), false, usage(1, 1));
         // ...unless a sidechain line is involved.
-        t.add(Some("m2"), Some("r3"), false, usage(2, 2));
-        t.add(Some("m2"), Some("r4"), true, usage(2, 3));
-        t.add(None, None, false, usage(7, 7));
-        t.add(None, None, false, usage(7, 7));
+        m2.add(Some("r3"), false, usage(2, 2));
+        m2.add(Some("r4"), true, usage(2, 3));
+        let mut t = Tokens::default();
+        t.groups.insert(hash128("m1"), m1);
+        t.groups.insert(hash128("m2"), m2);
+        t.anonymous.push(usage(7, 7));
+        t.anonymous.push(usage(7, 7));
         assert_eq!(t.totals(), [10 + 1 + 2 + 14, 30 + 1 + 3 + 14, 0, 0]);
+    }
+
+    #[test]
+    fn uuids_round_trip() {
+        for text in [
+            "0b2ac3a5-7c4f-4e0e-9d3b-5f1b2c3d4e5f",
+            "0B2AC3A5-7C4F-4E0E-9D3B-5F1B2C3D4E5F",
+            "u1",
+            "",
+            "0b2ac3a5-7c4f-4e0e-9d3b-5f1b2c3d4e5",
+            "0b2ac3a5x7c4f-4e0e-9d3b-5f1b2c3d4e5f",
+        ] {
+            assert_eq!(Uuid::new(text).text(), text);
+        }
+        assert!(matches!(
+            Uuid::new("0b2ac3a5-7c4f-4e0e-9d3b-5f1b2c3d4e5f"),
+            Uuid::Canonical(_)
+        ));
     }
 }

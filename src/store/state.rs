@@ -3,9 +3,9 @@
 //!
 //! A row moves through these statuses:
 //! - `ok`: the content with `file_hash` was processed at `processor_version`.
-//! - `processing`: an attempt on `attempt_hash` was recorded and has not
-//!   finished. Found by a later run, it means that run died mid-session; the
-//!   attempt counts, so a session that kills the process is quarantined too.
+//! - `processing`: a run died while processing the session (its lock file
+//!   still named the attempt, see [`crate::lock`]). The attempt counts, so a
+//!   session that kills the process is quarantined too.
 //! - `failed`: the last attempt failed; retried at `next_attempt_at`.
 //! - `quarantined`: `attempts` failures on the same content; left alone until
 //!   the content changes or an operator requeues it.
