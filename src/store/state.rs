@@ -129,10 +129,10 @@ fn stat_params(seen: &Seen) -> (i64, i64, i64, i64, bool) {
     )
 }
 
-/// Records that an attempt starts, before the processor runs, so that an
-/// attempt that never ends (the process died) still counts. `hash` is `None`
-/// when the file is hashed while it is processed; the stat tuple then tells
-/// whether a later attempt is on the same content.
+/// Records an attempt that a run died in (read back from its lock file):
+/// the session is marked `processing` with that attempt count. `hash` is
+/// `None` when the file was being hashed while processed; the stat tuple then
+/// tells whether a later attempt is on the same content.
 pub fn record_attempt(
     conn: &Connection,
     key: Key,
