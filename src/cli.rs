@@ -17,7 +17,7 @@ EXIT STATUS:
   1   ran, but some sessions failed or were quarantined
       (or `state --check` found the pipeline unhealthy)
   2   usage error: bad flag, unknown processor
-  69  processor unavailable (e.g. no LLM configured)
+  69  processor unavailable (e.g. no LLM API key for `verification`)
   74  database or I/O error
   75  another run of the processor holds its lock (see --busy-exit-code)
   78  configuration error: bad config file, missing data dir, schema needs
@@ -27,6 +27,11 @@ ENVIRONMENT:
   SESSION_DATA_DIR     data dir, as --data-dir
   SESSIONPIPE_DB       state database, as --db
   SESSIONPIPE_CONFIG   config file, as --config
+  SESSIONPIPE_LLM_PROVIDER, SESSIONPIPE_LLM_BASE_URL, SESSIONPIPE_LLM_MODEL
+                       override [llm] provider, base_url and model
+  SESSIONPIPE_LLM_API_KEY
+                       the LLM key for `verification` (else ANTHROPIC_API_KEY
+                       or OPENAI_API_KEY, as the provider needs)
   External-command processors receive SESSIONPIPE_PROCESSOR,
   SESSIONPIPE_SESSION_FILE, SESSIONPIPE_SESSION_KEY, SESSIONPIPE_SESSION_PATH,
   SESSIONPIPE_FILE_HASH and SESSIONPIPE_BYTES.

@@ -16,6 +16,8 @@ use serde::Deserialize;
 
 use crate::cli::GlobalArgs;
 use crate::exit::{self, Coded};
+use crate::llm::{ApiKey, LlmConfig, Provider};
+use crate::processor::verification::Budgets;
 
 pub const DEFAULT_CONFIG: &str = "/etc/sessionpipe/config.toml";
 pub const DEFAULT_DATA_DIR: &str = "/data/user_sessions";
@@ -30,6 +32,9 @@ pub struct Config {
     pub exec: Vec<ExecSpec>,
     /// `usage`: user folder key -> identity (e.g. email), from `[usage] identities`.
     pub identities: HashMap<String, String>,
+    /// `verification`: the model to ask, and its per-run limits.
+    pub llm: LlmConfig,
+    pub verification: Budgets,
 }
 
 /// A processor that runs an external command once per session.
@@ -51,6 +56,34 @@ struct FileConfig {
     processors: BTreeMap<String, FileExec>,
     #[serde(default)]
     usage: FileUsage,
+    #[serde(default)]
+    llm: FileLlm,
+    #[serde(default)]
+    verification: FileBudgets,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLlm {
+    provider: Option<String>,
+    base_url: Option<String>,
+    model: Option<String>,
+    /// The variable holding the key, instead of the provider's own.
+    api_key_env: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileBudgets {
+    max_sessions: Option<u64>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    time_budget: Option<Duration>,
+}
+
+fn de_opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,6 +168,18 @@ impl Config {
                 timeout: p.timeout,
             });
         }
+        let llm = llm_config(&file.llm).code(exit::CONFIG)?;
+        let defaults = Budgets::default();
+        let verification = Budgets {
+            max_sessions: file
+                .verification
+                .max_sessions
+                .unwrap_or(defaults.max_sessions),
+            time_budget: file
+                .verification
+                .time_budget
+                .unwrap_or(defaults.time_budget),
+        };
         Ok(Config {
             data_dir: args
                 .data_dir
@@ -148,6 +193,8 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_DB.into()),
             exec,
             identities,
+            llm,
+            verification,
         })
     }
 
@@ -198,6 +245,49 @@ fn read_file(path: &Path) -> Result<FileConfig> {
     toml::from_str(&text)
         .map_err(|e| anyhow::anyhow!("config file {shown}: {}", e.to_string().trim_end()))
         .code(exit::CONFIG)
+}
+
+/// Environment variables that override the `[llm]` section.
+pub const LLM_PROVIDER_ENV: &str = "SESSIONPIPE_LLM_PROVIDER";
+pub const LLM_BASE_URL_ENV: &str = "SESSIONPIPE_LLM_BASE_URL";
+pub const LLM_MODEL_ENV: &str = "SESSIONPIPE_LLM_MODEL";
+pub const LLM_API_KEY_ENV: &str = "SESSIONPIPE_LLM_API_KEY";
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The `[llm]` section, overridden by the environment. A missing key is not
+/// an error here: it makes `verification` unavailable, and says how to fix it.
+fn llm_config(file: &FileLlm) -> Result<LlmConfig> {
+    let provider_name = env(LLM_PROVIDER_ENV)
+        .or_else(|| file.provider.clone())
+        .unwrap_or_else(|| "anthropic".to_owned());
+    let Some(provider) = Provider::parse(&provider_name) else {
+        anyhow::bail!("config: llm.provider {provider_name:?} must be \"anthropic\" or \"openai\"");
+    };
+    let base_url = env(LLM_BASE_URL_ENV)
+        .or_else(|| file.base_url.clone())
+        .unwrap_or_else(|| provider.default_base_url().to_owned());
+    crate::llm::check_base_url(&base_url).map_err(|e| anyhow::anyhow!("config: {e}"))?;
+    let model = env(LLM_MODEL_ENV)
+        .or_else(|| file.model.clone())
+        .unwrap_or_else(|| provider.default_model().to_owned());
+    let key_var = file
+        .api_key_env
+        .clone()
+        .unwrap_or_else(|| provider.key_variable().to_owned());
+    let key = env(LLM_API_KEY_ENV)
+        .or_else(|| env(&key_var))
+        .map(ApiKey::new)
+        .ok_or_else(|| format!("no LLM API key: set {LLM_API_KEY_ENV} or {key_var}"));
+    Ok(LlmConfig {
+        provider,
+        base_url,
+        model,
+        timeout: file.timeout.unwrap_or(Duration::from_secs(60)),
+        key,
+    })
 }
 
 /// Reads `key,email` lines; blank lines, `#` comments and a `key,email`

@@ -11,6 +11,7 @@ pub mod config;
 pub mod duration;
 pub mod exit;
 pub mod failpoint;
+pub mod llm;
 pub mod lock;
 pub mod log;
 pub mod processor;

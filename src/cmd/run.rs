@@ -35,13 +35,6 @@ pub fn run(args: &RunArgs, config: &Config, log: &Log) -> Result<i32> {
     } else {
         Store::open(&config.db, Need::Current)?
     };
-    let opts = Options {
-        max_attempts: args.max_attempts,
-        max_sessions: args.max_sessions,
-        time_budget: args.time_budget,
-        dry_run: args.dry_run,
-        jobs: usize::from(args.jobs),
-    };
     let mut code = exit::SUCCESS;
     for p in chosen {
         if args.due && !is_due(&store, p)? {
@@ -58,6 +51,13 @@ pub fn run(args: &RunArgs, config: &Config, log: &Log) -> Result<i32> {
             }
             continue;
         }
+        let opts = Options {
+            max_attempts: args.max_attempts,
+            max_sessions: args.max_sessions.or(p.default_max_sessions()),
+            time_budget: args.time_budget.or(p.default_time_budget()),
+            dry_run: args.dry_run,
+            jobs: usize::from(args.jobs),
+        };
         let report = run_one(&mut store, p, data_dir, &opts, args, config, log);
         code = code.max(emit(args, report));
     }

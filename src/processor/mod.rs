@@ -10,6 +10,7 @@
 
 pub mod exec;
 pub mod usage;
+pub mod verification;
 
 use std::io;
 use std::path::Path;
@@ -137,6 +138,14 @@ pub trait Processor: Send + Sync {
     fn needs_digest_first(&self) -> bool {
         false
     }
+    /// `--max-sessions` when `run` is not given one.
+    fn default_max_sessions(&self) -> Option<u64> {
+        None
+    }
+    /// `--time-budget` when `run` is not given one.
+    fn default_time_budget(&self) -> Option<Duration> {
+        None
+    }
     /// Why it cannot run here, if it cannot.
     fn unavailable(&self) -> Option<String> {
         None
@@ -146,8 +155,13 @@ pub trait Processor: Send + Sync {
 
 /// Every processor, built-ins first, then the configured ones by name.
 pub fn registry(config: &Config) -> Vec<Box<dyn Processor>> {
-    let mut all: Vec<Box<dyn Processor>> =
-        vec![Box::new(usage::Usage::new(config.identities.clone()))];
+    let mut all: Vec<Box<dyn Processor>> = vec![
+        Box::new(usage::Usage::new(config.identities.clone())),
+        Box::new(verification::Verification::new(
+            config.llm.clone(),
+            config.verification,
+        )),
+    ];
     for spec in &config.exec {
         all.push(Box::new(exec::Exec::new(spec.clone())));
     }

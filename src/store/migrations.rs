@@ -109,6 +109,50 @@ const STEPS: &[(&str, &str)] = &[
     ) WITHOUT ROWID;
     ",
     ),
+    (
+        "knowledge items, evidence and similar items",
+        "
+    CREATE TABLE knowledge_items (
+        id             TEXT PRIMARY KEY,
+        title          TEXT NOT NULL,
+        content        TEXT NOT NULL,
+        domain         TEXT NOT NULL,
+        entities       TEXT NOT NULL,
+        detection_type TEXT NOT NULL,
+        confidence     REAL NOT NULL,
+        status         TEXT NOT NULL DEFAULT 'pending',
+        source_user    TEXT NOT NULL,
+        source_ref     TEXT NOT NULL,
+        created_at     TEXT NOT NULL
+    );
+    CREATE INDEX knowledge_items_domain ON knowledge_items (domain);
+    CREATE TABLE verification_evidence (
+        item_id        TEXT NOT NULL REFERENCES knowledge_items (id),
+        source_user    TEXT NOT NULL,
+        source_ref     TEXT NOT NULL,
+        detection_type TEXT NOT NULL,
+        user_quote     TEXT NOT NULL,
+        created_at     TEXT NOT NULL,
+        UNIQUE (item_id, source_user, source_ref)
+    );
+    CREATE TABLE knowledge_similar (
+        item_id    TEXT NOT NULL REFERENCES knowledge_items (id),
+        similar_id TEXT NOT NULL REFERENCES knowledge_items (id),
+        score      REAL NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (item_id, similar_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE verification_sessions (
+        session_file        TEXT PRIMARY KEY,
+        username            TEXT NOT NULL,
+        items               INTEGER NOT NULL,
+        dropped_invalid     INTEGER NOT NULL,
+        dropped_unsupported INTEGER NOT NULL,
+        model               TEXT NOT NULL,
+        processed_at        TEXT NOT NULL
+    ) WITHOUT ROWID;
+    ",
+    ),
 ];
 
 const LEGACY_TABLE: &str = "session_extraction_state";

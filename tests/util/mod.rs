@@ -1,6 +1,8 @@
 //! A temporary data dir, database and config file around the built binary.
 #![allow(dead_code)]
 
+pub mod llm;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -96,10 +98,10 @@ impl Env {
 
     pub fn cmd(&self) -> Command {
         let mut cmd = Command::cargo_bin("sessionpipe").unwrap();
-        cmd.env_remove("SESSION_DATA_DIR")
-            .env_remove("SESSIONPIPE_DB")
-            .env_remove("SESSIONPIPE_CONFIG")
-            .arg("--config")
+        for var in HOST_VARIABLES {
+            cmd.env_remove(var);
+        }
+        cmd.arg("--config")
             .arg(&self.config)
             .arg("--data-dir")
             .arg(&self.data)
@@ -178,5 +180,20 @@ pub fn n(report: &Value, field: &str) -> u64 {
         .as_u64()
         .unwrap_or_else(|| panic!("{field} in {report}"))
 }
+
+/// Variables of the machine running the tests that would change what the
+/// binary does.
+pub const HOST_VARIABLES: &[&str] = &[
+    "SESSION_DATA_DIR",
+    "SESSIONPIPE_DB",
+    "SESSIONPIPE_CONFIG",
+    "SESSIONPIPE_LLM_PROVIDER",
+    "SESSIONPIPE_LLM_BASE_URL",
+    "SESSIONPIPE_LLM_MODEL",
+    "SESSIONPIPE_LLM_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "OPENAI_API_KEY",
+    "SESSIONPIPE_FAILPOINT",
+];
 
 pub const LINE: &str = "{\"type\":\"user\",\"message\":{\"role\":\"user\",\"content\":\"hi\"}}\n";
