@@ -35,6 +35,8 @@ pub struct Config {
     /// `verification`: the model to ask, and its per-run limits.
     pub llm: LlmConfig,
     pub verification: Budgets,
+    /// How long to wait for another writer of the database.
+    pub busy_timeout: Duration,
 }
 
 /// A processor that runs an external command once per session.
@@ -52,6 +54,8 @@ pub struct ExecSpec {
 struct FileConfig {
     data_dir: Option<PathBuf>,
     db: Option<PathBuf>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    busy_timeout: Option<Duration>,
     #[serde(default)]
     processors: BTreeMap<String, FileExec>,
     #[serde(default)]
@@ -195,6 +199,9 @@ impl Config {
             identities,
             llm,
             verification,
+            busy_timeout: file
+                .busy_timeout
+                .unwrap_or(crate::store::DEFAULT_BUSY_TIMEOUT),
         })
     }
 

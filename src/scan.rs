@@ -59,6 +59,9 @@ pub struct SessionFile {
 
 /// Lists every session file, sorted by state key.
 pub fn scan(data_dir: &Path, log: &Log) -> Result<Vec<SessionFile>> {
+    // Absolute paths: a command handed a path never mistakes it for an option.
+    let data_dir = &std::fs::canonicalize(data_dir)
+        .with_context(|| format!("cannot open data dir {}", data_dir.display()))?;
     let mut found = Vec::new();
     let entries = std::fs::read_dir(data_dir)
         .with_context(|| format!("cannot list data dir {}", data_dir.display()))?;

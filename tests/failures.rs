@@ -190,31 +190,8 @@ fn unreadable_file_is_an_error_while_the_others_are_processed() {
     let locked = env.session("u/locked.jsonl", LINE);
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
 
-    let mut cmd = env.cmd();
-    // Root reads anything: run as nobody, who owns everything but the file.
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        use std::os::unix::fs::chown;
-        for entry in walk(env.dir.path()) {
-            if entry != locked {
-                chown(&entry, Some(65534), Some(65534)).unwrap();
-            }
-        }
-        fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        let mut std_cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("sessionpipe"));
-        use std::os::unix::process::CommandExt;
-        std_cmd.uid(65534).gid(65534);
-        std_cmd
-            .args(["--config"])
-            .arg(&env.config)
-            .arg("--data-dir")
-            .arg(&env.data)
-            .arg("--db")
-            .arg(&env.db);
-        fs::create_dir_all(env.db.parent().unwrap()).unwrap();
-        chown(env.db.parent().unwrap(), Some(65534), Some(65534)).unwrap();
-        cmd = assert_cmd::Command::from_std(std_cmd);
-    }
+    // Root reads anything: the run is made as nobody.
+    let mut cmd = env.cmd_unprivileged(&[&locked]);
     let out = cmd.args(["run", "count", "--json"]).assert().code(1);
     let report: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(n(&report, "processed"), 1);
@@ -226,19 +203,6 @@ fn unreadable_file_is_an_error_while_the_others_are_processed() {
         "{error}"
     );
     assert_eq!(env.calls(), vec![format!("u/a.jsonl {}", LINE.len())]);
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = vec![dir.to_path_buf()];
-    for entry in fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 #[test]

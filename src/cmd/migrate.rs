@@ -16,7 +16,7 @@ pub fn migrate(args: &MigrateArgs, config: &Config) -> Result<i32> {
             println!("database {shown} does not exist; migrate creates it at version {target}");
             return Ok(exit::SUCCESS);
         }
-        let store = Store::open(&config.db, Need::Any)?;
+        let store = Store::open(&config.db, Need::Any, config.busy_timeout)?;
         let current = migrations::user_version(&store.conn)?;
         println!("database {shown}: schema version {current}, this sessionpipe: {target}");
         let pending = migrations::pending(&store.conn)?;
@@ -28,7 +28,7 @@ pub fn migrate(args: &MigrateArgs, config: &Config) -> Result<i32> {
         }
         return Ok(exit::SUCCESS);
     }
-    let mut store = Store::open(&config.db, Need::Any)?;
+    let mut store = Store::open(&config.db, Need::Any, config.busy_timeout)?;
     let done = migrations::migrate(&mut store.conn)?;
     if done.is_empty() {
         println!("database {shown} is up to date (schema version {target})");

@@ -33,7 +33,7 @@ pub fn run(args: &RunArgs, config: &Config, log: &Log) -> Result<i32> {
     let mut store = if args.dry_run && !config.db.exists() {
         Store::in_memory()?
     } else {
-        Store::open(&config.db, Need::Current)?
+        Store::open(&config.db, Need::Current, config.busy_timeout)?
     };
     let mut code = exit::SUCCESS;
     for p in chosen {

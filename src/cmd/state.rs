@@ -23,7 +23,7 @@ pub fn state(args: &StateArgs, config: &Config, log: &Log) -> Result<i32> {
     match &args.action {
         Some(StateAction::Requeue(r)) => {
             let p = super::find(&all, &r.processor)?;
-            let mut store = Store::open(&config.db, Need::Current)?;
+            let mut store = Store::open(&config.db, Need::Current, config.busy_timeout)?;
             let which = if r.failed {
                 Requeue::Failed
             } else if r.quarantined {
@@ -48,7 +48,7 @@ pub fn state(args: &StateArgs, config: &Config, log: &Log) -> Result<i32> {
         }
         Some(StateAction::Reset(r)) => {
             let p = super::find(&all, &r.processor)?;
-            let store = Store::open(&config.db, Need::Current)?;
+            let store = Store::open(&config.db, Need::Current, config.busy_timeout)?;
             let n = rows::reset(&store.conn, p.name())?;
             println!(
                 "{}: forgot {n} sessions; the next runs reprocess everything",
@@ -64,7 +64,7 @@ pub fn state(args: &StateArgs, config: &Config, log: &Log) -> Result<i32> {
     };
     // Reading state never creates a database.
     let store = if config.db.exists() {
-        Store::open(&config.db, Need::Current)?
+        Store::open(&config.db, Need::Current, config.busy_timeout)?
     } else {
         Store::in_memory()?
     };

@@ -210,6 +210,28 @@ fn legacy_rows(conn: &Connection) -> Result<Option<i64>> {
     Ok(Some(n))
 }
 
+/// Gives a database without any table the whole schema. Returns whether the
+/// database is now current: `false` for an older schema, which needs
+/// `migrate`. Decided inside the exclusive transaction, so runs that race to
+/// create one database agree.
+pub fn create_if_empty(conn: &mut Connection) -> Result<bool> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+    let version = user_version(&tx)?;
+    if version == target_version() {
+        return Ok(true);
+    }
+    if version != 0 || !is_empty(&tx)? {
+        return Ok(false);
+    }
+    for (i, (what, sql)) in STEPS.iter().enumerate() {
+        tx.execute_batch(sql)
+            .with_context(|| format!("schema step {}: {what}", i + 1))?;
+    }
+    tx.pragma_update(None, "user_version", target_version())?;
+    tx.commit()?;
+    Ok(true)
+}
+
 /// Applies every pending step and the legacy import in one exclusive
 /// transaction. Returns what was done.
 pub fn migrate(conn: &mut Connection) -> Result<Vec<String>> {

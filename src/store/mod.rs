@@ -23,8 +23,9 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::exit;
 
-/// How long a statement waits for another writer before failing with 74.
-pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a statement waits for another writer before failing with 74,
+/// unless the config file says otherwise.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Store {
     pub conn: Connection,
@@ -40,8 +41,9 @@ pub enum Need {
 }
 
 impl Store {
-    /// Opens (creating when missing) the database at `path`.
-    pub fn open(path: &Path, need: Need) -> Result<Store> {
+    /// Opens (creating when missing) the database at `path`; a statement
+    /// waits up to `busy` for another writer.
+    pub fn open(path: &Path, need: Need, busy: Duration) -> Result<Store> {
         let shown = path.display();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
@@ -60,18 +62,18 @@ impl Store {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .with_context(|| format!("cannot open database {shown}"))?;
-        Self::prepare(conn, need, &shown.to_string())
+        Self::prepare(conn, need, busy, &shown.to_string())
     }
 
     /// An empty database in memory at the current schema, for read-only
     /// commands run before any database exists.
     pub fn in_memory() -> Result<Store> {
         let conn = Connection::open_in_memory()?;
-        Self::prepare(conn, Need::Current, ":memory:")
+        Self::prepare(conn, Need::Current, DEFAULT_BUSY_TIMEOUT, ":memory:")
     }
 
-    fn prepare(mut conn: Connection, need: Need, shown: &str) -> Result<Store> {
-        conn.busy_timeout(BUSY_TIMEOUT)?;
+    fn prepare(mut conn: Connection, need: Need, busy: Duration, shown: &str) -> Result<Store> {
+        conn.busy_timeout(busy)?;
         // The first read: fails on a file that is not SQLite, before any write.
         let version = migrations::user_version(&conn)
             .with_context(|| format!("{shown} is not a usable SQLite database"))?;
@@ -85,25 +87,21 @@ impl Store {
                 ),
             ));
         }
-        let fresh = version == 0 && migrations::is_empty(&conn)?;
         conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
             .with_context(|| format!("cannot set WAL mode on {shown}"))?;
         // Checkpoints (each one an fsync) every 16 MiB of WAL rather than 4.
         conn.execute_batch(
             "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=4096;",
         )?;
-        if need == Need::Current && version < target {
-            if fresh {
-                migrations::migrate(&mut conn)?;
-            } else {
-                return Err(exit::fail(
-                    exit::CONFIG,
-                    format!(
-                        "database {shown} has schema version {version}, this sessionpipe \
-                         needs {target}: run `sessionpipe migrate`"
-                    ),
-                ));
-            }
+        // A new database gets the schema; an old one waits for `migrate`.
+        if need == Need::Current && version < target && !migrations::create_if_empty(&mut conn)? {
+            return Err(exit::fail(
+                exit::CONFIG,
+                format!(
+                    "database {shown} has schema version {version}, this sessionpipe \
+                     needs {target}: run `sessionpipe migrate`"
+                ),
+            ));
         }
         Ok(Store { conn })
     }

@@ -110,6 +110,37 @@ impl Env {
         cmd
     }
 
+    /// The binary as an unprivileged user, so that file permissions apply
+    /// even when the tests run as root: everything in the test folder is
+    /// handed to `nobody` except `keep` (left to root). Without root, the
+    /// plain command.
+    pub fn cmd_unprivileged(&self, keep: &[&Path]) -> Command {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return self.cmd();
+        }
+        fs::create_dir_all(self.db.parent().unwrap()).unwrap();
+        for path in walk(self.dir.path()) {
+            if !keep.contains(&path.as_path()) {
+                std::os::unix::fs::chown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
+            }
+        }
+        fs::set_permissions(self.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("sessionpipe"));
+        std::os::unix::process::CommandExt::uid(&mut cmd, NOBODY);
+        std::os::unix::process::CommandExt::gid(&mut cmd, NOBODY);
+        for var in HOST_VARIABLES {
+            cmd.env_remove(var);
+        }
+        cmd.arg("--config")
+            .arg(&self.config)
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("--db")
+            .arg(&self.db);
+        Command::from_std(cmd)
+    }
+
     /// Runs `run ARGS --json` and returns the exit code and the reports.
     pub fn run_json(&self, args: &[&str]) -> (i32, Vec<Value>) {
         let out = self
@@ -160,6 +191,22 @@ impl Env {
             )
             .unwrap();
     }
+}
+
+pub const NOBODY: u32 = 65534;
+
+/// Every path under `dir`, itself included.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() && !path.is_symlink() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }
 
 /// Sets a file's mtime an hour back.

@@ -1,0 +1,235 @@
+//! Hostile names, files that change under a run, hostile content and a
+//! hostile environment: each handled, counted, and never stopping the run.
+
+mod util;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+
+use predicates::str::contains;
+use serde_json::json;
+use util::{Env, LINE, age, n};
+
+fn state_keys(env: &Env, processor: &str) -> Vec<String> {
+    let conn = env.db();
+    let mut stmt = conn
+        .prepare("SELECT session_file FROM processor_state WHERE processor_name = ?1 ORDER BY 1")
+        .unwrap();
+    stmt.query_map([processor], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn odd_names_are_kept_exact_and_never_reach_a_shell() {
+    let env = Env::new();
+    let args = env.path("args");
+    env.processors(&[(
+        "args",
+        &format!("printf '%s\\0' \"$1\" >> '{}'", args.display()),
+    )]);
+    let names = [
+        "plain/a.jsonl",
+        "with space/b c.jsonl",
+        "-dash/-rf.jsonl",
+        "quotes/it's \"q\".jsonl",
+        "newline/x\ny.jsonl",
+        "shell/$(touch PWNED);`touch PWNED`.jsonl",
+    ];
+    for name in names {
+        env.session(name, LINE);
+    }
+    // A name that is not UTF-8 cannot be a state key: skipped with a warning.
+    let bad = env.data.join(OsStr::from_bytes(b"bad\xff.jsonl"));
+    fs::create_dir_all(env.data.join("plain")).unwrap();
+    fs::write(
+        env.data
+            .join("plain")
+            .join(OsStr::from_bytes(b"bad\xff.jsonl")),
+        LINE,
+    )
+    .unwrap();
+    let _ = bad;
+    let out = env.cmd().args(["run", "args", "usage"]).assert().success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains("non-UTF-8 name"), "{stderr}");
+
+    let mut expected: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(state_keys(&env, "args"), expected);
+    assert_eq!(state_keys(&env, "usage"), expected);
+    let passed = fs::read(&args).unwrap();
+    let mut passed: Vec<String> = passed
+        .split(|&b| b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| String::from_utf8(p.to_vec()).unwrap())
+        .collect();
+    passed.sort();
+    let data = fs::canonicalize(&env.data).unwrap();
+    let mut want: Vec<String> = names
+        .iter()
+        .map(|n| data.join(n).to_str().unwrap().to_owned())
+        .collect();
+    want.sort();
+    assert_eq!(passed, want, "each path arrives as one absolute argument");
+    assert!(!env.dir.path().join("PWNED").exists() && !data.join("PWNED").exists());
+}
+
+#[test]
+fn a_symlink_to_a_secret_never_reaches_a_processor() {
+    let env = Env::new();
+    env.processors(&[("cat", &env.recorder("cat \"$1\" >> /dev/null"))]);
+    env.session("u/real.jsonl", LINE);
+    std::os::unix::fs::symlink("/etc/shadow", env.data.join("u/shadow.jsonl")).unwrap();
+    std::os::unix::fs::symlink("/etc", env.data.join("etc")).unwrap();
+    fs::write(env.path("passwd.jsonl"), "{\"secret\":true}\n").unwrap();
+    std::os::unix::fs::symlink(env.path("passwd.jsonl"), env.data.join("u/passwd.jsonl")).unwrap();
+    env.cmd()
+        .args(["-q", "run", "cat", "usage"])
+        .assert()
+        .success();
+    assert_eq!(env.calls(), vec![format!("u/real.jsonl {}", LINE.len())]);
+    assert_eq!(state_keys(&env, "usage"), vec!["u/real.jsonl"]);
+}
+
+#[test]
+fn files_deleted_or_replaced_during_a_run_are_skipped_and_seen_next_time() {
+    let env = Env::new();
+    let (b, c) = (env.data.join("u/b.jsonl"), env.data.join("u/c.jsonl"));
+    // Processing a deletes b and replaces c (a new file, a new inode).
+    let script = env.recorder(&format!(
+        "case \"$1\" in */a.jsonl) rm -f '{b}'; printf '%s\\n%s\\n' '{{}}' '{{}}' > '{c}.new'; mv '{c}.new' '{c}';; esac",
+        b = b.display(),
+        c = c.display()
+    ));
+    env.processors(&[("count", &script)]);
+    for name in ["a", "b", "c", "d"] {
+        env.session(&format!("u/{name}.jsonl"), LINE);
+    }
+    let report = env.run_one(&["count", "--jobs", "1"], 0);
+    assert_eq!((n(&report, "processed"), n(&report, "skipped")), (2, 2));
+    let report = env.run_one(&["count", "--jobs", "1"], 0);
+    assert_eq!(n(&report, "processed"), 1, "the new c");
+    let calls = env.calls();
+    assert_eq!(calls.last().unwrap(), "u/c.jsonl 6");
+    assert!(!calls.iter().any(|c| c.starts_with("u/b.jsonl")));
+}
+
+#[test]
+fn a_truncated_file_is_reprocessed_whole() {
+    let env = Env::new();
+    let tool = |id: &str| {
+        format!(
+            "{}\n",
+            json!({"type": "assistant", "uuid": id, "message": {"id": id, "content": [
+                {"type": "tool_use", "id": id, "name": "Bash", "input": {}}]}})
+        )
+    };
+    let path = env.session("u/t.jsonl", &(tool("t1") + &tool("t2") + &tool("t3")));
+    env.run_one(&["usage"], 0);
+    fs::write(&path, tool("t9")).unwrap();
+    age(&path);
+    assert_eq!(n(&env.run_one(&["usage"], 0), "processed"), 1);
+    let events: Vec<String> = {
+        let conn = env.db();
+        let mut stmt = conn.prepare("SELECT event_uuid FROM usage_events").unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(events, vec!["t9"], "old outputs replaced");
+}
+
+#[test]
+fn hostile_content_gets_a_clear_outcome() {
+    let env = Env::new();
+    let deep = format!(
+        "{{\"type\":\"user\",\"message\":{{\"content\":{}{}}}}}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let mut bytes: Vec<u8> = Vec::new();
+    bytes.extend_from_slice(deep.as_bytes());
+    bytes.extend_from_slice(b"{\"type\":\"user\",\"message\":{\"content\":\"nul \0 inside\"}}\n");
+    bytes.extend_from_slice(
+        b"{\"type\":\"user\",\"message\":{\"content\":\"bad \xff\xfe utf8\"}}\n",
+    );
+    bytes.extend_from_slice(b"\0\0\0\0\n");
+    bytes.extend_from_slice(LINE.as_bytes());
+    let path = env.data.join("u/hostile.jsonl");
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, &bytes).unwrap();
+    age(&path);
+    env.session("u/empty.jsonl", "");
+    env.session("u/fragment.jsonl", "{\"type\":\"user\"");
+    let report = env.run_one(&["usage"], 0);
+    assert_eq!(n(&report, "processed"), 3);
+    let malformed: i64 = env
+        .db()
+        .query_row(
+            "SELECT malformed_lines FROM usage_session_summary WHERE session_file = 'u/hostile.jsonl'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    // NUL bytes and invalid UTF-8 are malformed; the deep line is valid JSON
+    // and is read without recursion.
+    assert_eq!(malformed, 3);
+}
+
+#[test]
+fn a_busy_database_fails_cleanly_and_loses_nothing() {
+    let env = Env::new();
+    let mut table = toml::Table::new();
+    table.insert("busy_timeout".into(), "300ms".into());
+    env.write_config(&table);
+    let path = env.session("u/a.jsonl", LINE);
+    env.run_one(&["usage"], 0);
+    util::append(&path, LINE);
+    age(&path);
+    let holder = env.db();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    env.cmd()
+        .args(["run", "usage"])
+        .assert()
+        .code(74)
+        .stderr(contains("database is locked"));
+    holder.execute_batch("ROLLBACK").unwrap();
+    drop(holder);
+    let report = env.run_one(&["usage"], 0);
+    assert_eq!(n(&report, "processed"), 1, "the append is still picked up");
+}
+
+#[test]
+fn a_read_only_database_location_is_74() {
+    let env = Env::new();
+    env.session("u/a.jsonl", LINE);
+    let locked = env.db.parent().unwrap().to_path_buf();
+    fs::create_dir(&locked).unwrap();
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o555)).unwrap();
+    env.cmd_unprivileged(&[&locked])
+        .args(["run", "usage"])
+        .assert()
+        .code(74)
+        .stderr(contains("cannot open database"))
+        .stderr(contains("ermission denied"));
+}
+
+#[test]
+fn a_config_owned_by_someone_else_is_refused() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return; // only root can give the file away
+    }
+    let env = Env::new();
+    std::os::unix::fs::chown(&env.config, Some(util::NOBODY), None).unwrap();
+    env.cmd()
+        .args(["list"])
+        .assert()
+        .code(78)
+        .stderr(contains("owned by uid 65534"));
+}
