@@ -3,61 +3,16 @@
 
 mod util;
 
-use std::fs;
-use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use util::Env;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/claude-code");
-
-/// 51 sessions: every fixture under three user keys.
-fn corpus(env: &Env) {
-    for key in ["ann", "bo", "cy"] {
-        for folder in ["agnes-usage", "claude-code-log", "sniffly"] {
-            for entry in fs::read_dir(Path::new(FIXTURES).join(folder)).unwrap() {
-                let path = entry.unwrap().path();
-                let name = path.file_name().unwrap().to_str().unwrap();
-                env.session(
-                    &format!("{key}/{folder}-{name}"),
-                    &fs::read_to_string(&path).unwrap(),
-                );
-            }
-        }
-    }
-}
-
-/// Everything the usage processor owns, in a comparable form.
-fn tables(env: &Env) -> Vec<String> {
-    let conn = env.db();
-    let mut out = Vec::new();
-    for sql in [
-        "SELECT * FROM usage_events ORDER BY session_file, id",
-        "SELECT * FROM usage_session_summary ORDER BY session_file",
-        "SELECT session_file, file_hash, items_extracted, status FROM processor_state
-         WHERE processor_name = 'usage' ORDER BY session_file",
-    ] {
-        let mut stmt = conn.prepare(sql).unwrap();
-        let width = stmt.column_count();
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((0..width)
-                    .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
-                    .collect::<Vec<_>>()
-                    .join("|"))
-            })
-            .unwrap();
-        out.extend(rows.map(Result::unwrap));
-    }
-    out
-}
-
 fn reference() -> Vec<String> {
     let env = Env::new();
-    corpus(&env);
+    env.fixture_corpus();
     env.run_one(&["usage"], 0);
-    tables(&env)
+    env.usage_tables()
 }
 
 /// After a crash: a clean rerun (no stale lock) gives the reference tables,
@@ -81,7 +36,7 @@ fn assert_recovers(env: &Env, expected: &[String], what: &str) {
         .unwrap();
     assert_eq!(orphans, 0, "{what}: processed without outputs");
     assert_eq!(
-        tables(env),
+        env.usage_tables(),
         expected,
         "{what}: tables differ from one uninterrupted run"
     );
@@ -101,7 +56,7 @@ fn every_failure_point_recovers_exactly() {
     for (point, nths) in points {
         for &nth in nths {
             let env = Env::new();
-            corpus(&env);
+            env.fixture_corpus();
             let out = env
                 .cmd()
                 .env("SESSIONPIPE_FAILPOINT", format!("{point}:{nth}"))
@@ -123,7 +78,7 @@ fn kill_9_at_random_moments_recovers_exactly() {
     let expected = reference();
     // How long an uninterrupted run takes here, to spread the kills over it.
     let probe = Env::new();
-    corpus(&probe);
+    probe.fixture_corpus();
     let started = Instant::now();
     probe.run_one(&["usage"], 0);
     let span = started.elapsed().as_micros().max(1000) as u64;
@@ -136,14 +91,9 @@ fn kill_9_at_random_moments_recovers_exactly() {
             .wrapping_add(1442695040888963407);
         let delay = Duration::from_micros((seed >> 33) % span);
         let env = Env::new();
-        corpus(&env);
-        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("sessionpipe"))
-            .arg("--config")
-            .arg(&env.config)
-            .arg("--data-dir")
-            .arg(&env.data)
-            .arg("--db")
-            .arg(&env.db)
+        env.fixture_corpus();
+        let mut child = env
+            .std_cmd()
             .args(["run", "usage"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -11,14 +11,8 @@ use util::{Env, LINE, n};
 /// Starts `run PROCESSOR` in the background and waits until its command is
 /// inside a session (it creates `marker`).
 fn start_held(env: &Env, args: &[&str], marker: &std::path::Path) -> Child {
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("sessionpipe"));
-    cmd.arg("--config")
-        .arg(&env.config)
-        .arg("--data-dir")
-        .arg(&env.data)
-        .arg("--db")
-        .arg(&env.db)
-        .arg("run")
+    let mut cmd = env.std_cmd();
+    cmd.arg("run")
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -70,13 +64,8 @@ fn a_second_run_of_one_processor_is_busy_while_another_processor_runs() {
     assert_eq!(n(&env.run_one(&["other"], 0), "processed"), 1);
 
     // --wait gets the lock once the holder is done.
-    let waiter = std::process::Command::new(assert_cmd::cargo::cargo_bin("sessionpipe"))
-        .arg("--config")
-        .arg(&env.config)
-        .arg("--data-dir")
-        .arg(&env.data)
-        .arg("--db")
-        .arg(&env.db)
+    let waiter = env
+        .std_cmd()
         .args(["run", "slow", "--wait", "20s"])
         .spawn()
         .unwrap();

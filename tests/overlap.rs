@@ -3,71 +3,20 @@
 
 mod util;
 
-use std::fs;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use util::{Env, HOST_VARIABLES};
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/claude-code");
-
-fn corpus(env: &Env) {
-    for key in ["ann", "bo", "cy"] {
-        for folder in ["agnes-usage", "claude-code-log", "sniffly"] {
-            for entry in fs::read_dir(Path::new(FIXTURES).join(folder)).unwrap() {
-                let path = entry.unwrap().path();
-                let name = path.file_name().unwrap().to_str().unwrap();
-                env.session(
-                    &format!("{key}/{folder}-{name}"),
-                    &fs::read_to_string(&path).unwrap(),
-                );
-            }
-        }
-    }
-}
-
-fn tables(env: &Env) -> Vec<String> {
-    let conn = env.db();
-    let mut out = Vec::new();
-    for sql in [
-        "SELECT * FROM usage_events ORDER BY session_file, id",
-        "SELECT * FROM usage_session_summary ORDER BY session_file",
-        "SELECT session_file, file_hash, status FROM processor_state ORDER BY session_file",
-    ] {
-        let mut stmt = conn.prepare(sql).unwrap();
-        let width = stmt.column_count();
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((0..width)
-                    .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
-                    .collect::<Vec<_>>()
-                    .join("|"))
-            })
-            .unwrap();
-        out.extend(rows.map(Result::unwrap));
-    }
-    out
-}
+use util::Env;
 
 #[test]
 fn sixteen_runs_at_once_behave_as_one() {
     let single = Env::new();
-    corpus(&single);
+    single.fixture_corpus();
     single.run_one(&["usage"], 0);
 
     let env = Env::new();
-    corpus(&env);
+    env.fixture_corpus();
     let spawn = |args: &[&str]| {
-        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("sessionpipe"));
-        for var in HOST_VARIABLES {
-            cmd.env_remove(var);
-        }
-        cmd.arg("--config")
-            .arg(&env.config)
-            .arg("--data-dir")
-            .arg(&env.data)
-            .arg("--db")
-            .arg(&env.db)
+        env.std_cmd()
             .arg("-q")
             .args(args)
             .stdout(Stdio::null())
@@ -89,7 +38,7 @@ fn sixteen_runs_at_once_behave_as_one() {
         }
     }
     assert!(ran >= 1);
-    assert_eq!(tables(&env), tables(&single));
+    assert_eq!(env.usage_tables(), single.usage_tables());
     // Every run that got the lock is recorded, and none is left unfinished.
     let (runs, unfinished): (i64, i64) = env
         .db()

@@ -4,24 +4,10 @@ mod util;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
 
 use serde_json::{Value, json};
-use util::{Env, age, append, n};
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/claude-code");
-
-/// Copies a fixture folder into the data dir as user `key`.
-fn copy_fixtures(env: &Env, folder: &str, key: &str) {
-    for entry in fs::read_dir(Path::new(FIXTURES).join(folder)).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_str().unwrap();
-        env.session(
-            &format!("{key}/{name}"),
-            &fs::read_to_string(&path).unwrap(),
-        );
-    }
-}
+use std::path::Path;
+use util::{Env, FIXTURES, age, append, n};
 
 fn lines(values: &[Value]) -> String {
     values.iter().map(|v| format!("{v}\n")).collect()
@@ -92,7 +78,7 @@ fn tool_use(id: &str, name: &str, input: Value) -> Value {
 #[test]
 fn tool_uses_are_classified() {
     let env = Env::new();
-    copy_fixtures(&env, "agnes-usage", "agnes");
+    env.copy_fixtures("agnes-usage", "agnes");
     env.session(
         "u/agent.jsonl",
         &lines(&[
@@ -208,7 +194,7 @@ fn non_conversation_lines_yield_no_events_but_count_for_time() {
 #[test]
 fn tool_errors_are_found_wherever_the_result_is() {
     let env = Env::new();
-    copy_fixtures(&env, "agnes-usage", "agnes");
+    env.copy_fixtures("agnes-usage", "agnes");
     env.session(
         "u/e.jsonl",
         &lines(&[
@@ -265,7 +251,7 @@ fn tool_errors_are_found_wherever_the_result_is() {
 #[test]
 fn slash_commands_come_from_tags_only() {
     let env = Env::new();
-    copy_fixtures(&env, "agnes-usage", "agnes");
+    env.copy_fixtures("agnes-usage", "agnes");
     env.session(
         "u/c.jsonl",
         &lines(&[
@@ -291,7 +277,7 @@ fn slash_commands_come_from_tags_only() {
 #[test]
 fn token_totals_equal_ccusage_on_real_transcripts() {
     let env = Env::new();
-    copy_fixtures(&env, "sniffly", "chip");
+    env.copy_fixtures("sniffly", "chip");
     run_usage(&env);
     let reference: Value = serde_json::from_str(
         &fs::read_to_string(Path::new(FIXTURES).join("ccusage-sniffly.json")).unwrap(),
@@ -438,8 +424,8 @@ fn identity_map_names_users() {
     let mut table = toml::Table::new();
     table.insert("usage".into(), toml::Value::Table(usage));
     env.write_config(&table);
-    copy_fixtures(&env, "agnes-usage", "alice");
-    copy_fixtures(&env, "agnes-usage", "bob");
+    env.copy_fixtures("agnes-usage", "alice");
+    env.copy_fixtures("agnes-usage", "bob");
     run_usage(&env);
     let users = query(
         &env,
@@ -464,7 +450,7 @@ fn identity_map_names_users() {
 fn summaries_agree_with_events_on_every_fixture() {
     let env = Env::new();
     for folder in ["agnes-usage", "claude-code-log", "sniffly"] {
-        copy_fixtures(&env, folder, folder);
+        env.copy_fixtures(folder, folder);
     }
     run_usage(&env);
     let mismatches = query(
@@ -521,7 +507,7 @@ fn usage_tables(env: &Env) -> (Rows, Rows) {
 #[test]
 fn reprocessing_leaves_exactly_the_rows_of_one_fresh_run() {
     let grown = Env::new();
-    copy_fixtures(&grown, "agnes-usage", "a");
+    grown.copy_fixtures("agnes-usage", "a");
     let path = grown.data.join("a/tool_error.jsonl");
     let full = fs::read_to_string(&path).unwrap();
     // Cut before the tool result: the error arrives in a later append.
@@ -547,7 +533,7 @@ fn reprocessing_leaves_exactly_the_rows_of_one_fresh_run() {
     run_usage(&grown);
 
     let fresh = Env::new();
-    copy_fixtures(&fresh, "agnes-usage", "a");
+    fresh.copy_fixtures("agnes-usage", "a");
     run_usage(&fresh);
     assert_eq!(usage_tables(&grown), usage_tables(&fresh));
 }
@@ -558,7 +544,7 @@ fn results_do_not_depend_on_the_number_of_jobs() {
         let env = Env::new();
         for folder in ["agnes-usage", "claude-code-log", "sniffly"] {
             for key in ["a", "b", "c"] {
-                copy_fixtures(&env, folder, &format!("{key}-{folder}"));
+                env.copy_fixtures(folder, &format!("{key}-{folder}"));
             }
         }
         let report = env.run_one(&["usage", "--jobs", jobs], 0);

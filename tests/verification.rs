@@ -69,9 +69,7 @@ fn report(out: &std::process::Output) -> Value {
 }
 
 fn count(env: &Env, table: &str) -> i64 {
-    env.db()
-        .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-        .unwrap()
+    env.scalar(&format!("SELECT count(*) FROM {table}"))
 }
 
 #[test]

@@ -96,8 +96,10 @@ impl Env {
         path
     }
 
-    pub fn cmd(&self) -> Command {
-        let mut cmd = Command::cargo_bin("sessionpipe").unwrap();
+    /// The binary on this env's config, data dir and database, without the
+    /// host's variables, as a plain command (to spawn in the background).
+    pub fn std_cmd(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("sessionpipe"));
         for var in HOST_VARIABLES {
             cmd.env_remove(var);
         }
@@ -108,6 +110,10 @@ impl Env {
             .arg("--db")
             .arg(&self.db);
         cmd
+    }
+
+    pub fn cmd(&self) -> Command {
+        Command::from_std(self.std_cmd())
     }
 
     /// The binary as an unprivileged user, so that file permissions apply
@@ -126,18 +132,9 @@ impl Env {
             }
         }
         fs::set_permissions(self.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("sessionpipe"));
+        let mut cmd = self.std_cmd();
         std::os::unix::process::CommandExt::uid(&mut cmd, NOBODY);
         std::os::unix::process::CommandExt::gid(&mut cmd, NOBODY);
-        for var in HOST_VARIABLES {
-            cmd.env_remove(var);
-        }
-        cmd.arg("--config")
-            .arg(&self.config)
-            .arg("--data-dir")
-            .arg(&self.data)
-            .arg("--db")
-            .arg(&self.db);
         Command::from_std(cmd)
     }
 
@@ -170,6 +167,60 @@ impl Env {
         rusqlite::Connection::open(&self.db).unwrap()
     }
 
+    /// The one value a query returns.
+    pub fn scalar<T: rusqlite::types::FromSql>(&self, sql: &str) -> T {
+        self.db()
+            .query_row(sql, [], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Copies a fixture folder into the data dir as user `key`.
+    pub fn copy_fixtures(&self, folder: &str, key: &str) {
+        for entry in fs::read_dir(Path::new(FIXTURES).join(folder)).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap();
+            self.session(
+                &format!("{key}/{name}"),
+                &fs::read_to_string(&path).unwrap(),
+            );
+        }
+    }
+
+    /// 51 sessions: every usage fixture under three user keys.
+    pub fn fixture_corpus(&self) {
+        for key in ["ann", "bo", "cy"] {
+            for folder in ["agnes-usage", "claude-code-log", "sniffly"] {
+                self.copy_fixtures(folder, &format!("{key}-{folder}"));
+            }
+        }
+    }
+
+    /// Everything the usage processor owns, one text line per row, for
+    /// comparing whole databases.
+    pub fn usage_tables(&self) -> Vec<String> {
+        let conn = self.db();
+        let mut out = Vec::new();
+        for sql in [
+            "SELECT * FROM usage_events ORDER BY session_file, id",
+            "SELECT * FROM usage_session_summary ORDER BY session_file",
+            "SELECT session_file, file_hash, items_extracted, status FROM processor_state
+             WHERE processor_name = 'usage' ORDER BY session_file",
+        ] {
+            let mut stmt = conn.prepare(sql).unwrap();
+            let width = stmt.column_count();
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((0..width)
+                        .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
+                        .collect::<Vec<_>>()
+                        .join("|"))
+                })
+                .unwrap();
+            out.extend(rows.map(Result::unwrap));
+        }
+        out
+    }
+
     /// The status column of one state row.
     pub fn status(&self, processor: &str, file: &str) -> Option<String> {
         self.db()
@@ -194,6 +245,8 @@ impl Env {
 }
 
 pub const NOBODY: u32 = 65534;
+
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/claude-code");
 
 /// Every path under `dir`, itself included.
 pub fn walk(dir: &Path) -> Vec<PathBuf> {
