@@ -6,7 +6,7 @@
 //! row, written in the session's state transaction and replacing whatever the
 //! session held before, so a grown or reprocessed session never leaves stale
 //! or duplicate rows. Token totals count each API reply once, however many
-//! lines Claude Code split it into (see [`Tokens`]).
+//! lines Claude Code split it into (see `Tokens`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;

@@ -216,7 +216,7 @@ pub struct Turn {
     pub text: String,
 }
 
-/// The last [`MAX_TURNS`] turns of a transcript, built line by line in
+/// The last `MAX_TURNS` turns of a transcript, built line by line in
 /// bounded memory; consecutive lines of one role make one turn.
 #[derive(Debug, Default)]
 pub struct Turns {
