@@ -30,14 +30,11 @@ pub fn run(args: &RunArgs, config: &Config, log: &Log) -> Result<i32> {
         chosen = all.iter().map(|p| p.as_ref()).collect();
     }
     let data_dir = config.require_data_dir()?;
-    let mut store = if args.dry_run && !config.db.exists() {
-        Store::in_memory()?
-    } else {
-        Store::open(&config.db, Need::Current, config.busy_timeout)?
-    };
+    // Opened when first needed: an unavailable processor leaves no database.
+    let mut slot: Option<Store> = None;
     let mut code = exit::SUCCESS;
     for p in chosen {
-        if args.due && !is_due(&store, p)? {
+        if args.due && !is_due(open(&mut slot, args, config)?, p)? {
             log.info(format_args!("{}: not due", p.name()));
             continue;
         }
@@ -58,10 +55,21 @@ pub fn run(args: &RunArgs, config: &Config, log: &Log) -> Result<i32> {
             dry_run: args.dry_run,
             jobs: usize::from(args.jobs),
         };
-        let report = run_one(&mut store, p, data_dir, &opts, args, config, log);
+        let store = open(&mut slot, args, config)?;
+        let report = run_one(store, p, data_dir, &opts, args, config, log);
         code = code.max(emit(args, report));
     }
     Ok(code)
+}
+
+/// The database, opened on first use. A dry run never creates one.
+fn open<'s>(slot: &'s mut Option<Store>, args: &RunArgs, config: &Config) -> Result<&'s mut Store> {
+    let store = match slot.take() {
+        Some(store) => store,
+        None if args.dry_run && !config.db.exists() => Store::in_memory()?,
+        None => Store::open(&config.db, Need::Current, config.busy_timeout)?,
+    };
+    Ok(slot.insert(store))
 }
 
 fn run_one(
