@@ -24,7 +24,7 @@ struct Entry {
 }
 
 pub fn list(args: &ListArgs, config: &Config) -> Result<i32> {
-    let entries: Vec<Entry> = super::registry(config)
+    let entries: Vec<Entry> = crate::processor::registry(config)
         .iter()
         .map(|p| {
             let reason = p.unavailable();

@@ -11,7 +11,7 @@ use anyhow::Result;
 use crate::cli::{Cli, Command};
 use crate::config::Config;
 use crate::log::Log;
-use crate::processor::{self, Processor};
+use crate::processor::Processor;
 
 pub fn dispatch(cli: Cli) -> Result<i32> {
     let log = Log::new(cli.global.verbose, cli.global.quiet);
@@ -43,8 +43,4 @@ fn find<'a>(all: &'a [Box<dyn Processor>], name: &str) -> Result<&'a dyn Process
                 ),
             )
         })
-}
-
-fn registry(config: &Config) -> Vec<Box<dyn Processor>> {
-    processor::registry(config)
 }

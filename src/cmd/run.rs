@@ -16,7 +16,7 @@ use crate::runner::{self, Options};
 use crate::store::{Need, Store, runs, timestamp};
 
 pub fn run(args: &RunArgs, config: &Config, log: &Log) -> Result<i32> {
-    let all = super::registry(config);
+    let all = crate::processor::registry(config);
     let explicit = !args.all && !args.due;
     let mut chosen: Vec<&dyn Processor> = Vec::new();
     if explicit {

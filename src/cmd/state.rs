@@ -19,7 +19,7 @@ use crate::store::state::{self as rows, Counts, Requeue, Row, Status};
 use crate::store::{Need, Store, parse_timestamp, runs};
 
 pub fn state(args: &StateArgs, config: &Config, log: &Log) -> Result<i32> {
-    let all = super::registry(config);
+    let all = crate::processor::registry(config);
     match &args.action {
         Some(StateAction::Requeue(r)) => {
             let p = super::find(&all, &r.processor)?;

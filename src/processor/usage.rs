@@ -485,47 +485,20 @@ impl Accumulator {
             let name = session_file.rsplit('/').next().unwrap_or(session_file);
             name.strip_suffix(".jsonl").unwrap_or(name).to_owned()
         });
-        // One event per tool use id (the first), then per event id. Sorting
-        // indices instead of hashing keys keeps this to 4 bytes per event.
+        // One event per tool use id (the first), then per event id.
         let mut events = std::mem::take(&mut self.events);
-        let mut keep = vec![true; events.len()];
-        let mut order: Vec<u32> = (0..events.len() as u32)
-            .filter(|&i| events[i as usize].tool_id.is_some())
-            .collect();
-        order.sort_by(|&a, &b| {
-            events[a as usize]
-                .tool_id
-                .cmp(&events[b as usize].tool_id)
-                .then(a.cmp(&b))
-        });
-        for pair in order.windows(2) {
-            if events[pair[0] as usize].tool_id == events[pair[1] as usize].tool_id {
-                keep[pair[1] as usize] = false;
-            }
-        }
+        let keep = first_of_each(events.len(), |i| events[i].tool_id.as_ref());
         let mut kept = keep.iter();
         events.retain(|_| *kept.next().unwrap_or(&true));
-        let ids: Vec<[u8; 32]> = events
+        let mut ids: Vec<[u8; 32]> = events
             .iter()
             .map(|e| event_id(&session_id, e, &self.names))
             .collect();
-        let mut keep = vec![true; events.len()];
-        let mut order: Vec<u32> = (0..events.len() as u32).collect();
-        order.sort_by(|&a, &b| ids[a as usize].cmp(&ids[b as usize]).then(a.cmp(&b)));
-        for pair in order.windows(2) {
-            if ids[pair[0] as usize] == ids[pair[1] as usize] {
-                keep[pair[1] as usize] = false;
-            }
-        }
-        drop(order);
+        let keep = first_of_each(ids.len(), |i| Some(&ids[i]));
         let mut kept = keep.iter();
         events.retain(|_| *kept.next().unwrap_or(&true));
-        let ids: Vec<[u8; 32]> = ids
-            .into_iter()
-            .zip(&keep)
-            .filter(|(_, k)| **k)
-            .map(|(id, _)| id)
-            .collect();
+        let mut kept = keep.iter();
+        ids.retain(|_| *kept.next().unwrap_or(&true));
         for e in &mut events {
             e.is_error = e
                 .tool_id
@@ -603,6 +576,23 @@ impl Accumulator {
             .map(|(m, _)| m.to_string());
         (primary, counts.keys().map(|m| m.to_string()).collect())
     }
+}
+
+/// Marks, for `n` items, the first of each run of equal keys (items without a
+/// key are all kept). Sorting indices instead of hashing keys costs 4 bytes
+/// an item, whatever the keys.
+fn first_of_each<'k, K: Ord + 'k>(n: usize, key: impl Fn(usize) -> Option<&'k K>) -> Vec<bool> {
+    let mut keep = vec![true; n];
+    let mut order: Vec<u32> = (0..n as u32)
+        .filter(|&i| key(i as usize).is_some())
+        .collect();
+    order.sort_by(|&a, &b| key(a as usize).cmp(&key(b as usize)).then(a.cmp(&b)));
+    for pair in order.windows(2) {
+        if key(pair[0] as usize) == key(pair[1] as usize) {
+            keep[pair[1] as usize] = false;
+        }
+    }
+    keep
 }
 
 /// Every `<command-name>/NAME</command-name>` tag in a user text. The slash

@@ -223,13 +223,19 @@ pub fn create_if_empty(conn: &mut Connection) -> Result<bool> {
     if version != 0 || !is_empty(&tx)? {
         return Ok(false);
     }
-    for (i, (what, sql)) in STEPS.iter().enumerate() {
+    apply_steps(&tx, 0)?;
+    tx.commit()?;
+    Ok(true)
+}
+
+/// Applies the steps after `version` and records the new version.
+fn apply_steps(tx: &Connection, version: u32) -> Result<()> {
+    for (i, (what, sql)) in STEPS.iter().enumerate().skip(version as usize) {
         tx.execute_batch(sql)
             .with_context(|| format!("schema step {}: {what}", i + 1))?;
     }
     tx.pragma_update(None, "user_version", target_version())?;
-    tx.commit()?;
-    Ok(true)
+    Ok(())
 }
 
 /// Applies every pending step and the legacy import in one exclusive
@@ -238,15 +244,10 @@ pub fn migrate(conn: &mut Connection) -> Result<Vec<String>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
     // Read inside the transaction: another migrate may have run meanwhile.
     let done = pending(&tx)?;
-    let version = user_version(&tx)?;
-    for (i, (what, sql)) in STEPS.iter().enumerate().skip(version as usize) {
-        tx.execute_batch(sql)
-            .with_context(|| format!("schema step {}: {what}", i + 1))?;
-    }
+    apply_steps(&tx, user_version(&tx)?)?;
     if legacy_rows(&tx)?.is_some() {
         import_legacy(&tx).context("importing the legacy table")?;
     }
-    tx.pragma_update(None, "user_version", target_version())?;
     tx.commit()?;
     Ok(done)
 }

@@ -95,22 +95,19 @@ pub fn last(conn: &Connection, processor: &str) -> Result<Option<LastRun>> {
 
 /// When the most recent finished run ended.
 pub fn last_finished(conn: &Connection, processor: &str) -> Result<Option<DateTime<Utc>>> {
-    let text: Option<String> = conn
-        .query_row(
-            "SELECT max(finished_at) FROM runs WHERE processor_name = ?1",
-            [processor],
-            |r| r.get(0),
-        )
-        .optional()?
-        .flatten();
-    Ok(text.as_deref().and_then(parse_timestamp))
+    latest(conn, processor, "finished_at")
 }
 
 /// When the most recent run started, finished or not (for `run --due`).
 pub fn last_started(conn: &Connection, processor: &str) -> Result<Option<DateTime<Utc>>> {
+    latest(conn, processor, "started_at")
+}
+
+/// The latest time in one of the runs table's timestamp columns.
+fn latest(conn: &Connection, processor: &str, column: &str) -> Result<Option<DateTime<Utc>>> {
     let text: Option<String> = conn
         .query_row(
-            "SELECT max(started_at) FROM runs WHERE processor_name = ?1",
+            &format!("SELECT max({column}) FROM runs WHERE processor_name = ?1"),
             [processor],
             |r| r.get(0),
         )
