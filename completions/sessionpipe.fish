@@ -24,9 +24,9 @@ function __fish_sessionpipe_using_subcommand
     contains -- $cmd[1] $argv
 end
 
-complete -c sessionpipe -n "__fish_sessionpipe_needs_command" -l config -d 'Config file (TOML); default /etc/sessionpipe/config.toml when present' -r -F
-complete -c sessionpipe -n "__fish_sessionpipe_needs_command" -l data-dir -d 'Folder holding <key>/*.jsonl; default /data/user_sessions' -r -F
-complete -c sessionpipe -n "__fish_sessionpipe_needs_command" -l db -d 'State database; default /var/lib/sessionpipe/state.db' -r -F
+complete -c sessionpipe -n "__fish_sessionpipe_needs_command" -l config -d 'Config file (TOML); default /etc/sessionpipe/config.toml when present [env: SESSIONPIPE_CONFIG]' -r -F
+complete -c sessionpipe -n "__fish_sessionpipe_needs_command" -l data-dir -d 'Folder holding <key>/*.jsonl; default /data/user_sessions [env: SESSION_DATA_DIR]' -r -F
+complete -c sessionpipe -n "__fish_sessionpipe_needs_command" -l db -d 'State database; default /var/lib/sessionpipe/state.db [env: SESSIONPIPE_DB]' -r -F
 complete -c sessionpipe -n "__fish_sessionpipe_needs_command" -s v -l verbose -d 'Log what happens to stderr (a progress bar too, when stderr is a terminal)'
 complete -c sessionpipe -n "__fish_sessionpipe_needs_command" -s q -l quiet -d 'Print no warnings (errors are still printed)'
 complete -c sessionpipe -n "__fish_sessionpipe_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -41,9 +41,9 @@ complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l max-atte
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l max-sessions -d 'Process at most N sessions (free skips of unchanged files don\'t count)' -r
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l time-budget -d 'Stop visiting new candidates once DUR has passed' -r
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -s j -l jobs -d 'Sessions read and processed in parallel [default: available cores]' -r
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l config -d 'Config file (TOML); default /etc/sessionpipe/config.toml when present' -r -F
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l data-dir -d 'Folder holding <key>/*.jsonl; default /data/user_sessions' -r -F
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l db -d 'State database; default /var/lib/sessionpipe/state.db' -r -F
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l config -d 'Config file (TOML); default /etc/sessionpipe/config.toml when present [env: SESSIONPIPE_CONFIG]' -r -F
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l data-dir -d 'Folder holding <key>/*.jsonl; default /data/user_sessions [env: SESSION_DATA_DIR]' -r -F
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l db -d 'State database; default /var/lib/sessionpipe/state.db [env: SESSIONPIPE_DB]' -r -F
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l all -d 'Run every available processor'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l due -d 'Run each processor whose cadence has elapsed since its last run started'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l dry-run -d 'List what would be processed; change nothing'
@@ -51,18 +51,18 @@ complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l json -d 
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -s v -l verbose -d 'Log what happens to stderr (a progress bar too, when stderr is a terminal)'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -s q -l quiet -d 'Print no warnings (errors are still printed)'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -s h -l help -d 'Print help'
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand list" -l config -d 'Config file (TOML); default /etc/sessionpipe/config.toml when present' -r -F
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand list" -l data-dir -d 'Folder holding <key>/*.jsonl; default /data/user_sessions' -r -F
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand list" -l db -d 'State database; default /var/lib/sessionpipe/state.db' -r -F
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand list" -l config -d 'Config file (TOML); default /etc/sessionpipe/config.toml when present [env: SESSIONPIPE_CONFIG]' -r -F
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand list" -l data-dir -d 'Folder holding <key>/*.jsonl; default /data/user_sessions [env: SESSION_DATA_DIR]' -r -F
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand list" -l db -d 'State database; default /var/lib/sessionpipe/state.db [env: SESSIONPIPE_DB]' -r -F
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand list" -l json -d 'Print a JSON array on stdout'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand list" -s v -l verbose -d 'Log what happens to stderr (a progress bar too, when stderr is a terminal)'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand list" -s q -l quiet -d 'Print no warnings (errors are still printed)'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand list" -s h -l help -d 'Print help'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset" -l session -d 'Show the state row of one session file (<key>/<file>.jsonl)' -r
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset" -l max-age -d 'With --check: the longest time since a finished run (default 2x cadence)' -r
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset" -l config -d 'Config file (TOML); default /etc/sessionpipe/config.toml when present' -r -F
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset" -l data-dir -d 'Folder holding <key>/*.jsonl; default /data/user_sessions' -r -F
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset" -l db -d 'State database; default /var/lib/sessionpipe/state.db' -r -F
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset" -l config -d 'Config file (TOML); default /etc/sessionpipe/config.toml when present [env: SESSIONPIPE_CONFIG]' -r -F
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset" -l data-dir -d 'Folder holding <key>/*.jsonl; default /data/user_sessions [env: SESSION_DATA_DIR]' -r -F
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset" -l db -d 'State database; default /var/lib/sessionpipe/state.db [env: SESSIONPIPE_DB]' -r -F
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset" -l failed -d 'List failing and quarantined sessions with attempts and last error'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset" -l check -d 'For monitors: exit 1 with a one-line reason when a processor is unhealthy'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset" -l json -d 'Print JSON on stdout'
@@ -71,23 +71,23 @@ complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not _
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset" -s h -l help -d 'Print help'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset" -a "requeue" -d 'Clear failures so the sessions are processed on the next run'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset" -a "reset" -d 'Forget every state row of a processor: the next runs reprocess all'
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from requeue" -l config -d 'Config file (TOML); default /etc/sessionpipe/config.toml when present' -r -F
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from requeue" -l data-dir -d 'Folder holding <key>/*.jsonl; default /data/user_sessions' -r -F
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from requeue" -l db -d 'State database; default /var/lib/sessionpipe/state.db' -r -F
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from requeue" -l config -d 'Config file (TOML); default /etc/sessionpipe/config.toml when present [env: SESSIONPIPE_CONFIG]' -r -F
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from requeue" -l data-dir -d 'Folder holding <key>/*.jsonl; default /data/user_sessions [env: SESSION_DATA_DIR]' -r -F
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from requeue" -l db -d 'State database; default /var/lib/sessionpipe/state.db [env: SESSIONPIPE_DB]' -r -F
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from requeue" -l failed -d 'Requeue every failing session (quarantined ones included)'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from requeue" -l quarantined -d 'Requeue every quarantined session'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from requeue" -s v -l verbose -d 'Log what happens to stderr (a progress bar too, when stderr is a terminal)'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from requeue" -s q -l quiet -d 'Print no warnings (errors are still printed)'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from requeue" -s h -l help -d 'Print help'
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from reset" -l config -d 'Config file (TOML); default /etc/sessionpipe/config.toml when present' -r -F
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from reset" -l data-dir -d 'Folder holding <key>/*.jsonl; default /data/user_sessions' -r -F
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from reset" -l db -d 'State database; default /var/lib/sessionpipe/state.db' -r -F
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from reset" -l config -d 'Config file (TOML); default /etc/sessionpipe/config.toml when present [env: SESSIONPIPE_CONFIG]' -r -F
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from reset" -l data-dir -d 'Folder holding <key>/*.jsonl; default /data/user_sessions [env: SESSION_DATA_DIR]' -r -F
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from reset" -l db -d 'State database; default /var/lib/sessionpipe/state.db [env: SESSIONPIPE_DB]' -r -F
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from reset" -s v -l verbose -d 'Log what happens to stderr (a progress bar too, when stderr is a terminal)'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from reset" -s q -l quiet -d 'Print no warnings (errors are still printed)'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from reset" -s h -l help -d 'Print help'
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand migrate" -l config -d 'Config file (TOML); default /etc/sessionpipe/config.toml when present' -r -F
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand migrate" -l data-dir -d 'Folder holding <key>/*.jsonl; default /data/user_sessions' -r -F
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand migrate" -l db -d 'State database; default /var/lib/sessionpipe/state.db' -r -F
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand migrate" -l config -d 'Config file (TOML); default /etc/sessionpipe/config.toml when present [env: SESSIONPIPE_CONFIG]' -r -F
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand migrate" -l data-dir -d 'Folder holding <key>/*.jsonl; default /data/user_sessions [env: SESSION_DATA_DIR]' -r -F
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand migrate" -l db -d 'State database; default /var/lib/sessionpipe/state.db [env: SESSIONPIPE_DB]' -r -F
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand migrate" -l status -d 'Print current and target schema version and pending steps; change nothing'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand migrate" -s v -l verbose -d 'Log what happens to stderr (a progress bar too, when stderr is a terminal)'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand migrate" -s q -l quiet -d 'Print no warnings (errors are still printed)'

@@ -10,19 +10,15 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::duration;
+use crate::printer::Level;
 
-const AFTER_HELP: &str = "\
-EXIT STATUS:
-  0   success
-  1   ran, but some sessions failed or were quarantined
-      (or `state --check` found the pipeline unhealthy)
-  2   usage error: bad flag, unknown processor
-  69  processor unavailable (e.g. no LLM API key for `verification`)
-  74  database or I/O error
-  75  another run of the processor holds its lock (see --busy-exit-code)
-  78  configuration error: bad config file, missing data dir, schema needs
-      `sessionpipe migrate`, database newer than this binary
+/// The long help after the options: the exit codes from [`crate::exit`],
+/// then the rest.
+fn after_help() -> String {
+    format!("{}\n{AFTER_EXIT_STATUS}", crate::exit::help_section())
+}
 
+const AFTER_EXIT_STATUS: &str = "\
 ENVIRONMENT:
   SESSION_DATA_DIR     data dir, as --data-dir
   SESSIONPIPE_DB       state database, as --db
@@ -62,7 +58,7 @@ EXAMPLES:
 #[command(
     name = "sessionpipe",
     version,
-    after_long_help = AFTER_HELP,
+    after_long_help = after_help(),
     disable_help_subcommand = true
 )]
 pub struct Cli {
@@ -75,14 +71,17 @@ pub struct Cli {
 /// Options accepted before or after the subcommand.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// Config file (TOML); default /etc/sessionpipe/config.toml when present.
-    #[arg(long, global = true, env = "SESSIONPIPE_CONFIG", value_name = "FILE")]
+    /// Config file (TOML); default /etc/sessionpipe/config.toml when present
+    /// [env: SESSIONPIPE_CONFIG].
+    #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Folder holding <key>/*.jsonl; default /data/user_sessions.
-    #[arg(long, global = true, env = "SESSION_DATA_DIR", value_name = "DIR")]
+    /// Folder holding <key>/*.jsonl; default /data/user_sessions
+    /// [env: SESSION_DATA_DIR].
+    #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// State database; default /var/lib/sessionpipe/state.db.
-    #[arg(long, global = true, env = "SESSIONPIPE_DB", value_name = "FILE")]
+    /// State database; default /var/lib/sessionpipe/state.db
+    /// [env: SESSIONPIPE_DB].
+    #[arg(long, global = true, value_name = "FILE")]
     pub db: Option<PathBuf>,
     /// Log what happens to stderr (a progress bar too, when stderr is a terminal).
     #[arg(short, long, global = true, conflicts_with = "quiet")]
@@ -90,6 +89,16 @@ pub struct GlobalArgs {
     /// Print no warnings (errors are still printed).
     #[arg(short, long, global = true)]
     pub quiet: bool,
+}
+
+impl GlobalArgs {
+    pub fn level(&self) -> Level {
+        match (self.verbose, self.quiet) {
+            (true, _) => Level::Verbose,
+            (false, true) => Level::Quiet,
+            (false, false) => Level::Normal,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,7 +1,9 @@
 //! Configuration: flags > environment > config file > defaults.
 //!
-//! Flags and environment variables are merged by clap (each flag names its
-//! variable); this module adds the config file and the defaults. The config
+//! This module resolves the flags over the environment ([`crate::env`]), the
+//! config file and the defaults, and holds the settings types the processors
+//! are built from; the `[llm]` section is resolved by [`crate::llm`] and the
+//! identity map read by [`crate::identities`]. The config
 //! file names commands that run as the cron user, so it is refused when
 //! someone else could have written it, and any unknown key or bad value is an
 //! error that names it (exit 78) rather than a silently ignored typo.
@@ -15,9 +17,9 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 
 use crate::cli::GlobalArgs;
+use crate::env::{self, Environment};
 use crate::exit::{self, Coded};
-use crate::llm::{ApiKey, LlmConfig, Provider};
-use crate::processor::verification::Budgets;
+use crate::llm::LlmConfig;
 
 pub const DEFAULT_CONFIG: &str = "/etc/sessionpipe/config.toml";
 pub const DEFAULT_DATA_DIR: &str = "/data/user_sessions";
@@ -37,6 +39,21 @@ pub struct Config {
     pub verification: Budgets,
     /// How long to wait for another writer of the database.
     pub busy_timeout: Duration,
+}
+
+/// Per-run limits of a processor, applied unless `run` is given its own.
+#[derive(Debug, Clone, Copy)]
+pub struct Budgets {
+    pub max_sessions: u64,
+    pub time_budget: Duration,
+}
+
+impl Budgets {
+    /// `verification` makes one LLM call per session: a run is kept short.
+    pub const VERIFICATION: Budgets = Budgets {
+        max_sessions: 50,
+        time_budget: Duration::from_secs(10 * 60),
+    };
 }
 
 /// A processor that runs an external command once per session.
@@ -61,21 +78,22 @@ struct FileConfig {
     #[serde(default)]
     usage: FileUsage,
     #[serde(default)]
-    llm: FileLlm,
+    llm: LlmSection,
     #[serde(default)]
     verification: FileBudgets,
 }
 
+/// The `[llm]` section, as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileLlm {
-    provider: Option<String>,
-    base_url: Option<String>,
-    model: Option<String>,
+pub struct LlmSection {
+    pub provider: Option<String>,
+    pub base_url: Option<String>,
+    pub model: Option<String>,
     /// The variable holding the key, instead of the provider's own.
-    api_key_env: Option<String>,
+    pub api_key_env: Option<String>,
     #[serde(default, deserialize_with = "de_opt_duration")]
-    timeout: Option<Duration>,
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -133,8 +151,9 @@ const RESERVED: &[&str] = &["usage", "verification", "requeue", "reset"];
 impl Config {
     /// Resolves the configuration from the parsed global flags (which already
     /// include their environment variables).
-    pub fn load(args: &GlobalArgs) -> Result<Config> {
-        let path = match &args.config {
+    pub fn load(args: &GlobalArgs, env: &Environment) -> Result<Config> {
+        let named = args.config.clone().or_else(|| env.path(env::CONFIG));
+        let path = match &named {
             Some(path) => Some(path.as_path()),
             None => Some(Path::new(DEFAULT_CONFIG)).filter(|p| p.exists()),
         };
@@ -145,7 +164,7 @@ impl Config {
         let identities = match &file.usage.identities {
             Some(csv) => {
                 let base = path.and_then(Path::parent).unwrap_or(Path::new("."));
-                read_identities(&base.join(csv)).code(exit::CONFIG)?
+                crate::identities::read(&base.join(csv)).code(exit::CONFIG)?
             }
             None => HashMap::new(),
         };
@@ -172,8 +191,8 @@ impl Config {
                 timeout: p.timeout,
             });
         }
-        let llm = llm_config(&file.llm).code(exit::CONFIG)?;
-        let defaults = Budgets::default();
+        let llm = LlmConfig::resolve(&file.llm, env).code(exit::CONFIG)?;
+        let defaults = Budgets::VERIFICATION;
         let verification = Budgets {
             max_sessions: file
                 .verification
@@ -188,11 +207,13 @@ impl Config {
             data_dir: args
                 .data_dir
                 .clone()
+                .or_else(|| env.path(env::DATA_DIR))
                 .or(file.data_dir)
                 .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             db: args
                 .db
                 .clone()
+                .or_else(|| env.path(env::DB))
                 .or(file.db)
                 .unwrap_or_else(|| DEFAULT_DB.into()),
             exec,
@@ -252,74 +273,6 @@ fn read_file(path: &Path) -> Result<FileConfig> {
     toml::from_str(&text)
         .map_err(|e| anyhow::anyhow!("config file {shown}: {}", e.to_string().trim_end()))
         .code(exit::CONFIG)
-}
-
-/// Environment variables that override the `[llm]` section.
-pub const LLM_PROVIDER_ENV: &str = "SESSIONPIPE_LLM_PROVIDER";
-pub const LLM_BASE_URL_ENV: &str = "SESSIONPIPE_LLM_BASE_URL";
-pub const LLM_MODEL_ENV: &str = "SESSIONPIPE_LLM_MODEL";
-pub const LLM_API_KEY_ENV: &str = "SESSIONPIPE_LLM_API_KEY";
-
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-/// The `[llm]` section, overridden by the environment. A missing key is not
-/// an error here: it makes `verification` unavailable, and says how to fix it.
-fn llm_config(file: &FileLlm) -> Result<LlmConfig> {
-    let provider_name = env(LLM_PROVIDER_ENV)
-        .or_else(|| file.provider.clone())
-        .unwrap_or_else(|| "anthropic".to_owned());
-    let Some(provider) = Provider::parse(&provider_name) else {
-        anyhow::bail!("config: llm.provider {provider_name:?} must be \"anthropic\" or \"openai\"");
-    };
-    let base_url = env(LLM_BASE_URL_ENV)
-        .or_else(|| file.base_url.clone())
-        .unwrap_or_else(|| provider.default_base_url().to_owned());
-    crate::llm::check_base_url(&base_url).map_err(|e| anyhow::anyhow!("config: {e}"))?;
-    let model = env(LLM_MODEL_ENV)
-        .or_else(|| file.model.clone())
-        .unwrap_or_else(|| provider.default_model().to_owned());
-    let key_var = file
-        .api_key_env
-        .clone()
-        .unwrap_or_else(|| provider.key_variable().to_owned());
-    let key = env(LLM_API_KEY_ENV)
-        .or_else(|| env(&key_var))
-        .map(ApiKey::new)
-        .ok_or_else(|| format!("no LLM API key: set {LLM_API_KEY_ENV} or {key_var}"));
-    Ok(LlmConfig {
-        provider,
-        base_url,
-        model,
-        timeout: file.timeout.unwrap_or(Duration::from_secs(60)),
-        key,
-    })
-}
-
-/// Reads `key,email` lines; blank lines, `#` comments and a `key,email`
-/// header are skipped.
-fn read_identities(path: &Path) -> Result<HashMap<String, String>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("config: usage.identities {}", path.display()))?;
-    let mut map = HashMap::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.eq_ignore_ascii_case("key,email") {
-            continue;
-        }
-        match line.split_once(',') {
-            Some((key, email)) if !key.trim().is_empty() && !email.trim().is_empty() => {
-                map.insert(key.trim().to_owned(), email.trim().to_owned());
-            }
-            _ => anyhow::bail!(
-                "config: usage.identities {} line {}: expected key,email",
-                path.display(),
-                i + 1
-            ),
-        }
-    }
-    Ok(map)
 }
 
 /// The config file names commands to run: anyone who can write it can run

@@ -1,9 +1,10 @@
 //! Exit codes: the contract with crontab entries, shell scripts and monitors.
 //!
-//! Every code the binary can return is a named constant here, so the man page,
-//! the README and the code cannot drift apart. The numbers follow BSD
-//! `sysexits.h` where one fits, so `flock`, `systemd` and monitoring tools
-//! already know what they mean.
+//! [`TABLE`] is the one place the codes are written: the `--help` text and
+//! the man page's EXIT STATUS section are generated from it, and a test holds
+//! the README's table against it, so the three cannot drift apart. The
+//! numbers follow BSD `sysexits.h` where one fits, so `flock`, `systemd` and
+//! monitoring tools already know what they mean.
 
 use std::fmt;
 
@@ -23,6 +24,52 @@ pub const BUSY: i32 = 75;
 /// Configuration error: bad config file, missing data dir, schema needs
 /// `migrate`, database newer than the binary.
 pub const CONFIG: i32 = 78;
+
+/// Every exit code with the sentence that documents it.
+pub const TABLE: &[(i32, &str)] = &[
+    (SUCCESS, "success"),
+    (
+        FAILURES,
+        "ran, but some sessions failed or were quarantined (or `state --check` found the \
+         pipeline unhealthy)",
+    ),
+    (USAGE, "usage error: bad flag, unknown processor"),
+    (
+        UNAVAILABLE,
+        "processor unavailable (e.g. `verification` without an LLM API key)",
+    ),
+    (IO, "database or I/O error"),
+    (
+        BUSY,
+        "another run of the processor holds its lock (`--busy-exit-code` overrides)",
+    ),
+    (
+        CONFIG,
+        "configuration error: bad config file, missing data dir, schema needs `sessionpipe \
+         migrate`, database newer than this binary",
+    ),
+];
+
+/// The table as the `EXIT STATUS:` block of `--help` and the man page,
+/// wrapped to fit 80 columns.
+pub fn help_section() -> String {
+    let mut out = String::from("EXIT STATUS:\n");
+    for (code, meaning) in TABLE {
+        let mut line = format!("  {code:<4}");
+        for word in meaning.split(' ') {
+            if line.len() + word.len() + 1 > 78 && !line.trim().is_empty() {
+                out.push_str(line.trim_end());
+                out.push('\n');
+                line = " ".repeat(6);
+            }
+            line.push_str(word);
+            line.push(' ');
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
 
 /// An error that knows which exit code it stands for.
 ///
@@ -79,4 +126,29 @@ pub fn code_of(error: &anyhow::Error) -> i32 {
         .chain()
         .find_map(|e| e.downcast_ref::<CodedError>().map(|c| c.code))
         .unwrap_or(IO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_in_the_table_once_and_the_help_names_each() {
+        let codes: Vec<i32> = TABLE.iter().map(|(c, _)| *c).collect();
+        assert_eq!(
+            codes,
+            [SUCCESS, FAILURES, USAGE, UNAVAILABLE, IO, BUSY, CONFIG]
+        );
+        let help = help_section();
+        for (code, _) in TABLE {
+            assert!(help.contains(&format!("\n  {code:<4}")), "{code} in {help}");
+        }
+        assert!(help.lines().all(|l| l.len() <= 80), "{help}");
+    }
+
+    #[test]
+    fn untagged_errors_are_io() {
+        assert_eq!(code_of(&anyhow::anyhow!("disk")), IO);
+        assert_eq!(code_of(&fail(CONFIG, "bad").context("loading")), CONFIG);
+    }
 }

@@ -9,7 +9,7 @@
 pub fn hit(name: &str) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static HITS: AtomicU64 = AtomicU64::new(0);
-    let Ok(spec) = std::env::var("SESSIONPIPE_FAILPOINT") else {
+    let Some(spec) = crate::env::failpoint() else {
         return;
     };
     let (target, nth) = match spec.split_once(':') {

@@ -11,7 +11,11 @@
 
 use std::time::Duration;
 
+use anyhow::{Result, bail};
 use serde_json::{Value, json};
+
+use crate::config::LlmSection;
+use crate::env::{self, Environment};
 
 /// Which API the base URL speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +96,49 @@ pub struct LlmConfig {
     pub timeout: Duration,
     /// `Err(reason)` when no key is configured: the processor is unavailable.
     pub key: Result<ApiKey, String>,
+}
+
+/// How long a call may take unless `[llm] timeout` says otherwise.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl LlmConfig {
+    /// The `[llm]` section, overridden by the environment. A missing key is
+    /// not an error here: it makes `verification` unavailable, and says how
+    /// to fix it.
+    pub fn resolve(section: &LlmSection, env: &Environment) -> Result<LlmConfig> {
+        let provider_name = env
+            .text(env::LLM_PROVIDER)
+            .or_else(|| section.provider.clone())
+            .unwrap_or_else(|| Provider::Anthropic.name().to_owned());
+        let Some(provider) = Provider::parse(&provider_name) else {
+            bail!("config: llm.provider {provider_name:?} must be \"anthropic\" or \"openai\"");
+        };
+        let base_url = env
+            .text(env::LLM_BASE_URL)
+            .or_else(|| section.base_url.clone())
+            .unwrap_or_else(|| provider.default_base_url().to_owned());
+        check_base_url(&base_url).map_err(|e| anyhow::anyhow!("config: {e}"))?;
+        let model = env
+            .text(env::LLM_MODEL)
+            .or_else(|| section.model.clone())
+            .unwrap_or_else(|| provider.default_model().to_owned());
+        let key_variable = section
+            .api_key_env
+            .clone()
+            .unwrap_or_else(|| provider.key_variable().to_owned());
+        let key = env
+            .text(env::LLM_API_KEY)
+            .or_else(|| env.text(&key_variable))
+            .map(ApiKey::new)
+            .ok_or_else(|| format!("no LLM API key: set {} or {key_variable}", env::LLM_API_KEY));
+        Ok(LlmConfig {
+            provider,
+            base_url,
+            model,
+            timeout: section.timeout.unwrap_or(DEFAULT_TIMEOUT),
+            key,
+        })
+    }
 }
 
 /// How a call failed.

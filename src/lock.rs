@@ -1,49 +1,24 @@
 //! One lock per processor, so two runs of the same processor never overlap
-//! while different processors run side by side; and, inside the lock file,
-//! what each worker is processing, so that a run that dies is known.
+//! while different processors run side by side.
 //!
 //! The lock is an advisory `flock` on `<db>.<processor>.lock`, a file beside
 //! the database that is never deleted (deleting it would let two runs lock two
 //! different files). The kernel drops the lock when the process dies, so a
-//! crash never leaves a stale lock behind.
-//!
-//! Each worker owns a fixed slot of the file. Before a processor touches a
-//! session, the worker writes the attempt into its slot (one `pwrite`, no
-//! `fsync`: it survives the process, which is what matters); it clears the
-//! slot when the processor returns, and a run that ends cleanly empties the
-//! file. A slot still filled when the next run takes the lock names the
-//! session the previous run died on, and that attempt is counted, so a
-//! session that kills the process is quarantined rather than retried for
-//! ever, without a database commit before every session.
+//! crash never leaves a stale lock behind. While held, the file also carries
+//! the run's attempt journal ([`crate::journal`]).
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::Read;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
-
-use crate::scan::Stat;
-
-/// Bytes per worker slot: room for any session name and a hash.
-const SLOT: usize = 4096;
 
 /// Held until dropped.
 #[derive(Debug)]
 pub struct ProcessorLock {
     file: File,
     path: PathBuf,
-}
-
-/// An attempt in progress, as written in a worker's slot.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InFlight {
-    pub session_file: String,
-    pub attempts: u32,
-    pub hash: Option<String>,
-    pub stat: Stat,
 }
 
 pub fn path_for(db: &Path, processor: &str) -> PathBuf {
@@ -68,7 +43,7 @@ pub fn acquire(
         .mode(0o600)
         .open(&path)
         .with_context(|| format!("cannot open lock file {}", path.display()))?;
-    let deadline = wait.map(|w| Instant::now() + w);
+    let deadline = wait.and_then(|w| Instant::now().checked_add(w));
     loop {
         match file.try_lock() {
             Ok(()) => return Ok(Some(ProcessorLock { file, path })),
@@ -77,52 +52,24 @@ pub fn acquire(
                 return Err(e).with_context(|| format!("cannot lock {}", path.display()));
             }
         }
-        match deadline {
-            Some(d) if Instant::now() < d => std::thread::sleep(Duration::from_millis(50)),
+        match (wait, deadline) {
+            (Some(_), Some(d)) if Instant::now() < d => {}
+            // A wait too long to represent is a wait for ever.
+            (Some(_), None) => {}
             _ => return Ok(None),
         }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 impl ProcessorLock {
-    /// The attempts a previous run left in progress when it died. Slots that
-    /// cannot be read back (a torn write) are skipped.
-    pub fn interrupted(&self) -> Result<Vec<InFlight>> {
-        let mut data = Vec::new();
-        (&self.file)
-            .read_to_end(&mut data)
-            .with_context(|| format!("cannot read {}", self.path.display()))?;
-        Ok(data
-            .chunks(SLOT)
-            .filter_map(|slot| {
-                let end = slot.iter().position(|&b| b == b'\n')?;
-                serde_json::from_slice(&slot[..end]).ok()
-            })
-            .collect())
+    /// The locked file, which holds the journal.
+    pub fn file(&self) -> &File {
+        &self.file
     }
 
-    /// Writes the attempt a worker is about to make into its slot.
-    pub fn mark(&self, worker: usize, attempt: &InFlight) -> Result<()> {
-        let mut slot = serde_json::to_vec(attempt)?;
-        slot.push(b'\n');
-        slot.resize(SLOT, 0);
-        self.file
-            .write_all_at(&slot[..SLOT], (worker * SLOT) as u64)
-            .with_context(|| format!("cannot write {}", self.path.display()))
-    }
-
-    /// Empties a worker's slot: its attempt has returned.
-    pub fn clear(&self, worker: usize) -> Result<()> {
-        self.file
-            .write_all_at(&[0u8; SLOT], (worker * SLOT) as u64)
-            .with_context(|| format!("cannot write {}", self.path.display()))
-    }
-
-    /// Empties every slot: nothing is in progress.
-    pub fn clear_all(&self) -> Result<()> {
-        self.file
-            .set_len(0)
-            .with_context(|| format!("cannot truncate {}", self.path.display()))
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 
@@ -137,6 +84,11 @@ mod tests {
         let first = acquire(&db, "usage", None).unwrap();
         assert!(first.is_some());
         assert!(acquire(&db, "usage", None).unwrap().is_none());
+        assert!(
+            acquire(&db, "usage", Some(Duration::from_millis(120)))
+                .unwrap()
+                .is_none()
+        );
         assert!(acquire(&db, "other", None).unwrap().is_some());
         drop(first);
         assert!(acquire(&db, "usage", None).unwrap().is_some());
@@ -144,32 +96,5 @@ mod tests {
             path_for(&db, "usage"),
             dir.path().join("state.db.usage.lock")
         );
-    }
-
-    #[test]
-    fn slots_survive_the_holder_and_clear() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("state.db");
-        let attempt = |n: u32| InFlight {
-            session_file: format!("u/{n}.jsonl"),
-            attempts: n,
-            hash: n.is_multiple_of(2).then(|| "ab".repeat(16)),
-            stat: Stat {
-                size: 1,
-                mtime_ns: 2,
-                ctime_ns: 3,
-                inode: 4,
-            },
-        };
-        let lock = acquire(&db, "usage", None).unwrap().unwrap();
-        lock.mark(0, &attempt(1)).unwrap();
-        lock.mark(2, &attempt(2)).unwrap();
-        lock.mark(1, &attempt(3)).unwrap();
-        lock.clear(1).unwrap();
-        drop(lock); // as if the process died here
-        let lock = acquire(&db, "usage", None).unwrap().unwrap();
-        assert_eq!(lock.interrupted().unwrap(), vec![attempt(1), attempt(2)]);
-        lock.clear_all().unwrap();
-        assert!(lock.interrupted().unwrap().is_empty());
     }
 }

@@ -2,6 +2,8 @@
 //! an exit code. Nothing else lives here.
 
 use clap::Parser;
+use sessionpipe::env::Environment;
+use sessionpipe::printer::{self, Printer};
 use sessionpipe::{cli::Cli, cmd, exit};
 
 fn main() {
@@ -11,10 +13,13 @@ fn main() {
         // to stderr (exit 2).
         Err(e) => e.exit(),
     };
-    let code = match cmd::dispatch(cli) {
+    let printer = Printer::new(cli.global.level());
+    let code = match cmd::dispatch(cli, &Environment::from_process(), &printer) {
         Ok(code) => code,
+        // The reader of our output has gone (`| head -1`): nothing failed.
+        Err(e) if printer::is_stdout_closed(&e) => exit::SUCCESS,
         Err(e) => {
-            eprintln!("sessionpipe: {e:#}");
+            printer.error(format_args!("{e:#}"));
             exit::code_of(&e)
         }
     };

@@ -1,5 +1,5 @@
-//! Reading a session file: the MD5 of exactly its complete lines, and those
-//! same lines streamed to a processor.
+//! Reading a session file: its complete lines, handed to a processor once,
+//! and the MD5 of exactly the lines handed over.
 //!
 //! A trailing fragment without a newline is a line still being written: it is
 //! neither hashed nor handed out, so a processor never sees half a line and
@@ -7,6 +7,11 @@
 //! line whatever the file size. Files are opened without following symlinks
 //! and checked to be the very file the scan saw, so a file swapped for a link
 //! between the scan and the read is never opened.
+//!
+//! The digest a run records is [`Session::handed_over`]: the hash of the
+//! lines the processor was given, computed as they were given. A processor
+//! that stops reading early is recorded as having processed that prefix,
+//! never the bytes it did not see.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -14,6 +19,8 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use md5::{Digest as _, Md5};
+
+use crate::scan::SessionFile;
 
 /// The hash of a file's complete-line prefix, and that prefix's length.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +30,11 @@ pub struct Digest {
 }
 
 const CHUNK: usize = 256 * 1024;
+
+/// Lines longer than this are not handed to the processor (they are still
+/// hashed, and counted in [`Lines::oversized`]): memory stays bounded by it
+/// whatever a file holds.
+pub const MAX_LINE: usize = 8 * 1024 * 1024;
 
 /// Opens a file for reading without following a symlink, and checks it is
 /// the file `(dev, inode)` the scan saw.
@@ -42,42 +54,105 @@ pub fn open(path: &Path, dev: u64, inode: u64) -> io::Result<File> {
 }
 
 /// Hashes the complete-line prefix of `file` in one streaming pass.
-pub fn digest(mut file: File) -> io::Result<Digest> {
-    let mut hashing = Hashing::new();
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => hashing.update(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+pub fn digest(file: File) -> io::Result<Digest> {
+    let mut lines = Lines::new(file, None);
+    while lines.next_line()?.is_some() {}
+    Ok(lines.finish())
+}
+
+/// Lower-case hexadecimal.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    out
+}
+
+/// One session file, as a processor sees it.
+pub struct Session<'a> {
+    /// `<user>/<file>.jsonl`.
+    pub name: &'a str,
+    /// The user folder's name.
+    pub user: &'a str,
+    pub path: &'a Path,
+    /// MD5 and length of the complete-line prefix, when the file was hashed
+    /// before processing (always, for processors that
+    /// [`crate::processor::Processor::needs_digest_first`]). [`Session::lines`]
+    /// then reads no further than it.
+    pub digest: Option<&'a Digest>,
+    dev: u64,
+    inode: u64,
+    lines: Option<Lines>,
+}
+
+impl<'a> Session<'a> {
+    pub fn new(file: &'a SessionFile, digest: Option<&'a Digest>) -> Session<'a> {
+        Session {
+            name: &file.name,
+            user: &file.user,
+            path: &file.path,
+            digest,
+            dev: file.dev,
+            inode: file.stat.inode,
+            lines: None,
         }
     }
-    Ok(hashing.digest())
+
+    /// The complete lines to process, opened on first call; later calls go
+    /// on where the last one stopped.
+    pub fn lines(&mut self) -> io::Result<&mut Lines> {
+        match &mut self.lines {
+            Some(lines) => Ok(lines),
+            slot => {
+                let file = open(self.path, self.dev, self.inode)?;
+                Ok(slot.insert(Lines::new(file, self.digest.map(|d| d.bytes))))
+            }
+        }
+    }
+
+    /// What the processor was handed: the lines it read, or, when it read
+    /// none itself, the prefix it was given (an external command is handed
+    /// the whole prefix). A processor that read nothing and was given
+    /// nothing was handed the empty prefix.
+    pub fn handed_over(self) -> Handover {
+        match (self.lines, self.digest) {
+            (Some(lines), _) => {
+                let whole = lines.done;
+                Handover {
+                    digest: lines.finish(),
+                    whole,
+                }
+            }
+            (None, Some(digest)) => Handover {
+                digest: digest.clone(),
+                whole: true,
+            },
+            (None, None) => Handover {
+                digest: Lines::empty_digest(),
+                whole: false,
+            },
+        }
+    }
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+/// The digest of what a processor was handed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handover {
+    pub digest: Digest,
+    /// It was the whole complete-line prefix of the file (as far as it was
+    /// read), so the digest identifies the file's content.
+    pub whole: bool,
 }
 
-/// Lines longer than this are not handed to the processor (they are still
-/// hashed, and counted in [`Lines::oversized`]): memory stays bounded by it
-/// whatever a file holds.
-pub const MAX_LINE: usize = 8 * 1024 * 1024;
-
-/// The complete lines of a session, streamed to a processor.
+/// The complete lines of a file, streamed, hashed as they are handed out.
 ///
-/// With a known [`Digest`] it reads exactly the prefix that digest covers.
-/// Without one it reads to the end and hashes the complete lines as it goes,
-/// so a new file is read only once; the digest is then available from
-/// [`Lines::digest`] once the last line has been read. Lines are handed out
-/// as slices of one reused buffer: no copy, no allocation per line.
+/// Lines are slices of one reused buffer: no copy, no allocation per line.
+/// The hash covers exactly the lines handed out (and oversized lines skipped
+/// on the way): bytes read ahead into the buffer are hashed only once the
+/// line they belong to is complete and passed.
 pub struct Lines {
     file: io::Take<File>,
     buf: Vec<u8>,
@@ -88,68 +163,35 @@ pub struct Lines {
     /// ...and the data read ends here.
     end: usize,
     eof: bool,
-    /// Inside a line longer than [`MAX_LINE`]: dropping it up to its newline.
-    skipping: bool,
-    hashing: Option<Hashing>,
+    /// The last line has been handed out.
+    done: bool,
+    /// MD5 of every passed line before `buf[hashed]`...
+    md5: Md5,
+    hashed: usize,
+    /// ...and how many bytes those passed lines hold.
+    consumed: u64,
+    /// Inside a line longer than [`MAX_LINE`], whose start was dropped from
+    /// the buffer: the hash including the dropped part, and its length.
+    skipping: Option<(Md5, u64)>,
     oversized: u64,
-    done: Option<Digest>,
-}
-
-/// MD5 of everything read (`running`) and of the complete-line prefix
-/// (`complete`, a copy of `running` taken at the last newline).
-struct Hashing {
-    running: Md5,
-    complete: Md5,
-    read: u64,
-    complete_bytes: u64,
-}
-
-impl Hashing {
-    fn new() -> Hashing {
-        Hashing {
-            running: Md5::new(),
-            complete: Md5::new(),
-            read: 0,
-            complete_bytes: 0,
-        }
-    }
-
-    /// Hashes a chunk; one state copy per chunk keeps this as fast as a
-    /// plain hash of the file.
-    fn update(&mut self, chunk: &[u8]) {
-        if let Some(last) = memchr::memrchr(b'\n', chunk) {
-            self.running.update(&chunk[..=last]);
-            self.complete = self.running.clone();
-            self.running.update(&chunk[last + 1..]);
-            self.complete_bytes = self.read + last as u64 + 1;
-        } else {
-            self.running.update(chunk);
-        }
-        self.read += chunk.len() as u64;
-    }
-
-    fn digest(&self) -> Digest {
-        Digest {
-            hash: hex(&self.complete.clone().finalize()),
-            bytes: self.complete_bytes,
-        }
-    }
 }
 
 impl Lines {
-    pub fn new(file: File, known: Option<&Digest>) -> Lines {
-        let limit = known.map_or(u64::MAX, |d| d.bytes);
+    /// Reads `file` from its start, no further than `limit` bytes.
+    pub fn new(file: File, limit: Option<u64>) -> Lines {
         Lines {
-            file: file.take(limit),
+            file: file.take(limit.unwrap_or(u64::MAX)),
             buf: Vec::new(),
             start: 0,
             scan: 0,
             end: 0,
             eof: false,
-            skipping: false,
-            hashing: known.is_none().then(Hashing::new),
+            done: false,
+            md5: Md5::new(),
+            hashed: 0,
+            consumed: 0,
+            skipping: None,
             oversized: 0,
-            done: known.cloned(),
         }
     }
 
@@ -161,8 +203,19 @@ impl Lines {
                 let (from, to) = (self.start, self.scan + i);
                 self.start = to + 1;
                 self.scan = self.start;
-                if self.skipping || to - from > MAX_LINE {
-                    self.skipping = false;
+                let mut len = (to + 1 - from) as u64;
+                let skipped = match self.skipping.take() {
+                    Some((md5, dropped)) => {
+                        // The hash already holds the dropped part; the rest
+                        // of the line is hashed from the buffer, as usual.
+                        self.md5 = md5;
+                        len += dropped;
+                        true
+                    }
+                    None => to - from > MAX_LINE,
+                };
+                self.consumed += len;
+                if skipped {
                     self.oversized += 1;
                     continue;
                 }
@@ -170,9 +223,7 @@ impl Lines {
             }
             self.scan = self.end;
             if self.eof {
-                if let Some(h) = &self.hashing {
-                    self.done = Some(h.digest());
-                }
+                self.done = true;
                 return Ok(None);
             }
             self.fill()?;
@@ -181,18 +232,26 @@ impl Lines {
 
     /// Reads the next chunk behind the pending partial line.
     fn fill(&mut self) -> io::Result<()> {
+        self.md5.update(&self.buf[self.hashed..self.start]);
+        self.hashed = self.start;
         if self.end - self.start > MAX_LINE {
-            // Too long to keep: drop what is buffered and skip to its end.
-            self.skipping = true;
+            // Too long to keep: hash what is buffered on the side (the line
+            // may never end) and drop it.
+            let (mut md5, dropped) = self
+                .skipping
+                .take()
+                .unwrap_or_else(|| (self.md5.clone(), 0));
+            md5.update(&self.buf[self.start..self.end]);
+            self.skipping = Some((md5, dropped + (self.end - self.start) as u64));
             self.start = 0;
-            self.scan = 0;
             self.end = 0;
         } else if self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
-            self.scan -= self.start;
             self.start = 0;
         }
+        self.scan = self.end;
+        self.hashed = 0;
         if self.buf.len() < self.end + CHUNK {
             self.buf.resize(self.end + CHUNK, 0);
         }
@@ -203,9 +262,6 @@ impl Lines {
                 Err(e) => return Err(e),
             }
         };
-        if let Some(h) = &mut self.hashing {
-            h.update(&self.buf[self.end..self.end + n]);
-        }
         self.end += n;
         self.eof = n == 0;
         Ok(())
@@ -216,10 +272,20 @@ impl Lines {
         self.oversized
     }
 
-    /// The digest of the lines read: known from the start, or computed once
-    /// the last line has been read.
-    pub fn digest(&self) -> Option<&Digest> {
-        self.done.as_ref()
+    /// The digest of the lines passed so far.
+    pub fn finish(mut self) -> Digest {
+        self.md5.update(&self.buf[self.hashed..self.start]);
+        Digest {
+            hash: hex(&self.md5.finalize()),
+            bytes: self.consumed,
+        }
+    }
+
+    fn empty_digest() -> Digest {
+        Digest {
+            hash: hex(&Md5::new().finalize()),
+            bytes: 0,
+        }
     }
 }
 
@@ -266,15 +332,35 @@ mod tests {
         assert_eq!(d.bytes as usize, complete.len());
         assert_eq!(d.hash, md5_hex(complete));
 
-        for known in [Some(&d), None] {
-            let mut lines = Lines::new(file_with(&content), known);
+        for limit in [Some(d.bytes), None] {
+            let mut lines = Lines::new(file_with(&content), limit);
             let mut n = 0;
             while let Some(line) = lines.next_line().unwrap() {
                 assert!(line.starts_with(format!("line {n} ").as_bytes()));
                 n += 1;
             }
             assert_eq!(n, 50_000);
-            assert_eq!(lines.digest(), Some(&d), "the same digest, read once");
+            assert_eq!(lines.finish(), d, "the same digest, read once");
+        }
+    }
+
+    #[test]
+    fn stopping_early_hashes_exactly_the_lines_handed_out() {
+        let mut content = Vec::new();
+        for i in 0..20_000 {
+            content.extend_from_slice(format!("{i} {}\n", "y".repeat(i % 50)).as_bytes());
+        }
+        for stop in [0, 1, 7, 5_000, 19_999] {
+            let mut lines = Lines::new(file_with(&content), None);
+            let mut seen = Vec::new();
+            for _ in 0..stop {
+                let line = lines.next_line().unwrap().unwrap();
+                seen.extend_from_slice(line);
+                seen.push(b'\n');
+            }
+            let d = lines.finish();
+            assert_eq!(d.bytes as usize, seen.len(), "after {stop} lines");
+            assert_eq!(d.hash, md5_hex(&seen), "after {stop} lines");
         }
     }
 
@@ -288,7 +374,7 @@ mod tests {
     #[test]
     fn known_digest_bounds_the_read() {
         let d = digest_of(b"one\ntwo\n");
-        let mut lines = Lines::new(file_with(b"one\ntwo\nthree\n"), Some(&d));
+        let mut lines = Lines::new(file_with(b"one\ntwo\nthree\n"), Some(d.bytes));
         assert_eq!(lines.next_line().unwrap(), Some(&b"one"[..]));
         assert_eq!(lines.next_line().unwrap(), Some(&b"two"[..]));
         assert_eq!(lines.next_line().unwrap(), None);
@@ -305,7 +391,22 @@ mod tests {
         assert_eq!(lines.next_line().unwrap(), Some(&b"after"[..]));
         assert_eq!(lines.next_line().unwrap(), None);
         assert_eq!(lines.oversized(), 1);
-        assert_eq!(lines.digest(), Some(&d));
+        assert_eq!(lines.finish(), d);
         assert_eq!(d.bytes as usize, content.len() - 4);
+        assert_eq!(d.hash, md5_hex(&content[..content.len() - 4]));
+    }
+
+    #[test]
+    fn an_oversized_fragment_at_the_end_is_not_hashed() {
+        let mut content = b"small\n".to_vec();
+        content.extend(std::iter::repeat_n(b'x', MAX_LINE + CHUNK * 3));
+        let d = digest_of(&content);
+        assert_eq!(d.bytes, 6);
+        assert_eq!(d.hash, md5_hex(b"small\n"));
+    }
+
+    #[test]
+    fn hex_is_lowercase_pairs() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
     }
 }

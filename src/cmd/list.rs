@@ -10,6 +10,7 @@ use crate::cli::ListArgs;
 use crate::config::Config;
 use crate::duration;
 use crate::exit;
+use crate::printer::Printer;
 
 #[derive(Serialize)]
 struct Entry {
@@ -23,7 +24,7 @@ struct Entry {
     crontab: String,
 }
 
-pub fn list(args: &ListArgs, config: &Config) -> Result<i32> {
+pub fn list(args: &ListArgs, config: &Config, printer: &Printer) -> Result<i32> {
     let entries: Vec<Entry> = crate::processor::registry(config)
         .iter()
         .map(|p| {
@@ -40,21 +41,21 @@ pub fn list(args: &ListArgs, config: &Config) -> Result<i32> {
         })
         .collect();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&entries)?);
+        printer.out(format_args!("{}", serde_json::to_string_pretty(&entries)?))?;
         return Ok(exit::SUCCESS);
     }
     if entries.is_empty() {
-        println!("no processors");
+        printer.out(format_args!("no processors"))?;
     }
     for e in &entries {
         let status = match &e.reason {
             None => "available".to_owned(),
             Some(why) => format!("unavailable: {why}"),
         };
-        println!(
+        printer.out(format_args!(
             "{}\t{} v{}, every {}, {status}\n\t{}",
             e.name, e.kind, e.version, e.cadence, e.crontab
-        );
+        ))?;
     }
     Ok(exit::SUCCESS)
 }

@@ -6,35 +6,42 @@ use anyhow::Result;
 use crate::cli::MigrateArgs;
 use crate::config::Config;
 use crate::exit;
+use crate::printer::Printer;
 use crate::store::{Need, Store, migrations};
 
-pub fn migrate(args: &MigrateArgs, config: &Config) -> Result<i32> {
+pub fn migrate(args: &MigrateArgs, config: &Config, printer: &Printer) -> Result<i32> {
     let target = migrations::target_version();
     let shown = config.db.display();
     if args.status {
         if !config.db.exists() {
-            println!("database {shown} does not exist; migrate creates it at version {target}");
+            printer.out(format_args!(
+                "database {shown} does not exist; migrate creates it at version {target}"
+            ))?;
             return Ok(exit::SUCCESS);
         }
         let store = Store::open(&config.db, Need::Any, config.busy_timeout)?;
         let current = migrations::user_version(&store.conn)?;
-        println!("database {shown}: schema version {current}, this sessionpipe: {target}");
+        printer.out(format_args!(
+            "database {shown}: schema version {current}, this sessionpipe: {target}"
+        ))?;
         let pending = migrations::pending(&store.conn)?;
         if pending.is_empty() {
-            println!("nothing pending");
+            printer.out(format_args!("nothing pending"))?;
         }
         for step in pending {
-            println!("pending: {step}");
+            printer.out(format_args!("pending: {step}"))?;
         }
         return Ok(exit::SUCCESS);
     }
     let mut store = Store::open(&config.db, Need::Any, config.busy_timeout)?;
     let done = migrations::migrate(&mut store.conn)?;
     if done.is_empty() {
-        println!("database {shown} is up to date (schema version {target})");
+        printer.out(format_args!(
+            "database {shown} is up to date (schema version {target})"
+        ))?;
     }
     for step in done {
-        println!("applied: {step}");
+        printer.out(format_args!("applied: {step}"))?;
     }
     Ok(exit::SUCCESS)
 }

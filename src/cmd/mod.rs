@@ -10,17 +10,18 @@ use anyhow::Result;
 
 use crate::cli::{Cli, Command};
 use crate::config::Config;
-use crate::log::Log;
+use crate::env::Environment;
+use crate::printer::Printer;
 use crate::processor::Processor;
 
-pub fn dispatch(cli: Cli) -> Result<i32> {
-    let log = Log::new(cli.global.verbose, cli.global.quiet);
-    let config = Config::load(&cli.global)?;
+/// Runs the subcommand `cli` names, printing through `printer`.
+pub fn dispatch(cli: Cli, env: &Environment, printer: &Printer) -> Result<i32> {
+    let config = Config::load(&cli.global, env)?;
     match cli.command {
-        Command::Run(args) => run::run(&args, &config, &log),
-        Command::List(args) => list::list(&args, &config),
-        Command::State(args) => state::state(&args, &config, &log),
-        Command::Migrate(args) => migrate::migrate(&args, &config),
+        Command::Run(args) => run::run(&args, &config, printer),
+        Command::List(args) => list::list(&args, &config, printer),
+        Command::State(args) => state::state(&args, &config, printer),
+        Command::Migrate(args) => migrate::migrate(&args, &config, printer),
     }
 }
 

@@ -9,13 +9,13 @@ use crate::cli::RunArgs;
 use crate::config::Config;
 use crate::exit;
 use crate::lock;
-use crate::log::Log;
+use crate::printer::Printer;
 use crate::processor::Processor;
 use crate::report::Report;
-use crate::runner::{self, Options};
+use crate::run::{self, Mode, Options};
 use crate::store::{Need, Store, runs, timestamp};
 
-pub fn run(args: &RunArgs, config: &Config, log: &Log) -> Result<i32> {
+pub fn run(args: &RunArgs, config: &Config, printer: &Printer) -> Result<i32> {
     let all = crate::processor::registry(config);
     let explicit = !args.all && !args.due;
     let mut chosen: Vec<&dyn Processor> = Vec::new();
@@ -35,16 +35,16 @@ pub fn run(args: &RunArgs, config: &Config, log: &Log) -> Result<i32> {
     let mut code = exit::SUCCESS;
     for p in chosen {
         if args.due && !is_due(open(&mut slot, args, config)?, p)? {
-            log.info(format_args!("{}: not due", p.name()));
+            printer.info(format_args!("{}: not due", p.name()));
             continue;
         }
         if let Some(why) = p.unavailable() {
             if explicit {
                 let report = refused(p, exit::UNAVAILABLE, format!("unavailable: {why}"));
-                log.error(format_args!("{}: unavailable: {why}", p.name()));
-                code = code.max(emit(args, report));
+                printer.error(format_args!("{}: unavailable: {why}", p.name()));
+                code = code.max(emit(args, &report, printer)?);
             } else {
-                log.warn(format_args!("{}: skipped, unavailable: {why}", p.name()));
+                printer.warn(format_args!("{}: skipped, unavailable: {why}", p.name()));
             }
             continue;
         }
@@ -52,12 +52,11 @@ pub fn run(args: &RunArgs, config: &Config, log: &Log) -> Result<i32> {
             max_attempts: args.max_attempts,
             max_sessions: args.max_sessions.or(p.default_max_sessions()),
             time_budget: args.time_budget.or(p.default_time_budget()),
-            dry_run: args.dry_run,
             jobs: usize::from(args.jobs),
         };
         let store = open(&mut slot, args, config)?;
-        let report = run_one(store, p, data_dir, &opts, args, config, log);
-        code = code.max(emit(args, report));
+        let report = run_one(store, p, data_dir, &opts, args, config, printer);
+        code = code.max(emit(args, &report, printer)?);
     }
     Ok(code)
 }
@@ -72,6 +71,8 @@ fn open<'s>(slot: &'s mut Option<Store>, args: &RunArgs, config: &Config) -> Res
     Ok(slot.insert(store))
 }
 
+/// Runs one processor under its lock (none for a dry run), whatever happens
+/// returning its report.
 fn run_one(
     store: &mut Store,
     p: &dyn Processor,
@@ -79,31 +80,29 @@ fn run_one(
     opts: &Options,
     args: &RunArgs,
     config: &Config,
-    log: &Log,
+    printer: &Printer,
 ) -> Report {
-    let lock = if args.dry_run {
-        None
-    } else {
-        match lock::acquire(&config.db, p.name(), args.wait) {
-            Ok(Some(lock)) => Some(lock),
-            Ok(None) => {
-                let message = "another run holds the lock".to_owned();
-                if args.busy_exit_code != exit::SUCCESS {
-                    log.error(format_args!("{}: {message}", p.name()));
-                }
-                return refused(p, args.busy_exit_code, message);
-            }
-            Err(e) => return failed(p, e, log),
-        }
-    };
-    match runner::run(store, p, lock.as_ref(), data_dir, opts, log) {
-        Ok(report) => report,
-        Err(e) => failed(p, e, log),
+    if args.dry_run {
+        return run::run(store, p, Mode::DryRun, data_dir, opts, printer)
+            .unwrap_or_else(|e| failed(p, e, printer));
     }
+    let lock = match lock::acquire(&config.db, p.name(), args.wait) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => {
+            let message = "another run holds the lock".to_owned();
+            if args.busy_exit_code != exit::SUCCESS {
+                printer.error(format_args!("{}: {message}", p.name()));
+            }
+            return refused(p, args.busy_exit_code, message);
+        }
+        Err(e) => return failed(p, e, printer),
+    };
+    run::run(store, p, Mode::Commit(&lock), data_dir, opts, printer)
+        .unwrap_or_else(|e| failed(p, e, printer))
 }
 
-fn failed(p: &dyn Processor, e: anyhow::Error, log: &Log) -> Report {
-    log.error(format_args!("{}: {e:#}", p.name()));
+fn failed(p: &dyn Processor, e: anyhow::Error, printer: &Printer) -> Report {
+    printer.error(format_args!("{}: {e:#}", p.name()));
     refused(p, exit::code_of(&e), format!("{e:#}"))
 }
 
@@ -119,18 +118,15 @@ fn refused(p: &dyn Processor, code: i32, error: String) -> Report {
 }
 
 /// Prints what the run asked for and returns its exit code.
-fn emit(args: &RunArgs, report: Report) -> i32 {
+fn emit(args: &RunArgs, report: &Report, printer: &Printer) -> Result<i32> {
     if args.json {
-        match serde_json::to_string(&report) {
-            Ok(line) => println!("{line}"),
-            Err(e) => eprintln!("sessionpipe: cannot print the report: {e}"),
-        }
+        printer.out(serde_json::to_string(report)?)?;
     } else if let Some(list) = &report.would_process {
         for file in list {
-            println!("{}: would process {file}", report.processor);
+            printer.out(format_args!("{}: would process {file}", report.processor))?;
         }
     }
-    report.exit_code
+    Ok(report.exit_code)
 }
 
 /// Due when the cadence has passed since the last run started (or never ran).
@@ -141,5 +137,8 @@ fn is_due(store: &Store, p: &dyn Processor) -> Result<bool> {
     let cadence = chrono::Duration::from_std(p.cadence()).unwrap_or(chrono::Duration::MAX);
     // A little slack: cron fires on the minute, a run starts a moment later.
     let slack = chrono::Duration::seconds(5);
-    Ok(Utc::now() + slack >= last + cadence)
+    let due_at = last
+        .checked_add_signed(cadence)
+        .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
+    Ok(Utc::now() + slack >= due_at)
 }

@@ -12,51 +12,17 @@ use crate::cli::{StateAction, StateArgs};
 use crate::config::Config;
 use crate::duration;
 use crate::exit;
-use crate::log::Log;
+use crate::printer::Printer;
 use crate::processor::Processor;
 use crate::scan::{self, SessionFile};
-use crate::store::state::{self as rows, Counts, Requeue, Row, Status};
+use crate::store::state::{self as rows, Counts, Requeue};
 use crate::store::{Need, Store, parse_timestamp, runs};
+use crate::verdict;
 
-pub fn state(args: &StateArgs, config: &Config, log: &Log) -> Result<i32> {
+pub fn state(args: &StateArgs, config: &Config, printer: &Printer) -> Result<i32> {
     let all = crate::processor::registry(config);
-    match &args.action {
-        Some(StateAction::Requeue(r)) => {
-            let p = super::find(&all, &r.processor)?;
-            let mut store = Store::open(&config.db, Need::Current, config.busy_timeout)?;
-            let which = if r.failed {
-                Requeue::Failed
-            } else if r.quarantined {
-                Requeue::Quarantined
-            } else {
-                Requeue::Files(&r.files)
-            };
-            let n = rows::requeue(&mut store.conn, p.name(), which)?;
-            println!("{}: requeued {n} sessions", p.name());
-            let named = if r.failed || r.quarantined {
-                0
-            } else {
-                r.files.len()
-            };
-            if n < named {
-                return Err(exit::fail(
-                    exit::USAGE,
-                    format!("{}: {} of the files have no state row", p.name(), named - n),
-                ));
-            }
-            return Ok(exit::SUCCESS);
-        }
-        Some(StateAction::Reset(r)) => {
-            let p = super::find(&all, &r.processor)?;
-            let store = Store::open(&config.db, Need::Current, config.busy_timeout)?;
-            let n = rows::reset(&store.conn, p.name())?;
-            println!(
-                "{}: forgot {n} sessions; the next runs reprocess everything",
-                p.name()
-            );
-            return Ok(exit::SUCCESS);
-        }
-        None => {}
+    if let Some(action) = &args.action {
+        return act(action, &all, config, printer);
     }
     let chosen: Vec<&dyn Processor> = match &args.processor {
         Some(name) => vec![super::find(&all, name)?],
@@ -69,16 +35,16 @@ pub fn state(args: &StateArgs, config: &Config, log: &Log) -> Result<i32> {
         Store::in_memory()?
     };
     if args.failed {
-        return failed(&store, &chosen, args.json);
+        return failed(&store, &chosen, args.json, printer);
     }
     if let Some(file) = &args.session {
-        return session(&store, &chosen, file, args.json);
+        return session(&store, &chosen, file, args.json, printer);
     }
     // Lag needs the files' stats; without a data dir it is simply unknown.
     let files = match config.require_data_dir() {
-        Ok(dir) => Some(scan::scan(dir, log)?),
+        Ok(dir) => Some(scan::scan(dir, printer)?),
         Err(e) => {
-            log.warn(format_args!("{e:#}"));
+            printer.warn(format_args!("{e:#}"));
             None
         }
     };
@@ -87,16 +53,65 @@ pub fn state(args: &StateArgs, config: &Config, log: &Log) -> Result<i32> {
         .map(|p| summarize(&store, *p, files.as_deref()))
         .collect::<Result<Vec<_>>>()?;
     if args.check {
-        return check(&summaries, args);
+        return check(&summaries, args, printer);
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summaries)?);
+        printer.out(format_args!(
+            "{}",
+            serde_json::to_string_pretty(&summaries)?
+        ))?;
     } else {
         for s in &summaries {
-            print_summary(s);
+            print_summary(s, printer)?;
         }
     }
     Ok(exit::SUCCESS)
+}
+
+/// `state requeue` and `state reset`.
+fn act(
+    action: &StateAction,
+    all: &[Box<dyn Processor>],
+    config: &Config,
+    printer: &Printer,
+) -> Result<i32> {
+    match action {
+        StateAction::Requeue(r) => {
+            let p = super::find(all, &r.processor)?;
+            let mut store = Store::open(&config.db, Need::Current, config.busy_timeout)?;
+            let which = if r.failed {
+                Requeue::Failed
+            } else if r.quarantined {
+                Requeue::Quarantined
+            } else {
+                Requeue::Files(&r.files)
+            };
+            let n = rows::requeue(&mut store.conn, p.name(), which)?;
+            printer.out(format_args!("{}: requeued {n} sessions", p.name()))?;
+            let named = if r.failed || r.quarantined {
+                0
+            } else {
+                r.files.len()
+            };
+            if n < named {
+                return Err(exit::fail(
+                    exit::USAGE,
+                    format!("{}: {} of the files have no state row", p.name(), named - n),
+                ));
+            }
+            Ok(exit::SUCCESS)
+        }
+        StateAction::Reset(r) => {
+            let p = super::find(all, &r.processor)?;
+            let store = Store::open(&config.db, Need::Current, config.busy_timeout)?;
+            let n = rows::reset(&store.conn, p.name())?;
+            printer.out(format_args!(
+                "{}: forgot {n} sessions; the next runs reprocess everything",
+                p.name()
+            ))?;
+            Ok(exit::SUCCESS)
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -146,12 +161,12 @@ fn summarize(store: &Store, p: &dyn Processor, files: Option<&[SessionFile]>) ->
         };
         let waiting: Vec<&SessionFile> = files
             .iter()
-            .filter(|f| is_unprocessed(state.get(&f.file), f, p.version()))
+            .filter(|f| verdict::is_waiting(state.get(&f.name), &f.stat, p.version()))
             .collect();
         for f in &waiting {
             let secs = now.timestamp() - f.stat.mtime_ns / 1_000_000_000;
             if oldest.is_none_or(|(s, _)| secs > s) {
-                oldest = Some((secs, &f.file));
+                oldest = Some((secs, &f.name));
             }
         }
         unprocessed = Some(waiting.len() as u64);
@@ -174,38 +189,24 @@ fn summarize(store: &Store, p: &dyn Processor, files: Option<&[SessionFile]>) ->
     })
 }
 
-/// A file whose current content the processor has not dealt with: never
-/// seen, changed since, or waiting at an old version. Failing files are
-/// counted as failing instead.
-fn is_unprocessed(row: Option<&Row>, f: &SessionFile, version: u32) -> bool {
-    match row {
-        None => true,
-        Some(r) => match r.status {
-            Status::Ok => r.stat.as_ref() != Some(&f.stat) || r.processor_version != version,
-            Status::Pending | Status::Processing => true,
-            Status::Failed | Status::Quarantined => false,
-        },
-    }
-}
-
-fn print_summary(s: &Summary) {
-    println!(
+fn print_summary(s: &Summary, printer: &Printer) -> Result<()> {
+    printer.out(format_args!(
         "{}  ({} v{}, every {}{})",
         s.processor,
         s.kind,
         s.version,
         s.cadence,
         if s.available { "" } else { ", unavailable" }
-    );
+    ))?;
     let c = &s.counts;
-    println!(
+    printer.out(format_args!(
         "  sessions   {} tracked, {} processed, {} failing, {} quarantined",
         c.tracked, c.processed, c.failing, c.quarantined
-    );
+    ))?;
     match &s.last_run {
-        None => println!("  last run   never"),
+        None => printer.out(format_args!("  last run   never"))?,
         Some(r) => match (r.finished_at.as_ref(), r.exit_code) {
-            (Some(_), Some(code)) => println!(
+            (Some(_), Some(code)) => printer.out(format_args!(
                 "  last run   {}, {} ms, {} processed, {} skipped, {} capped, {} errors, exit {code}",
                 r.started_at,
                 r.duration_ms.unwrap_or(0),
@@ -213,29 +214,30 @@ fn print_summary(s: &Summary) {
                 r.skipped.unwrap_or(0),
                 r.capped.unwrap_or(0),
                 r.errors.unwrap_or(0),
-            ),
-            _ => println!("  last run   {} (running, or did not finish)", r.started_at),
+            ))?,
+            _ => printer.out(format_args!("  last run   {} (running, or did not finish)", r.started_at))?,
         },
     }
     if let Some(lag) = s.lag_seconds {
-        println!(
+        printer.out(format_args!(
             "  lag        {}",
             duration::format(Duration::from_secs(lag as u64))
-        );
+        ))?;
     }
     if let (Some(n), Some(file), Some(secs)) = (
         s.unprocessed,
         &s.oldest_unprocessed,
         s.oldest_unprocessed_seconds,
     ) {
-        println!(
+        printer.out(format_args!(
             "  waiting    {n} files, oldest {file} ({} old)",
             duration::format(Duration::from_secs(secs as u64))
-        );
+        ))?;
     }
+    Ok(())
 }
 
-fn check(summaries: &[Summary], args: &StateArgs) -> Result<i32> {
+fn check(summaries: &[Summary], args: &StateArgs, printer: &Printer) -> Result<i32> {
     let now = Utc::now();
     let mut reasons = Vec::new();
     for s in summaries {
@@ -281,12 +283,12 @@ fn check(summaries: &[Summary], args: &StateArgs) -> Result<i32> {
         }
     }
     if args.json {
-        println!(
+        printer.out(format_args!(
             "{}",
             serde_json::json!({ "healthy": reasons.is_empty(), "reasons": reasons })
-        );
+        ))?;
     } else if !reasons.is_empty() {
-        println!("{}", reasons.join("; "));
+        printer.out(format_args!("{}", reasons.join("; ")))?;
     }
     Ok(if reasons.is_empty() {
         exit::SUCCESS
@@ -295,7 +297,7 @@ fn check(summaries: &[Summary], args: &StateArgs) -> Result<i32> {
     })
 }
 
-fn failed(store: &Store, chosen: &[&dyn Processor], json: bool) -> Result<i32> {
+fn failed(store: &Store, chosen: &[&dyn Processor], json: bool, printer: &Printer) -> Result<i32> {
     let mut all = Vec::new();
     for p in chosen {
         for row in rows::failed(&store.conn, p.name())? {
@@ -307,10 +309,10 @@ fn failed(store: &Store, chosen: &[&dyn Processor], json: bool) -> Result<i32> {
             .iter()
             .map(|(p, r)| serde_json::json!({ "processor": p, "session": r }))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        printer.out(format_args!("{}", serde_json::to_string_pretty(&list)?))?;
     } else {
         for (p, r) in &all {
-            println!(
+            printer.out(format_args!(
                 "{p}\t{}\t{} after {} attempts{}\n\t{}",
                 r.session_file,
                 r.status,
@@ -320,13 +322,19 @@ fn failed(store: &Store, chosen: &[&dyn Processor], json: bool) -> Result<i32> {
                     .map(|t| format!(", next at {t}"))
                     .unwrap_or_default(),
                 r.last_error.as_deref().unwrap_or("")
-            );
+            ))?;
         }
     }
     Ok(exit::SUCCESS)
 }
 
-fn session(store: &Store, chosen: &[&dyn Processor], file: &str, json: bool) -> Result<i32> {
+fn session(
+    store: &Store,
+    chosen: &[&dyn Processor],
+    file: &str,
+    json: bool,
+    printer: &Printer,
+) -> Result<i32> {
     let mut found = Vec::new();
     for p in chosen {
         if let Some(row) = rows::one(&store.conn, p.name(), file)? {
@@ -340,13 +348,13 @@ fn session(store: &Store, chosen: &[&dyn Processor], file: &str, json: bool) -> 
         ));
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&found)?);
+        printer.out(format_args!("{}", serde_json::to_string_pretty(&found)?))?;
     } else {
         for row in &found {
             for (k, v) in row {
-                println!("{k:<18} {v}");
+                printer.out(format_args!("{k:<18} {v}"))?;
             }
-            println!();
+            printer.out("")?;
         }
     }
     Ok(exit::SUCCESS)

@@ -58,7 +58,7 @@ impl Processor for Exec {
         true
     }
 
-    fn process(&self, session: &Session) -> Result<Outcome> {
+    fn process(&self, session: &mut Session) -> Result<Outcome> {
         let Some(digest) = session.digest else {
             bail!("internal error: the session was not hashed before running the command");
         };
@@ -67,8 +67,8 @@ impl Processor for Exec {
             .args(&self.spec.command[1..])
             .arg(session.path)
             .env("SESSIONPIPE_PROCESSOR", &self.spec.name)
-            .env("SESSIONPIPE_SESSION_FILE", session.file)
-            .env("SESSIONPIPE_SESSION_KEY", session.key)
+            .env("SESSIONPIPE_SESSION_FILE", session.name)
+            .env("SESSIONPIPE_SESSION_KEY", session.user)
             .env("SESSIONPIPE_SESSION_PATH", session.path)
             .env("SESSIONPIPE_FILE_HASH", &digest.hash)
             .env("SESSIONPIPE_BYTES", digest.bytes.to_string())

@@ -12,74 +12,13 @@ pub mod exec;
 pub mod usage;
 pub mod verification;
 
-use std::io;
-use std::path::Path;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Result;
 use rusqlite::Connection;
 
 use crate::config::Config;
-use crate::session::{self, Digest, Lines};
-
-/// One session file, as a processor sees it.
-pub struct Session<'a> {
-    /// `<key>/<file>.jsonl`.
-    pub file: &'a str,
-    /// The user folder's name.
-    pub key: &'a str,
-    pub path: &'a Path,
-    /// MD5 and length of the complete-line prefix to process, when the file
-    /// was hashed before processing (always, for processors that
-    /// [`Processor::needs_digest_first`]). Otherwise [`Session::lines`]
-    /// computes it in the same read.
-    pub digest: Option<&'a Digest>,
-    pub(crate) dev: u64,
-    pub(crate) inode: u64,
-    /// The digest computed by the first [`Lines`] read to its end.
-    pub(crate) computed: Mutex<Option<Digest>>,
-}
-
-impl Session<'_> {
-    /// Streams the complete lines to process. Read to its end, the reader
-    /// leaves the digest of what it read for the runner to record.
-    pub fn lines(&self) -> io::Result<SessionLines<'_>> {
-        let file = session::open(self.path, self.dev, self.inode)?;
-        Ok(SessionLines {
-            lines: Lines::new(file, self.digest),
-            session: self,
-        })
-    }
-}
-
-/// [`Lines`] that report their digest back to the session when dropped
-/// after the last line.
-pub struct SessionLines<'s> {
-    lines: Lines,
-    session: &'s Session<'s>,
-}
-
-impl SessionLines<'_> {
-    pub fn next_line(&mut self) -> io::Result<Option<&[u8]>> {
-        self.lines.next_line()
-    }
-
-    /// Lines skipped for being longer than [`session::MAX_LINE`].
-    pub fn oversized(&self) -> u64 {
-        self.lines.oversized()
-    }
-}
-
-impl Drop for SessionLines<'_> {
-    fn drop(&mut self) {
-        if let Some(d) = self.lines.digest()
-            && let Ok(mut computed) = self.session.computed.lock()
-        {
-            computed.get_or_insert_with(|| d.clone());
-        }
-    }
-}
+pub use crate::session::Session;
 
 /// A failure that is not the session's fault. Returned (inside an
 /// `anyhow::Error`) by `process`, it changes what the runner does:
@@ -135,6 +74,7 @@ pub trait Processor: Send + Sync {
     fn cadence(&self) -> Duration;
     /// Whether `process` needs [`Session::digest`] before it reads anything
     /// (an external command is handed the hash and length up front).
+    /// Otherwise a new file is read once, hashed as the processor reads it.
     fn needs_digest_first(&self) -> bool {
         false
     }
@@ -150,7 +90,9 @@ pub trait Processor: Send + Sync {
     fn unavailable(&self) -> Option<String> {
         None
     }
-    fn process(&self, session: &Session) -> Result<Outcome>;
+    /// Processes one session. What it reads through [`Session::lines`] is
+    /// what the run records as processed.
+    fn process(&self, session: &mut Session) -> Result<Outcome>;
 }
 
 /// Every processor, built-ins first, then the configured ones by name.

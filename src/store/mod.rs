@@ -107,6 +107,11 @@ impl Store {
     }
 }
 
+/// A count as SQLite's signed integer, saturating instead of wrapping.
+pub fn sql_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// Timestamps are stored as RFC 3339 UTC text with milliseconds: readable in
 /// `sqlite3` and ordered as text.
 pub fn timestamp(t: DateTime<Utc>) -> String {

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use super::{parse_timestamp, timestamp};
+use super::{parse_timestamp, sql_int, timestamp};
 use crate::report::Report;
 
 pub fn start(conn: &Connection, processor: &str, started_at: DateTime<Utc>) -> Result<i64> {
@@ -31,15 +31,15 @@ pub fn finish(
         params![
             id,
             timestamp(finished_at),
-            report.duration_ms as i64,
-            report.scanned as i64,
-            report.candidates as i64,
-            report.processed as i64,
-            report.skipped as i64,
-            report.capped as i64,
-            report.errors as i64,
-            report.quarantined as i64,
-            report.items_extracted as i64,
+            sql_int(report.duration_ms),
+            sql_int(report.scanned),
+            sql_int(report.candidates),
+            sql_int(report.processed),
+            sql_int(report.skipped),
+            sql_int(report.capped),
+            sql_int(report.errors),
+            sql_int(report.quarantined),
+            sql_int(report.items_extracted),
             report.exit_code
         ],
     )?;

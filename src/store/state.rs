@@ -1,16 +1,7 @@
-//! Per-(processor, session file) state rows: what was last read and
-//! processed, and where a failing session stands.
+//! Per-(processor, session file) state rows: reading and writing them.
 //!
-//! A row moves through these statuses:
-//! - `ok`: the content with `file_hash` was processed at `processor_version`.
-//! - `processing`: a run died while processing the session (its lock file
-//!   still named the attempt, see [`crate::lock`]). The attempt counts, so a
-//!   session that kills the process is quarantined too.
-//! - `failed`: the last attempt failed; retried at `next_attempt_at`.
-//! - `quarantined`: `attempts` failures on the same content; left alone until
-//!   the content changes or an operator requeues it.
-//! - `pending`: requeued by an operator.
-//!
+//! What a row means, and so what to write after each event, is decided in
+//! [`crate::verdict`]; this module only moves rows in and out of SQLite.
 //! `file_hash`, `processed_at` and `items_extracted` always describe the last
 //! success, so a failure never hides what the outputs hold.
 
@@ -20,53 +11,9 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{parse_timestamp, timestamp};
+use super::{parse_timestamp, sql_int, timestamp};
 use crate::scan::Stat;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Ok,
-    Processing,
-    Failed,
-    Quarantined,
-    Pending,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Processing => "processing",
-            Status::Failed => "failed",
-            Status::Quarantined => "quarantined",
-            Status::Pending => "pending",
-        }
-    }
-
-    fn parse(text: &str) -> Status {
-        match text {
-            "ok" => Status::Ok,
-            "processing" => Status::Processing,
-            "failed" => Status::Failed,
-            "quarantined" => Status::Quarantined,
-            // Unknown text can only come from a hand edit: reprocess.
-            _ => Status::Pending,
-        }
-    }
-}
-
-/// The part of a row the runner decides with.
-#[derive(Debug, Clone)]
-pub struct Row {
-    pub status: Status,
-    pub processor_version: u32,
-    pub file_hash: Option<String>,
-    pub stat: Option<Stat>,
-    pub racy: bool,
-    pub attempts: u32,
-    pub attempt_hash: Option<String>,
-    pub next_attempt_at: Option<DateTime<Utc>>,
-}
+use crate::verdict::{Row, Seen, Status};
 
 /// Loads every row of one processor in a single query, keyed by session file.
 pub fn load(conn: &Connection, processor: &str) -> Result<HashMap<String, Row>> {
@@ -104,21 +51,16 @@ pub fn load(conn: &Connection, processor: &str) -> Result<HashMap<String, Row>> 
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Identifies one row.
+/// Identifies one row (and names the user it belongs to).
 #[derive(Debug, Clone, Copy)]
-pub struct Key<'a> {
+pub struct RowId<'a> {
     pub processor: &'a str,
     pub session_file: &'a str,
     pub username: &'a str,
 }
 
-/// What was read: the stat tuple, and whether the read was racy.
-#[derive(Debug, Clone, Copy)]
-pub struct Seen {
-    pub stat: Stat,
-    pub racy: bool,
-}
-
+/// The stat tuple as SQLite integers. Size and inode are stored bit for bit
+/// (`as` both ways), so even values above `i64::MAX` compare exactly.
 fn stat_params(seen: &Seen) -> (i64, i64, i64, i64, bool) {
     (
         seen.stat.size as i64,
@@ -129,13 +71,13 @@ fn stat_params(seen: &Seen) -> (i64, i64, i64, i64, bool) {
     )
 }
 
-/// Records an attempt that a run died in (read back from its lock file):
+/// Records an attempt that a run died in (read back from its journal):
 /// the session is marked `processing` with that attempt count. `hash` is
 /// `None` when the file was being hashed while processed; the stat tuple then
 /// tells whether a later attempt is on the same content.
 pub fn record_attempt(
     conn: &Connection,
-    key: Key,
+    id: RowId,
     hash: Option<&str>,
     attempts: u32,
     seen: &Seen,
@@ -150,9 +92,9 @@ pub fn record_attempt(
              mtime_ns = ?7, ctime_ns = ?8, inode = ?9, read_racy = ?10",
     )?
     .execute(params![
-        key.processor,
-        key.session_file,
-        key.username,
+        id.processor,
+        id.session_file,
+        id.username,
         attempts,
         hash,
         size,
@@ -174,7 +116,7 @@ pub struct Success<'a> {
     pub now: DateTime<Utc>,
 }
 
-pub fn record_success(conn: &Connection, key: Key, s: &Success) -> Result<()> {
+pub fn record_success(conn: &Connection, id: RowId, s: &Success) -> Result<()> {
     let (size, mtime, ctime, inode, racy) = stat_params(&s.seen);
     conn.prepare_cached(
         "INSERT INTO processor_state (processor_name, session_file, username, processed_at,
@@ -189,13 +131,13 @@ pub fn record_success(conn: &Connection, key: Key, s: &Success) -> Result<()> {
              attempt_hash = NULL, last_error = NULL, next_attempt_at = NULL",
     )?
     .execute(params![
-        key.processor,
-        key.session_file,
-        key.username,
+        id.processor,
+        id.session_file,
+        id.username,
         timestamp(s.now),
-        s.items as i64,
+        sql_int(s.items),
         s.hash,
-        s.bytes as i64,
+        sql_int(s.bytes),
         s.version,
         size,
         mtime,
@@ -214,23 +156,17 @@ pub struct Failure<'a> {
     pub quarantined: bool,
     pub error: &'a str,
     pub next_attempt_at: Option<DateTime<Utc>>,
-    pub seen: Option<Seen>,
+    pub seen: Seen,
 }
 
 /// Records a failure; the outputs and the last success are left as they are.
-pub fn record_failure(conn: &Connection, key: Key, f: &Failure) -> Result<()> {
+pub fn record_failure(conn: &Connection, id: RowId, f: &Failure) -> Result<()> {
     let status = if f.quarantined {
         Status::Quarantined
     } else {
         Status::Failed
     };
-    let (size, mtime, ctime, inode, racy) = match &f.seen {
-        Some(seen) => {
-            let (a, b, c, d, e) = stat_params(seen);
-            (Some(a), Some(b), Some(c), Some(d), e)
-        }
-        None => (None, None, None, None, false),
-    };
+    let (size, mtime, ctime, inode, racy) = stat_params(&f.seen);
     conn.prepare_cached(
         "INSERT INTO processor_state (processor_name, session_file, username, file_size,
              mtime_ns, ctime_ns, inode, read_racy, status, attempts, attempt_hash, last_error,
@@ -242,9 +178,9 @@ pub fn record_failure(conn: &Connection, key: Key, f: &Failure) -> Result<()> {
              next_attempt_at = ?13",
     )?
     .execute(params![
-        key.processor,
-        key.session_file,
-        key.username,
+        id.processor,
+        id.session_file,
+        id.username,
         size,
         mtime,
         ctime,
@@ -261,7 +197,7 @@ pub fn record_failure(conn: &Connection, key: Key, f: &Failure) -> Result<()> {
 
 /// A free skip: the content is what the row already describes; only the
 /// stat tuple (and its raciness) is brought up to date.
-pub fn refresh_stat(conn: &Connection, key: Key, seen: &Seen) -> Result<()> {
+pub fn refresh_stat(conn: &Connection, id: RowId, seen: &Seen) -> Result<()> {
     let (size, mtime, ctime, inode, racy) = stat_params(seen);
     conn.prepare_cached(
         "UPDATE processor_state SET file_size = ?3, mtime_ns = ?4, ctime_ns = ?5, inode = ?6,
@@ -269,8 +205,8 @@ pub fn refresh_stat(conn: &Connection, key: Key, seen: &Seen) -> Result<()> {
          WHERE processor_name = ?1 AND session_file = ?2",
     )?
     .execute(params![
-        key.processor,
-        key.session_file,
+        id.processor,
+        id.session_file,
         size,
         mtime,
         ctime,
@@ -343,10 +279,10 @@ pub fn counts(conn: &Connection, processor: &str) -> Result<Counts> {
         [processor],
         |r| {
             Ok(Counts {
-                tracked: r.get::<_, i64>(0)? as u64,
-                processed: r.get::<_, i64>(1)? as u64,
-                failing: r.get::<_, i64>(2)? as u64,
-                quarantined: r.get::<_, i64>(3)? as u64,
+                tracked: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                processed: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                failing: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                quarantined: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
                 last_processed_at: r.get(4)?,
             })
         },

@@ -1,0 +1,81 @@
+//! Every environment variable sessionpipe reads, named and read here only.
+//!
+//! The process environment is read once, at start, into an [`Environment`];
+//! configuration resolves flags over it, so what a run sees cannot change
+//! half-way and tests can hand in an environment of their own. The one
+//! exception is the debug-only crash hook of [`crate::failpoint`].
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// The config file, as `--config`.
+pub const CONFIG: &str = "SESSIONPIPE_CONFIG";
+/// The data dir, as `--data-dir` (the name the replaced pipeline used).
+pub const DATA_DIR: &str = "SESSION_DATA_DIR";
+/// The state database, as `--db`.
+pub const DB: &str = "SESSIONPIPE_DB";
+/// Override `[llm] provider`, `base_url` and `model`.
+pub const LLM_PROVIDER: &str = "SESSIONPIPE_LLM_PROVIDER";
+pub const LLM_BASE_URL: &str = "SESSIONPIPE_LLM_BASE_URL";
+pub const LLM_MODEL: &str = "SESSIONPIPE_LLM_MODEL";
+/// The LLM key, before `api_key_env` and the provider's own variable.
+pub const LLM_API_KEY: &str = "SESSIONPIPE_LLM_API_KEY";
+/// Debug builds only: the named crash point to abort at.
+pub const FAILPOINT: &str = "SESSIONPIPE_FAILPOINT";
+
+/// A snapshot of the process environment.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    vars: HashMap<OsString, OsString>,
+}
+
+impl Environment {
+    pub fn from_process() -> Environment {
+        Environment {
+            vars: std::env::vars_os().collect(),
+        }
+    }
+
+    /// An environment holding exactly these variables.
+    pub fn of<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Environment {
+        Environment {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    /// A variable's text; unset, blank and non-UTF-8 values are absent.
+    pub fn text(&self, name: &str) -> Option<String> {
+        let value = self.vars.get(std::ffi::OsStr::new(name))?.to_str()?;
+        (!value.trim().is_empty()).then(|| value.to_owned())
+    }
+
+    /// A variable naming a file or folder; empty is absent, any bytes are kept.
+    pub fn path(&self, name: &str) -> Option<PathBuf> {
+        let value = self.vars.get(std::ffi::OsStr::new(name))?;
+        (!value.is_empty()).then(|| PathBuf::from(value))
+    }
+}
+
+/// The crash point to abort at, read at each hit (debug builds only).
+#[cfg(debug_assertions)]
+pub fn failpoint() -> Option<String> {
+    std::env::var(FAILPOINT).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blank_values_are_absent() {
+        let env = Environment::of([(DB, ""), (LLM_MODEL, "  "), (CONFIG, "/etc/x.toml")]);
+        assert_eq!(env.path(DB), None);
+        assert_eq!(env.text(LLM_MODEL), None);
+        assert_eq!(env.path(CONFIG), Some(PathBuf::from("/etc/x.toml")));
+        assert_eq!(env.text("UNSET"), None);
+    }
+}

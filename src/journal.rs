@@ -1,0 +1,182 @@
+//! The attempt journal: what each worker is processing, written where a run
+//! that dies leaves it behind, so that the next run can charge the attempt.
+//!
+//! The journal is the content of the processor's lock file. Each worker owns
+//! a fixed slot of it. Before a processor touches a session, the worker
+//! writes the attempt into its slot (one `pwrite`, no `fsync`: it survives
+//! the process, which is what matters); it clears the slot when the processor
+//! returns, and a run that ends cleanly empties the file. A slot still filled
+//! when the next run takes the lock names a session the previous run died
+//! on, and [`recover`] counts that attempt, so a session that kills the
+//! process is quarantined rather than retried for ever, without a database
+//! commit before every session. A slot lost to a power loss only means that
+//! attempt is not counted.
+
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+
+use anyhow::{Context, Result};
+use rusqlite::{Connection, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+
+use crate::lock::ProcessorLock;
+use crate::scan::Stat;
+use crate::store::state::{self, RowId};
+use crate::verdict::Seen;
+
+/// Bytes per worker slot: room for any session name and a hash.
+const SLOT: usize = 4096;
+
+/// An attempt in progress, as written in a worker's slot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub session_file: String,
+    pub attempts: u32,
+    /// `None` when the file is hashed while processed.
+    pub hash: Option<String>,
+    pub stat: Stat,
+}
+
+/// The journal in a held lock's file.
+#[derive(Debug, Clone, Copy)]
+pub struct Journal<'a> {
+    lock: &'a ProcessorLock,
+}
+
+impl<'a> Journal<'a> {
+    pub fn new(lock: &'a ProcessorLock) -> Journal<'a> {
+        Journal { lock }
+    }
+
+    /// The attempts a previous run left in progress when it died. Slots that
+    /// cannot be read back (a torn write) are skipped.
+    pub fn left_by_dead_run(&self) -> Result<Vec<Entry>> {
+        let mut data = Vec::new();
+        self.lock
+            .file()
+            .read_to_end(&mut data)
+            .with_context(|| format!("cannot read {}", self.lock.path().display()))?;
+        Ok(data
+            .chunks(SLOT)
+            .filter_map(|slot| {
+                let end = slot.iter().position(|&b| b == b'\n')?;
+                serde_json::from_slice(&slot[..end]).ok()
+            })
+            .collect())
+    }
+
+    /// Writes the attempt a worker is about to make into its slot.
+    pub fn mark(&self, worker: usize, entry: &Entry) -> Result<()> {
+        let mut slot = serde_json::to_vec(entry)?;
+        slot.push(b'\n');
+        if slot.len() > SLOT {
+            anyhow::bail!("journal entry for {} is too long", entry.session_file);
+        }
+        slot.resize(SLOT, 0);
+        self.write_slot(worker, &slot)
+    }
+
+    /// Empties a worker's slot: its attempt has returned.
+    pub fn clear(&self, worker: usize) -> Result<()> {
+        self.write_slot(worker, &[0u8; SLOT])
+    }
+
+    fn write_slot(&self, worker: usize, slot: &[u8]) -> Result<()> {
+        let offset = worker
+            .checked_mul(SLOT)
+            .context("worker number out of range")?;
+        self.lock
+            .file()
+            .write_all_at(slot, offset as u64)
+            .with_context(|| format!("cannot write {}", self.lock.path().display()))
+    }
+
+    /// Empties every slot: nothing is in progress.
+    pub fn clear_all(&self) -> Result<()> {
+        self.lock
+            .file()
+            .set_len(0)
+            .with_context(|| format!("cannot truncate {}", self.lock.path().display()))
+    }
+}
+
+/// Charges the attempts a dead run left in the journal (their sessions are
+/// marked `processing`), then empties it.
+pub fn recover(conn: &mut Connection, processor: &str, journal: &Journal) -> Result<()> {
+    let entries = journal.left_by_dead_run()?;
+    if !entries.is_empty() {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for entry in &entries {
+            let id = RowId {
+                processor,
+                session_file: &entry.session_file,
+                username: entry.session_file.split('/').next().unwrap_or(""),
+            };
+            let seen = Seen {
+                stat: entry.stat,
+                racy: false,
+            };
+            state::record_attempt(&tx, id, entry.hash.as_deref(), entry.attempts, &seen)?;
+        }
+        tx.commit()?;
+    }
+    journal.clear_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lock;
+
+    #[test]
+    fn slots_survive_the_holder_and_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state.db");
+        let entry = |n: u32| Entry {
+            session_file: format!("u/{n}.jsonl"),
+            attempts: n,
+            hash: n.is_multiple_of(2).then(|| "ab".repeat(16)),
+            stat: Stat {
+                size: 1,
+                mtime_ns: 2,
+                ctime_ns: 3,
+                inode: 4,
+            },
+        };
+        let held = lock::acquire(&db, "usage", None).unwrap().unwrap();
+        let journal = Journal::new(&held);
+        journal.mark(0, &entry(1)).unwrap();
+        journal.mark(2, &entry(2)).unwrap();
+        journal.mark(1, &entry(3)).unwrap();
+        journal.clear(1).unwrap();
+        drop(held); // as if the process died here
+        let held = lock::acquire(&db, "usage", None).unwrap().unwrap();
+        let journal = Journal::new(&held);
+        assert_eq!(
+            journal.left_by_dead_run().unwrap(),
+            vec![entry(1), entry(2)]
+        );
+        journal.clear_all().unwrap();
+        assert!(journal.left_by_dead_run().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_entry_too_long_for_its_slot_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock::acquire(&dir.path().join("db"), "usage", None)
+            .unwrap()
+            .unwrap();
+        let long = Entry {
+            session_file: "x".repeat(SLOT),
+            attempts: 1,
+            hash: None,
+            stat: Stat {
+                size: 0,
+                mtime_ns: 0,
+                ctime_ns: 0,
+                inode: 0,
+            },
+        };
+        assert!(Journal::new(&held).mark(0, &long).is_err());
+    }
+}

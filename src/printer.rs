@@ -1,0 +1,122 @@
+//! Everything sessionpipe prints, on stdout and stderr.
+//!
+//! Cron mails whatever a job prints, so a successful run prints nothing unless
+//! asked: `-v` adds progress lines (and a progress bar when stderr is a
+//! terminal), `-q` drops warnings. Errors are always printed, prefixed
+//! `sessionpipe:` so they can be told apart in a cron mail.
+//!
+//! Results go to stdout through [`Printer::out`] only. A reader that closes
+//! the pipe early (`sessionpipe list | head -1`) ends the program quietly
+//! with exit 0, as `ripgrep` does: the error [`Printer::out`] returns then is
+//! [`StdoutClosed`], which `main` recognises.
+
+use std::fmt::{self, Display};
+use std::io::{self, IsTerminal, Write};
+
+/// How much goes to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Errors only.
+    Quiet,
+    /// Errors and warnings.
+    Normal,
+    /// Errors, warnings and what happens.
+    Verbose,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Printer {
+    level: Level,
+    /// Draw a progress bar: verbose, on a terminal.
+    bar: bool,
+}
+
+/// Stdout was closed by its reader: not a failure of sessionpipe.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl Display for StdoutClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("stdout was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+impl Printer {
+    pub fn new(level: Level) -> Printer {
+        Printer {
+            level,
+            bar: level == Level::Verbose && io::stderr().is_terminal(),
+        }
+    }
+
+    pub fn is_verbose(&self) -> bool {
+        self.level == Level::Verbose
+    }
+
+    /// One line of results on stdout.
+    pub fn out(&self, line: impl Display) -> anyhow::Result<()> {
+        let mut out = io::stdout().lock();
+        writeln!(out, "{line}")
+            .and_then(|()| out.flush())
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::BrokenPipe => anyhow::Error::new(StdoutClosed),
+                _ => anyhow::Error::new(e).context("cannot write to stdout"),
+            })
+    }
+
+    /// A line for `-v`.
+    pub fn info(&self, msg: impl Display) {
+        if self.level == Level::Verbose {
+            self.err_line(format_args!("{msg}"));
+        }
+    }
+
+    /// Something the operator should fix that does not fail the run.
+    pub fn warn(&self, msg: impl Display) {
+        if self.level != Level::Quiet {
+            self.err_line(format_args!("warning: {msg}"));
+        }
+    }
+
+    pub fn error(&self, msg: impl Display) {
+        self.err_line(format_args!("{msg}"));
+    }
+
+    fn err_line(&self, msg: fmt::Arguments) {
+        let mut err = io::stderr().lock();
+        if self.bar {
+            // Clear a progress bar left on the line.
+            let _ = write!(err, "\r\x1b[K");
+        }
+        // Nothing better to do when stderr itself is gone.
+        let _ = writeln!(err, "sessionpipe: {msg}");
+    }
+
+    /// Redraws the progress bar (only with `-v` on a terminal).
+    pub fn progress(&self, label: &str, done: u64, total: u64) {
+        if !self.bar || total == 0 {
+            return;
+        }
+        const WIDTH: u64 = 30;
+        let filled = (done.min(total) * WIDTH / total) as usize;
+        let _ = write!(
+            io::stderr().lock(),
+            "\r{label} [{}{}] {done}/{total}",
+            "#".repeat(filled),
+            " ".repeat(WIDTH as usize - filled)
+        );
+    }
+
+    pub fn end_progress(&self) {
+        if self.bar {
+            let _ = write!(io::stderr().lock(), "\r\x1b[K");
+        }
+    }
+}
+
+/// Whether an error only says that stdout was closed.
+pub fn is_stdout_closed(error: &anyhow::Error) -> bool {
+    error.chain().any(|e| e.is::<StdoutClosed>())
+}

@@ -1,0 +1,261 @@
+//! Extraction: one transcript line at a time into events, reply groups,
+//! timestamps and counts, in memory bounded by what the session yields.
+
+use std::collections::HashSet;
+
+use super::NO_EVENTS;
+use super::names::{Name, Names, Uuid};
+use super::tokens::{Group, Tokens, hash128};
+use crate::transcript::{self, Block, Content, Line};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    ToolUse,
+    Subagent,
+    McpCall,
+    SlashCommand,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::ToolUse => "tool_use",
+            EventType::Subagent => "subagent",
+            EventType::McpCall => "mcp_call",
+            EventType::SlashCommand => "slash_command",
+        }
+    }
+}
+
+/// One usage event, kept compact: a session can hold a hundred thousand.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub event_uuid: Option<Uuid>,
+    pub parent_uuid: Option<Uuid>,
+    pub tool_id: Option<Box<str>>,
+    pub event_type: EventType,
+    pub tool_name: Option<Name>,
+    pub skill_name: Option<Name>,
+    pub subagent_type: Option<Name>,
+    pub command_name: Option<Name>,
+    pub model: Option<Name>,
+    pub cwd: Option<Name>,
+    pub is_error: bool,
+    pub is_sidechain: bool,
+    /// Epoch milliseconds of the line's timestamp.
+    pub occurred_ms: Option<i64>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Accumulator {
+    pub(super) session_id: Option<String>,
+    /// Milliseconds since the epoch of every line's timestamp.
+    pub(super) times: Vec<i64>,
+    pub(super) events: Vec<Event>,
+    pub(super) names: Names,
+    pub(super) errored_tool_ids: HashSet<Box<str>>,
+    pub(super) user_prompts: u64,
+    pub(super) tokens: Tokens,
+    /// Models of assistant lines without `message.id`: each its own reply.
+    pub(super) anonymous_replies: Vec<Option<Name>>,
+    pub(super) malformed: u64,
+}
+
+impl Accumulator {
+    pub(super) fn add(&mut self, raw: &[u8]) {
+        if raw.trim_ascii().is_empty() {
+            return;
+        }
+        let Some(line) = transcript::parse(raw) else {
+            self.malformed += 1;
+            return;
+        };
+        if self.session_id.is_none() {
+            self.session_id = line.session_id.get().map(str::to_owned);
+        }
+        let at = line.timestamp.get().and_then(parse_ms);
+        if let Some(ms) = at {
+            self.times.push(ms);
+        }
+        // Legacy tool result lines can flag an error from anywhere in the file.
+        if line.is_error.0
+            && let Some(id) = line.tool_use_id.get().or(line.tool_use_id_camel.get())
+        {
+            self.errored_tool_ids.insert(id.into());
+        }
+        let kind = line.role().unwrap_or("");
+        if NO_EVENTS.contains(&kind) {
+            return;
+        }
+        match kind {
+            "assistant" => self.assistant(&line, at),
+            "user" => self.user(&line, at),
+            _ => {}
+        }
+    }
+
+    fn assistant(&mut self, line: &Line, at: Option<i64>) {
+        let Some(message) = &line.message.0 else {
+            self.anonymous_replies.push(None);
+            return;
+        };
+        let model = message.model.get().map(|m| self.names.intern(m));
+        match message.id.get() {
+            Some(id) => {
+                let group = self.tokens.groups.entry(hash128(id)).or_insert(Group {
+                    model,
+                    replies: Vec::new(),
+                });
+                if let Some(usage) = message.usage.0 {
+                    group.add(line.request_id.get(), line.is_sidechain.0, usage);
+                }
+            }
+            None => {
+                self.anonymous_replies.push(model);
+                if let Some(usage) = message.usage.0 {
+                    self.tokens.anonymous.push(usage);
+                }
+            }
+        }
+        let Content::Blocks(blocks) = &message.content else {
+            return;
+        };
+        for block in blocks {
+            if block.kind.get() != Some("tool_use") {
+                continue;
+            }
+            let Some(name) = block.name.get() else {
+                continue;
+            };
+            let input = block.input.0.as_ref();
+            let mut event = Event {
+                event_type: EventType::ToolUse,
+                tool_id: block.id.get().map(Into::into),
+                tool_name: Some(self.names.intern(name)),
+                model,
+                ..self.event_base(line, at)
+            };
+            if name == "Skill" {
+                event.skill_name = input
+                    .and_then(|i| i.skill.get().or(i.name.get()))
+                    .map(|s| self.names.intern(s));
+            } else if name == "Task" || name == "Agent" {
+                event.event_type = EventType::Subagent;
+                let kind = input.and_then(|i| i.subagent_type.get()).unwrap_or(name);
+                event.subagent_type = Some(self.names.intern(kind));
+            } else if name.starts_with("mcp__") {
+                event.event_type = EventType::McpCall;
+            }
+            self.events.push(event);
+        }
+    }
+
+    fn user(&mut self, line: &Line, at: Option<i64>) {
+        let mut human_text = false;
+        let mut commands = Vec::new();
+        let mut text = |t: &str| {
+            human_text |= !t.trim().is_empty();
+            commands.extend(slash_commands(t));
+        };
+        match line.content() {
+            Content::Text(t) => text(t),
+            Content::Blocks(blocks) => {
+                for block in blocks {
+                    match block.kind.get() {
+                        Some("text") => text(block.text.get().unwrap_or("")),
+                        Some("tool_result") => self.tool_result(block),
+                        _ => {}
+                    }
+                }
+            }
+            Content::None => {}
+        }
+        if human_text && !line.is_meta.0 {
+            self.user_prompts += 1;
+        }
+        for name in commands {
+            let event = Event {
+                event_type: EventType::SlashCommand,
+                command_name: Some(self.names.intern(&name)),
+                ..self.event_base(line, at)
+            };
+            self.events.push(event);
+        }
+    }
+
+    fn tool_result(&mut self, block: &Block) {
+        if block.is_error.0
+            && let Some(id) = block.tool_use_id.get()
+        {
+            self.errored_tool_ids.insert(id.into());
+        }
+    }
+
+    fn event_base(&mut self, line: &Line, at: Option<i64>) -> Event {
+        Event {
+            event_uuid: line.uuid.get().map(Uuid::new),
+            parent_uuid: line.parent_uuid.get().map(Uuid::new),
+            tool_id: None,
+            event_type: EventType::ToolUse,
+            tool_name: None,
+            skill_name: None,
+            subagent_type: None,
+            command_name: None,
+            model: None,
+            cwd: line.cwd.get().map(|c| self.names.intern(c)),
+            is_error: false,
+            is_sidechain: line.is_sidechain.0,
+            occurred_ms: at,
+        }
+    }
+}
+
+/// Every `<command-name>/NAME</command-name>` tag in a user text. The slash
+/// is optional (older Claude Code wrote bare names); NAME must match
+/// `[A-Za-z][\w:-]*` exactly, so prose such as "/foo" is never a command.
+pub fn slash_commands(text: &str) -> Vec<String> {
+    const OPEN: &str = "<command-name>";
+    const CLOSE: &str = "</command-name>";
+    let mut found = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(OPEN) {
+        rest = &rest[start + OPEN.len()..];
+        let Some(end) = rest.find(CLOSE) else { break };
+        let inner = rest[..end].trim();
+        let name = inner.strip_prefix('/').unwrap_or(inner);
+        let mut chars = name.chars();
+        let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+            && chars.all(|c| c.is_alphanumeric() || c == '_' || c == ':' || c == '-');
+        if valid {
+            found.push(name.to_owned());
+        }
+        rest = &rest[end + CLOSE.len()..];
+    }
+    found
+}
+
+/// Parses an RFC 3339 timestamp into epoch milliseconds.
+fn parse_ms(text: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slash_command_tags_only() {
+        assert_eq!(
+            slash_commands(
+                "<command-name>/compound:debug</command-name> and <command-name>init</command-name>"
+            ),
+            vec!["compound:debug", "init"]
+        );
+        assert!(slash_commands("please run /foo now").is_empty());
+        assert!(slash_commands("<command-name>/1bad</command-name>").is_empty());
+        assert!(slash_commands("<command-name>/a b</command-name>").is_empty());
+        assert!(slash_commands("<command-name>/open").is_empty());
+    }
+}

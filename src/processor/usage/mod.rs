@@ -1,0 +1,105 @@
+//! The built-in `usage` processor: who uses which tools, skills, subagents,
+//! MCP servers and slash commands, how often they fail, and how many tokens
+//! and how much time each session spent.
+//!
+//! Each session yields `usage_events` rows and one `usage_session_summary`
+//! row, written in the session's state transaction and replacing whatever the
+//! session held before, so a grown or reprocessed session never leaves stale
+//! or duplicate rows. Token totals count each API reply once, however many
+//! lines Claude Code split it into (see [`tokens`]).
+
+mod extract;
+mod names;
+mod rows;
+mod summary;
+mod tokens;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::{Outcome, Processor, Session};
+use extract::Accumulator;
+pub use extract::{Event, EventType, slash_commands};
+pub use names::{Name, Names, Uuid};
+pub use rows::Rows;
+pub use summary::Summary;
+
+pub const NAME: &str = "usage";
+/// Bump when the rows a session yields change: every session is reprocessed.
+pub const VERSION: u32 = 1;
+const CADENCE: Duration = Duration::from_secs(10 * 60);
+/// Activity blocks split where two timestamps are further apart than this.
+const IDLE_GAP_MS: i64 = 10 * 60 * 1000;
+/// Lines of these types carry no usage events.
+const NO_EVENTS: &[&str] = &[
+    "system",
+    "summary",
+    "file-history-snapshot",
+    "queue-operation",
+    "progress",
+];
+const SYNTHETIC_MODEL: &str = "<synthetic>";
+
+pub struct Usage {
+    /// Folder key -> identity (e.g. email) from the identity map.
+    identities: HashMap<String, String>,
+}
+
+impl Usage {
+    pub fn new(identities: HashMap<String, String>) -> Usage {
+        Usage { identities }
+    }
+}
+
+impl Processor for Usage {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn kind(&self) -> &'static str {
+        "builtin"
+    }
+
+    fn version(&self) -> u32 {
+        VERSION
+    }
+
+    fn cadence(&self) -> Duration {
+        CADENCE
+    }
+
+    fn process(&self, session: &mut Session) -> Result<Outcome> {
+        let mut acc = Accumulator::default();
+        let lines = session.lines()?;
+        while let Some(line) = lines.next_line()? {
+            acc.add(line);
+        }
+        acc.malformed += lines.oversized();
+        crate::failpoint::hit("in-processor");
+        let username = self
+            .identities
+            .get(session.user)
+            .cloned()
+            .unwrap_or_else(|| session.user.to_owned());
+        let rows = acc.finish(session.name, &username);
+        Ok(Outcome {
+            items: rows.events.len() as u64,
+            output: Some(Box::new(rows)),
+        })
+    }
+}
+
+/// Reads a session's lines into rows (for tests and the fuzz target).
+pub fn rows_from_lines<'a>(
+    lines: impl IntoIterator<Item = &'a [u8]>,
+    session_file: &str,
+    username: &str,
+) -> Rows {
+    let mut acc = Accumulator::default();
+    for line in lines {
+        acc.add(line);
+    }
+    acc.finish(session_file, username)
+}

@@ -1,0 +1,96 @@
+//! The rows one session yields and how they replace the session's old
+//! rows, inside the session's state transaction.
+
+use rusqlite::{Connection, params};
+
+use super::VERSION;
+use super::extract::Event;
+use super::names::{Names, Uuid};
+use super::summary::{Summary, format_ms};
+use crate::processor::Output;
+use crate::store::sql_int;
+
+/// The rows one session yields.
+#[derive(Debug)]
+pub struct Rows {
+    /// Events in file order, without duplicates...
+    pub events: Vec<Event>,
+    /// ...and their ids (SHA-256).
+    pub ids: Vec<[u8; 32]>,
+    pub names: Names,
+    pub summary: Summary,
+}
+
+impl Output for Rows {
+    fn write(&self, db: &Connection, session_file: &str) -> rusqlite::Result<()> {
+        db.prepare_cached("DELETE FROM usage_events WHERE session_file = ?1")?
+            .execute([session_file])?;
+        let s = &self.summary;
+        let mut insert = db.prepare_cached(
+            "INSERT INTO usage_events (id, session_id, session_file, username, event_uuid,
+                 parent_uuid, event_type, tool_name, skill_name, subagent_type, command_name,
+                 is_error, model, cwd, is_sidechain, occurred_at, processor_version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+        )?;
+        let n = &self.names;
+        for (id, e) in self.ids.iter().zip(&self.events) {
+            insert.execute(params![
+                crate::session::hex(id),
+                s.session_id,
+                session_file,
+                s.username,
+                e.event_uuid.as_ref().map(Uuid::text),
+                e.parent_uuid.as_ref().map(Uuid::text),
+                e.event_type.as_str(),
+                n.opt(e.tool_name),
+                n.opt(e.skill_name),
+                n.opt(e.subagent_type),
+                n.opt(e.command_name),
+                e.is_error,
+                n.opt(e.model),
+                n.opt(e.cwd),
+                e.is_sidechain,
+                e.occurred_ms.map(format_ms),
+                VERSION
+            ])?;
+        }
+        db.prepare_cached(
+            "INSERT OR REPLACE INTO usage_session_summary (session_file, session_id, username,
+                 started_at, ended_at, wall_seconds, active_seconds, user_prompts,
+                 assistant_messages, tool_calls, tool_errors, skill_invocations,
+                 subagent_dispatches, mcp_calls, slash_commands, distinct_tools, distinct_skills,
+                 primary_model, models, input_tokens, output_tokens, cache_creation_tokens,
+                 cache_read_tokens, malformed_lines, processor_version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                 ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
+        )?
+        .execute(params![
+            session_file,
+            s.session_id,
+            s.username,
+            s.started_at,
+            s.ended_at,
+            s.wall_seconds,
+            s.active_seconds,
+            sql_int(s.user_prompts),
+            sql_int(s.assistant_messages),
+            sql_int(s.tool_calls),
+            sql_int(s.tool_errors),
+            sql_int(s.skill_invocations),
+            sql_int(s.subagent_dispatches),
+            sql_int(s.mcp_calls),
+            sql_int(s.slash_commands),
+            sql_int(s.distinct_tools),
+            sql_int(s.distinct_skills),
+            s.primary_model,
+            serde_json::to_string(&s.models).unwrap_or_else(|_| "[]".into()),
+            sql_int(s.input_tokens),
+            sql_int(s.output_tokens),
+            sql_int(s.cache_creation_tokens),
+            sql_int(s.cache_read_tokens),
+            sql_int(s.malformed_lines),
+            VERSION
+        ])?;
+        Ok(())
+    }
+}

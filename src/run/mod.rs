@@ -1,0 +1,198 @@
+//! One processor over the candidates of one scan: parallel reads, a single
+//! writer, budgets, atomic commits, failures and quarantine.
+//!
+//! Guarantees:
+//! - an unchanged file costs one `stat`; a touched file with the same content
+//!   is a free skip that does not count against `--max-sessions`;
+//! - a new file is read once: hashed while the processor reads it;
+//! - `--jobs` workers ([`worker`]) read, hash and process sessions in
+//!   parallel, but only the [`writer`] (this thread) writes the database;
+//!   what ends up in the tables does not depend on the number of workers;
+//! - a built-in processor's outputs and the state row of a session are
+//!   committed in the same `BEGIN IMMEDIATE` transaction: after a crash there
+//!   are both or neither;
+//! - every attempt is marked in the journal before the processor runs (see
+//!   [`crate::journal`]), so a session that fails, or even takes the process
+//!   down, is retried with backoff and quarantined after `--max-attempts`,
+//!   never retried for ever;
+//! - one session failing never stops the others; a database error, a
+//!   processor that asks to stop the run, or three transient failures in a
+//!   row end the run, leaving the rest for the next one.
+//!
+//! Every decision about a file is [`crate::verdict`]'s; this module carries
+//! them out.
+
+mod worker;
+mod writer;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use chrono::Utc;
+
+use crate::exit;
+use crate::journal::{self, Journal};
+use crate::lock::ProcessorLock;
+use crate::printer::Printer;
+use crate::processor::Processor;
+use crate::report::Report;
+use crate::scan::{self, SessionFile};
+use crate::store::{Store, runs, state, timestamp};
+use crate::verdict::{self, Row};
+
+/// Limits of one run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub max_attempts: u32,
+    pub max_sessions: Option<u64>,
+    pub time_budget: Option<Duration>,
+    /// Sessions read and processed at once.
+    pub jobs: usize,
+}
+
+/// Whether the run changes anything.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode<'a> {
+    /// Process and commit, under the processor's lock (which holds the
+    /// journal).
+    Commit(&'a ProcessorLock),
+    /// List what would be processed; write nothing.
+    DryRun,
+}
+
+/// Messages written in one transaction, at most.
+const BATCH: usize = 256;
+/// Transient failures in a row that end a run early.
+const MAX_TRANSIENT_IN_A_ROW: u32 = 3;
+
+/// What every part of one run reads.
+struct Context<'a> {
+    processor: &'a dyn Processor,
+    mode: Mode<'a>,
+    opts: &'a Options,
+    printer: &'a Printer,
+    clock: Instant,
+    /// Set to stop taking new candidates.
+    stop: AtomicBool,
+    transient: Streak,
+}
+
+/// Transient failures in a row, counted as attempts return: the one count
+/// that decides when they end the run.
+#[derive(Default)]
+struct Streak(AtomicU32);
+
+impl Streak {
+    /// Counts a transient failure; true when it makes too many in a row.
+    fn transient(&self) -> bool {
+        self.0.fetch_add(1, Ordering::SeqCst).saturating_add(1) >= MAX_TRANSIENT_IN_A_ROW
+    }
+
+    /// Anything but a transient failure breaks the streak.
+    fn reset(&self) {
+        self.0.store(0, Ordering::SeqCst);
+    }
+}
+
+/// Runs `processor` once over the data dir and records the run.
+pub fn run(
+    store: &mut Store,
+    processor: &dyn Processor,
+    mode: Mode,
+    data_dir: &Path,
+    opts: &Options,
+    printer: &Printer,
+) -> Result<Report> {
+    let started = Utc::now();
+    let ctx = Context {
+        processor,
+        mode,
+        opts,
+        printer,
+        clock: Instant::now(),
+        stop: AtomicBool::new(false),
+        transient: Streak::default(),
+    };
+    let mut report = Report {
+        processor: processor.name().to_owned(),
+        started_at: timestamp(started),
+        ..Report::default()
+    };
+    let run_id = match mode {
+        Mode::Commit(lock) => {
+            journal::recover(&mut store.conn, processor.name(), &Journal::new(lock))?;
+            Some(runs::start(&store.conn, processor.name(), started)?)
+        }
+        Mode::DryRun => {
+            report.would_process = Some(Vec::new());
+            None
+        }
+    };
+    let result = execute(&ctx, store, data_dir, &mut report);
+    report.duration_ms = u64::try_from(ctx.clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+    report.exit_code = match &result {
+        Ok(Some(code)) => *code,
+        Ok(None) => report.outcome_code(),
+        Err(e) => exit::code_of(e),
+    };
+    if let Some(id) = run_id {
+        // Best effort after a database error: the error itself is what matters.
+        let finished = runs::finish(&store.conn, id, &report, Utc::now());
+        result?;
+        finished?;
+    } else {
+        result?;
+    }
+    Ok(report)
+}
+
+/// Scans, processes the candidates and fills `report`. Returns `Some(code)`
+/// when the run was stopped with a code of its own.
+fn execute(
+    ctx: &Context,
+    store: &Store,
+    data_dir: &Path,
+    report: &mut Report,
+) -> Result<Option<i32>> {
+    let name = ctx.processor.name();
+    let files = scan::scan(data_dir, ctx.printer)?;
+    let rows = state::load(&store.conn, name)?;
+    let now = Utc::now();
+    let version = ctx.processor.version();
+    let candidates: Vec<(&SessionFile, Option<&Row>)> = files
+        .iter()
+        .map(|f| (f, rows.get(&f.name)))
+        .filter(|(f, row)| verdict::must_read(*row, &f.stat, version, now))
+        .collect();
+    report.scanned = files.len() as u64;
+    report.candidates = candidates.len() as u64;
+    ctx.printer.info(format_args!(
+        "{name}: {} files, {} candidates",
+        files.len(),
+        candidates.len()
+    ));
+    let workers = worker::Workers::new(ctx, &candidates);
+    let mut writer = writer::Writer::new(ctx, &store.conn, report);
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::channel();
+        for worker in 0..ctx.opts.jobs.clamp(1, candidates.len().max(1)) {
+            let tx = tx.clone();
+            let workers = &workers;
+            scope.spawn(move || workers.work(worker, tx));
+        }
+        drop(tx);
+        // Whatever the workers have sent meanwhile is written in one
+        // transaction: far fewer commits, each session still atomic.
+        while let Ok(first) = rx.recv() {
+            let batch = std::iter::once(first).chain(rx.try_iter().take(BATCH - 1));
+            writer.write_batch(batch.collect());
+            ctx.printer
+                .progress(name, writer.ended(), candidates.len() as u64);
+        }
+    });
+    ctx.printer.end_progress();
+    writer.finish(candidates.len() as u64)
+}

@@ -1,0 +1,265 @@
+//! The worker loop: take a candidate, read and hash it, decide with
+//! [`crate::verdict`], run the processor (catching a panic), and tell the
+//! writer what happened, in exactly one message per candidate.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use anyhow::{Result, anyhow};
+use chrono::Utc;
+
+use super::{Context, Mode};
+use crate::exit;
+use crate::failpoint;
+use crate::journal::{Entry, Journal};
+use crate::processor::{Interruption, Outcome};
+use crate::scan::SessionFile;
+use crate::session::{self, Digest, Handover, Session};
+use crate::verdict::{self, AfterHash, Plan, Row, Seen};
+
+/// What a worker tells the writer.
+pub enum Msg<'a> {
+    /// Nothing to process. `seen` is `None` when the file vanished.
+    Skip {
+        file: &'a SessionFile,
+        seen: Option<Seen>,
+    },
+    Unreadable {
+        file: &'a SessionFile,
+        row: Option<&'a Row>,
+        seen: Seen,
+        error: anyhow::Error,
+    },
+    /// Earlier runs died on this content as often as it may fail.
+    GiveUp {
+        file: &'a SessionFile,
+        hash: String,
+        attempts: u32,
+        seen: Seen,
+    },
+    /// Left for the next run by `--max-sessions` or a stop.
+    Capped,
+    /// A dry run: would have been processed.
+    WouldProcess { file: &'a SessionFile },
+    /// An attempt returned.
+    Done(Done<'a>),
+}
+
+pub struct Done<'a> {
+    pub file: &'a SessionFile,
+    pub attempts: u32,
+    pub seen: Seen,
+    pub result: Result<Outcome>,
+    pub handover: Handover,
+    /// The content the attempt was on, as far as it is known (see
+    /// [`crate::verdict::Row::attempt_hash`]).
+    pub attempt_hash: Option<String>,
+    /// This transient failure was one too many in a row.
+    pub streak_ended: bool,
+}
+
+/// A session to process.
+struct Attempt<'a> {
+    file: &'a SessionFile,
+    /// Known when the file was hashed first.
+    digest: Option<Digest>,
+    attempts: u32,
+    seen: Seen,
+}
+
+/// What a visit comes to.
+enum Visit<'a> {
+    Settled(Msg<'a>),
+    Attempt(Attempt<'a>),
+}
+
+/// The candidates, shared by the workers.
+pub struct Workers<'a> {
+    ctx: &'a Context<'a>,
+    candidates: &'a [(&'a SessionFile, Option<&'a Row>)],
+    next: AtomicUsize,
+    /// Processing attempts so far, for `--max-sessions`.
+    attempts_made: AtomicU64,
+}
+
+impl<'a> Workers<'a> {
+    pub fn new(
+        ctx: &'a Context<'a>,
+        candidates: &'a [(&'a SessionFile, Option<&'a Row>)],
+    ) -> Workers<'a> {
+        Workers {
+            ctx,
+            candidates,
+            next: AtomicUsize::new(0),
+            attempts_made: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes candidates until none are left or the run stops.
+    pub fn work(&self, worker: usize, tx: mpsc::Sender<Msg<'a>>) {
+        let ctx = self.ctx;
+        loop {
+            if ctx
+                .opts
+                .time_budget
+                .is_some_and(|b| ctx.clock.elapsed() >= b)
+            {
+                ctx.stop.store(true, Ordering::SeqCst);
+            }
+            if ctx.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let i = self.next.fetch_add(1, Ordering::SeqCst);
+            let Some(&(file, row)) = self.candidates.get(i) else {
+                return;
+            };
+            let msg = match self.visit(file, row) {
+                Visit::Settled(msg) => msg,
+                Visit::Attempt(attempt) => self.attempt(worker, attempt),
+            };
+            if tx.send(msg).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Reads one candidate as far as needed to know whether to process it.
+    fn visit(&self, file: &'a SessionFile, row: Option<&'a Row>) -> Visit<'a> {
+        let processor = self.ctx.processor;
+        let version = processor.version();
+        let plan = verdict::plan(row, version, processor.needs_digest_first());
+        if plan == Plan::HashWhileProcessing {
+            return Visit::Attempt(Attempt {
+                file,
+                digest: None,
+                attempts: 1,
+                seen: verdict::seen(file.stat, Utc::now()),
+            });
+        }
+        let seen = verdict::seen(file.stat, Utc::now());
+        let digest =
+            match session::open(&file.path, file.dev, file.stat.inode).and_then(session::digest) {
+                Ok(d) => d,
+                // Deleted or replaced since the scan: the next scan sees what is there.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Visit::Settled(Msg::Skip { file, seen: None });
+                }
+                Err(e) => {
+                    let error = anyhow!(e).context("cannot read the file");
+                    return Visit::Settled(Msg::Unreadable {
+                        file,
+                        row,
+                        seen,
+                        error,
+                    });
+                }
+            };
+        let now = Utc::now();
+        let seen = verdict::seen(file.stat, now);
+        let max = self.ctx.opts.max_attempts;
+        match verdict::after_hash(row, &file.stat, &digest.hash, version, max, now) {
+            AfterHash::FreeSkip => Visit::Settled(Msg::Skip {
+                file,
+                seen: Some(seen),
+            }),
+            AfterHash::GiveUp { attempts } => Visit::Settled(Msg::GiveUp {
+                file,
+                hash: digest.hash,
+                attempts,
+                seen,
+            }),
+            AfterHash::Attempt { attempts } => Visit::Attempt(Attempt {
+                file,
+                digest: Some(digest),
+                attempts,
+                seen,
+            }),
+        }
+    }
+
+    /// Makes an attempt within the session cap: marks it in the worker's
+    /// journal slot, runs the processor, clears the slot.
+    fn attempt(&self, worker: usize, attempt: Attempt<'a>) -> Msg<'a> {
+        let made = self.attempts_made.fetch_add(1, Ordering::SeqCst);
+        if self.ctx.opts.max_sessions.is_some_and(|m| made >= m) {
+            return Msg::Capped;
+        }
+        let Attempt {
+            file,
+            digest,
+            attempts,
+            seen,
+        } = attempt;
+        let journal = match self.ctx.mode {
+            Mode::Commit(lock) => Journal::new(lock),
+            Mode::DryRun => return Msg::WouldProcess { file },
+        };
+        let attempt_hash = digest.as_ref().map(|d| d.hash.clone());
+        let entry = Entry {
+            session_file: file.name.clone(),
+            attempts,
+            hash: attempt_hash.clone(),
+            stat: file.stat,
+        };
+        let mut session = Session::new(file, digest.as_ref());
+        let mut result = match journal.mark(worker, &entry) {
+            Ok(()) => {
+                failpoint::hit("after-attempt");
+                process(self.ctx, &mut session)
+            }
+            Err(e) => Err(Interruption::StopRun(exit::IO, format!("{e:#}")).into()),
+        };
+        // The attempt has returned: whatever happens next is not its doing.
+        if let Err(e) = journal.clear(worker) {
+            result = Err(e);
+        }
+        let handover = session.handed_over();
+        let streak_ended = self.count(&result);
+        Msg::Done(Done {
+            file,
+            attempts,
+            seen,
+            attempt_hash: attempt_hash
+                .or_else(|| handover.whole.then(|| handover.digest.hash.clone())),
+            result,
+            handover,
+            streak_ended,
+        })
+    }
+
+    /// Stops taking sessions at once when the run cannot go on (the writer
+    /// records why). Returns whether a transient failure ended the streak.
+    fn count(&self, result: &Result<Outcome>) -> bool {
+        let ctx = self.ctx;
+        match result.as_ref().err().and_then(Interruption::of) {
+            Some(Interruption::StopRun(..)) => {
+                ctx.stop.store(true, Ordering::SeqCst);
+                false
+            }
+            Some(Interruption::Transient(_)) => {
+                let ended = ctx.transient.transient();
+                if ended {
+                    ctx.stop.store(true, Ordering::SeqCst);
+                }
+                ended
+            }
+            None => {
+                ctx.transient.reset();
+                false
+            }
+        }
+    }
+}
+
+/// Runs the processor; a panic is that session's failure, not the run's end.
+fn process(ctx: &Context, session: &mut Session) -> Result<Outcome> {
+    catch_unwind(AssertUnwindSafe(|| ctx.processor.process(session))).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(anyhow!("processor panicked: {what}"))
+    })
+}

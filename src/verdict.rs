@@ -1,0 +1,269 @@
+//! What a state row, a stat and the clock mean: every decision the run and
+//! `state` make about a session file, and nothing else (no I/O, no
+//! database), so that each rule has one home and one table of tests.
+//!
+//! The questions, in the order a run asks them:
+//! 1. [`must_read`]: from `stat` alone, must the file be read at all?
+//! 2. [`plan`]: hash it before processing, or hash while processing?
+//! 3. [`after_hash`]: with the hash known, a free skip, attempt n, or give up
+//!    (quarantine without trying again)?
+//! 4. [`unreadable`] and [`after_failure`]: what a failure costs, when the
+//!    next try is ([`backoff`]), and when it is quarantine.
+//!
+//! And for `state`: [`is_waiting`], whether the processor still owes the file
+//! its current content.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::scan::Stat;
+
+/// A file whose mtime was this close to the moment it was read may have been
+/// appended to in the same clock tick, invisibly to `stat`.
+pub const RACY_WINDOW: Duration = Duration::from_secs(2);
+/// The first retry waits this long; each further failure doubles it...
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(60);
+/// ...up to this.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
+
+/// Where a (processor, session file) stands:
+/// - `Ok`: the content with `file_hash` was processed at `processor_version`.
+/// - `Processing`: a run died while processing it; the attempt counts.
+/// - `Failed`: the last attempt failed; retried at `next_attempt_at`.
+/// - `Quarantined`: `attempts` failures on the same content; left alone until
+///   the content changes or an operator requeues it.
+/// - `Pending`: requeued by an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    Processing,
+    Failed,
+    Quarantined,
+    Pending,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Processing => "processing",
+            Status::Failed => "failed",
+            Status::Quarantined => "quarantined",
+            Status::Pending => "pending",
+        }
+    }
+
+    pub fn parse(text: &str) -> Status {
+        match text {
+            "ok" => Status::Ok,
+            "processing" => Status::Processing,
+            "failed" => Status::Failed,
+            "quarantined" => Status::Quarantined,
+            // Unknown text can only come from a hand edit: reprocess.
+            _ => Status::Pending,
+        }
+    }
+}
+
+/// The part of a state row that decisions are made from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub status: Status,
+    pub processor_version: u32,
+    /// The content last processed successfully.
+    pub file_hash: Option<String>,
+    /// The stat tuple when the file was last read.
+    pub stat: Option<Stat>,
+    /// That read was racy (see [`is_racy`]).
+    pub racy: bool,
+    /// Failed attempts on the content of `attempt_hash`.
+    pub attempts: u32,
+    /// The content the failures were on; `None` when the file was hashed
+    /// while processed (the stat tuple then identifies the content) or could
+    /// not be read.
+    pub attempt_hash: Option<String>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// What a read saw: the stat tuple, and whether the read was racy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    pub stat: Stat,
+    pub racy: bool,
+}
+
+/// Whether a read at `now` cannot be trusted to have seen every write that
+/// shares the file's mtime.
+pub fn is_racy(stat: &Stat, now: DateTime<Utc>) -> bool {
+    let now_ns = now.timestamp_nanos_opt().unwrap_or(i64::MAX);
+    let window = RACY_WINDOW.as_nanos() as i64;
+    stat.mtime_ns.saturating_add(window) >= now_ns
+}
+
+/// What a read at `now` of a file with this stat records.
+pub fn seen(stat: Stat, now: DateTime<Utc>) -> Seen {
+    Seen {
+        stat,
+        racy: is_racy(&stat, now),
+    }
+}
+
+/// The prefilter: must the file be read, judged from its stat and its row?
+pub fn must_read(row: Option<&Row>, stat: &Stat, version: u32, now: DateTime<Utc>) -> bool {
+    let Some(row) = row else { return true };
+    let changed = row.racy || row.stat.as_ref() != Some(stat);
+    match row.status {
+        Status::Ok => changed || row.processor_version != version,
+        Status::Failed => changed || row.next_attempt_at.is_none_or(|t| t <= now),
+        Status::Quarantined => changed,
+        Status::Processing | Status::Pending => true,
+    }
+}
+
+/// How a file that must be read is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// Nothing to compare a hash with: process at once, hashing what the
+    /// processor reads (one read for a new file).
+    HashWhileProcessing,
+    /// Hash first: the hash may make it a free skip, or tell which failures
+    /// were on this content.
+    HashFirst,
+}
+
+pub fn plan(row: Option<&Row>, version: u32, needs_digest_first: bool) -> Plan {
+    let nothing_to_compare =
+        row.is_none_or(|r| r.status == Status::Ok && r.processor_version != version);
+    if nothing_to_compare && !needs_digest_first {
+        Plan::HashWhileProcessing
+    } else {
+        Plan::HashFirst
+    }
+}
+
+/// What to do with a file once its hash is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterHash {
+    /// The content is what the row already describes (or waits for its
+    /// retry, or is quarantined): refresh the stat, count nothing.
+    FreeSkip,
+    /// Process it; this is the `attempts`th attempt on this content.
+    Attempt { attempts: u32 },
+    /// Earlier runs died on this content as often as it may fail:
+    /// quarantine it without trying again.
+    GiveUp { attempts: u32 },
+}
+
+/// Decides after hashing. `stat` is the stat the scan saw.
+pub fn after_hash(
+    row: Option<&Row>,
+    stat: &Stat,
+    hash: &str,
+    version: u32,
+    max_attempts: u32,
+    now: DateTime<Utc>,
+) -> AfterHash {
+    // Failures on this very content, if the row holds any.
+    let failing = row.filter(|r| {
+        matches!(
+            r.status,
+            Status::Failed | Status::Quarantined | Status::Processing
+        ) && match &r.attempt_hash {
+            Some(h) => h == hash,
+            // The attempt was made while reading: same stat, same content.
+            None => r.stat.as_ref() == Some(stat) && !r.racy,
+        }
+    });
+    let free = match (row, failing) {
+        (Some(r), None) => {
+            r.status == Status::Ok
+                && r.processor_version == version
+                && r.file_hash.as_deref() == Some(hash)
+        }
+        (_, Some(r)) => match r.status {
+            Status::Quarantined => true,
+            Status::Failed => r.next_attempt_at.is_some_and(|t| t > now),
+            _ => false,
+        },
+        (None, None) => false,
+    };
+    if free {
+        return AfterHash::FreeSkip;
+    }
+    let previous = failing.map_or(0, |r| r.attempts);
+    if previous >= max_attempts {
+        AfterHash::GiveUp { attempts: previous }
+    } else {
+        AfterHash::Attempt {
+            attempts: previous.saturating_add(1),
+        }
+    }
+}
+
+/// What a file that exists but cannot be read costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreadable {
+    /// Already quarantined for being unreadable: leave it.
+    Skip,
+    /// A failure, the `attempts`th in a row.
+    Fail { attempts: u32 },
+}
+
+pub fn unreadable(row: Option<&Row>) -> Unreadable {
+    match row {
+        Some(r) if r.attempt_hash.is_none() && r.status == Status::Quarantined => Unreadable::Skip,
+        Some(r) if r.attempt_hash.is_none() && r.status == Status::Failed => Unreadable::Fail {
+            attempts: r.attempts.saturating_add(1),
+        },
+        _ => Unreadable::Fail { attempts: 1 },
+    }
+}
+
+/// What a failed attempt leaves in the row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    pub quarantined: bool,
+    /// When the next run may try again; `None` once quarantined.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// The session's own failure, its `attempts`th on this content.
+pub fn after_failure(attempts: u32, max_attempts: u32, now: DateTime<Utc>) -> Retry {
+    let quarantined = attempts >= max_attempts;
+    let wait = chrono::Duration::from_std(backoff(attempts)).unwrap_or(chrono::Duration::MAX);
+    Retry {
+        quarantined,
+        next_attempt_at: (!quarantined).then(|| now.checked_add_signed(wait).unwrap_or(now)),
+    }
+}
+
+/// A failure that was not the session's (see
+/// [`crate::processor::Interruption`]): the attempt is not charged, and the
+/// next run may try at once.
+pub fn uncharged(attempts: u32) -> u32 {
+    attempts.saturating_sub(1)
+}
+
+/// How long to wait after the `attempts`th failure: a minute, doubling, at
+/// most six hours.
+pub fn backoff(attempts: u32) -> Duration {
+    let doublings = attempts.saturating_sub(1).min(16);
+    (FIRST_BACKOFF * 2u32.pow(doublings)).min(MAX_BACKOFF)
+}
+
+/// For `state`: whether the processor has not yet dealt with the file's
+/// current content (never seen, changed since, an old version, requeued, or
+/// a run died on it). Failing files are counted as failing instead, and a
+/// racy read alone does not count: the content was most likely processed.
+pub fn is_waiting(row: Option<&Row>, stat: &Stat, version: u32) -> bool {
+    let Some(row) = row else { return true };
+    match row.status {
+        Status::Ok => row.stat.as_ref() != Some(stat) || row.processor_version != version,
+        Status::Pending | Status::Processing => true,
+        Status::Failed | Status::Quarantined => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

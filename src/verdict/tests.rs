@@ -1,0 +1,213 @@
+//! The decision table: one row per situation a state row and a file can be
+//! in, with every answer the run and `state` get for it.
+
+use super::*;
+use AfterHash::{Attempt, FreeSkip, GiveUp};
+use Plan::{HashFirst, HashWhileProcessing};
+
+const VERSION: u32 = 3;
+const MAX: u32 = 5;
+
+fn stat() -> Stat {
+    Stat {
+        size: 10,
+        mtime_ns: 1_000_000_000_000,
+        ctime_ns: 1_000_000_000_000,
+        inode: 7,
+    }
+}
+
+fn changed() -> Stat {
+    Stat { size: 12, ..stat() }
+}
+
+fn now() -> DateTime<Utc> {
+    DateTime::from_timestamp(2_000_000_000, 0).unwrap_or_default()
+}
+
+fn ok() -> Row {
+    Row {
+        status: Status::Ok,
+        processor_version: VERSION,
+        file_hash: Some("h1".into()),
+        stat: Some(stat()),
+        racy: false,
+        attempts: 0,
+        attempt_hash: None,
+        next_attempt_at: None,
+    }
+}
+
+fn failing(status: Status, attempts: u32, hash: Option<&str>) -> Row {
+    Row {
+        status,
+        attempts,
+        attempt_hash: hash.map(str::to_owned),
+        ..ok()
+    }
+}
+
+fn later() -> Option<DateTime<Utc>> {
+    Some(now() + chrono::Duration::minutes(1))
+}
+
+fn earlier() -> Option<DateTime<Utc>> {
+    Some(now() - chrono::Duration::seconds(1))
+}
+
+/// A situation and the answers: (what, row, stat now, hash now,
+/// must_read, plan, after_hash, is_waiting).
+type Case = (
+    &'static str,
+    Option<Row>,
+    Stat,
+    &'static str,
+    bool,
+    Plan,
+    AfterHash,
+    bool,
+);
+
+fn table() -> Vec<Case> {
+    let failed_due = Row {
+        next_attempt_at: earlier(),
+        ..failing(Status::Failed, 2, Some("h1"))
+    };
+    let failed_waiting = Row {
+        next_attempt_at: later(),
+        ..failing(Status::Failed, 2, Some("h1"))
+    };
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        ("new file", None, stat(), "h1",
+            true, HashWhileProcessing, Attempt { attempts: 1 }, true),
+        ("unchanged", Some(ok()), stat(), "h1",
+            false, HashFirst, FreeSkip, false),
+        ("version bump", Some(Row { processor_version: VERSION - 1, ..ok() }), stat(), "h1",
+            true, HashWhileProcessing, Attempt { attempts: 1 }, true),
+        ("touched, same content", Some(ok()), changed(), "h1",
+            true, HashFirst, FreeSkip, true),
+        ("grown", Some(ok()), changed(), "h2",
+            true, HashFirst, Attempt { attempts: 1 }, true),
+        ("racy read, same stat", Some(Row { racy: true, ..ok() }), stat(), "h1",
+            true, HashFirst, FreeSkip, false),
+        ("racy read, content grew unseen", Some(Row { racy: true, ..ok() }), stat(), "h2",
+            true, HashFirst, Attempt { attempts: 1 }, false),
+        ("failing, backoff pending", Some(failed_waiting.clone()), stat(), "h1",
+            false, HashFirst, FreeSkip, false),
+        ("failing, backoff pending, content changed", Some(failed_waiting), changed(), "h2",
+            true, HashFirst, Attempt { attempts: 1 }, false),
+        ("failing, retry due", Some(failed_due.clone()), stat(), "h1",
+            true, HashFirst, Attempt { attempts: 3 }, false),
+        ("failing, no retry time", Some(failing(Status::Failed, 1, Some("h1"))), stat(), "h1",
+            true, HashFirst, Attempt { attempts: 2 }, false),
+        ("quarantined", Some(failing(Status::Quarantined, MAX, Some("h1"))), stat(), "h1",
+            false, HashFirst, FreeSkip, false),
+        ("quarantined, touched only", Some(failing(Status::Quarantined, MAX, Some("h1"))),
+            changed(), "h1", true, HashFirst, FreeSkip, false),
+        ("quarantined then changed", Some(failing(Status::Quarantined, MAX, Some("h1"))),
+            changed(), "h2", true, HashFirst, Attempt { attempts: 1 }, false),
+        ("quarantined while hashing, same stat", Some(failing(Status::Quarantined, MAX, None)),
+            stat(), "h1", false, HashFirst, FreeSkip, false),
+        ("run died on it", Some(failing(Status::Processing, 2, Some("h1"))), stat(), "h1",
+            true, HashFirst, Attempt { attempts: 3 }, true),
+        ("run died on it as often as allowed", Some(failing(Status::Processing, MAX, Some("h1"))),
+            stat(), "h1", true, HashFirst, GiveUp { attempts: MAX }, true),
+        ("run died while hashing, same stat", Some(failing(Status::Processing, 1, None)),
+            stat(), "h1", true, HashFirst, Attempt { attempts: 2 }, true),
+        ("run died while hashing, racy", Some(Row { racy: true,
+            ..failing(Status::Processing, 1, None) }), stat(), "h1",
+            true, HashFirst, Attempt { attempts: 1 }, true),
+        ("run died, then the file changed", Some(failing(Status::Processing, 4, None)),
+            changed(), "h2", true, HashFirst, Attempt { attempts: 1 }, true),
+        ("requeued", Some(failing(Status::Pending, 0, None)), stat(), "h1",
+            true, HashFirst, Attempt { attempts: 1 }, true),
+        ("attempts at the top of u32", Some(failing(Status::Processing, u32::MAX, Some("h1"))),
+            stat(), "h1", true, HashFirst, GiveUp { attempts: u32::MAX }, true),
+    ];
+    cases
+}
+
+#[test]
+fn decision_table() {
+    for (what, row, stat, hash, read, plan_, after, waiting) in table() {
+        let row = row.as_ref();
+        assert_eq!(
+            must_read(row, &stat, VERSION, now()),
+            read,
+            "must_read: {what}"
+        );
+        assert_eq!(plan(row, VERSION, false), plan_, "plan: {what}");
+        assert_eq!(
+            plan(row, VERSION, true),
+            HashFirst,
+            "plan, digest first: {what}"
+        );
+        assert_eq!(
+            after_hash(row, &stat, hash, VERSION, MAX, now()),
+            after,
+            "after_hash: {what}"
+        );
+        assert_eq!(
+            is_waiting(row, &stat, VERSION),
+            waiting,
+            "is_waiting: {what}"
+        );
+    }
+}
+
+#[test]
+fn unreadable_files_count_until_quarantined_and_then_stay() {
+    assert_eq!(unreadable(None), Unreadable::Fail { attempts: 1 });
+    let failed = failing(Status::Failed, 2, None);
+    assert_eq!(unreadable(Some(&failed)), Unreadable::Fail { attempts: 3 });
+    let quarantined = failing(Status::Quarantined, MAX, None);
+    assert_eq!(unreadable(Some(&quarantined)), Unreadable::Skip);
+    // Failures on readable content are another matter: the count restarts.
+    let other = failing(Status::Failed, 2, Some("h1"));
+    assert_eq!(unreadable(Some(&other)), Unreadable::Fail { attempts: 1 });
+}
+
+#[test]
+fn failures_back_off_then_quarantine() {
+    let first = after_failure(1, MAX, now());
+    assert!(!first.quarantined);
+    assert_eq!(
+        first.next_attempt_at,
+        Some(now() + chrono::Duration::minutes(1))
+    );
+    let last = after_failure(MAX, MAX, now());
+    assert_eq!(
+        last,
+        Retry {
+            quarantined: true,
+            next_attempt_at: None
+        }
+    );
+    assert_eq!(uncharged(3), 2);
+    assert_eq!(uncharged(0), 0);
+}
+
+#[test]
+fn backoff_doubles_from_a_minute_to_six_hours() {
+    assert_eq!(backoff(0), Duration::from_secs(60));
+    assert_eq!(backoff(1), Duration::from_secs(60));
+    assert_eq!(backoff(2), Duration::from_secs(120));
+    assert_eq!(backoff(4), Duration::from_secs(480));
+    assert_eq!(backoff(9), Duration::from_secs(256 * 60));
+    assert_eq!(backoff(10), Duration::from_secs(6 * 3600));
+    assert_eq!(backoff(u32::MAX), Duration::from_secs(6 * 3600));
+}
+
+#[test]
+fn racy_within_two_seconds_of_the_mtime() {
+    let s = stat();
+    let at = |ns: i64| DateTime::from_timestamp_nanos(ns);
+    assert!(is_racy(&s, at(s.mtime_ns + 1_999_999_999)));
+    assert!(!is_racy(&s, at(s.mtime_ns + 2_000_000_001)));
+    let future = Stat {
+        mtime_ns: i64::MAX,
+        ..s
+    };
+    assert!(is_racy(&future, now()), "an mtime in the future is racy");
+}
