@@ -119,74 +119,8 @@ impl Writer<'_> {
         }));
         let replies = 1 + self.rng.below(4);
         for _ in 0..replies {
-            let msg_id = format!("msg_{:024x}", self.rng.next() as u128 * 7919);
-            let req_id = format!("req_{:024x}", self.rng.next());
-            let input = 10 + self.rng.below(200);
-            let cache_read = self.rng.below(120_000);
-            let cache_create = self.rng.below(8_000);
-            let tools: Vec<String> = (0..self.rng.below(3))
-                .map(|_| TOOLS[self.rng.below(TOOLS.len() as u64) as usize].to_owned())
-                .collect();
-            let blocks = 1 + tools.len();
-            let final_output = 20 + self.rng.below(2_000);
-            let mut tool_ids = Vec::new();
-            for b in 0..blocks {
-                let ts = self.stamp();
-                let uuid = self.uuid();
-                let output = if b + 1 == blocks {
-                    final_output
-                } else {
-                    1 + self.rng.below(10)
-                };
-                let content = if b == 0 {
-                    let n = 20 + self.rng.below(80) as usize;
-                    let thinking = words(self.rng, n);
-                    serde_json::json!([{"type": "text", "text": thinking}])
-                } else {
-                    let id = format!("toolu_{:022x}", self.rng.next());
-                    tool_ids.push(id.clone());
-                    let command = words(self.rng, 6);
-                    serde_json::json!([{"type": "tool_use", "id": id, "name": tools[b - 1],
-                        "input": {"command": command, "description": "run it"}}])
-                };
-                self.line(serde_json::json!({
-                    "parentUuid": prompt_uuid, "isSidechain": false, "userType": "external",
-                    "cwd": "/home/dev/project", "sessionId": session, "version": "2.0.14",
-                    "message": {"id": msg_id, "type": "message", "role": "assistant",
-                        "model": "claude-sonnet-4-5-20250929", "content": content,
-                        "stop_reason": null, "usage": {"input_tokens": input,
-                        "cache_creation_input_tokens": cache_create,
-                        "cache_read_input_tokens": cache_read, "output_tokens": output,
-                        "service_tier": "standard"}},
-                    "requestId": req_id, "type": "assistant", "uuid": uuid, "timestamp": ts
-                }));
-            }
-            for id in tool_ids {
-                let ts = self.stamp();
-                let uuid = self.uuid();
-                // Tool output is the bulk of a real transcript.
-                let size = (self.rng.unit().powi(3) * 6_000.0) as usize;
-                let body = words(self.rng, 5 + size);
-                let is_error = self.rng.below(25) == 0;
-                self.line(serde_json::json!({
-                    "parentUuid": prompt_uuid, "isSidechain": false, "userType": "external",
-                    "cwd": "/home/dev/project", "sessionId": session, "version": "2.0.14",
-                    "type": "user", "message": {"role": "user", "content": [{"tool_use_id": id,
-                        "type": "tool_result", "content": body, "is_error": is_error}]},
-                    "uuid": uuid, "timestamp": ts,
-                    "toolUseResult": {"stdout": "", "stderr": "", "interrupted": false}
-                }));
-                if self.rng.below(3) == 0 {
-                    let ts = self.stamp();
-                    let uuid = self.uuid();
-                    self.line(
-                        serde_json::json!({"type": "progress", "data": {"type": "hook_progress",
-                        "hookEvent": "PostToolUse", "hookName": "PostToolUse:Bash"},
-                        "toolUseID": id, "parentToolUseID": id, "timestamp": ts,
-                        "sessionId": session, "uuid": uuid}),
-                    );
-                }
-            }
+            let tool_ids = self.reply(&prompt_uuid, &session);
+            self.tool_results(&prompt_uuid, &session, tool_ids);
         }
         if self.rng.below(4) == 0 {
             let ts = self.stamp();
@@ -196,6 +130,84 @@ impl Writer<'_> {
                 "snapshot": {"messageId": id, "trackedFileBackups": {}, "timestamp": ts},
                 "isSnapshotUpdate": false}),
             );
+        }
+    }
+
+    /// One API reply, written as Claude Code does: a line per content block,
+    /// each repeating the usage. Returns the ids of its tool uses.
+    fn reply(&mut self, prompt_uuid: &str, session: &str) -> Vec<String> {
+        let msg_id = format!("msg_{:024x}", self.rng.next() as u128 * 7919);
+        let req_id = format!("req_{:024x}", self.rng.next());
+        let input = 10 + self.rng.below(200);
+        let cache_read = self.rng.below(120_000);
+        let cache_create = self.rng.below(8_000);
+        let tools: Vec<String> = (0..self.rng.below(3))
+            .map(|_| TOOLS[self.rng.below(TOOLS.len() as u64) as usize].to_owned())
+            .collect();
+        let blocks = 1 + tools.len();
+        let final_output = 20 + self.rng.below(2_000);
+        let mut tool_ids = Vec::new();
+        for b in 0..blocks {
+            let ts = self.stamp();
+            let uuid = self.uuid();
+            let output = if b + 1 == blocks {
+                final_output
+            } else {
+                1 + self.rng.below(10)
+            };
+            let content = if b == 0 {
+                let n = 20 + self.rng.below(80) as usize;
+                let thinking = words(self.rng, n);
+                serde_json::json!([{"type": "text", "text": thinking}])
+            } else {
+                let id = format!("toolu_{:022x}", self.rng.next());
+                tool_ids.push(id.clone());
+                let command = words(self.rng, 6);
+                serde_json::json!([{"type": "tool_use", "id": id, "name": tools[b - 1],
+                    "input": {"command": command, "description": "run it"}}])
+            };
+            self.line(serde_json::json!({
+                "parentUuid": prompt_uuid, "isSidechain": false, "userType": "external",
+                "cwd": "/home/dev/project", "sessionId": session, "version": "2.0.14",
+                "message": {"id": msg_id, "type": "message", "role": "assistant",
+                    "model": "claude-sonnet-4-5-20250929", "content": content,
+                    "stop_reason": null, "usage": {"input_tokens": input,
+                    "cache_creation_input_tokens": cache_create,
+                    "cache_read_input_tokens": cache_read, "output_tokens": output,
+                    "service_tier": "standard"}},
+                "requestId": req_id, "type": "assistant", "uuid": uuid, "timestamp": ts
+            }));
+        }
+        tool_ids
+    }
+
+    /// The results of a reply's tool uses, with a hook progress line now and then.
+    fn tool_results(&mut self, prompt_uuid: &str, session: &str, tool_ids: Vec<String>) {
+        for id in tool_ids {
+            let ts = self.stamp();
+            let uuid = self.uuid();
+            // Tool output is the bulk of a real transcript.
+            let size = (self.rng.unit().powi(3) * 6_000.0) as usize;
+            let body = words(self.rng, 5 + size);
+            let is_error = self.rng.below(25) == 0;
+            self.line(serde_json::json!({
+                "parentUuid": prompt_uuid, "isSidechain": false, "userType": "external",
+                "cwd": "/home/dev/project", "sessionId": session, "version": "2.0.14",
+                "type": "user", "message": {"role": "user", "content": [{"tool_use_id": id,
+                    "type": "tool_result", "content": body, "is_error": is_error}]},
+                "uuid": uuid, "timestamp": ts,
+                "toolUseResult": {"stdout": "", "stderr": "", "interrupted": false}
+            }));
+            if self.rng.below(3) == 0 {
+                let ts = self.stamp();
+                let uuid = self.uuid();
+                self.line(
+                    serde_json::json!({"type": "progress", "data": {"type": "hook_progress",
+                        "hookEvent": "PostToolUse", "hookName": "PostToolUse:Bash"},
+                        "toolUseID": id, "parentToolUseID": id, "timestamp": ts,
+                        "sessionId": session, "uuid": uuid}),
+                );
+            }
         }
     }
 }
@@ -245,7 +257,7 @@ fn main() {
             "--median-kb" => median_kb = value("--median-kb"),
             "--seed" => seed = value("--seed") as u64,
             "--one-file-mb" => one_mb = value("--one-file-mb") as u64,
-            _ if dir.is_none() => dir = Some(PathBuf::from(arg)),
+            _ if dir.is_none() && !arg.starts_with('-') => dir = Some(PathBuf::from(arg)),
             _ => {
                 eprintln!("gen_corpus: unexpected argument {arg}");
                 std::process::exit(2);

@@ -230,11 +230,17 @@ pub fn create_if_empty(conn: &mut Connection) -> Result<bool> {
 
 /// Applies the steps after `version` and records the new version.
 fn apply_steps(tx: &Connection, version: u32) -> Result<()> {
-    for (i, (what, sql)) in STEPS.iter().enumerate().skip(version as usize) {
+    apply_range(tx, version, target_version())
+}
+
+/// Takes a database from schema `from` to schema `to`.
+fn apply_range(tx: &Connection, from: u32, to: u32) -> Result<()> {
+    let steps = STEPS.iter().enumerate().skip(from as usize);
+    for (i, (what, sql)) in steps.take(to.saturating_sub(from) as usize) {
         tx.execute_batch(sql)
             .with_context(|| format!("schema step {}: {what}", i + 1))?;
     }
-    tx.pragma_update(None, "user_version", target_version())?;
+    tx.pragma_update(None, "user_version", to)?;
     Ok(())
 }
 
@@ -268,4 +274,90 @@ fn import_legacy(tx: &Connection) -> Result<()> {
     )?;
     tx.execute_batch(&format!("DROP TABLE {LEGACY_TABLE}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every table, index and column definition, for comparing schemas.
+    fn schema(conn: &Connection) -> Vec<String> {
+        let mut stmt = conn
+            .prepare("SELECT type, name, sql FROM sqlite_master ORDER BY type, name")
+            .unwrap();
+        stmt.query_map([], |r| {
+            Ok(format!(
+                "{} {} {}",
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?.unwrap_or_default()
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    }
+
+    fn fresh() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        assert!(create_if_empty(&mut conn).unwrap());
+        conn
+    }
+
+    #[test]
+    fn every_earlier_version_upgrades_to_the_schema_of_a_new_database() {
+        let expected = schema(&fresh());
+        for version in 0..target_version() {
+            let mut conn = Connection::open_in_memory().unwrap();
+            apply_range(&conn, 0, version).unwrap();
+            if version >= 1 {
+                conn.execute(
+                    "INSERT INTO processor_state (processor_name, session_file, username, status)
+                     VALUES ('usage', 'u/a.jsonl', 'u', 'ok')",
+                    [],
+                )
+                .unwrap();
+            }
+            assert!(
+                !create_if_empty(&mut conn).unwrap() || version == 0,
+                "version {version} is refused until migrated"
+            );
+            let done = migrate(&mut conn).unwrap();
+            assert_eq!(user_version(&conn).unwrap(), target_version());
+            assert_eq!(schema(&conn), expected, "upgraded from version {version}");
+            let steps = target_version() - version;
+            assert!(done.len() as u32 == steps || version == 0, "{done:?}");
+            let kept: i64 = conn
+                .query_row("SELECT count(*) FROM processor_state", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(
+                kept,
+                i64::from(version >= 1),
+                "rows kept from version {version}"
+            );
+            assert!(
+                migrate(&mut conn).unwrap().is_empty(),
+                "twice changes nothing"
+            );
+        }
+    }
+
+    #[test]
+    fn released_steps_are_never_edited() {
+        // MD5 of each released step's SQL: editing or reordering one would
+        // give old databases a schema new ones do not have. Append a step
+        // (and its line here) instead.
+        use md5::{Digest as _, Md5};
+        let released: Vec<String> = STEPS
+            .iter()
+            .map(|(_, sql)| crate::session::hex(&Md5::digest(sql.as_bytes())))
+            .collect();
+        assert_eq!(released, RELEASED);
+    }
+
+    const RELEASED: [&str; 3] = [
+        "1a06a97aca43440161031786cd4af713",
+        "ba8a64bdef41d767ee2d4fad3f29362b",
+        "884e7934030ae3dfda3bd66846cc0932",
+    ];
 }

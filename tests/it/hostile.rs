@@ -1,16 +1,14 @@
 //! Hostile names, files that change under a run, hostile content and a
 //! hostile environment: each handled, counted, and never stopping the run.
 
-mod util;
-
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 
+use crate::util::{Env, LINE, age, n};
 use predicates::str::contains;
 use serde_json::json;
-use util::{Env, LINE, age, n};
 
 fn state_keys(env: &Env, processor: &str) -> Vec<String> {
     let conn = env.db();
@@ -168,14 +166,9 @@ fn hostile_content_gets_a_clear_outcome() {
     env.session("u/fragment.jsonl", "{\"type\":\"user\"");
     let report = env.run_one(&["usage"], 0);
     assert_eq!(n(&report, "processed"), 3);
-    let malformed: i64 = env
-        .db()
-        .query_row(
-            "SELECT malformed_lines FROM usage_session_summary WHERE session_file = 'u/hostile.jsonl'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let malformed: i64 = env.scalar(
+        "SELECT malformed_lines FROM usage_session_summary WHERE session_file = 'u/hostile.jsonl'",
+    );
     // NUL bytes and invalid UTF-8 are malformed; the deep line is valid JSON
     // and is read without recursion.
     assert_eq!(malformed, 3);
@@ -189,7 +182,7 @@ fn a_busy_database_fails_cleanly_and_loses_nothing() {
     env.write_config(&table);
     let path = env.session("u/a.jsonl", LINE);
     env.run_one(&["usage"], 0);
-    util::append(&path, LINE);
+    crate::util::append(&path, LINE);
     age(&path);
     let holder = env.db();
     holder.execute_batch("BEGIN IMMEDIATE").unwrap();
@@ -226,7 +219,7 @@ fn a_config_owned_by_someone_else_is_refused() {
         return; // only root can give the file away
     }
     let env = Env::new();
-    std::os::unix::fs::chown(&env.config, Some(util::NOBODY), None).unwrap();
+    std::os::unix::fs::chown(&env.config, Some(crate::util::NOBODY), None).unwrap();
     env.cmd()
         .args(["list"])
         .assert()

@@ -1,5 +1,4 @@
 //! A temporary data dir, database and config file around the built binary.
-#![allow(dead_code)]
 
 pub mod llm;
 
@@ -169,8 +168,13 @@ impl Env {
 
     /// The one value a query returns.
     pub fn scalar<T: rusqlite::types::FromSql>(&self, sql: &str) -> T {
+        self.row(sql, |r| r.get(0))
+    }
+
+    /// The one row a query returns, as `read` takes it.
+    pub fn row<T>(&self, sql: &str, read: impl FnOnce(&rusqlite::Row) -> rusqlite::Result<T>) -> T {
         self.db()
-            .query_row(sql, [], |r| r.get(0))
+            .query_row(sql, [], read)
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 

@@ -1,12 +1,10 @@
 //! Peak memory stays bounded whatever a line holds. One test per file: the
 //! measure is the largest child this test process has waited for.
 
-mod util;
-
 use std::fs;
 use std::io::Write;
 
-use util::{Env, LINE, age, n};
+use crate::util::{Env, LINE, age, n};
 
 #[test]
 fn a_200_mb_line_costs_bounded_memory() {
@@ -28,14 +26,10 @@ fn a_200_mb_line_costs_bounded_memory() {
     age(&path);
     let report = env.run_one(&["usage"], 0);
     assert_eq!(n(&report, "processed"), 1);
-    let (prompts, malformed): (i64, i64) = env
-        .db()
-        .query_row(
-            "SELECT user_prompts, malformed_lines FROM usage_session_summary",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let (prompts, malformed): (i64, i64) = env.row(
+        "SELECT user_prompts, malformed_lines FROM usage_session_summary",
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    );
     assert_eq!(
         (prompts, malformed),
         (2, 1),

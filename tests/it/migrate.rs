@@ -1,9 +1,7 @@
 //! Schema creation, upgrades and the legacy import.
 
-mod util;
-
+use crate::util::{Env, LINE, n};
 use predicates::str::contains;
-use util::{Env, LINE, n};
 
 fn legacy_db(env: &Env) {
     std::fs::create_dir_all(env.db.parent().unwrap()).unwrap();
@@ -94,14 +92,8 @@ fn legacy_rows_are_imported_once_as_verification() {
             ),
         ]
     );
-    let legacy: i64 = env
-        .db()
-        .query_row(
-            "SELECT count(*) FROM sqlite_master WHERE name = 'session_extraction_state'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let legacy: i64 =
+        env.scalar("SELECT count(*) FROM sqlite_master WHERE name = 'session_extraction_state'");
     assert_eq!(legacy, 0, "the legacy table is dropped");
 
     // Twice in a row: nothing to do, nothing duplicated.
@@ -110,10 +102,7 @@ fn legacy_rows_are_imported_once_as_verification() {
         .assert()
         .success()
         .stdout(contains("up to date"));
-    let count: i64 = env
-        .db()
-        .query_row("SELECT count(*) FROM processor_state", [], |r| r.get(0))
-        .unwrap();
+    let count: i64 = env.scalar("SELECT count(*) FROM processor_state");
     assert_eq!(count, 2);
 }
 

@@ -1,12 +1,10 @@
 //! Configuration, usage errors and the exit codes they map to.
 
-mod util;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
+use crate::util::{Env, LINE};
 use predicates::str::contains;
-use util::{Env, LINE};
 
 #[test]
 fn unknown_processor_is_a_usage_error() {

@@ -1,12 +1,10 @@
 //! Crashes at every named failure point and at random moments: the rerun
 //! must leave exactly the tables of one uninterrupted run.
 
-mod util;
-
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use util::Env;
+use crate::util::Env;
 
 fn reference() -> Vec<String> {
     let env = Env::new();
@@ -20,20 +18,13 @@ fn reference() -> Vec<String> {
 fn assert_recovers(env: &Env, expected: &[String], what: &str) {
     let (code, _) = env.run_json(&["usage"]);
     assert_eq!(code, 0, "{what}: rerun");
-    let conn = env.db();
-    let integrity: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
+    let integrity: String = env.scalar("PRAGMA integrity_check");
     assert_eq!(integrity, "ok", "{what}");
-    let orphans: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM processor_state p
+    let orphans: i64 = env.scalar(
+        "SELECT count(*) FROM processor_state p
              LEFT JOIN usage_session_summary s USING (session_file)
              WHERE p.processor_name = 'usage' AND p.status = 'ok' AND s.session_file IS NULL",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    );
     assert_eq!(orphans, 0, "{what}: processed without outputs");
     assert_eq!(
         env.usage_tables(),

@@ -1,11 +1,9 @@
 //! Many runs at once on one database: one holder per processor at a time,
 //! the others exit 75, nothing is locked out, the tables are those of one run.
 
-mod util;
-
 use std::process::Stdio;
 
-use util::Env;
+use crate::util::Env;
 
 #[test]
 fn sixteen_runs_at_once_behave_as_one() {
@@ -40,13 +38,9 @@ fn sixteen_runs_at_once_behave_as_one() {
     assert!(ran >= 1);
     assert_eq!(env.usage_tables(), single.usage_tables());
     // Every run that got the lock is recorded, and none is left unfinished.
-    let (runs, unfinished): (i64, i64) = env
-        .db()
-        .query_row(
-            "SELECT count(*), count(*) FILTER (WHERE finished_at IS NULL) FROM runs",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let (runs, unfinished): (i64, i64) = env.row(
+        "SELECT count(*), count(*) FILTER (WHERE finished_at IS NULL) FROM runs",
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    );
     assert_eq!((runs, unfinished), (ran, 0));
 }

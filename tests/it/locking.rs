@@ -1,12 +1,10 @@
 //! Per-processor locks and crash recovery.
 
-mod util;
-
 use std::fs;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use util::{Env, LINE, n};
+use crate::util::{Env, LINE, n};
 
 /// Starts `run PROCESSOR` in the background and waits until its command is
 /// inside a session (it creates `marker`).
@@ -122,20 +120,10 @@ fn kill_9_mid_run_loses_nothing_and_leaves_no_lock() {
         calls.iter().filter(|c| c.starts_with("u/b.jsonl")).count(),
         2
     );
-    let integrity: String = env
-        .db()
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
+    let integrity: String = env.scalar("PRAGMA integrity_check");
     assert_eq!(integrity, "ok");
     // The killed run is recorded as unfinished.
-    let unfinished: i64 = env
-        .db()
-        .query_row(
-            "SELECT count(*) FROM runs WHERE finished_at IS NULL",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let unfinished: i64 = env.scalar("SELECT count(*) FROM runs WHERE finished_at IS NULL");
     assert_eq!(unfinished, 1);
 }
 

@@ -1,15 +1,13 @@
 //! The `verification` processor against a fake LLM on loopback, for both
 //! providers.
 
-mod util;
-
 use std::fs;
 use std::path::Path;
 
+use crate::util::llm::{FakeLlm, Reply};
+use crate::util::{Env, age, append, n};
 use predicates::str::contains;
 use serde_json::{Value, json};
-use util::llm::{FakeLlm, Reply};
-use util::{Env, age, append, n};
 
 const KEY: &str = "sk-test-0123456789abcdef";
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/claude-code");
@@ -114,14 +112,10 @@ fn anthropic_items_and_evidence_are_written_and_checked() {
     );
     assert_eq!(body["model"], "claude-haiku-4-5");
 
-    let (id, confidence, status, user, source): (String, f64, String, String, String) = env
-        .db()
-        .query_row(
-            "SELECT id, confidence, status, source_user, source_ref FROM knowledge_items",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-        )
-        .unwrap();
+    let (id, confidence, status, user, source): (String, f64, String, String, String) = env.row(
+        "SELECT id, confidence, status, source_user, source_ref FROM knowledge_items",
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+    );
     assert!(id.starts_with("kv_") && id.len() == 15, "{id}");
     assert_eq!((confidence, status.as_str()), (0.9, "pending"));
     assert_eq!(
@@ -129,14 +123,10 @@ fn anthropic_items_and_evidence_are_written_and_checked() {
         ("alice", "alice/s1.jsonl")
     );
     assert_eq!(count(&env, "verification_evidence"), 1);
-    let dropped: (i64, i64) = env
-        .db()
-        .query_row(
-            "SELECT dropped_invalid, dropped_unsupported FROM verification_sessions",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let dropped: (i64, i64) = env.row(
+        "SELECT dropped_invalid, dropped_unsupported FROM verification_sessions",
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    );
     assert_eq!(dropped, (1, 1));
 }
 
@@ -248,10 +238,7 @@ fn an_unusable_answer_is_a_failure_of_the_session() {
         env.status("verification", "alice/s1.jsonl").as_deref(),
         Some("failed")
     );
-    let attempts: i64 = env
-        .db()
-        .query_row("SELECT attempts FROM processor_state", [], |r| r.get(0))
-        .unwrap();
+    let attempts: i64 = env.scalar("SELECT attempts FROM processor_state");
     assert_eq!(attempts, 1);
 }
 
@@ -283,12 +270,7 @@ fn a_rejected_key_stops_the_run_with_78_and_never_shows_the_key() {
     );
     assert_eq!(llm.requests().len(), 1, "the run stopped at once");
     assert_eq!(count(&env, "knowledge_items"), 0);
-    let attempts: i64 = env
-        .db()
-        .query_row("SELECT max(attempts) FROM processor_state", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let attempts: i64 = env.scalar("SELECT max(attempts) FROM processor_state");
     assert_eq!(attempts, 0, "not the session's fault");
     let db = fs::read(&env.db).unwrap();
     let wal = fs::read(env.db.with_extension("db-wal")).unwrap_or_default();

@@ -1,11 +1,9 @@
 //! Failing sessions: backoff, quarantine, release; unreadable and hostile files.
 
-mod util;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use util::{Env, LINE, age, append, n};
+use crate::util::{Env, LINE, age, append, n};
 
 /// A processor that fails while `fail` exists next to the database.
 fn flaky_env() -> Env {
@@ -53,14 +51,8 @@ fn failure_backoff_quarantine_and_release_by_content_change() {
         Some("ok"),
         "the others go on"
     );
-    let processed_at: Option<String> = env
-        .db()
-        .query_row(
-            "SELECT processed_at FROM processor_state WHERE session_file = 'u/a.jsonl'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let processed_at: Option<String> =
+        env.scalar("SELECT processed_at FROM processor_state WHERE session_file = 'u/a.jsonl'");
     assert_eq!(
         processed_at, None,
         "a failed session is not marked processed"
@@ -213,10 +205,7 @@ fn interrupted_attempts_count_toward_quarantine() {
     env.processors(&[("count", &env.recorder(""))]);
     env.session("u/a.jsonl", LINE);
     env.run_one(&["count"], 0);
-    let hash: String = env
-        .db()
-        .query_row("SELECT file_hash FROM processor_state", [], |r| r.get(0))
-        .unwrap();
+    let hash: String = env.scalar("SELECT file_hash FROM processor_state");
     env.db()
         .execute(
             "UPDATE processor_state SET status = 'processing', attempts = 2, attempt_hash = ?1",
@@ -263,12 +252,7 @@ fn tempfail_is_retried_next_run_without_counting_and_three_in_a_row_stop_the_run
             .unwrap()
             .contains("3 transient failures in a row")
     );
-    let attempts: i64 = env
-        .db()
-        .query_row("SELECT max(attempts) FROM processor_state", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let attempts: i64 = env.scalar("SELECT max(attempts) FROM processor_state");
     assert_eq!(attempts, 0);
 
     // Retried at the next run, without waiting for a backoff.

@@ -1,13 +1,11 @@
 //! The `usage` processor, rule by rule, on fixtures and hand-written lines.
 
-mod util;
-
 use std::collections::BTreeMap;
 use std::fs;
 
+use crate::util::{Env, FIXTURES, age, append, n};
 use serde_json::{Value, json};
 use std::path::Path;
-use util::{Env, FIXTURES, age, append, n};
 
 fn lines(values: &[Value]) -> String {
     values.iter().map(|v| format!("{v}\n")).collect()
@@ -79,26 +77,6 @@ fn tool_use(id: &str, name: &str, input: Value) -> Value {
 fn tool_uses_are_classified() {
     let env = Env::new();
     env.copy_fixtures("agnes-usage", "agnes");
-    env.session(
-        "u/agent.jsonl",
-        &lines(&[
-            assistant(
-                "a1",
-                "2026-01-01T00:00:00Z",
-                json!([
-                    tool_use("t1", "Agent", json!({"prompt": "x"})),
-                    tool_use("t2", "Skill", json!({"name": "by-name"})),
-                    tool_use("t3", "Read", json!({})),
-                ]),
-            ),
-            // The same tool use repeated on a later line is one event.
-            assistant(
-                "a2",
-                "2026-01-01T00:00:01Z",
-                json!([tool_use("t3", "Read", json!({}))]),
-            ),
-        ]),
-    );
     run_usage(&env);
 
     let ev = events(&env, "agnes/mixed.jsonl");
@@ -151,6 +129,32 @@ fn tool_uses_are_classified() {
         events(&env, "agnes/skill_flea.jsonl")[0]["skill_name"],
         "flea:flea-skill-by-alice"
     );
+}
+
+#[test]
+fn agent_and_skill_inputs_fall_back_to_what_is_there() {
+    let env = Env::new();
+    env.session(
+        "u/agent.jsonl",
+        &lines(&[
+            assistant(
+                "a1",
+                "2026-01-01T00:00:00Z",
+                json!([
+                    tool_use("t1", "Agent", json!({"prompt": "x"})),
+                    tool_use("t2", "Skill", json!({"name": "by-name"})),
+                    tool_use("t3", "Read", json!({})),
+                ]),
+            ),
+            // The same tool use repeated on a later line is one event.
+            assistant(
+                "a2",
+                "2026-01-01T00:00:01Z",
+                json!([tool_use("t3", "Read", json!({}))]),
+            ),
+        ]),
+    );
+    run_usage(&env);
     let ev = events(&env, "u/agent.jsonl");
     assert_eq!(ev.len(), 3);
     assert_eq!(ev[0]["event_type"], "subagent");
@@ -479,17 +483,8 @@ fn summaries_agree_with_events_on_every_fixture() {
     let files = query(&env, "SELECT count(*) AS n FROM usage_session_summary");
     assert_eq!(files[0]["n"], 17);
     let items: i64 = env
-        .db()
-        .query_row(
-            "SELECT sum(items_extracted) FROM processor_state WHERE processor_name = 'usage'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let events: i64 = env
-        .db()
-        .query_row("SELECT count(*) FROM usage_events", [], |r| r.get(0))
-        .unwrap();
+        .scalar("SELECT sum(items_extracted) FROM processor_state WHERE processor_name = 'usage'");
+    let events: i64 = env.scalar("SELECT count(*) FROM usage_events");
     assert_eq!(items, events);
 }
 

@@ -1,10 +1,8 @@
 //! `run`: change detection, complete lines, budgets, output and exit codes.
 
-mod util;
-
 use std::fs;
 
-use util::{Env, LINE, age, append, n};
+use crate::util::{Env, LINE, age, append, n};
 
 fn counting_env() -> Env {
     let env = Env::new();
@@ -328,13 +326,6 @@ fn every_run_is_recorded() {
     env.session("u/a.jsonl", LINE);
     env.run_one(&["count"], 0);
     env.run_one(&["count"], 0);
-    let (runs, finished, processed): (i64, i64, i64) = env
-        .db()
-        .query_row(
-            "SELECT count(*), count(finished_at), sum(processed) FROM runs WHERE processor_name = 'count'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .unwrap();
+    let (runs, finished, processed): (i64, i64, i64) = env.row("SELECT count(*), count(finished_at), sum(processed) FROM runs WHERE processor_name = 'count'", |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
     assert_eq!((runs, finished, processed), (2, 2, 1));
 }

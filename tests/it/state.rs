@@ -1,9 +1,7 @@
 //! `state`: counts, last run, lag, one row, and `--check` for monitors.
 
-mod util;
-
+use crate::util::{Env, LINE, n};
 use predicates::str::contains;
-use util::{Env, LINE, n};
 
 #[test]
 fn state_reports_counts_last_run_and_lag() {

@@ -1,0 +1,18 @@
+//! The integration tests: the built binary on temporary trees, one module
+//! per area, all in one test binary (one link, shared helpers in [`util`]).
+
+mod config;
+mod crash;
+mod failures;
+mod generated;
+mod hostile;
+mod locking;
+mod memory;
+mod migrate;
+mod output;
+mod overlap;
+mod run;
+mod state;
+mod usage;
+mod util;
+mod verification;

@@ -1,0 +1,71 @@
+//! What sessionpipe prints, to whom: a reader that closes the pipe early
+//! ends the program quietly, and the README's exit-code table is the one in
+//! `src/exit.rs`.
+
+use std::process::Stdio;
+
+use crate::util::{Env, LINE};
+
+/// Runs the binary with stdout a pipe whose reader is already gone.
+fn with_closed_stdout(env: &Env, args: &[&str]) -> (Option<i32>, String) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = env
+        .std_cmd()
+        .args(args)
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn a_closed_pipe_ends_every_command_quietly() {
+    let env = Env::new();
+    env.session("u/a.jsonl", LINE);
+    env.run_one(&["usage"], 0);
+    for args in [
+        &["list"][..],
+        &["list", "--json"],
+        &["state"],
+        &["state", "--json"],
+        &["state", "--session", "u/a.jsonl"],
+        &["migrate", "--status"],
+        &["run", "usage", "--json"],
+        &["run", "usage", "--dry-run"],
+    ] {
+        // Each command does print something when stdout is open...
+        let open = env.cmd().args(args).output().unwrap();
+        let printed = !open.stdout.is_empty() || args.contains(&"--dry-run");
+        assert!(printed, "{args:?} printed nothing");
+        // ...and a closed stdout is no failure, and no panic.
+        let (code, stderr) = with_closed_stdout(&env, args);
+        assert_eq!(code, Some(0), "{args:?}: {stderr}");
+        assert_eq!(stderr, "", "{args:?}");
+    }
+}
+
+#[test]
+fn the_readme_exit_code_table_is_the_one_in_the_code() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let (_, section) = readme.split_once("## Exit codes\n").unwrap();
+    let rows: Vec<(i32, String)> = section
+        .lines()
+        .skip_while(|l| !l.starts_with("| 0 "))
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split(" | ").map(str::trim).collect();
+            (cells[0].parse().unwrap(), cells[1].to_owned())
+        })
+        .collect();
+    let table: Vec<(i32, String)> = sessionpipe::exit::TABLE
+        .iter()
+        .map(|(c, m)| (*c, m.to_string()))
+        .collect();
+    assert_eq!(rows, table);
+}
