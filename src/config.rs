@@ -17,9 +17,10 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 
 use crate::cli::GlobalArgs;
+use crate::duration;
 use crate::env::{self, Environment};
 use crate::exit::{self, Coded};
-use crate::llm::LlmConfig;
+use crate::llm::{LlmConfig, LlmSection};
 
 pub const DEFAULT_CONFIG: &str = "/etc/sessionpipe/config.toml";
 pub const DEFAULT_DATA_DIR: &str = "/data/user_sessions";
@@ -71,7 +72,7 @@ pub struct ExecSpec {
 struct FileConfig {
     data_dir: Option<PathBuf>,
     db: Option<PathBuf>,
-    #[serde(default, deserialize_with = "de_opt_duration")]
+    #[serde(default, deserialize_with = "duration::de_opt")]
     busy_timeout: Option<Duration>,
     #[serde(default)]
     processors: BTreeMap<String, FileExec>,
@@ -83,29 +84,12 @@ struct FileConfig {
     verification: FileBudgets,
 }
 
-/// The `[llm]` section, as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LlmSection {
-    pub provider: Option<String>,
-    pub base_url: Option<String>,
-    pub model: Option<String>,
-    /// The variable holding the key, instead of the provider's own.
-    pub api_key_env: Option<String>,
-    #[serde(default, deserialize_with = "de_opt_duration")]
-    pub timeout: Option<Duration>,
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileBudgets {
     max_sessions: Option<u64>,
-    #[serde(default, deserialize_with = "de_opt_duration")]
+    #[serde(default, deserialize_with = "duration::de_opt")]
     time_budget: Option<Duration>,
-}
-
-fn de_opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    de_duration(d).map(Some)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -121,9 +105,9 @@ struct FileExec {
     command: Vec<String>,
     #[serde(default = "one")]
     version: u32,
-    #[serde(default = "default_cadence", deserialize_with = "de_duration")]
+    #[serde(default = "default_cadence", deserialize_with = "duration::de")]
     cadence: Duration,
-    #[serde(default = "default_timeout", deserialize_with = "de_duration")]
+    #[serde(default = "default_timeout", deserialize_with = "duration::de")]
     timeout: Duration,
 }
 
@@ -137,11 +121,6 @@ fn default_cadence() -> Duration {
 
 fn default_timeout() -> Duration {
     Duration::from_secs(10 * 60)
-}
-
-fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    crate::duration::parse(&text).map_err(serde::de::Error::custom)
 }
 
 /// Names that cannot be processors: they would collide with the built-ins or

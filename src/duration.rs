@@ -63,6 +63,17 @@ pub fn format(d: Duration) -> String {
     out
 }
 
+/// Reads a duration in a config file (serde's `deserialize_with`).
+pub fn de<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = <String as serde::Deserialize>::deserialize(d)?;
+    parse(&text).map_err(serde::de::Error::custom)
+}
+
+/// [`de`] for an optional key.
+pub fn de_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de(d).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,8 +14,8 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
-use crate::config::LlmSection;
 use crate::env::{self, Environment};
+use serde::Deserialize;
 
 /// Which API the base URL speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +96,19 @@ pub struct LlmConfig {
     pub timeout: Duration,
     /// `Err(reason)` when no key is configured: the processor is unavailable.
     pub key: Result<ApiKey, String>,
+}
+
+/// The `[llm]` section, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmSection {
+    pub provider: Option<String>,
+    pub base_url: Option<String>,
+    pub model: Option<String>,
+    /// The variable holding the key, instead of the provider's own.
+    pub api_key_env: Option<String>,
+    #[serde(default, deserialize_with = "crate::duration::de_opt")]
+    pub timeout: Option<Duration>,
 }
 
 /// How long a call may take unless `[llm] timeout` says otherwise.

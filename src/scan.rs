@@ -62,13 +62,9 @@ pub fn scan(data_dir: &Path, printer: &Printer) -> Result<Vec<SessionFile>> {
     for entry in entries {
         let entry = entry.with_context(|| format!("cannot list {}", data_dir.display()))?;
         let path = entry.path();
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            continue; // removed since listed
-        };
-        if meta.file_type().is_symlink() {
-            printer.warn(format_args!("skipping symlinked folder {}", path.display()));
+        let Some(meta) = no_link(&path, "folder", printer) else {
             continue;
-        }
+        };
         if !meta.is_dir() {
             continue;
         }
@@ -109,13 +105,9 @@ fn scan_user(
         if !name.ends_with(".jsonl") {
             continue;
         }
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            continue; // removed since listed
-        };
-        if meta.file_type().is_symlink() {
-            printer.warn(format_args!("skipping symlinked file {}", path.display()));
+        let Some(meta) = no_link(&path, "file", printer) else {
             continue;
-        }
+        };
         if !meta.is_file() {
             continue;
         }
@@ -128,4 +120,15 @@ fn scan_user(
         });
     }
     Ok(())
+}
+
+/// The metadata of an entry just listed, unless it is a symlink (skipped
+/// with a warning naming it a `what`) or was removed since.
+fn no_link(path: &Path, what: &str, printer: &Printer) -> Option<std::fs::Metadata> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if meta.file_type().is_symlink() {
+        printer.warn(format_args!("skipping symlinked {what} {}", path.display()));
+        return None;
+    }
+    Some(meta)
 }

@@ -67,7 +67,9 @@ pub trait Output: Send {
 pub trait Processor: Send + Sync {
     fn name(&self) -> &str;
     /// `builtin` or `exec`.
-    fn kind(&self) -> &'static str;
+    fn kind(&self) -> &'static str {
+        "builtin"
+    }
     /// Bumping it reprocesses every session.
     fn version(&self) -> u32;
     /// How often it is meant to run (`run --due`, `state --check`).

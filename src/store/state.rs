@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, ToSql};
 
 use super::{parse_timestamp, sql_int, timestamp};
 use crate::scan::Stat;
@@ -59,16 +59,29 @@ pub struct RowId<'a> {
     pub username: &'a str,
 }
 
-/// The stat tuple as SQLite integers. Size and inode are stored bit for bit
+/// Runs a statement on one row: `?1`-`?3` are the row's processor, session
+/// file and user, then come `values`, and the last five are the stat tuple
+/// (size, mtime, ctime, inode, racy). Size and inode are stored bit for bit
 /// (`as` both ways), so even values above `i64::MAX` compare exactly.
-fn stat_params(seen: &Seen) -> (i64, i64, i64, i64, bool) {
-    (
+fn write_row(
+    conn: &Connection,
+    sql: &str,
+    id: RowId,
+    values: &[&dyn ToSql],
+    seen: &Seen,
+) -> Result<()> {
+    let stat = [
         seen.stat.size as i64,
         seen.stat.mtime_ns,
         seen.stat.ctime_ns,
         seen.stat.inode as i64,
-        seen.racy,
-    )
+    ];
+    let mut all: Vec<&dyn ToSql> = vec![&id.processor, &id.session_file, &id.username];
+    all.extend_from_slice(values);
+    all.extend(stat.iter().map(|v| v as &dyn ToSql));
+    all.push(&seen.racy);
+    conn.prepare_cached(sql)?.execute(&all[..])?;
+    Ok(())
 }
 
 /// Records an attempt that a run died in (read back from its journal):
@@ -82,28 +95,18 @@ pub fn record_attempt(
     attempts: u32,
     seen: &Seen,
 ) -> Result<()> {
-    let (size, mtime, ctime, inode, racy) = stat_params(seen);
-    conn.prepare_cached(
+    write_row(
+        conn,
         "INSERT INTO processor_state (processor_name, session_file, username, status,
              attempts, attempt_hash, file_size, mtime_ns, ctime_ns, inode, read_racy)
          VALUES (?1, ?2, ?3, 'processing', ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT (processor_name, session_file) DO UPDATE SET
              status = 'processing', attempts = ?4, attempt_hash = ?5, file_size = ?6,
              mtime_ns = ?7, ctime_ns = ?8, inode = ?9, read_racy = ?10",
-    )?
-    .execute(params![
-        id.processor,
-        id.session_file,
-        id.username,
-        attempts,
-        hash,
-        size,
-        mtime,
-        ctime,
-        inode,
-        racy
-    ])?;
-    Ok(())
+        id,
+        &[&attempts, &hash],
+        seen,
+    )
 }
 
 /// What a successful attempt records.
@@ -117,8 +120,8 @@ pub struct Success<'a> {
 }
 
 pub fn record_success(conn: &Connection, id: RowId, s: &Success) -> Result<()> {
-    let (size, mtime, ctime, inode, racy) = stat_params(&s.seen);
-    conn.prepare_cached(
+    write_row(
+        conn,
         "INSERT INTO processor_state (processor_name, session_file, username, processed_at,
              items_extracted, file_hash, bytes_processed, processor_version, file_size,
              mtime_ns, ctime_ns, inode, read_racy, status, attempts, attempt_hash,
@@ -129,23 +132,16 @@ pub fn record_success(conn: &Connection, id: RowId, s: &Success) -> Result<()> {
              bytes_processed = ?7, processor_version = ?8, file_size = ?9, mtime_ns = ?10,
              ctime_ns = ?11, inode = ?12, read_racy = ?13, status = 'ok', attempts = 0,
              attempt_hash = NULL, last_error = NULL, next_attempt_at = NULL",
-    )?
-    .execute(params![
-        id.processor,
-        id.session_file,
-        id.username,
-        timestamp(s.now),
-        sql_int(s.items),
-        s.hash,
-        sql_int(s.bytes),
-        s.version,
-        size,
-        mtime,
-        ctime,
-        inode,
-        racy
-    ])?;
-    Ok(())
+        id,
+        &[
+            &timestamp(s.now),
+            &sql_int(s.items),
+            &s.hash,
+            &sql_int(s.bytes),
+            &s.version,
+        ],
+        &s.seen,
+    )
 }
 
 /// What a failed attempt records. `hash` is `None` when the file could not
@@ -166,54 +162,40 @@ pub fn record_failure(conn: &Connection, id: RowId, f: &Failure) -> Result<()> {
     } else {
         Status::Failed
     };
-    let (size, mtime, ctime, inode, racy) = stat_params(&f.seen);
-    conn.prepare_cached(
-        "INSERT INTO processor_state (processor_name, session_file, username, file_size,
-             mtime_ns, ctime_ns, inode, read_racy, status, attempts, attempt_hash, last_error,
-             next_attempt_at)
+    write_row(
+        conn,
+        "INSERT INTO processor_state (processor_name, session_file, username, status,
+             attempts, attempt_hash, last_error, next_attempt_at, file_size, mtime_ns,
+             ctime_ns, inode, read_racy)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT (processor_name, session_file) DO UPDATE SET
-             file_size = ?4, mtime_ns = ?5, ctime_ns = ?6, inode = ?7, read_racy = ?8,
-             status = ?9, attempts = ?10, attempt_hash = ?11, last_error = ?12,
-             next_attempt_at = ?13",
-    )?
-    .execute(params![
-        id.processor,
-        id.session_file,
-        id.username,
-        size,
-        mtime,
-        ctime,
-        inode,
-        racy,
-        status.as_str(),
-        f.attempts,
-        f.hash,
-        f.error,
-        f.next_attempt_at.map(timestamp)
-    ])?;
-    Ok(())
+             status = ?4, attempts = ?5, attempt_hash = ?6, last_error = ?7,
+             next_attempt_at = ?8, file_size = ?9, mtime_ns = ?10, ctime_ns = ?11,
+             inode = ?12, read_racy = ?13",
+        id,
+        &[
+            &status.as_str(),
+            &f.attempts,
+            &f.hash,
+            &f.error,
+            &f.next_attempt_at.map(timestamp),
+        ],
+        &f.seen,
+    )
 }
 
 /// A free skip: the content is what the row already describes; only the
 /// stat tuple (and its raciness) is brought up to date.
 pub fn refresh_stat(conn: &Connection, id: RowId, seen: &Seen) -> Result<()> {
-    let (size, mtime, ctime, inode, racy) = stat_params(seen);
-    conn.prepare_cached(
-        "UPDATE processor_state SET file_size = ?3, mtime_ns = ?4, ctime_ns = ?5, inode = ?6,
-             read_racy = ?7
+    write_row(
+        conn,
+        "UPDATE processor_state SET username = ?3, file_size = ?4, mtime_ns = ?5,
+             ctime_ns = ?6, inode = ?7, read_racy = ?8
          WHERE processor_name = ?1 AND session_file = ?2",
-    )?
-    .execute(params![
-        id.processor,
-        id.session_file,
-        size,
-        mtime,
-        ctime,
-        inode,
-        racy
-    ])?;
-    Ok(())
+        id,
+        &[],
+        seen,
+    )
 }
 
 /// Which rows `state requeue` releases.

@@ -23,8 +23,7 @@ use super::{Outcome, Processor, Session};
 use extract::Accumulator;
 pub use extract::{Event, EventType, slash_commands};
 pub use names::{Name, Names, Uuid};
-pub use rows::Rows;
-pub use summary::Summary;
+pub use rows::{Rows, Summary};
 
 pub const NAME: &str = "usage";
 /// Bump when the rows a session yields change: every session is reprocessed.
@@ -56,10 +55,6 @@ impl Usage {
 impl Processor for Usage {
     fn name(&self) -> &str {
         NAME
-    }
-
-    fn kind(&self) -> &'static str {
-        "builtin"
     }
 
     fn version(&self) -> u32 {

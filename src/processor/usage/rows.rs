@@ -6,9 +6,36 @@ use rusqlite::{Connection, params};
 use super::VERSION;
 use super::extract::Event;
 use super::names::{Names, Uuid};
-use super::summary::{Summary, format_ms};
 use crate::processor::Output;
-use crate::store::sql_int;
+use crate::store::{sql_int, timestamp};
+
+/// The session's `usage_session_summary` row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    pub session_id: String,
+    pub username: String,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub wall_seconds: f64,
+    pub active_seconds: f64,
+    pub user_prompts: u64,
+    pub assistant_messages: u64,
+    pub tool_calls: u64,
+    pub tool_errors: u64,
+    pub skill_invocations: u64,
+    pub subagent_dispatches: u64,
+    pub mcp_calls: u64,
+    pub slash_commands: u64,
+    pub distinct_tools: u64,
+    pub distinct_skills: u64,
+    pub primary_model: Option<String>,
+    pub models: Vec<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_creation_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub malformed_lines: u64,
+}
 
 /// The rows one session yields.
 #[derive(Debug)]
@@ -93,4 +120,11 @@ impl Output for Rows {
         ])?;
         Ok(())
     }
+}
+
+/// Epoch milliseconds as the stored timestamp text.
+pub(super) fn format_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(timestamp)
+        .unwrap_or_default()
 }

@@ -7,36 +7,8 @@ use sha2::{Digest as _, Sha256};
 
 use super::extract::{Accumulator, Event, EventType};
 use super::names::{Name, Names, Uuid};
-use super::rows::Rows;
+use super::rows::{Rows, Summary, format_ms};
 use super::{IDLE_GAP_MS, SYNTHETIC_MODEL};
-use crate::store::timestamp;
-
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Summary {
-    pub session_id: String,
-    pub username: String,
-    pub started_at: Option<String>,
-    pub ended_at: Option<String>,
-    pub wall_seconds: f64,
-    pub active_seconds: f64,
-    pub user_prompts: u64,
-    pub assistant_messages: u64,
-    pub tool_calls: u64,
-    pub tool_errors: u64,
-    pub skill_invocations: u64,
-    pub subagent_dispatches: u64,
-    pub mcp_calls: u64,
-    pub slash_commands: u64,
-    pub distinct_tools: u64,
-    pub distinct_skills: u64,
-    pub primary_model: Option<String>,
-    pub models: Vec<String>,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cache_creation_tokens: u64,
-    pub cache_read_tokens: u64,
-    pub malformed_lines: u64,
-}
 
 impl Accumulator {
     pub(super) fn finish(mut self, session_file: &str, username: &str) -> Rows {
@@ -167,12 +139,6 @@ fn event_id(session_id: &str, e: &Event, names: &Names) -> [u8; 32] {
     ]
     .join("|");
     Sha256::digest(key.as_bytes()).into()
-}
-
-pub(super) fn format_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(timestamp)
-        .unwrap_or_default()
 }
 
 /// Sums the spans of activity blocks in sorted timestamps, splitting where

@@ -53,10 +53,6 @@ impl Processor for Verification {
         NAME
     }
 
-    fn kind(&self) -> &'static str {
-        "builtin"
-    }
-
     fn version(&self) -> u32 {
         VERSION
     }
