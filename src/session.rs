@@ -406,6 +406,56 @@ mod tests {
     }
 
     #[test]
+    fn a_session_records_what_it_handed_over_and_nothing_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.jsonl");
+        std::fs::write(&path, b"one\ntwo\nthree\nfrag").unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        let file = SessionFile {
+            name: "u/s.jsonl".into(),
+            user: "u".into(),
+            path: path.clone(),
+            stat: crate::scan::Stat::of(&meta),
+            dev: meta.dev(),
+        };
+        let whole = digest(open(&path, file.dev, file.stat.inode).unwrap()).unwrap();
+        for known in [None, Some(&whole)] {
+            // Stops after one line: the record is of that line only.
+            let mut session = Session::new(&file, known);
+            assert_eq!(
+                session.lines().unwrap().next_line().unwrap(),
+                Some(&b"one"[..])
+            );
+            let early = session.handed_over();
+            assert!(!early.whole);
+            assert_eq!(early.digest.hash, md5_hex(b"one\n"));
+            assert_eq!(early.digest.bytes, 4);
+            // Reads to the end: the whole complete-line prefix.
+            let mut session = Session::new(&file, known);
+            let lines = session.lines().unwrap();
+            while lines.next_line().unwrap().is_some() {}
+            assert_eq!(
+                session.handed_over(),
+                Handover {
+                    digest: whole.clone(),
+                    whole: true
+                }
+            );
+        }
+        // Given the digest and reading nothing itself (an external command).
+        let given = Session::new(&file, Some(&whole)).handed_over();
+        assert_eq!(
+            given,
+            Handover {
+                digest: whole.clone(),
+                whole: true
+            }
+        );
+        let nothing = Session::new(&file, None).handed_over();
+        assert_eq!((nothing.digest.bytes, nothing.whole), (0, false));
+    }
+
+    #[test]
     fn hex_is_lowercase_pairs() {
         assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
     }

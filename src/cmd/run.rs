@@ -29,7 +29,7 @@ pub fn run(args: &RunArgs, config: &Config, printer: &Printer) -> Result<i32> {
     } else {
         chosen = all.iter().map(|p| p.as_ref()).collect();
     }
-    let data_dir = config.require_data_dir()?;
+    config.require_data_dir()?;
     // Opened when first needed: an unavailable processor leaves no database.
     let mut slot: Option<Store> = None;
     let mut code = exit::SUCCESS;
@@ -55,7 +55,7 @@ pub fn run(args: &RunArgs, config: &Config, printer: &Printer) -> Result<i32> {
             jobs: usize::from(args.jobs),
         };
         let store = open(&mut slot, args, config)?;
-        let report = run_one(store, p, data_dir, &opts, args, config, printer);
+        let report = run_one(store, p, &opts, args, config, printer);
         code = code.max(emit(args, &report, printer)?);
     }
     Ok(code)
@@ -76,12 +76,12 @@ fn open<'s>(slot: &'s mut Option<Store>, args: &RunArgs, config: &Config) -> Res
 fn run_one(
     store: &mut Store,
     p: &dyn Processor,
-    data_dir: &std::path::Path,
     opts: &Options,
     args: &RunArgs,
     config: &Config,
     printer: &Printer,
 ) -> Report {
+    let data_dir = &config.data_dir;
     if args.dry_run {
         return run::run(store, p, Mode::DryRun, data_dir, opts, printer)
             .unwrap_or_else(|e| failed(p, e, printer));
