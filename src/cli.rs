@@ -28,9 +28,11 @@ ENVIRONMENT:
   SESSIONPIPE_LLM_API_KEY
                        the LLM key for `verification` (else ANTHROPIC_API_KEY
                        or OPENAI_API_KEY, as the provider needs)
-  External-command processors receive SESSIONPIPE_PROCESSOR,
+  External-command processors read the session file on stdin (also their
+  last argument, /dev/stdin) and receive SESSIONPIPE_PROCESSOR,
   SESSIONPIPE_SESSION_FILE, SESSIONPIPE_SESSION_KEY, SESSIONPIPE_SESSION_PATH,
-  SESSIONPIPE_FILE_HASH and SESSIONPIPE_BYTES.
+  SESSIONPIPE_FILE_HASH and SESSIONPIPE_BYTES; the LLM's credentials are
+  removed from their environment.
 
 FILES:
   /etc/sessionpipe/config.toml          config file, read when present

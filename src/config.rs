@@ -9,6 +9,7 @@
 //! error that names it (exit 78) rather than a silently ignored typo.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,6 +41,10 @@ pub struct Config {
     pub verification: Budgets,
     /// How long to wait for another writer of the database.
     pub busy_timeout: Duration,
+    /// Variables kept from external commands (see [`Environment::credentials`]).
+    pub credentials: Vec<OsString>,
+    /// `PATH`, where external programs are found.
+    pub path: Option<OsString>,
 }
 
 /// Per-run limits of a processor, applied unless `run` is given its own.
@@ -65,6 +70,8 @@ pub struct ExecSpec {
     pub version: u32,
     pub cadence: Duration,
     pub timeout: Duration,
+    /// Credential variables the command may see all the same.
+    pub env: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,6 +116,8 @@ struct FileExec {
     cadence: Duration,
     #[serde(default = "default_timeout", deserialize_with = "duration::de")]
     timeout: Duration,
+    #[serde(default)]
+    env: Vec<String>,
 }
 
 fn one() -> u32 {
@@ -168,9 +177,11 @@ impl Config {
                 version: p.version,
                 cadence: p.cadence,
                 timeout: p.timeout,
+                env: p.env,
             });
         }
         let llm = LlmConfig::resolve(&file.llm, env).code(exit::CONFIG)?;
+        let credentials = env.credentials(&llm.key_variable);
         let defaults = Budgets::VERIFICATION;
         let verification = Budgets {
             max_sessions: file
@@ -202,6 +213,8 @@ impl Config {
             busy_timeout: file
                 .busy_timeout
                 .unwrap_or(crate::store::DEFAULT_BUSY_TIMEOUT),
+            credentials,
+            path: env.os(env::PATH).cloned(),
         })
     }
 

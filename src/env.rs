@@ -21,6 +21,10 @@ pub const LLM_BASE_URL: &str = "SESSIONPIPE_LLM_BASE_URL";
 pub const LLM_MODEL: &str = "SESSIONPIPE_LLM_MODEL";
 /// The LLM key, before `api_key_env` and the provider's own variable.
 pub const LLM_API_KEY: &str = "SESSIONPIPE_LLM_API_KEY";
+/// Where external programs are looked up.
+pub const PATH: &str = "PATH";
+/// The providers' own variables for an LLM key.
+pub const PROVIDER_KEYS: &[&str] = &["ANTHROPIC_API_KEY", "OPENAI_API_KEY"];
 /// Debug builds only: the named crash point to abort at.
 pub const FAILPOINT: &str = "SESSIONPIPE_FAILPOINT";
 
@@ -53,6 +57,31 @@ impl Environment {
         (!value.trim().is_empty()).then(|| value.to_owned())
     }
 
+    /// A variable's raw value.
+    pub fn os(&self, name: &str) -> Option<&OsString> {
+        self.vars.get(std::ffi::OsStr::new(name))
+    }
+
+    /// The variables that hold, or may hold, an LLM credential: every
+    /// `SESSIONPIPE_LLM_*`, the providers' own key variables and
+    /// `key_variable` (`[llm] api_key_env`). None of them may reach an
+    /// external command unless its processor lets it through by name.
+    pub fn credentials(&self, key_variable: &str) -> Vec<OsString> {
+        let mut names: Vec<OsString> = self
+            .vars
+            .keys()
+            .filter(|name| {
+                let text = name.to_string_lossy();
+                text.starts_with("SESSIONPIPE_LLM_")
+                    || PROVIDER_KEYS.contains(&text.as_ref())
+                    || text == key_variable
+            })
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+
     /// A variable naming a file or folder; empty is absent, any bytes are kept.
     pub fn path(&self, name: &str) -> Option<PathBuf> {
         let value = self.vars.get(std::ffi::OsStr::new(name))?;
@@ -77,5 +106,25 @@ mod tests {
         assert_eq!(env.text(LLM_MODEL), None);
         assert_eq!(env.path(CONFIG), Some(PathBuf::from("/etc/x.toml")));
         assert_eq!(env.text("UNSET"), None);
+    }
+
+    #[test]
+    fn credentials_are_every_llm_key_variable() {
+        let env = Environment::of([
+            (LLM_API_KEY, "k"),
+            (LLM_BASE_URL, "https://x"),
+            ("ANTHROPIC_API_KEY", "k"),
+            ("MY_KEY", "k"),
+            ("HOME", "/root"),
+        ]);
+        let names: Vec<String> = env
+            .credentials("MY_KEY")
+            .iter()
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            ["ANTHROPIC_API_KEY", "MY_KEY", LLM_API_KEY, LLM_BASE_URL]
+        );
     }
 }

@@ -94,6 +94,8 @@ pub struct LlmConfig {
     pub base_url: String,
     pub model: String,
     pub timeout: Duration,
+    /// The variable the key is read from after `SESSIONPIPE_LLM_API_KEY`.
+    pub key_variable: String,
     /// `Err(reason)` when no key is configured: the processor is unavailable.
     pub key: Result<ApiKey, String>,
 }
@@ -149,6 +151,7 @@ impl LlmConfig {
             base_url,
             model,
             timeout: section.timeout.unwrap_or(DEFAULT_TIMEOUT),
+            key_variable,
             key,
         })
     }

@@ -36,19 +36,50 @@ const CHUNK: usize = 256 * 1024;
 /// whatever a file holds.
 pub const MAX_LINE: usize = 8 * 1024 * 1024;
 
+/// The file the scan saw is no longer at its name: removed, renamed, or
+/// replaced (by another file or a symlink). Not the session's failure: the
+/// next scan sees what is there.
+#[derive(Debug)]
+pub struct Gone;
+
+impl std::fmt::Display for Gone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the file was removed or replaced after the scan")
+    }
+}
+
+impl std::error::Error for Gone {}
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, Gone)
+}
+
+/// Whether an error says the file the scan saw is gone.
+pub fn is_gone(error: &anyhow::Error) -> bool {
+    error.chain().any(|e| {
+        e.downcast_ref::<io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.is::<Gone>())
+            || e.is::<Gone>()
+    })
+}
+
 /// Opens a file for reading without following a symlink, and checks it is
-/// the file `(dev, inode)` the scan saw.
+/// the file `(dev, inode)` the scan saw; [`Gone`] if it is not there.
 pub fn open(path: &Path, dev: u64, inode: u64) -> io::Result<File> {
     let file = File::options()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
+        .open(path)
+        .map_err(|e| match (e.kind(), e.raw_os_error()) {
+            (io::ErrorKind::NotFound, _) => gone(),
+            // A symlink now stands where the file was.
+            (_, Some(libc::ELOOP)) => gone(),
+            _ => e,
+        })?;
     let meta = file.metadata()?;
     if !meta.is_file() || meta.dev() != dev || meta.ino() != inode {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            "the file was replaced after the scan",
-        ));
+        return Err(gone());
     }
     Ok(file)
 }
@@ -99,6 +130,13 @@ impl<'a> Session<'a> {
             inode: file.stat.inode,
             lines: None,
         }
+    }
+
+    /// The file itself, opened again and checked to be the one the scan saw:
+    /// what an external command is handed, instead of a name it would
+    /// resolve again.
+    pub fn verified_file(&self) -> io::Result<File> {
+        open(self.path, self.dev, self.inode)
     }
 
     /// The complete lines to process, opened on first call; later calls go

@@ -107,7 +107,17 @@ pub fn registry(config: &Config) -> Vec<Box<dyn Processor>> {
         )),
     ];
     for spec in &config.exec {
-        all.push(Box::new(exec::Exec::new(spec.clone())));
+        let hidden = config
+            .credentials
+            .iter()
+            .filter(|name| !spec.env.iter().any(|let_through| **name == **let_through))
+            .cloned()
+            .collect();
+        all.push(Box::new(exec::Exec::new(
+            spec.clone(),
+            hidden,
+            config.path.clone(),
+        )));
     }
     all
 }

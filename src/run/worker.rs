@@ -141,12 +141,13 @@ impl<'a> Workers<'a> {
         let digest =
             match session::open(&file.path, file.dev, file.stat.inode).and_then(session::digest) {
                 Ok(d) => d,
-                // Deleted or replaced since the scan: the next scan sees what is there.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Visit::Settled(Msg::Skip { file, seen: None });
-                }
                 Err(e) => {
-                    let error = anyhow!(e).context("cannot read the file");
+                    let error = anyhow!(e);
+                    // Gone since the scan: the next scan sees what is there.
+                    if session::is_gone(&error) {
+                        return Visit::Settled(Msg::Skip { file, seen: None });
+                    }
+                    let error = error.context("cannot read the file");
                     return Visit::Settled(Msg::Unreadable {
                         file,
                         row,
@@ -215,6 +216,10 @@ impl<'a> Workers<'a> {
             result = Err(e);
         }
         let handover = session.handed_over();
+        if result.as_ref().is_err_and(session::is_gone) {
+            // Renamed or replaced while it waited: not this session's doing.
+            return Msg::Skip { file, seen: None };
+        }
         let streak_ended = self.count(&result);
         Msg::Done(Done {
             file,

@@ -28,7 +28,7 @@ fn failure_backoff_quarantine_and_release_by_content_change() {
     env.processors(&[(
         "flaky",
         &env.recorder(&format!(
-            "case \"$1\" in *a.jsonl) if [ -e '{}' ]; then echo 'boom: bad session' >&2; exit 7; fi;; esac",
+            "case \"$SESSIONPIPE_SESSION_FILE\" in *a.jsonl) if [ -e '{}' ]; then echo 'boom: bad session' >&2; exit 7; fi;; esac",
             env.path("fail").display()
         )),
     )]);

@@ -27,7 +27,10 @@ fn odd_names_are_kept_exact_and_never_reach_a_shell() {
     let args = env.path("args");
     env.processors(&[(
         "args",
-        &format!("printf '%s\\0' \"$1\" >> '{}'", args.display()),
+        &format!(
+            "printf '%s\\0%s\\0' \"$1\" \"$SESSIONPIPE_SESSION_FILE\" >> '{}'",
+            args.display()
+        ),
     )]);
     let names = [
         "plain/a.jsonl",
@@ -66,13 +69,12 @@ fn odd_names_are_kept_exact_and_never_reach_a_shell() {
         .map(|p| String::from_utf8(p.to_vec()).unwrap())
         .collect();
     passed.sort();
-    let data = fs::canonicalize(&env.data).unwrap();
-    let mut want: Vec<String> = names
-        .iter()
-        .map(|n| data.join(n).to_str().unwrap().to_owned())
-        .collect();
+    // Each command gets the verified file as /dev/stdin, and the name exact.
+    let mut want: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    want.extend(names.iter().map(|_| "/dev/stdin".to_owned()));
     want.sort();
-    assert_eq!(passed, want, "each path arrives as one absolute argument");
+    assert_eq!(passed, want, "each name arrives exact, in one variable");
+    let data = fs::canonicalize(&env.data).unwrap();
     assert!(!env.dir.path().join("PWNED").exists() && !data.join("PWNED").exists());
 }
 
@@ -99,7 +101,7 @@ fn files_deleted_or_replaced_during_a_run_are_skipped_and_seen_next_time() {
     let (b, c) = (env.data.join("u/b.jsonl"), env.data.join("u/c.jsonl"));
     // Processing a deletes b and replaces c (a new file, a new inode).
     let script = env.recorder(&format!(
-        "case \"$1\" in */a.jsonl) rm -f '{b}'; printf '%s\\n%s\\n' '{{}}' '{{}}' > '{c}.new'; mv '{c}.new' '{c}';; esac",
+        "case \"$SESSIONPIPE_SESSION_FILE\" in */a.jsonl) rm -f '{b}'; printf '%s\\n%s\\n' '{{}}' '{{}}' > '{c}.new'; mv '{c}.new' '{c}';; esac",
         b = b.display(),
         c = c.display()
     ));

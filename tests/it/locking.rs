@@ -82,7 +82,7 @@ fn kill_9_mid_run_loses_nothing_and_leaves_no_lock() {
     env.processors(&[(
         "count",
         &env.recorder(&format!(
-            "case \"$1\" in *b.jsonl) if [ ! -e '{m}' ]; then touch '{m}'; sleep 30; fi;; esac",
+            "case \"$SESSIONPIPE_SESSION_FILE\" in *b.jsonl) if [ ! -e '{m}' ]; then touch '{m}'; sleep 30; fi;; esac",
             m = marker.display()
         )),
     )]);

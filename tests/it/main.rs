@@ -3,6 +3,7 @@
 
 mod config;
 mod crash;
+mod exec;
 mod failures;
 mod generated;
 mod hostile;

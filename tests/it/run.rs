@@ -208,16 +208,21 @@ fn dry_run_lists_and_changes_nothing() {
 }
 
 #[test]
-fn exec_gets_the_session_in_its_environment_and_last_argument() {
+fn exec_gets_the_verified_file_and_the_session_in_its_environment() {
     let env = Env::new();
     let out = env.path("env.txt");
+    let content = env.path("content.txt");
+    let stdin = env.path("stdin.txt");
     env.processors(&[(
         "show",
         &format!(
             "printf '%s\\n' \"$1\" \"$SESSIONPIPE_PROCESSOR\" \"$SESSIONPIPE_SESSION_FILE\" \
              \"$SESSIONPIPE_SESSION_KEY\" \"$SESSIONPIPE_SESSION_PATH\" \"$SESSIONPIPE_FILE_HASH\" \
-             \"$SESSIONPIPE_BYTES\" > '{}'",
-            out.display()
+             \"$SESSIONPIPE_BYTES\" > '{}'; head -c \"$SESSIONPIPE_BYTES\" \"$1\" > '{}'; \
+             head -c \"$SESSIONPIPE_BYTES\" > '{}'",
+            out.display(),
+            content.display(),
+            stdin.display()
         ),
     )]);
     let path = env.session("al ice/a b.jsonl", &format!("{LINE}partial"));
@@ -231,7 +236,7 @@ fn exec_gets_the_session_in_its_environment_and_last_argument() {
     assert_eq!(
         lines,
         vec![
-            path.to_str().unwrap(),
+            "/dev/stdin",
             "show",
             "al ice/a b.jsonl",
             "al ice",
@@ -240,6 +245,9 @@ fn exec_gets_the_session_in_its_environment_and_last_argument() {
             &LINE.len().to_string(),
         ]
     );
+    // The file itself, through the argument and on stdin alike.
+    assert_eq!(fs::read_to_string(content).unwrap(), LINE);
+    assert_eq!(fs::read_to_string(stdin).unwrap(), LINE);
 }
 
 #[test]
