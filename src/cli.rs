@@ -38,7 +38,8 @@ FILES:
   /etc/sessionpipe/config.toml          config file, read when present
   /data/user_sessions/<key>/*.jsonl     default data dir layout
   /var/lib/sessionpipe/state.db         default state database (SQLite, WAL)
-  <db>.<processor>.lock                 per-processor lock, beside the database
+  <db>.<processor>.lock                 per-processor lock and attempt journal,
+                                        beside the resolved database file
 
 EXAMPLES:
   Drive every processor at its own cadence from one crontab line:

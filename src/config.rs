@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -255,11 +255,26 @@ fn validate_name(name: &str) -> Result<()> {
 
 fn read_file(path: &Path) -> Result<FileConfig> {
     let shown = path.display();
-    let meta = std::fs::metadata(path)
+    // Non-blocking, so that a FIFO is refused rather than waited on.
+    let mut file = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
         .with_context(|| format!("config file {shown}"))
         .code(exit::CONFIG)?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("config file {shown}"))
+        .code(exit::CONFIG)?;
+    if !meta.is_file() {
+        return Err(exit::fail(
+            exit::CONFIG,
+            format!("config file {shown} is not a regular file"),
+        ));
+    }
     check_ownership(path, &meta).code(exit::CONFIG)?;
-    let text = std::fs::read_to_string(path)
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text)
         .with_context(|| format!("config file {shown}"))
         .code(exit::CONFIG)?;
     toml::from_str(&text)

@@ -132,6 +132,7 @@ mod tests {
     fn slots_survive_the_holder_and_clear() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("state.db");
+        std::fs::write(&db, b"").unwrap();
         let entry = |n: u32| Entry {
             session_file: format!("u/{n}.jsonl"),
             attempts: n,
@@ -163,6 +164,7 @@ mod tests {
     #[test]
     fn an_entry_too_long_for_its_slot_is_refused() {
         let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("db"), b"").unwrap();
         let held = lock::acquire(&dir.path().join("db"), "usage", None)
             .unwrap()
             .unwrap();

@@ -1,30 +1,43 @@
-//! One lock per processor, so two runs of the same processor never overlap
-//! while different processors run side by side.
+//! One lock per processor and database, so two runs of the same processor
+//! on one database never overlap, while different processors run side by
+//! side.
 //!
-//! The lock is an advisory `flock` on `<db>.<processor>.lock`, a file beside
-//! the database that is never deleted (deleting it would let two runs lock two
-//! different files). The kernel drops the lock when the process dies, so a
-//! crash never leaves a stale lock behind. While held, the file also carries
-//! the run's attempt journal ([`crate::journal`]).
+//! The lock is keyed on the database file itself, not on how it was named:
+//! a symlink, a relative path or another spelling reach the same lock. It is
+//! two locks, both released by the kernel when the process dies, so a crash
+//! never leaves a stale lock behind:
+//! - an advisory `flock` on `<db>.<processor>.lock` beside the resolved
+//!   database file (the file also carries the attempt journal,
+//!   [`crate::journal`]), which holds across network namespaces;
+//! - a Linux abstract socket named from the database file's device and inode
+//!   and the processor, which no one can delete: a lock file removed under a
+//!   running run does not let a second run in.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::net::{SocketAddr, UnixListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use md5::{Digest as _, Md5};
 
 /// Held until dropped.
 #[derive(Debug)]
 pub struct ProcessorLock {
     file: File,
     path: PathBuf,
+    _name: UnixListener,
 }
 
-pub fn path_for(db: &Path, processor: &str) -> PathBuf {
+/// The lock file of `processor` beside the database file `db` resolves to.
+pub fn path_for(db: &Path, processor: &str) -> Result<PathBuf> {
+    let db = std::fs::canonicalize(db)
+        .with_context(|| format!("cannot resolve database {}", db.display()))?;
     let mut name = db.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".{processor}.lock"));
-    db.with_file_name(name)
+    Ok(db.with_file_name(name))
 }
 
 /// Takes the lock, waiting up to `wait` for it. `Ok(None)` means another run
@@ -34,32 +47,88 @@ pub fn acquire(
     processor: &str,
     wait: Option<Duration>,
 ) -> Result<Option<ProcessorLock>> {
-    let path = path_for(db, processor);
+    let meta =
+        std::fs::metadata(db).with_context(|| format!("cannot open database {}", db.display()))?;
+    let name = abstract_name(meta.dev(), meta.ino(), processor)?;
+    let path = path_for(db, processor)?;
+    let deadline = wait.map(|w| Instant::now().checked_add(w));
+    loop {
+        match try_acquire(&name, &path)? {
+            Try::Held(lock) => return Ok(Some(lock)),
+            // The lock file was removed or replaced between our open and our
+            // lock: lock what is there now.
+            Try::Changed => continue,
+            Try::Busy => {}
+        }
+        match deadline {
+            // A wait too long to represent is a wait for ever.
+            Some(None) => {}
+            Some(Some(d)) if Instant::now() < d => {}
+            _ => return Ok(None),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What one try at both locks came to.
+enum Try {
+    Held(ProcessorLock),
+    Busy,
+    Changed,
+}
+
+fn try_acquire(name: &SocketAddr, path: &Path) -> Result<Try> {
+    let socket = match UnixListener::bind_addr(name) {
+        Ok(socket) => socket,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Ok(Try::Busy),
+        Err(e) => return Err(e).context("cannot take the processor lock"),
+    };
+    let file = open_lock_file(path)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => return Ok(Try::Busy),
+        Err(TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+        }
+    }
+    let same = std::fs::symlink_metadata(path).is_ok_and(|m| {
+        file.metadata()
+            .is_ok_and(|f| f.ino() == m.ino() && f.dev() == m.dev())
+    });
+    if !same {
+        return Ok(Try::Changed);
+    }
+    Ok(Try::Held(ProcessorLock {
+        file,
+        path: path.to_owned(),
+        _name: socket,
+    }))
+}
+
+/// Opens (creating, mode 0600) the lock file, refusing anything but a
+/// regular file: a FIFO or a device planted at its name is an error, never a
+/// hang.
+fn open_lock_file(path: &Path) -> Result<File> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .open(&path)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
         .with_context(|| format!("cannot open lock file {}", path.display()))?;
-    let deadline = wait.and_then(|w| Instant::now().checked_add(w));
-    loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(Some(ProcessorLock { file, path })),
-            Err(TryLockError::WouldBlock) => {}
-            Err(TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("cannot lock {}", path.display()));
-            }
-        }
-        match (wait, deadline) {
-            (Some(_), Some(d)) if Instant::now() < d => {}
-            // A wait too long to represent is a wait for ever.
-            (Some(_), None) => {}
-            _ => return Ok(None),
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    if !file.metadata()?.is_file() {
+        bail!("lock file {} is not a regular file", path.display());
     }
+    Ok(file)
+}
+
+/// The abstract socket name of one processor's lock on one database file.
+fn abstract_name(dev: u64, inode: u64, processor: &str) -> Result<SocketAddr> {
+    let key = Md5::digest(format!("{dev}:{inode}:{processor}").as_bytes());
+    let name = format!("sessionpipe-lock/{}", crate::session::hex(&key));
+    SocketAddr::from_abstract_name(name.as_bytes()).context("cannot name the processor lock")
 }
 
 impl ProcessorLock {
@@ -78,23 +147,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn second_holder_is_refused_until_the_first_drops() {
+    fn one_holder_per_database_file_whatever_its_name() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("state.db");
+        std::fs::write(&db, b"").unwrap();
+        let alias = dir.path().join("alias.db");
+        std::os::unix::fs::symlink(&db, &alias).unwrap();
         let first = acquire(&db, "usage", None).unwrap();
         assert!(first.is_some());
         assert!(acquire(&db, "usage", None).unwrap().is_none());
+        assert!(acquire(&alias, "usage", None).unwrap().is_none());
+        let dotted = dir.path().join(".").join("state.db");
+        assert!(acquire(&dotted, "usage", None).unwrap().is_none());
         assert!(
             acquire(&db, "usage", Some(Duration::from_millis(120)))
                 .unwrap()
                 .is_none()
         );
         assert!(acquire(&db, "other", None).unwrap().is_some());
+        // The lock file removed under the holder: still one holder.
+        std::fs::remove_file(path_for(&db, "usage").unwrap()).unwrap();
+        assert!(acquire(&db, "usage", None).unwrap().is_none());
         drop(first);
-        assert!(acquire(&db, "usage", None).unwrap().is_some());
+        assert!(acquire(&alias, "usage", None).unwrap().is_some());
         assert_eq!(
-            path_for(&db, "usage"),
-            dir.path().join("state.db.usage.lock")
+            path_for(&alias, "usage").unwrap(),
+            std::fs::canonicalize(dir.path())
+                .unwrap()
+                .join("state.db.usage.lock")
         );
+    }
+
+    #[test]
+    fn a_fifo_at_the_lock_file_name_is_an_error_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state.db");
+        std::fs::write(&db, b"").unwrap();
+        let fifo = std::ffi::CString::new(dir.path().join("state.db.usage.lock").to_str().unwrap())
+            .unwrap();
+        // SAFETY: mkfifo reads the NUL-terminated path it is given.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        assert!(acquire(&db, "usage", None).is_err());
     }
 }

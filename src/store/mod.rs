@@ -49,14 +49,19 @@ impl Store {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create folder {}", parent.display()))?;
         }
-        // Create the file ourselves so that it is 0600 from its first byte.
-        OpenOptions::new()
+        // Create the file ourselves so that it is 0600 from its first byte;
+        // non-blocking, so that a FIFO at its name is an error, not a hang.
+        let file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(libc::O_NONBLOCK)
             .open(path)
             .with_context(|| format!("cannot open database {shown}"))?;
+        if !file.metadata()?.is_file() {
+            anyhow::bail!("database {shown} is not a regular file");
+        }
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,

@@ -139,3 +139,86 @@ fn database_and_lock_files_are_private() {
         assert_eq!(mode, 0o600, "{}", file.display());
     }
 }
+
+#[test]
+fn one_database_one_lock_whatever_its_name_and_even_without_its_lock_file() {
+    let env = Env::new();
+    let marker = env.path("inside");
+    let release = env.path("release");
+    env.processors(&[(
+        "slow",
+        &format!(
+            "touch '{}'; while [ ! -e '{}' ]; do sleep 0.05; done",
+            marker.display(),
+            release.display()
+        ),
+    )]);
+    env.session("u/a.jsonl", LINE);
+    let mut holder = start_held(&env, &["slow"], &marker);
+    let alias = env.path("alias.db");
+    std::os::unix::fs::symlink(&env.db, &alias).unwrap();
+    let spelled = env
+        .db
+        .parent()
+        .unwrap()
+        .join("..")
+        .join("db")
+        .join("state.db");
+    // The lock file deleted under the running holder changes nothing.
+    fs::remove_file(env.db.with_file_name("state.db.slow.lock")).unwrap();
+    let relative = std::path::Path::new("db/state.db");
+    for db in [env.db.as_path(), &alias, &spelled, relative] {
+        let mut cmd = env.std_cmd_on(db);
+        // The relative spelling, from another working directory.
+        cmd.current_dir(env.dir.path()).args(["run", "slow"]);
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(75), "through {}", db.display());
+    }
+    fs::write(&release, "").unwrap();
+    assert!(holder.wait().unwrap().success());
+    assert_eq!(n(&env.run_one(&["slow"], 0), "processed"), 0);
+}
+
+#[test]
+fn a_fifo_device_or_folder_as_database_or_config_is_an_error_not_a_hang() {
+    let env = Env::new();
+    env.session("u/a.jsonl", LINE);
+    let fifo = env.path("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads the NUL-terminated path it is given.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let folder = env.path("folder");
+    fs::create_dir(&folder).unwrap();
+    let started = Instant::now();
+    for db in [&fifo, &folder, std::path::Path::new("/dev/null")] {
+        let out = assert_cmd::Command::from_std(env.std_cmd_on(db))
+            .args(["run", "usage"])
+            .timeout(Duration::from_secs(20))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(74), "database {}", db.display());
+    }
+    for config in [&fifo, &folder, std::path::Path::new("/dev/null")] {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("sessionpipe"));
+        let out = cmd
+            .env_remove("SESSIONPIPE_CONFIG")
+            .arg("--config")
+            .arg(config)
+            .arg("list")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(78), "config {}", config.display());
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "something hung"
+    );
+    // Nothing group- or world-writable was left beside them.
+    for path in crate::util::walk(env.dir.path()) {
+        let meta = fs::symlink_metadata(&path).unwrap();
+        if meta.is_file() {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(meta.permissions().mode() & 0o022, 0, "{}", path.display());
+        }
+    }
+}

@@ -98,6 +98,11 @@ impl Env {
     /// The binary on this env's config, data dir and database, without the
     /// host's variables, as a plain command (to spawn in the background).
     pub fn std_cmd(&self) -> std::process::Command {
+        self.std_cmd_on(&self.db)
+    }
+
+    /// [`Env::std_cmd`] on another database path.
+    pub fn std_cmd_on(&self, db: &Path) -> std::process::Command {
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("sessionpipe"));
         for var in HOST_VARIABLES {
             cmd.env_remove(var);
@@ -107,7 +112,7 @@ impl Env {
             .arg("--data-dir")
             .arg(&self.data)
             .arg("--db")
-            .arg(&self.db);
+            .arg(db);
         cmd
     }
 
