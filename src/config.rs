@@ -137,10 +137,15 @@ fn default_timeout() -> Duration {
 const RESERVED: &[&str] = &["usage", "verification", "requeue", "reset"];
 
 impl Config {
-    /// Resolves the configuration from the parsed global flags (which already
-    /// include their environment variables).
+    /// Resolves the configuration from the parsed global flags over the
+    /// environment, the config file and the defaults.
     pub fn load(args: &GlobalArgs, env: &Environment) -> Result<Config> {
-        let named = args.config.clone().or_else(|| env.path(env::CONFIG));
+        // A flag's variable is read only when the flag is absent.
+        let flag_or_env = |flag: &Option<PathBuf>, name: &str| match flag {
+            Some(path) => Ok(Some(path.clone())),
+            None => env.path(name),
+        };
+        let named = flag_or_env(&args.config, env::CONFIG)?;
         let path = match &named {
             Some(path) => Some(path.as_path()),
             None => Some(Path::new(DEFAULT_CONFIG)).filter(|p| p.exists()),
@@ -182,6 +187,8 @@ impl Config {
         }
         let llm = LlmConfig::resolve(&file.llm, env).code(exit::CONFIG)?;
         let credentials = env.credentials(&llm.key_variable);
+        let data_dir = flag_or_env(&args.data_dir, env::DATA_DIR)?;
+        let db = flag_or_env(&args.db, env::DB)?;
         let defaults = Budgets::VERIFICATION;
         let verification = Budgets {
             max_sessions: file
@@ -194,18 +201,10 @@ impl Config {
                 .unwrap_or(defaults.time_budget),
         };
         Ok(Config {
-            data_dir: args
-                .data_dir
-                .clone()
-                .or_else(|| env.path(env::DATA_DIR))
+            data_dir: data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
-            db: args
-                .db
-                .clone()
-                .or_else(|| env.path(env::DB))
-                .or(file.db)
-                .unwrap_or_else(|| DEFAULT_DB.into()),
+            db: db.or(file.db).unwrap_or_else(|| DEFAULT_DB.into()),
             exec,
             identities,
             llm,

@@ -82,10 +82,18 @@ impl Environment {
         names
     }
 
-    /// A variable naming a file or folder; empty is absent, any bytes are kept.
-    pub fn path(&self, name: &str) -> Option<PathBuf> {
-        let value = self.vars.get(std::ffi::OsStr::new(name))?;
-        (!value.is_empty()).then(|| PathBuf::from(value))
+    /// A variable naming a file or folder, any bytes kept. Set but empty is
+    /// a usage error (2), as an empty flag is: falling back to a default
+    /// would hide the mistake in a crontab line.
+    pub fn path(&self, name: &str) -> anyhow::Result<Option<PathBuf>> {
+        match self.vars.get(std::ffi::OsStr::new(name)) {
+            None => Ok(None),
+            Some(value) if value.is_empty() => Err(crate::exit::fail(
+                crate::exit::USAGE,
+                format!("{name} is set but empty"),
+            )),
+            Some(value) => Ok(Some(PathBuf::from(value))),
+        }
     }
 }
 
@@ -100,11 +108,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn blank_values_are_absent() {
+    fn blank_text_is_absent_and_an_empty_path_an_error() {
         let env = Environment::of([(DB, ""), (LLM_MODEL, "  "), (CONFIG, "/etc/x.toml")]);
-        assert_eq!(env.path(DB), None);
+        let empty = env.path(DB).unwrap_err();
+        assert_eq!(crate::exit::code_of(&empty), crate::exit::USAGE);
+        assert_eq!(env.path(DATA_DIR).unwrap(), None);
         assert_eq!(env.text(LLM_MODEL), None);
-        assert_eq!(env.path(CONFIG), Some(PathBuf::from("/etc/x.toml")));
+        assert_eq!(
+            env.path(CONFIG).unwrap(),
+            Some(PathBuf::from("/etc/x.toml"))
+        );
         assert_eq!(env.text("UNSET"), None);
     }
 

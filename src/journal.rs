@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::lock::ProcessorLock;
 use crate::scan::Stat;
 use crate::store::state::{self, RowId};
-use crate::verdict::Seen;
+use crate::verdict::{self, Seen};
 
 /// Bytes per worker slot: room for any session name and a hash.
 const SLOT: usize = 4096;
@@ -69,6 +69,9 @@ impl<'a> Journal<'a> {
     pub fn mark(&self, worker: usize, entry: &Entry) -> Result<()> {
         let mut slot = serde_json::to_vec(entry)?;
         slot.push(b'\n');
+        // Cannot happen on Linux: two name components of at most 255 bytes,
+        // even JSON-escaped six times over, a hash and a stat fit in a slot.
+        // Refused rather than truncated, as a torn slot would count nothing.
         if slot.len() > SLOT {
             anyhow::bail!("journal entry for {} is too long", entry.session_file);
         }
@@ -100,13 +103,16 @@ impl<'a> Journal<'a> {
     }
 }
 
-/// Charges the attempts a dead run left in the journal (their sessions are
-/// marked `processing`), then empties it.
+/// Charges the attempts a dead run left in the journal, then empties it: a
+/// session that was in flight alone is charged (`processing`); sessions in
+/// flight together are all `suspect` and charged nothing, to be retried one
+/// at a time (see [`crate::verdict::recovered`]).
 pub fn recover(conn: &mut Connection, processor: &str, journal: &Journal) -> Result<()> {
     let entries = journal.left_by_dead_run()?;
     if !entries.is_empty() {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for entry in &entries {
+            let (status, attempts) = verdict::recovered(entry.attempts, entries.len());
             let id = RowId {
                 processor,
                 session_file: &entry.session_file,
@@ -116,7 +122,7 @@ pub fn recover(conn: &mut Connection, processor: &str, journal: &Journal) -> Res
                 stat: entry.stat,
                 racy: false,
             };
-            state::record_attempt(&tx, id, entry.hash.as_deref(), entry.attempts, &seen)?;
+            state::record_attempt(&tx, id, status, entry.hash.as_deref(), attempts, &seen)?;
         }
         tx.commit()?;
     }

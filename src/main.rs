@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use sessionpipe::env::Environment;
-use sessionpipe::printer::{self, Printer};
+use sessionpipe::printer::Printer;
 use sessionpipe::{cli::Cli, cmd, exit};
 
 fn main() {
@@ -16,8 +16,6 @@ fn main() {
     let printer = Printer::new(cli.global.level());
     let code = match cmd::dispatch(cli, &Environment::from_process(), &printer) {
         Ok(code) => code,
-        // The reader of our output has gone (`| head -1`): nothing failed.
-        Err(e) if printer::is_stdout_closed(&e) => exit::SUCCESS,
         Err(e) => {
             printer.error(format_args!("{e:#}"));
             exit::code_of(&e)

@@ -6,12 +6,14 @@
 //! `sessionpipe:` so they can be told apart in a cron mail.
 //!
 //! Results go to stdout through [`Printer::out`] only. A reader that closes
-//! the pipe early (`sessionpipe list | head -1`) ends the program quietly
-//! with exit 0, as `ripgrep` does: the error [`Printer::out`] returns then is
-//! [`StdoutClosed`], which `main` recognises.
+//! the pipe early (`sessionpipe list | head -1`) is no failure: from then on
+//! nothing more is printed, and the command goes on to the exit code its
+//! work earns (0 for `list | head -1`; a run's own code, so a cron job piping
+//! `--json` into a closed reader still reports what happened).
 
 use std::fmt::{self, Display};
 use std::io::{self, IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// How much goes to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,46 +26,38 @@ pub enum Level {
     Verbose,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Printer {
     level: Level,
     /// Draw a progress bar: verbose, on a terminal.
     bar: bool,
+    /// The reader of stdout has gone.
+    closed: AtomicBool,
 }
-
-/// Stdout was closed by its reader: not a failure of sessionpipe.
-#[derive(Debug)]
-pub struct StdoutClosed;
-
-impl Display for StdoutClosed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("stdout was closed")
-    }
-}
-
-impl std::error::Error for StdoutClosed {}
 
 impl Printer {
     pub fn new(level: Level) -> Printer {
         Printer {
             level,
             bar: level == Level::Verbose && io::stderr().is_terminal(),
+            closed: AtomicBool::new(false),
         }
     }
 
-    pub fn is_verbose(&self) -> bool {
-        self.level == Level::Verbose
-    }
-
-    /// One line of results on stdout.
+    /// One line of results on stdout; nothing once its reader has gone.
     pub fn out(&self, line: impl Display) -> anyhow::Result<()> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         let mut out = io::stdout().lock();
-        writeln!(out, "{line}")
-            .and_then(|()| out.flush())
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::BrokenPipe => anyhow::Error::new(StdoutClosed),
-                _ => anyhow::Error::new(e).context("cannot write to stdout"),
-            })
+        match writeln!(out, "{line}").and_then(|()| out.flush()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                self.closed.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => Err(anyhow::Error::new(e).context("cannot write to stdout")),
+        }
     }
 
     /// A line for `-v`.
@@ -114,9 +108,4 @@ impl Printer {
             let _ = write!(io::stderr().lock(), "\r\x1b[K");
         }
     }
-}
-
-/// Whether an error only says that stdout was closed.
-pub fn is_stdout_closed(error: &anyhow::Error) -> bool {
-    error.chain().any(|e| e.is::<StdoutClosed>())
 }

@@ -29,7 +29,11 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
 
 /// Where a (processor, session file) stands:
 /// - `Ok`: the content with `file_hash` was processed at `processor_version`.
-/// - `Processing`: a run died while processing it; the attempt counts.
+/// - `Processing`: a run died while processing it, and nothing else; the
+///   attempt counts.
+/// - `Suspect`: a run died while processing it beside other sessions: any
+///   of them may have killed it, so none is charged until each has been
+///   retried alone.
 /// - `Failed`: the last attempt failed; retried at `next_attempt_at`.
 /// - `Quarantined`: `attempts` failures on the same content; left alone until
 ///   the content changes or an operator requeues it.
@@ -38,6 +42,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
 pub enum Status {
     Ok,
     Processing,
+    Suspect,
     Failed,
     Quarantined,
     Pending,
@@ -48,6 +53,7 @@ impl Status {
         match self {
             Status::Ok => "ok",
             Status::Processing => "processing",
+            Status::Suspect => "suspect",
             Status::Failed => "failed",
             Status::Quarantined => "quarantined",
             Status::Pending => "pending",
@@ -58,6 +64,7 @@ impl Status {
         match text {
             "ok" => Status::Ok,
             "processing" => Status::Processing,
+            "suspect" => Status::Suspect,
             "failed" => Status::Failed,
             "quarantined" => Status::Quarantined,
             // Unknown text can only come from a hand edit: reprocess.
@@ -117,7 +124,25 @@ pub fn must_read(row: Option<&Row>, stat: &Stat, version: u32, now: DateTime<Utc
         Status::Ok => changed || row.processor_version != version,
         Status::Failed => changed || row.next_attempt_at.is_none_or(|t| t <= now),
         Status::Quarantined => changed,
-        Status::Processing | Status::Pending => true,
+        Status::Processing | Status::Suspect | Status::Pending => true,
+    }
+}
+
+/// Whether the file must be processed alone, with nothing else in flight:
+/// a run died on it, so a second death must name it and no bystander.
+pub fn is_isolated(row: Option<&Row>) -> bool {
+    row.is_some_and(|r| matches!(r.status, Status::Processing | Status::Suspect))
+}
+
+/// What a session that a dead run left in flight becomes, its journal entry
+/// saying this was its `attempts`th attempt and `in_flight` sessions being
+/// in flight in all: charged when it was alone, suspect (and not charged)
+/// when others could have been the cause.
+pub fn recovered(attempts: u32, in_flight: usize) -> (Status, u32) {
+    if in_flight <= 1 {
+        (Status::Processing, attempts)
+    } else {
+        (Status::Suspect, uncharged(attempts))
     }
 }
 
@@ -168,7 +193,7 @@ pub fn after_hash(
     let failing = row.filter(|r| {
         matches!(
             r.status,
-            Status::Failed | Status::Quarantined | Status::Processing
+            Status::Failed | Status::Quarantined | Status::Processing | Status::Suspect
         ) && match &r.attempt_hash {
             Some(h) => h == hash,
             // The attempt was made while reading: same stat, same content.
@@ -260,7 +285,7 @@ pub fn is_waiting(row: Option<&Row>, stat: &Stat, version: u32) -> bool {
     let Some(row) = row else { return true };
     match row.status {
         Status::Ok => row.stat.as_ref() != Some(stat) || row.processor_version != version,
-        Status::Pending | Status::Processing => true,
+        Status::Pending | Status::Processing | Status::Suspect => true,
         Status::Failed | Status::Quarantined => false,
     }
 }

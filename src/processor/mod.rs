@@ -93,7 +93,9 @@ pub trait Processor: Send + Sync {
         None
     }
     /// Processes one session. What it reads through [`Session::lines`] is
-    /// what the run records as processed.
+    /// what the run records as processed: a processor that stops early has
+    /// processed that prefix, and any later change to the file (even a
+    /// touch) brings the session back to it.
     fn process(&self, session: &mut Session) -> Result<Outcome>;
 }
 

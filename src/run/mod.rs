@@ -26,7 +26,7 @@ mod worker;
 mod writer;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -78,6 +78,8 @@ struct Context<'a> {
     /// Set to stop taking new candidates.
     stop: AtomicBool,
     transient: Streak,
+    /// Processing attempts so far, for `--max-sessions`.
+    attempts_made: AtomicU64,
 }
 
 /// Transient failures in a row, counted as attempts return: the one count
@@ -115,6 +117,7 @@ pub fn run(
         clock: Instant::now(),
         stop: AtomicBool::new(false),
         transient: Streak::default(),
+        attempts_made: AtomicU64::new(0),
     };
     let mut report = Report {
         processor: processor.name().to_owned(),
@@ -174,11 +177,35 @@ fn execute(
         files.len(),
         candidates.len()
     ));
-    let workers = worker::Workers::new(ctx, &candidates);
+    // Sessions a run died on go first, one at a time: should one kill the
+    // process again, it is the only one in flight and alone is charged.
+    let total = candidates.len() as u64;
+    let (alone, together): (Vec<_>, Vec<_>) = candidates
+        .into_iter()
+        .partition(|(_, row)| verdict::is_isolated(*row));
     let mut writer = writer::Writer::new(ctx, &store.conn, report);
+    for (phase, jobs) in [(&alone, 1), (&together, ctx.opts.jobs)] {
+        process(ctx, phase, jobs, &mut writer, total);
+    }
+    ctx.printer.end_progress();
+    writer.finish(total)
+}
+
+/// Processes `candidates` with `jobs` workers, the writer on this thread.
+fn process<'a>(
+    ctx: &'a Context<'a>,
+    candidates: &'a [(&'a SessionFile, Option<&'a Row>)],
+    jobs: usize,
+    writer: &mut writer::Writer<'a>,
+    total: u64,
+) {
+    if candidates.is_empty() {
+        return;
+    }
+    let workers = worker::Workers::new(ctx, candidates);
     std::thread::scope(|scope| {
         let (tx, rx) = mpsc::channel();
-        for worker in 0..ctx.opts.jobs.clamp(1, candidates.len().max(1)) {
+        for worker in 0..jobs.clamp(1, candidates.len()) {
             let tx = tx.clone();
             let workers = &workers;
             scope.spawn(move || workers.work(worker, tx));
@@ -190,9 +217,7 @@ fn execute(
             let batch = std::iter::once(first).chain(rx.try_iter().take(BATCH - 1));
             writer.write_batch(batch.collect());
             ctx.printer
-                .progress(name, writer.ended(), candidates.len() as u64);
+                .progress(ctx.processor.name(), writer.ended(), total);
         }
     });
-    ctx.printer.end_progress();
-    writer.finish(candidates.len() as u64)
 }

@@ -3,7 +3,7 @@
 //! writer what happened, in exactly one message per candidate.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use anyhow::{Result, anyhow};
@@ -79,8 +79,6 @@ pub struct Workers<'a> {
     ctx: &'a Context<'a>,
     candidates: &'a [(&'a SessionFile, Option<&'a Row>)],
     next: AtomicUsize,
-    /// Processing attempts so far, for `--max-sessions`.
-    attempts_made: AtomicU64,
 }
 
 impl<'a> Workers<'a> {
@@ -92,7 +90,6 @@ impl<'a> Workers<'a> {
             ctx,
             candidates,
             next: AtomicUsize::new(0),
-            attempts_made: AtomicU64::new(0),
         }
     }
 
@@ -182,7 +179,7 @@ impl<'a> Workers<'a> {
     /// Makes an attempt within the session cap: marks it in the worker's
     /// journal slot, runs the processor, clears the slot.
     fn attempt(&self, worker: usize, attempt: Attempt<'a>) -> Msg<'a> {
-        let made = self.attempts_made.fetch_add(1, Ordering::SeqCst);
+        let made = self.ctx.attempts_made.fetch_add(1, Ordering::SeqCst);
         if self.ctx.opts.max_sessions.is_some_and(|m| made >= m) {
             return Msg::Capped;
         }

@@ -85,12 +85,14 @@ fn write_row(
 }
 
 /// Records an attempt that a run died in (read back from its journal):
-/// the session is marked `processing` with that attempt count. `hash` is
+/// the session is marked `status` (`processing` or `suspect`, see
+/// [`crate::verdict::recovered`]) with that attempt count. `hash` is
 /// `None` when the file was being hashed while processed; the stat tuple then
 /// tells whether a later attempt is on the same content.
 pub fn record_attempt(
     conn: &Connection,
     id: RowId,
+    status: Status,
     hash: Option<&str>,
     attempts: u32,
     seen: &Seen,
@@ -99,12 +101,12 @@ pub fn record_attempt(
         conn,
         "INSERT INTO processor_state (processor_name, session_file, username, status,
              attempts, attempt_hash, file_size, mtime_ns, ctime_ns, inode, read_racy)
-         VALUES (?1, ?2, ?3, 'processing', ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT (processor_name, session_file) DO UPDATE SET
-             status = 'processing', attempts = ?4, attempt_hash = ?5, file_size = ?6,
-             mtime_ns = ?7, ctime_ns = ?8, inode = ?9, read_racy = ?10",
+             status = ?4, attempts = ?5, attempt_hash = ?6, file_size = ?7,
+             mtime_ns = ?8, ctime_ns = ?9, inode = ?10, read_racy = ?11",
         id,
-        &[&attempts, &hash],
+        &[&status.as_str(), &attempts, &hash],
         seen,
     )
 }
@@ -214,7 +216,7 @@ pub fn requeue(conn: &mut Connection, processor: &str, which: Requeue) -> Result
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let n = match which {
         Requeue::Failed => tx.execute(
-            &format!("{SET} AND status IN ('failed', 'quarantined', 'processing')"),
+            &format!("{SET} AND status IN ('failed', 'quarantined', 'processing', 'suspect')"),
             [processor],
         )?,
         Requeue::Quarantined => {
@@ -254,7 +256,7 @@ pub fn counts(conn: &Connection, processor: &str) -> Result<Counts> {
     Ok(conn.query_row(
         "SELECT count(*),
                 count(*) FILTER (WHERE status = 'ok'),
-                count(*) FILTER (WHERE status IN ('failed', 'processing')),
+                count(*) FILTER (WHERE status IN ('failed', 'processing', 'suspect')),
                 count(*) FILTER (WHERE status = 'quarantined'),
                 max(processed_at)
          FROM processor_state WHERE processor_name = ?1",
@@ -285,7 +287,7 @@ pub fn failed(conn: &Connection, processor: &str) -> Result<Vec<FailedRow>> {
     let mut stmt = conn.prepare(
         "SELECT session_file, status, attempts, last_error, next_attempt_at
          FROM processor_state
-         WHERE processor_name = ?1 AND status IN ('failed', 'quarantined', 'processing')
+         WHERE processor_name = ?1 AND status IN ('failed', 'quarantined', 'processing', 'suspect')
          ORDER BY session_file",
     )?;
     let rows = stmt.query_map([processor], |r| {

@@ -120,6 +120,10 @@ fn table() -> Vec<Case> {
             true, HashFirst, Attempt { attempts: 1 }, true),
         ("run died, then the file changed", Some(failing(Status::Processing, 4, None)),
             changed(), "h2", true, HashFirst, Attempt { attempts: 1 }, true),
+        ("beside a run's death", Some(failing(Status::Suspect, 1, Some("h1"))), stat(), "h1",
+            true, HashFirst, Attempt { attempts: 2 }, true),
+        ("beside a run's death, then changed", Some(failing(Status::Suspect, 1, Some("h1"))),
+            changed(), "h2", true, HashFirst, Attempt { attempts: 1 }, true),
         ("requeued", Some(failing(Status::Pending, 0, None)), stat(), "h1",
             true, HashFirst, Attempt { attempts: 1 }, true),
         ("attempts at the top of u32", Some(failing(Status::Processing, u32::MAX, Some("h1"))),
@@ -154,6 +158,25 @@ fn decision_table() {
             "is_waiting: {what}"
         );
     }
+}
+
+#[test]
+fn a_dead_run_charges_only_a_session_it_ran_alone() {
+    assert_eq!(recovered(3, 1), (Status::Processing, 3));
+    assert_eq!(recovered(3, 4), (Status::Suspect, 2));
+    assert_eq!(recovered(1, 2), (Status::Suspect, 0));
+    for (status, isolated) in [
+        (Status::Processing, true),
+        (Status::Suspect, true),
+        (Status::Failed, false),
+        (Status::Ok, false),
+        (Status::Pending, false),
+    ] {
+        let row = Row { status, ..ok() };
+        assert_eq!(is_isolated(Some(&row)), isolated, "{status:?}");
+    }
+    assert!(!is_isolated(None));
+    assert_eq!(Status::parse("suspect"), Status::Suspect);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::util::Env;
+use crate::util::{Env, LINE};
 
 fn reference() -> Vec<String> {
     let env = Env::new();
@@ -104,5 +104,66 @@ fn kill_9_at_random_moments_recovers_exactly() {
     assert!(
         killed_mid_run >= 10,
         "only {killed_mid_run} of 30 kills landed mid-run"
+    );
+}
+
+#[test]
+fn a_session_that_kills_the_process_is_charged_alone_and_its_bystanders_never() {
+    let env = Env::new();
+    // The poison session kills sessionpipe itself while the healthy ones are
+    // still in their commands, beside it.
+    env.processors(&[(
+        "fragile",
+        &env.recorder(
+            "case \"$SESSIONPIPE_SESSION_FILE\" in \
+             */poison.jsonl) sleep 0.2; kill -9 $PPID; sleep 5;; \
+             *) sleep 0.6;; esac",
+        ),
+    )]);
+    for name in ["a", "b", "c", "d", "poison"] {
+        env.session(&format!("u/{name}.jsonl"), LINE);
+    }
+    for runs in 1.. {
+        assert!(runs <= 6, "never quarantined");
+        let _ = env
+            .cmd()
+            .args(["run", "fragile", "--jobs", "5", "--max-attempts", "2"])
+            .output()
+            .unwrap();
+        if runs == 3 {
+            // Deaths are counted by the next run. The first had five sessions
+            // in flight and charged none; the second, the poison alone,
+            // charged it once.
+            let poison: (String, i64) = env.row(
+                "SELECT status, attempts FROM processor_state WHERE session_file = 'u/poison.jsonl'",
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            );
+            assert_eq!(poison, ("processing".to_owned(), 1));
+        }
+        if env.status("fragile", "u/poison.jsonl").as_deref() == Some("quarantined") {
+            break;
+        }
+    }
+    for name in ["a", "b", "c", "d"] {
+        let file = format!("u/{name}.jsonl");
+        assert_eq!(
+            env.status("fragile", &file).as_deref(),
+            Some("ok"),
+            "{file}"
+        );
+    }
+    let charged: i64 = env.scalar(
+        "SELECT count(*) FROM processor_state WHERE attempts > 0 AND session_file != 'u/poison.jsonl'",
+    );
+    assert_eq!(charged, 0, "a bystander was charged");
+    // Once its bystanders are done, the poison is retried alone each run.
+    let poison_calls = env
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("u/poison.jsonl"))
+        .count();
+    assert_eq!(
+        poison_calls, 3,
+        "together once, then alone until quarantined"
     );
 }

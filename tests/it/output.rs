@@ -1,6 +1,6 @@
 //! What sessionpipe prints, to whom: a reader that closes the pipe early
-//! ends the program quietly, and the README's exit-code table is the one in
-//! `src/exit.rs`.
+//! stops the printing, not the work or its exit code, and the README's
+//! exit-code table is the one in `src/exit.rs`.
 
 use std::process::Stdio;
 
@@ -46,6 +46,39 @@ fn a_closed_pipe_ends_every_command_quietly() {
         let (code, stderr) = with_closed_stdout(&env, args);
         assert_eq!(code, Some(0), "{args:?}: {stderr}");
         assert_eq!(stderr, "", "{args:?}");
+    }
+}
+
+#[test]
+fn a_closed_pipe_neither_hides_a_failure_nor_stops_the_next_processor() {
+    let env = Env::new();
+    env.processors(&[("bad", "exit 3"), ("good", &env.recorder(""))]);
+    env.session("u/a.jsonl", LINE);
+    let (code, stderr) = with_closed_stdout(&env, &["run", "bad", "good", "--json"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(env.calls().len(), 1, "good ran after bad");
+}
+
+#[test]
+fn an_empty_path_variable_is_a_usage_error_unless_its_flag_is_given() {
+    let env = Env::new();
+    for var in ["SESSIONPIPE_DB", "SESSION_DATA_DIR"] {
+        let mut cmd = env.std_cmd();
+        let out = cmd.env(var, "").arg("state").output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{var}: the flag wins");
+        let mut bare = std::process::Command::new(assert_cmd::cargo::cargo_bin("sessionpipe"));
+        let out = bare
+            .env_clear()
+            .env(var, "")
+            .args(["--config", env.config.to_str().unwrap(), "state"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{var}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("{var} is set but empty")),
+            "{stderr}"
+        );
     }
 }
 
