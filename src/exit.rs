@@ -24,6 +24,10 @@ pub const BUSY: i32 = 75;
 /// Configuration error: bad config file, missing data dir, schema needs
 /// `migrate`, database newer than the binary.
 pub const CONFIG: i32 = 78;
+/// Stopped by SIGHUP, SIGINT or SIGTERM: 128 + the signal's number.
+pub const HANGUP: i32 = 128 + libc::SIGHUP;
+pub const INTERRUPT: i32 = 128 + libc::SIGINT;
+pub const TERMINATE: i32 = 128 + libc::SIGTERM;
 
 /// Every exit code with the sentence that documents it.
 pub const TABLE: &[(i32, &str)] = &[
@@ -47,6 +51,15 @@ pub const TABLE: &[(i32, &str)] = &[
         CONFIG,
         "configuration error: bad config file, missing data dir, schema needs `sessionpipe \
          migrate`, database newer than this binary",
+    ),
+    (
+        HANGUP,
+        "stopped by SIGHUP: nothing charged, the run recorded, the rest left for the next run",
+    ),
+    (INTERRUPT, "stopped by SIGINT (Ctrl-C), likewise"),
+    (
+        TERMINATE,
+        "stopped by SIGTERM (e.g. `systemctl stop`), likewise",
     ),
 ];
 
@@ -137,7 +150,18 @@ mod tests {
         let codes: Vec<i32> = TABLE.iter().map(|(c, _)| *c).collect();
         assert_eq!(
             codes,
-            [SUCCESS, FAILURES, USAGE, UNAVAILABLE, IO, BUSY, CONFIG]
+            [
+                SUCCESS,
+                FAILURES,
+                USAGE,
+                UNAVAILABLE,
+                IO,
+                BUSY,
+                CONFIG,
+                HANGUP,
+                INTERRUPT,
+                TERMINATE
+            ]
         );
         let help = help_section();
         for (code, _) in TABLE {

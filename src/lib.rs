@@ -22,6 +22,7 @@ pub mod report;
 pub mod run;
 pub mod scan;
 pub mod session;
+pub mod signals;
 pub mod store;
 pub mod transcript;
 pub mod verdict;

@@ -268,8 +268,15 @@ impl Lines {
         }
     }
 
-    /// Reads the next chunk behind the pending partial line.
+    /// Reads the next chunk behind the pending partial line; stops when a
+    /// signal asks the run to end.
     fn fill(&mut self) -> io::Result<()> {
+        if let Some(signal) = crate::signals::received() {
+            return Err(io::Error::other(format!(
+                "stopped: sessionpipe received {}",
+                crate::signals::name(signal)
+            )));
+        }
         self.md5.update(&self.buf[self.hashed..self.start]);
         self.hashed = self.start;
         if self.end - self.start > MAX_LINE {

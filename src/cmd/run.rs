@@ -13,6 +13,7 @@ use crate::printer::Printer;
 use crate::processor::Processor;
 use crate::report::Report;
 use crate::run::{self, Mode, Options};
+use crate::signals;
 use crate::store::{Need, Store, runs, timestamp};
 
 pub fn run(args: &RunArgs, config: &Config, printer: &Printer) -> Result<i32> {
@@ -30,10 +31,14 @@ pub fn run(args: &RunArgs, config: &Config, printer: &Printer) -> Result<i32> {
         chosen = all.iter().map(|p| p.as_ref()).collect();
     }
     config.require_data_dir()?;
+    signals::install()?;
     // Opened when first needed: an unavailable processor leaves no database.
     let mut slot: Option<Store> = None;
     let mut code = exit::SUCCESS;
     for p in chosen {
+        if signals::received().is_some() {
+            break; // the signal's code is already among the runs'
+        }
         if args.due && !is_due(open(&mut slot, args, config)?, p)? {
             printer.info(format_args!("{}: not due", p.name()));
             continue;

@@ -16,6 +16,7 @@ use crate::journal::{Entry, Journal};
 use crate::processor::{Interruption, Outcome};
 use crate::scan::SessionFile;
 use crate::session::{self, Digest, Handover, Session};
+use crate::signals;
 use crate::verdict::{self, AfterHash, Plan, Row, Seen};
 
 /// What a worker tells the writer.
@@ -104,7 +105,7 @@ impl<'a> Workers<'a> {
             {
                 ctx.stop.store(true, Ordering::SeqCst);
             }
-            if ctx.stop.load(Ordering::SeqCst) {
+            if ctx.stop.load(Ordering::SeqCst) || signals::received().is_some() {
                 return;
             }
             let i = self.next.fetch_add(1, Ordering::SeqCst);
@@ -216,6 +217,10 @@ impl<'a> Workers<'a> {
         if result.as_ref().is_err_and(session::is_gone) {
             // Renamed or replaced while it waited: not this session's doing.
             return Msg::Skip { file, seen: None };
+        }
+        if result.is_err() && signals::received().is_some() {
+            // Cut short by a signal: charged nothing, left for the next run.
+            return Msg::Capped;
         }
         let streak_ended = self.count(&result);
         Msg::Done(Done {

@@ -14,6 +14,7 @@ use crate::failpoint;
 use crate::processor::Interruption;
 use crate::report::{Report, SessionError};
 use crate::scan::SessionFile;
+use crate::signals;
 use crate::store::state::{self, Failure, RowId, Success};
 use crate::verdict::{self, Seen, Unreadable};
 
@@ -67,6 +68,12 @@ impl<'a> Writer<'a> {
             "{name}: {} processed, {} skipped, {} capped, {} errors, {} quarantined",
             r.processed, r.skipped, r.capped, r.errors, r.quarantined
         ));
+        if let (None, Some(signal)) = (&self.error, signals::received()) {
+            let why = format!("interrupted by {}", signals::name(signal));
+            ctx.printer.error(format_args!("{name}: {why}"));
+            self.report.error = Some(why);
+            return Ok(Some(signals::exit_code(signal)));
+        }
         match self.error {
             Some(e) => Err(e),
             None => Ok(self.stopped_with),

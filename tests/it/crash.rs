@@ -167,3 +167,83 @@ fn a_session_that_kills_the_process_is_charged_alone_and_its_bystanders_never() 
         "together once, then alone until quarantined"
     );
 }
+
+/// Starts `run ARGS` and waits until its journal names a session in flight.
+fn start_in_flight(env: &Env, args: &[&str], processor: &str) -> std::process::Child {
+    let child = env
+        .std_cmd()
+        .arg("run")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let journal = env.db.with_file_name(format!("state.db.{processor}.lock"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read(&journal).is_ok_and(|j| j.contains(&b'{')) {
+        assert!(Instant::now() < deadline, "no session ever in flight");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child
+}
+
+#[test]
+fn a_stopping_signal_ends_the_run_promptly_kills_commands_and_charges_nothing() {
+    for (signal, code) in [
+        (libc::SIGTERM, 143),
+        (libc::SIGINT, 130),
+        (libc::SIGHUP, 129),
+    ] {
+        let env = Env::new();
+        let survived = env.path("survived");
+        env.processors(&[(
+            "long",
+            &format!("(sleep 2; touch '{}') & sleep 30", survived.display()),
+        )]);
+        env.session("u/a.jsonl", LINE);
+        env.session("u/b.jsonl", LINE);
+        let child = start_in_flight(&env, &["long", "--jobs", "1"], "long");
+        let pid = i32::try_from(child.id()).unwrap();
+        let sent = Instant::now();
+        // SAFETY: kill has no memory-safety preconditions.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+        let out = child.wait_with_output().unwrap();
+        assert!(sent.elapsed() < Duration::from_secs(10), "not prompt");
+        assert_eq!(out.status.code(), Some(code), "signal {signal}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("interrupted by SIG"), "{stderr}");
+        std::thread::sleep(Duration::from_millis(2500));
+        assert!(!survived.exists(), "the command's group outlived the run");
+        let charged: i64 = env.scalar("SELECT count(*) FROM processor_state");
+        assert_eq!(charged, 0, "nothing charged, nothing recorded as failed");
+        let (finished, recorded): (Option<String>, i32) = env
+            .row("SELECT finished_at, exit_code FROM runs", |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            });
+        assert!(finished.is_some(), "the run is recorded");
+        assert_eq!(recorded, code);
+    }
+}
+
+#[test]
+fn a_stopping_signal_stops_a_built_in_in_a_long_session() {
+    let env = Env::new();
+    let big = crate::util::LINE.repeat(400_000);
+    for name in ["a", "b"] {
+        env.session(&format!("u/{name}.jsonl"), &big);
+    }
+    let child = start_in_flight(&env, &["usage", "--jobs", "1"], "usage");
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(
+        unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGTERM) },
+        0
+    );
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143));
+    let failed: i64 =
+        env.scalar("SELECT count(*) FROM processor_state WHERE status != 'ok' OR attempts > 0");
+    assert_eq!(failed, 0, "nothing charged");
+    // The next run does the rest.
+    let report = env.run_one(&["usage"], 0);
+    assert!(report["processed"].as_u64().unwrap() >= 1);
+}

@@ -26,6 +26,7 @@ use anyhow::{Result, bail};
 use super::{Interruption, Outcome, Processor, Session};
 use crate::config::ExecSpec;
 use crate::exit;
+use crate::signals;
 use child::Finished;
 
 /// The exit status (`EX_TEMPFAIL`) with which a command says "not now": the
@@ -108,7 +109,11 @@ impl Processor for Exec {
             }
             _ => anyhow::Error::new(e).context(format!("cannot start {program}")),
         })?;
-        let done = child::finish(child, self.spec.timeout, &|| false)?;
+        // A stopping signal kills the command's group at once.
+        let done = child::finish(child, self.spec.timeout, &|| signals::received().is_some())?;
+        if let (None, Some(signal)) = (done.status, signals::received()) {
+            bail!("killed: sessionpipe received {}", signals::name(signal));
+        }
         judge(&done, self.spec.timeout)
     }
 }

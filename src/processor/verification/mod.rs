@@ -89,6 +89,12 @@ impl Processor for Verification {
             model: client.model().to_owned(),
             ..Rows::default()
         };
+        if let Some(signal) = crate::signals::received() {
+            bail!(
+                "stopped: sessionpipe received {}",
+                crate::signals::name(signal)
+            );
+        }
         // Nothing a user said: nothing to ask about.
         if turns.iter().any(|t| t.role == Role::User) {
             let answer = ask(client, &turns)?;
