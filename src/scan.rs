@@ -51,12 +51,23 @@ pub struct SessionFile {
     pub dev: u64,
 }
 
-/// Lists every session file, sorted by name.
-pub fn scan(data_dir: &Path, printer: &Printer) -> Result<Vec<SessionFile>> {
+/// What a scan found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Every session file, sorted by name.
+    pub files: Vec<SessionFile>,
+    /// User folders that could not be listed, each with why: an error of the
+    /// run, never a silent gap.
+    pub problems: Vec<(String, String)>,
+}
+
+/// Lists every session file. Only the data dir itself failing is an error;
+/// a user folder that cannot be listed is a [`Scan::problems`] entry.
+pub fn scan(data_dir: &Path, printer: &Printer) -> Result<Scan> {
     // Absolute paths: a command handed a path never mistakes it for an option.
     let data_dir = &std::fs::canonicalize(data_dir)
         .with_context(|| format!("cannot open data dir {}", data_dir.display()))?;
-    let mut found = Vec::new();
+    let mut found = Scan::default();
     let entries = std::fs::read_dir(data_dir)
         .with_context(|| format!("cannot list data dir {}", data_dir.display()))?;
     for entry in entries {
@@ -74,11 +85,11 @@ pub fn scan(data_dir: &Path, printer: &Printer) -> Result<Vec<SessionFile>> {
             ));
             continue;
         };
-        if let Err(e) = scan_user(&path, &user, &mut found, printer) {
-            printer.warn(format_args!("{e:#}"));
+        if let Err(e) = scan_user(&path, &user, &mut found.files, printer) {
+            found.problems.push((format!("{user}/"), format!("{e:#}")));
         }
     }
-    found.sort_by(|a, b| a.name.cmp(&b.name));
+    found.files.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(found)
 }
 

@@ -101,11 +101,38 @@ pub struct Seen {
 }
 
 /// Whether a read at `now` cannot be trusted to have seen every write that
-/// shares the file's mtime.
+/// shares the file's mtime: the mtime is within [`RACY_WINDOW`] of now. An
+/// mtime further in the future (a writer's clock ahead of ours) is not
+/// racy, or the file would be read again on every run.
 pub fn is_racy(stat: &Stat, now: DateTime<Utc>) -> bool {
     let now_ns = now.timestamp_nanos_opt().unwrap_or(i64::MAX);
     let window = RACY_WINDOW.as_nanos() as i64;
-    stat.mtime_ns.saturating_add(window) >= now_ns
+    stat.mtime_ns.saturating_add(window) >= now_ns && stat.mtime_ns <= now_ns.saturating_add(window)
+}
+
+/// Whether a failed session's retry is still to come. A retry time further
+/// off than the longest backoff can only come from a clock that was ahead
+/// and has been put right: it is due now, not in hours.
+pub fn retry_pending(next_attempt_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    let longest = chrono::Duration::from_std(MAX_BACKOFF).unwrap_or(chrono::Duration::MAX);
+    next_attempt_at
+        .is_some_and(|t| t > now && now.checked_add_signed(longest).is_none_or(|l| t <= l))
+}
+
+/// Whether a processor with this cadence is due for `run --due`, its last
+/// run having started at `last`. A start in the future (the clock was
+/// ahead) makes it due: waiting for the clock to catch up would stall it.
+pub fn is_due(last: Option<DateTime<Utc>>, cadence: Duration, now: DateTime<Utc>) -> bool {
+    let Some(last) = last else { return true };
+    // A little slack: cron fires on the minute, a run starts a moment later.
+    let slack = chrono::Duration::seconds(5);
+    if last > now + slack {
+        return true;
+    }
+    let cadence = chrono::Duration::from_std(cadence).unwrap_or(chrono::Duration::MAX);
+    // A cadence beyond the calendar is never due again.
+    last.checked_add_signed(cadence)
+        .is_some_and(|due_at| now + slack >= due_at)
 }
 
 /// What a read at `now` of a file with this stat records.
@@ -122,7 +149,7 @@ pub fn must_read(row: Option<&Row>, stat: &Stat, version: u32, now: DateTime<Utc
     let changed = row.racy || row.stat.as_ref() != Some(stat);
     match row.status {
         Status::Ok => changed || row.processor_version != version,
-        Status::Failed => changed || row.next_attempt_at.is_none_or(|t| t <= now),
+        Status::Failed => changed || !retry_pending(row.next_attempt_at, now),
         Status::Quarantined => changed,
         Status::Processing | Status::Suspect | Status::Pending => true,
     }
@@ -208,7 +235,7 @@ pub fn after_hash(
         }
         (_, Some(r)) => match r.status {
             Status::Quarantined => true,
-            Status::Failed => r.next_attempt_at.is_some_and(|t| t > now),
+            Status::Failed => retry_pending(r.next_attempt_at, now),
             _ => false,
         },
         (None, None) => false,

@@ -136,14 +136,6 @@ fn emit(args: &RunArgs, report: &Report, printer: &Printer) -> Result<i32> {
 
 /// Due when the cadence has passed since the last run started (or never ran).
 fn is_due(store: &Store, p: &dyn Processor) -> Result<bool> {
-    let Some(last) = runs::last_started(&store.conn, p.name())? else {
-        return Ok(true);
-    };
-    let cadence = chrono::Duration::from_std(p.cadence()).unwrap_or(chrono::Duration::MAX);
-    // A little slack: cron fires on the minute, a run starts a moment later.
-    let slack = chrono::Duration::seconds(5);
-    let due_at = last
-        .checked_add_signed(cadence)
-        .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
-    Ok(Utc::now() + slack >= due_at)
+    let last = runs::last_started(&store.conn, p.name())?;
+    Ok(crate::verdict::is_due(last, p.cadence(), Utc::now()))
 }

@@ -42,7 +42,13 @@ pub fn state(args: &StateArgs, config: &Config, printer: &Printer) -> Result<i32
     }
     // Lag needs the files' stats; without a data dir it is simply unknown.
     let files = match config.require_data_dir() {
-        Ok(dir) => Some(scan::scan(dir, printer)?),
+        Ok(dir) => {
+            let scan = scan::scan(dir, printer)?;
+            for (folder, why) in &scan.problems {
+                printer.error(format_args!("{folder}: {why}"));
+            }
+            Some(scan.files)
+        }
         Err(e) => {
             printer.warn(format_args!("{e:#}"));
             None
@@ -66,6 +72,55 @@ pub fn state(args: &StateArgs, config: &Config, printer: &Printer) -> Result<i32
         }
     }
     Ok(exit::SUCCESS)
+}
+
+/// Why one processor is unhealthy, if it is.
+fn unhealthy(s: &Summary, args: &StateArgs, now: DateTime<Utc>) -> Vec<String> {
+    let mut reasons = Vec::new();
+    let max_age = args.max_age.unwrap_or(s.cadence_raw.saturating_mul(2));
+    let too_old = match s.finished_raw {
+        None => true,
+        Some(t) => now - t > chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX),
+    };
+    if too_old {
+        reasons.push(format!(
+            "{}: no run finished in the last {}{}",
+            s.processor,
+            duration::format(max_age),
+            s.last_finished_at
+                .as_ref()
+                .map(|t| format!(" (last at {t})"))
+                .unwrap_or_else(|| " (never)".to_owned())
+        ));
+    }
+    let started = s
+        .last_run
+        .as_ref()
+        .and_then(|r| parse_timestamp(&r.started_at));
+    if started.is_some_and(|t| t > now + chrono::Duration::minutes(1)) {
+        reasons.push(format!(
+            "{}: its last run started in the future; the clock was ahead or is behind",
+            s.processor
+        ));
+    }
+    if s.counts.quarantined > 0 {
+        reasons.push(format!(
+            "{}: {} quarantined sessions (see `sessionpipe state --failed`)",
+            s.processor, s.counts.quarantined
+        ));
+    }
+    let limit = i64::try_from(s.cadence_raw.as_secs().saturating_mul(4)).unwrap_or(i64::MAX);
+    if let (Some(file), Some(secs)) = (&s.oldest_unprocessed, s.oldest_unprocessed_seconds)
+        && secs > limit
+    {
+        reasons.push(format!(
+            "{}: {file} unprocessed for {} (more than 4x the {} cadence)",
+            s.processor,
+            duration::format(Duration::from_secs(secs.unsigned_abs())),
+            s.cadence
+        ));
+    }
+    reasons
 }
 
 /// `state requeue` and `state reset`.
@@ -243,43 +298,8 @@ fn check(summaries: &[Summary], args: &StateArgs, printer: &Printer) -> Result<i
     for s in summaries {
         // An unavailable processor is reported by `list`, not failed here,
         // unless it was asked about by name.
-        if !s.available && args.processor.is_none() {
-            continue;
-        }
-        let max_age = args.max_age.unwrap_or(s.cadence_raw * 2);
-        let too_old = match s.finished_raw {
-            None => true,
-            Some(t) => {
-                now - t > chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX)
-            }
-        };
-        if too_old {
-            reasons.push(format!(
-                "{}: no run finished in the last {}{}",
-                s.processor,
-                duration::format(max_age),
-                s.last_finished_at
-                    .as_ref()
-                    .map(|t| format!(" (last at {t})"))
-                    .unwrap_or_else(|| " (never)".to_owned())
-            ));
-        }
-        if s.counts.quarantined > 0 {
-            reasons.push(format!(
-                "{}: {} quarantined sessions (see `sessionpipe state --failed`)",
-                s.processor, s.counts.quarantined
-            ));
-        }
-        let limit = s.cadence_raw.as_secs() as i64 * 4;
-        if let (Some(file), Some(secs)) = (&s.oldest_unprocessed, s.oldest_unprocessed_seconds)
-            && secs > limit
-        {
-            reasons.push(format!(
-                "{}: {file} unprocessed for {} (more than 4x the {} cadence)",
-                s.processor,
-                duration::format(Duration::from_secs(secs as u64)),
-                s.cadence
-            ));
+        if s.available || args.processor.is_some() {
+            reasons.extend(unhealthy(s, args, now));
         }
     }
     if args.json {

@@ -38,7 +38,7 @@ use crate::journal::{self, Journal};
 use crate::lock::ProcessorLock;
 use crate::printer::Printer;
 use crate::processor::Processor;
-use crate::report::Report;
+use crate::report::{Report, SessionError};
 use crate::scan::{self, SessionFile};
 use crate::store::{Store, runs, state, timestamp};
 use crate::verdict::{self, Row};
@@ -161,7 +161,15 @@ fn execute(
     report: &mut Report,
 ) -> Result<Option<i32>> {
     let name = ctx.processor.name();
-    let files = scan::scan(data_dir, ctx.printer)?;
+    let scan::Scan { files, problems } = scan::scan(data_dir, ctx.printer)?;
+    for (folder, why) in problems {
+        ctx.printer.error(format_args!("{name}: {folder}: {why}"));
+        report.errors += 1;
+        report.errors_detail.push(SessionError {
+            session: folder,
+            error: why,
+        });
+    }
     let rows = state::load(&store.conn, name)?;
     let now = Utc::now();
     let version = ctx.processor.version();

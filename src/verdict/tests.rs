@@ -99,6 +99,10 @@ fn table() -> Vec<Case> {
             true, HashFirst, Attempt { attempts: 1 }, false),
         ("failing, retry due", Some(failed_due.clone()), stat(), "h1",
             true, HashFirst, Attempt { attempts: 3 }, false),
+        ("failing, retry further off than any backoff (the clock was ahead)",
+            Some(Row { next_attempt_at: Some(now() + chrono::Duration::days(30)),
+                ..failing(Status::Failed, 2, Some("h1")) }), stat(), "h1",
+            true, HashFirst, Attempt { attempts: 3 }, false),
         ("failing, no retry time", Some(failing(Status::Failed, 1, Some("h1"))), stat(), "h1",
             true, HashFirst, Attempt { attempts: 2 }, false),
         ("quarantined", Some(failing(Status::Quarantined, MAX, Some("h1"))), stat(), "h1",
@@ -228,9 +232,45 @@ fn racy_within_two_seconds_of_the_mtime() {
     let at = |ns: i64| DateTime::from_timestamp_nanos(ns);
     assert!(is_racy(&s, at(s.mtime_ns + 1_999_999_999)));
     assert!(!is_racy(&s, at(s.mtime_ns + 2_000_000_001)));
-    let future = Stat {
-        mtime_ns: i64::MAX,
+    let ahead = |secs: i64| Stat {
+        mtime_ns: now().timestamp_nanos_opt().unwrap() + secs * 1_000_000_000,
         ..s
     };
-    assert!(is_racy(&future, now()), "an mtime in the future is racy");
+    assert!(
+        is_racy(&ahead(1), now()),
+        "a second ahead: the same tick, perhaps"
+    );
+    assert!(
+        !is_racy(&ahead(3600), now()),
+        "an hour ahead: read once, not every run"
+    );
+    assert!(!is_racy(
+        &Stat {
+            mtime_ns: i64::MAX,
+            ..s
+        },
+        now()
+    ));
+}
+
+#[test]
+fn due_after_the_cadence_or_when_the_last_start_lies_in_the_future() {
+    let ten = Duration::from_secs(600);
+    let at = |mins: i64| Some(now() + chrono::Duration::minutes(mins));
+    assert!(is_due(None, ten, now()));
+    assert!(!is_due(at(-5), ten, now()));
+    assert!(is_due(at(-10), ten, now()));
+    assert!(
+        is_due(
+            at(-9).map(|t| t - chrono::Duration::seconds(56)),
+            ten,
+            now()
+        ),
+        "5 s slack"
+    );
+    assert!(
+        is_due(at(90), ten, now()),
+        "a start in the future: the clock was ahead"
+    );
+    assert!(!is_due(at(-1), Duration::MAX, now()));
 }

@@ -198,6 +198,30 @@ fn unreadable_file_is_an_error_while_the_others_are_processed() {
 }
 
 #[test]
+fn an_unreadable_user_folder_is_an_error_that_names_it_even_under_q() {
+    let env = Env::new();
+    env.processors(&[("count", &env.recorder(""))]);
+    env.session("u/a.jsonl", LINE);
+    env.session("shut/b.jsonl", LINE);
+    let shut = env.data.join("shut");
+    // Root reads anything: the run is made as nobody.
+    let mut cmd = env.cmd_unprivileged(&[]);
+    fs::set_permissions(&shut, fs::Permissions::from_mode(0o000)).unwrap();
+    let out = cmd.args(["-q", "run", "count", "--json"]).assert().code(1);
+    let output = out.get_output();
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(n(&report, "processed"), 1);
+    assert_eq!(n(&report, "errors"), 1);
+    assert_eq!(report["errors_detail"][0]["session"], "shut/");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("shut") && stderr.contains("ermission denied"),
+        "{stderr}"
+    );
+    fs::set_permissions(&shut, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
 fn interrupted_attempts_count_toward_quarantine() {
     // A session that takes the whole process down every time must not be
     // retried for ever: the attempt is recorded before the processor runs.

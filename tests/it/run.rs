@@ -337,3 +337,15 @@ fn every_run_is_recorded() {
     let (runs, finished, processed): (i64, i64, i64) = env.row("SELECT count(*), count(finished_at), sum(processed) FROM runs WHERE processor_name = 'count'", |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
     assert_eq!((runs, finished, processed), (2, 2, 1));
 }
+
+#[test]
+fn a_file_dated_in_the_future_is_read_once_not_on_every_run() {
+    let env = Env::new();
+    let path = env.session("u/a.jsonl", LINE);
+    let f = fs::File::options().write(true).open(&path).unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(86_400))
+        .unwrap();
+    assert_eq!(n(&env.run_one(&["usage"], 0), "processed"), 1);
+    let again = env.run_one(&["usage"], 0);
+    assert_eq!(n(&again, "candidates"), 0, "{again}");
+}

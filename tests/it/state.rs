@@ -120,3 +120,38 @@ fn check_is_healthy_after_a_run_and_names_what_is_wrong() {
         .code(1)
         .stdout(contains("1 quarantined sessions"));
 }
+
+#[test]
+fn a_clock_that_was_ahead_stalls_nothing_and_check_says_so() {
+    let env = Env::new();
+    env.processors(&[("flaky", &env.recorder("exit 1"))]);
+    env.session("u/a.jsonl", LINE);
+    env.run_one(&["flaky"], 1);
+    env.run_one(&["usage"], 0);
+    // A run and a retry stamped by a clock a year ahead, since put right.
+    let db = env.db();
+    db.execute(
+        "UPDATE runs SET started_at = '2099-01-01T00:00:00.000Z', finished_at = '2099-01-01T00:00:01.000Z'",
+        [],
+    )
+    .unwrap();
+    db.execute(
+        "UPDATE processor_state SET next_attempt_at = '2099-01-01T00:00:00.000Z'
+         WHERE processor_name = 'flaky'",
+        [],
+    )
+    .unwrap();
+    env.cmd()
+        .args(["state", "--check"])
+        .assert()
+        .code(1)
+        .stdout(contains("started in the future"));
+    let (_, reports) = env.run_json(&["--due"]);
+    let ran: Vec<&str> = reports
+        .iter()
+        .filter_map(|r| r["processor"].as_str())
+        .collect();
+    assert!(ran.contains(&"usage") && ran.contains(&"flaky"), "{ran:?}");
+    let flaky = reports.iter().find(|r| r["processor"] == "flaky").unwrap();
+    assert_eq!(n(flaky, "errors"), 1, "the retry was not left for 2099");
+}
