@@ -36,7 +36,7 @@ complete -c sessionpipe -n "__fish_sessionpipe_needs_command" -f -a "list" -d 'L
 complete -c sessionpipe -n "__fish_sessionpipe_needs_command" -f -a "state" -d 'Show processor state; requeue or reset sessions'
 complete -c sessionpipe -n "__fish_sessionpipe_needs_command" -f -a "migrate" -d 'Create or upgrade the database schema; import the legacy table'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l wait -d 'Wait up to DUR for a busy lock instead of exiting at once' -r
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l busy-exit-code -d 'Exit code when another run holds the lock (like `flock -E`)' -r
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l busy-exit-code -d 'Exit code when another run holds the lock (like `flock -E`), 0 to 255' -r
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l max-attempts -d 'Failed attempts on the same content before a session is quarantined' -r
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l max-sessions -d 'Process at most N sessions (free skips of unchanged files don\'t count)' -r
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l time-budget -d 'Stop visiting new candidates once DUR has passed' -r

@@ -130,8 +130,9 @@ pub struct RunArgs {
     /// Wait up to DUR for a busy lock instead of exiting at once.
     #[arg(long, value_name = "DUR", value_parser = duration::parse)]
     pub wait: Option<Duration>,
-    /// Exit code when another run holds the lock (like `flock -E`).
-    #[arg(long, value_name = "N", default_value_t = crate::exit::BUSY)]
+    /// Exit code when another run holds the lock (like `flock -E`), 0 to 255.
+    #[arg(long, value_name = "N", default_value_t = crate::exit::BUSY,
+          value_parser = clap::value_parser!(i32).range(0..=255))]
     pub busy_exit_code: i32,
     /// Failed attempts on the same content before a session is quarantined.
     #[arg(long, value_name = "N", default_value_t = 5,

@@ -13,6 +13,7 @@ fn main() {
         // to stderr (exit 2).
         Err(e) => e.exit(),
     };
+    sessionpipe::printer::install_panic_hook();
     let printer = Printer::new(cli.global.level());
     let code = match cmd::dispatch(cli, &Environment::from_process(), &printer) {
         Ok(code) => code,

@@ -109,3 +109,25 @@ impl Printer {
         }
     }
 }
+
+/// Threads whose panics are a session's failure, reported as such by the
+/// run: their panic prints nothing of its own.
+pub const QUIET_PANIC_THREAD: &str = "sessionpipe-worker";
+
+/// Replaces Rust's panic message (several lines, a backtrace hint) by one
+/// `sessionpipe:` line, and by nothing on worker threads, whose panics the
+/// run records as the session's error: no backtrace reaches a cron mail.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        if std::thread::current().name() == Some(QUIET_PANIC_THREAD) {
+            return;
+        }
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let _ = writeln!(io::stderr().lock(), "sessionpipe: internal error: {what}");
+    }));
+}

@@ -41,7 +41,44 @@ pub struct SessionError {
     pub error: String,
 }
 
+/// The counts of a report at one moment, to undo what a failed commit
+/// counted.
+#[derive(Debug, Clone, Copy)]
+pub struct Mark {
+    processed: u64,
+    skipped: u64,
+    capped: u64,
+    errors: u64,
+    quarantined: u64,
+    items_extracted: u64,
+    errors_detail: usize,
+}
+
 impl Report {
+    pub fn mark(&self) -> Mark {
+        Mark {
+            processed: self.processed,
+            skipped: self.skipped,
+            capped: self.capped,
+            errors: self.errors,
+            quarantined: self.quarantined,
+            items_extracted: self.items_extracted,
+            errors_detail: self.errors_detail.len(),
+        }
+    }
+
+    /// Forgets what was counted since `mark`: those sessions were not
+    /// committed, and count as left for the next run (`lost` of them).
+    pub fn rewind(&mut self, mark: Mark, lost: u64) {
+        self.processed = mark.processed;
+        self.skipped = mark.skipped;
+        self.capped = mark.capped.saturating_add(lost);
+        self.errors = mark.errors;
+        self.quarantined = mark.quarantined;
+        self.items_extracted = mark.items_extracted;
+        self.errors_detail.truncate(mark.errors_detail);
+    }
+
     /// 1 when any session failed or was quarantined, else 0.
     pub fn outcome_code(&self) -> i32 {
         if self.errors > 0 || self.quarantined > 0 {

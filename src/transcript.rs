@@ -76,11 +76,13 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// All four counts, saturating: a hostile line cannot wrap it.
     pub fn total(&self) -> u64 {
-        self.input_tokens.0
-            + self.output_tokens.0
-            + self.cache_creation_input_tokens.0
-            + self.cache_read_input_tokens.0
+        self.input_tokens
+            .0
+            .saturating_add(self.output_tokens.0)
+            .saturating_add(self.cache_creation_input_tokens.0)
+            .saturating_add(self.cache_read_input_tokens.0)
     }
 }
 
@@ -144,6 +146,9 @@ impl Line<'_> {
 
 /// Parses one line; `None` when it is not a JSON object.
 pub fn parse(line: &[u8]) -> Option<Line<'_>> {
+    // An editor or an upload tool may put a UTF-8 byte order mark before the
+    // first line: it is not part of the JSON.
+    let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
     // A derived struct would also accept an array of its fields in order.
     if line.trim_ascii_start().first() != Some(&b'{') {
         return None;

@@ -216,7 +216,13 @@ fn process<'a>(
         for worker in 0..jobs.clamp(1, candidates.len()) {
             let tx = tx.clone();
             let workers = &workers;
-            scope.spawn(move || workers.work(worker, tx));
+            let spawned = std::thread::Builder::new()
+                .name(crate::printer::QUIET_PANIC_THREAD.to_owned())
+                .spawn_scoped(scope, move || workers.work(worker, tx));
+            if let Err(e) = spawned {
+                // Fewer workers: the others take the candidates.
+                ctx.printer.warn(format_args!("cannot start a worker: {e}"));
+            }
         }
         drop(tx);
         // Whatever the workers have sent meanwhile is written in one

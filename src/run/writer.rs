@@ -96,9 +96,14 @@ impl<'a> Writer<'a> {
     pub fn write_batch(&mut self, batch: Vec<Msg>) {
         self.ended += batch.len() as u64;
         if self.error.is_some() {
+            self.report.capped += batch.len() as u64;
             return;
         }
+        let mark = self.report.mark();
+        let size = batch.len() as u64;
         if let Err(e) = self.try_batch(batch) {
+            // Nothing of the batch was committed: count none of it as done.
+            self.report.rewind(mark, size);
             self.ctx.stop.store(true, Ordering::SeqCst);
             self.error = Some(e);
         }
@@ -116,6 +121,7 @@ impl<'a> Writer<'a> {
             self.handle(&tx, msg)?;
         }
         failpoint::hit("during-commit");
+        failpoint::error("commit-error")?;
         tx.commit()?;
         Ok(())
     }

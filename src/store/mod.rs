@@ -78,7 +78,8 @@ impl Store {
     }
 
     fn prepare(mut conn: Connection, need: Need, busy: Duration, shown: &str) -> Result<Store> {
-        conn.busy_timeout(busy)?;
+        // SQLite counts the wait in milliseconds in a C int: longer saturates.
+        conn.busy_timeout(busy.min(Duration::from_millis(i32::MAX as u64)))?;
         // The first read: fails on a file that is not SQLite, before any write.
         let version = migrations::user_version(&conn)
             .with_context(|| format!("{shown} is not a usable SQLite database"))?;

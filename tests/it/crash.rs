@@ -247,3 +247,41 @@ fn a_stopping_signal_stops_a_built_in_in_a_long_session() {
     let report = env.run_one(&["usage"], 0);
     assert!(report["processed"].as_u64().unwrap() >= 1);
 }
+
+#[test]
+fn an_io_error_mid_run_is_74_and_the_counts_are_what_was_committed() {
+    let env = Env::new();
+    env.fixture_corpus();
+    for nth in [1, 2, 3] {
+        let out = env
+            .cmd()
+            .args(["run", "usage", "--json", "--jobs", "1"])
+            .env("SESSIONPIPE_FAILPOINT", format!("commit-error:{nth}"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(74), "commit {nth}");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let committed: i64 = env.scalar("SELECT count(*) FROM usage_session_summary");
+        let recorded: i64 = env.scalar("SELECT sum(processed) FROM runs");
+        let reported: i64 = env.scalar(
+            "SELECT count(*) FROM processor_state WHERE status = 'ok' AND processor_name = 'usage'",
+        );
+        assert_eq!(committed, reported);
+        assert_eq!(recorded, committed, "run history agrees with the tables");
+        let total = ["processed", "skipped", "capped", "errors"]
+            .iter()
+            .map(|f| report[f].as_u64().unwrap())
+            .sum::<u64>();
+        assert_eq!(total, report["candidates"].as_u64().unwrap(), "{report}");
+    }
+    assert_recovers(
+        &env,
+        &{
+            let fresh = Env::new();
+            fresh.fixture_corpus();
+            fresh.run_one(&["usage"], 0);
+            fresh.usage_tables()
+        },
+        "after I/O errors",
+    );
+}

@@ -228,3 +228,78 @@ fn a_config_owned_by_someone_else_is_refused() {
         .code(78)
         .stderr(contains("owned by uid 65534"));
 }
+
+#[test]
+fn numbers_out_of_range_saturate_or_are_refused_never_wrap() {
+    let env = Env::new();
+    let huge = u64::MAX - 1;
+    let reply = |id: &str| {
+        json!({"type": "assistant", "requestId": id, "message": {"id": id, "model": "m",
+            "usage": {"input_tokens": huge, "output_tokens": huge,
+                "cache_creation_input_tokens": huge, "cache_read_input_tokens": huge}}})
+        .to_string()
+    };
+    env.session(
+        "u/big.jsonl",
+        &format!("{}\n{}\n", reply("r1"), reply("r2")),
+    );
+    env.run_one(&["usage"], 0);
+    let (input, output): (i64, i64) = env.row(
+        "SELECT input_tokens, output_tokens FROM usage_session_summary",
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    );
+    assert_eq!(
+        (input, output),
+        (i64::MAX, i64::MAX),
+        "saturated, never negative"
+    );
+    for bad in ["256", "-1", "99999999999"] {
+        env.cmd()
+            .args(["run", "usage", "--busy-exit-code", bad])
+            .assert()
+            .code(2);
+    }
+    let mut config = toml::Table::new();
+    config.insert("busy_timeout".into(), "99999999h".into());
+    env.write_config(&config);
+    env.cmd().args(["run", "usage"]).assert().success();
+}
+
+#[test]
+fn a_byte_order_mark_does_not_cost_the_first_line() {
+    let env = Env::new();
+    env.session("u/bom.jsonl", &format!("\u{feff}{LINE}{LINE}"));
+    env.run_one(&["usage"], 0);
+    let prompts: i64 = env.scalar("SELECT user_prompts FROM usage_session_summary");
+    assert_eq!(prompts, 2);
+    let malformed: i64 = env.scalar("SELECT malformed_lines FROM usage_session_summary");
+    assert_eq!(malformed, 0);
+}
+
+#[test]
+fn a_processor_panic_is_one_session_error_without_a_backtrace() {
+    let env = Env::new();
+    env.session("u/a.jsonl", LINE);
+    let out = env
+        .cmd()
+        .args(["run", "usage", "--json"])
+        .env("SESSIONPIPE_FAILPOINT", "in-processor:panic")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "one line for the one failed session: {stderr}"
+    );
+    assert!(
+        stderr.contains("processor panicked: failpoint in-processor"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("backtrace") && !stderr.contains("panicked at"),
+        "{stderr}"
+    );
+}

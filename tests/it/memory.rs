@@ -21,7 +21,13 @@ fn run_measured(env: &Env, args: &[&str]) -> (i32, i64) {
     // is ours and not waited for elsewhere.
     let usage = unsafe {
         let mut u: libc::rusage = std::mem::zeroed();
-        assert_eq!(libc::wait4(pid, &mut status, 0, &mut u), pid);
+        // Other tests' SIGCHLD handlers may interrupt the wait: wait again.
+        while libc::wait4(pid, &mut status, 0, &mut u) != pid {
+            assert_eq!(
+                std::io::Error::last_os_error().raw_os_error(),
+                Some(libc::EINTR)
+            );
+        }
         u
     };
     // Reaped above: std's own wait has nothing left to collect.

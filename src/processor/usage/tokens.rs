@@ -75,10 +75,11 @@ impl Tokens {
             .chain(&self.anonymous);
         let mut t = [0u64; 4];
         for u in all {
-            t[0] += u.input_tokens.0;
-            t[1] += u.output_tokens.0;
-            t[2] += u.cache_creation_input_tokens.0;
-            t[3] += u.cache_read_input_tokens.0;
+            // Saturating: hostile counts near u64::MAX cannot wrap a total.
+            t[0] = t[0].saturating_add(u.input_tokens.0);
+            t[1] = t[1].saturating_add(u.output_tokens.0);
+            t[2] = t[2].saturating_add(u.cache_creation_input_tokens.0);
+            t[3] = t[3].saturating_add(u.cache_read_input_tokens.0);
         }
         t
     }
