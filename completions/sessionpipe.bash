@@ -28,6 +28,9 @@ _sessionpipe() {
             sessionpipe,state)
                 cmd="sessionpipe__subcmd__state"
                 ;;
+            sessionpipe__subcmd__state,prune)
+                cmd="sessionpipe__subcmd__state__subcmd__prune"
+                ;;
             sessionpipe__subcmd__state,requeue)
                 cmd="sessionpipe__subcmd__state__subcmd__requeue"
                 ;;
@@ -173,7 +176,7 @@ _sessionpipe() {
             return 0
             ;;
         sessionpipe__subcmd__state)
-            opts="-v -q -h --failed --session --check --max-age --json --config --data-dir --db --verbose --quiet --help requeue reset"
+            opts="-v -q -h --failed --session --check --max-age --json --config --data-dir --db --verbose --quiet --help requeue reset prune"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -184,6 +187,36 @@ _sessionpipe() {
                     return 0
                     ;;
                 --max-age)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sessionpipe__subcmd__state__subcmd__prune)
+            opts="-v -q -h --gone --older-than --config --data-dir --db --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --older-than)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

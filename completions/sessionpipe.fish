@@ -58,19 +58,20 @@ complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand list" -l json -d
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand list" -s v -l verbose -d 'Log what happens to stderr (a progress bar too, when stderr is a terminal)'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand list" -s q -l quiet -d 'Print no warnings (errors are still printed)'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand list" -s h -l help -d 'Print help'
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset" -l session -d 'Show the state row of one session file (<key>/<file>.jsonl)' -r
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset" -l max-age -d 'With --check: the longest time since a finished run (default 2x cadence)' -r
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset" -l config -d 'Config file (TOML); default /etc/sessionpipe/config.toml when present [env: SESSIONPIPE_CONFIG]' -r -F
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset" -l data-dir -d 'Folder holding <key>/*.jsonl; default /data/user_sessions [env: SESSION_DATA_DIR]' -r -F
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset" -l db -d 'State database; default /var/lib/sessionpipe/state.db [env: SESSIONPIPE_DB]' -r -F
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset" -l failed -d 'List failing and quarantined sessions with attempts and last error'
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset" -l check -d 'For monitors: exit 1 with a one-line reason when a processor is unhealthy'
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset" -l json -d 'Print JSON on stdout'
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset" -s v -l verbose -d 'Log what happens to stderr (a progress bar too, when stderr is a terminal)'
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset" -s q -l quiet -d 'Print no warnings (errors are still printed)'
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset" -s h -l help -d 'Print help'
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset" -a "requeue" -d 'Clear failures so the sessions are processed on the next run'
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset" -a "reset" -d 'Forget every state row of a processor: the next runs reprocess all'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune" -l session -d 'Show the state row of one session file (<key>/<file>.jsonl)' -r
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune" -l max-age -d 'With --check: the longest time since a finished run (default 2x cadence)' -r
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune" -l config -d 'Config file (TOML); default /etc/sessionpipe/config.toml when present [env: SESSIONPIPE_CONFIG]' -r -F
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune" -l data-dir -d 'Folder holding <key>/*.jsonl; default /data/user_sessions [env: SESSION_DATA_DIR]' -r -F
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune" -l db -d 'State database; default /var/lib/sessionpipe/state.db [env: SESSIONPIPE_DB]' -r -F
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune" -l failed -d 'List failing and quarantined sessions with attempts and last error'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune" -l check -d 'For monitors: exit 1 with a one-line reason when a processor is unhealthy'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune" -l json -d 'Print JSON on stdout'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune" -s v -l verbose -d 'Log what happens to stderr (a progress bar too, when stderr is a terminal)'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune" -s q -l quiet -d 'Print no warnings (errors are still printed)'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune" -s h -l help -d 'Print help'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune" -a "requeue" -d 'Clear failures so the sessions are processed on the next run'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune" -a "reset" -d 'Forget every state row of a processor: the next runs reprocess all'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune" -a "prune" -d 'Remove the rows and outputs of sessions whose files are gone'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from requeue" -l config -d 'Config file (TOML); default /etc/sessionpipe/config.toml when present [env: SESSIONPIPE_CONFIG]' -r -F
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from requeue" -l data-dir -d 'Folder holding <key>/*.jsonl; default /data/user_sessions [env: SESSION_DATA_DIR]' -r -F
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from requeue" -l db -d 'State database; default /var/lib/sessionpipe/state.db [env: SESSIONPIPE_DB]' -r -F
@@ -85,6 +86,14 @@ complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fis
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from reset" -s v -l verbose -d 'Log what happens to stderr (a progress bar too, when stderr is a terminal)'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from reset" -s q -l quiet -d 'Print no warnings (errors are still printed)'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from reset" -s h -l help -d 'Print help'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from prune" -l older-than -d 'Only those last processed more than DUR ago' -r
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from prune" -l config -d 'Config file (TOML); default /etc/sessionpipe/config.toml when present [env: SESSIONPIPE_CONFIG]' -r -F
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from prune" -l data-dir -d 'Folder holding <key>/*.jsonl; default /data/user_sessions [env: SESSION_DATA_DIR]' -r -F
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from prune" -l db -d 'State database; default /var/lib/sessionpipe/state.db [env: SESSIONPIPE_DB]' -r -F
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from prune" -l gone -d 'Prune the sessions whose files are gone (what prune always prunes; kept for scripts that say so)'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from prune" -s v -l verbose -d 'Log what happens to stderr (a progress bar too, when stderr is a terminal)'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from prune" -s q -l quiet -d 'Print no warnings (errors are still printed)'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from prune" -s h -l help -d 'Print help'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand migrate" -l config -d 'Config file (TOML); default /etc/sessionpipe/config.toml when present [env: SESSIONPIPE_CONFIG]' -r -F
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand migrate" -l data-dir -d 'Folder holding <key>/*.jsonl; default /data/user_sessions [env: SESSION_DATA_DIR]' -r -F
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand migrate" -l db -d 'State database; default /var/lib/sessionpipe/state.db [env: SESSIONPIPE_DB]' -r -F

@@ -198,6 +198,8 @@ pub enum StateAction {
     Requeue(RequeueArgs),
     /// Forget every state row of a processor: the next runs reprocess all.
     Reset(ResetArgs),
+    /// Remove the rows and outputs of sessions whose files are gone.
+    Prune(PruneArgs),
 }
 
 #[derive(Debug, Args)]
@@ -217,6 +219,20 @@ pub struct RequeueArgs {
 #[derive(Debug, Args)]
 pub struct ResetArgs {
     pub processor: String,
+}
+
+/// Only files a run found gone are pruned: a present file's outputs would
+/// only be made again by the next run.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    pub processor: String,
+    /// Prune the sessions whose files are gone (what prune always prunes;
+    /// kept for scripts that say so).
+    #[arg(long)]
+    pub gone: bool,
+    /// Only those last processed more than DUR ago.
+    #[arg(long, value_name = "DUR", value_parser = duration::parse)]
+    pub older_than: Option<Duration>,
 }
 
 #[derive(Debug, Args)]

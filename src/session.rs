@@ -116,6 +116,9 @@ pub struct Session<'a> {
     pub digest: Option<&'a Digest>,
     dev: u64,
     inode: u64,
+    /// Prefix lengths whose hash to note as the lines pass (see
+    /// [`Session::probe`]).
+    probes: Vec<u64>,
     lines: Option<Lines>,
 }
 
@@ -128,8 +131,19 @@ impl<'a> Session<'a> {
             digest,
             dev: file.dev,
             inode: file.stat.inode,
+            probes: Vec::new(),
             lines: None,
         }
+    }
+
+    /// Also note the hash of the lines handed over up to each of these
+    /// lengths (those that fall on a line's end): how a file that holds an
+    /// earlier file's content, grown or not, is recognised under its new
+    /// name. Only before the lines are first read.
+    pub fn probe(&mut self, mut lengths: Vec<u64>) {
+        lengths.sort_unstable();
+        lengths.dedup();
+        self.probes = lengths;
     }
 
     /// The file itself, opened again and checked to be the one the scan saw:
@@ -146,7 +160,9 @@ impl<'a> Session<'a> {
             Some(lines) => Ok(lines),
             slot => {
                 let file = open(self.path, self.dev, self.inode)?;
-                Ok(slot.insert(Lines::new(file, self.digest.map(|d| d.bytes))))
+                let mut lines = Lines::new(file, self.digest.map(|d| d.bytes));
+                lines.probes = std::mem::take(&mut self.probes).into();
+                Ok(slot.insert(lines))
             }
         }
     }
@@ -157,20 +173,24 @@ impl<'a> Session<'a> {
     /// nothing was handed the empty prefix.
     pub fn handed_over(self) -> Handover {
         match (self.lines, self.digest) {
-            (Some(lines), _) => {
+            (Some(mut lines), _) => {
                 let whole = lines.done;
+                let prefixes = std::mem::take(&mut lines.prefixes);
                 Handover {
                     digest: lines.finish(),
                     whole,
+                    prefixes,
                 }
             }
             (None, Some(digest)) => Handover {
                 digest: digest.clone(),
                 whole: true,
+                prefixes: Vec::new(),
             },
             (None, None) => Handover {
                 digest: Lines::empty_digest(),
                 whole: false,
+                prefixes: Vec::new(),
             },
         }
     }
@@ -183,6 +203,8 @@ pub struct Handover {
     /// It was the whole complete-line prefix of the file (as far as it was
     /// read), so the digest identifies the file's content.
     pub whole: bool,
+    /// The digests of the shorter prefixes asked for by [`Session::probe`].
+    pub prefixes: Vec<Digest>,
 }
 
 /// The complete lines of a file, streamed, hashed as they are handed out.
@@ -212,6 +234,10 @@ pub struct Lines {
     /// the buffer: the hash including the dropped part, and its length.
     skipping: Option<(Md5, u64)>,
     oversized: u64,
+    /// Prefix lengths still to note the hash at, shortest first...
+    probes: std::collections::VecDeque<u64>,
+    /// ...and the digests noted.
+    prefixes: Vec<Digest>,
 }
 
 impl Lines {
@@ -230,6 +256,8 @@ impl Lines {
             consumed: 0,
             skipping: None,
             oversized: 0,
+            probes: std::collections::VecDeque::new(),
+            prefixes: Vec::new(),
         }
     }
 
@@ -253,6 +281,7 @@ impl Lines {
                     None => to - from > MAX_LINE,
                 };
                 self.consumed += len;
+                self.note_probes();
                 if skipped {
                     self.oversized += 1;
                     continue;
@@ -310,6 +339,22 @@ impl Lines {
         self.end += n;
         self.eof = n == 0;
         Ok(())
+    }
+
+    /// Notes the digest of the lines passed when their length is a probe.
+    fn note_probes(&mut self) {
+        while self.probes.front().is_some_and(|&p| p < self.consumed) {
+            self.probes.pop_front();
+        }
+        if self.probes.front() == Some(&self.consumed) {
+            self.probes.pop_front();
+            let mut md5 = self.md5.clone();
+            md5.update(&self.buf[self.hashed..self.start]);
+            self.prefixes.push(Digest {
+                hash: hex(&md5.finalize()),
+                bytes: self.consumed,
+            });
+        }
     }
 
     /// Lines skipped for being longer than [`MAX_LINE`].
@@ -483,7 +528,8 @@ mod tests {
                 session.handed_over(),
                 Handover {
                     digest: whole.clone(),
-                    whole: true
+                    whole: true,
+                    prefixes: Vec::new(),
                 }
             );
         }
@@ -493,11 +539,41 @@ mod tests {
             given,
             Handover {
                 digest: whole.clone(),
-                whole: true
+                whole: true,
+                prefixes: Vec::new(),
             }
         );
         let nothing = Session::new(&file, None).handed_over();
         assert_eq!((nothing.digest.bytes, nothing.whole), (0, false));
+    }
+
+    #[test]
+    fn probes_note_the_hash_of_each_prefix_that_ends_a_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.jsonl");
+        std::fs::write(&path, b"one\ntwo\nthree\nfrag").unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        let file = SessionFile {
+            name: "u/s.jsonl".into(),
+            user: "u".into(),
+            path,
+            stat: crate::scan::Stat::of(&meta),
+            dev: meta.dev(),
+        };
+        let mut session = Session::new(&file, None);
+        // 4 and 8 end lines; 5 does not; 14 ends "three"; 18 is the fragment.
+        session.probe(vec![8, 5, 4, 14, 18, 4]);
+        let lines = session.lines().unwrap();
+        while lines.next_line().unwrap().is_some() {}
+        let prefixes = session.handed_over().prefixes;
+        let want: Vec<Digest> = [&b"one\n"[..], b"one\ntwo\n", b"one\ntwo\nthree\n"]
+            .iter()
+            .map(|p| Digest {
+                hash: md5_hex(p),
+                bytes: p.len() as u64,
+            })
+            .collect();
+        assert_eq!(prefixes, want);
     }
 
     #[test]

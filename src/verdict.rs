@@ -38,6 +38,9 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
 /// - `Quarantined`: `attempts` failures on the same content; left alone until
 ///   the content changes or an operator requeues it.
 /// - `Pending`: requeued by an operator.
+/// - `Gone`: a scan no longer found the file; its outputs are kept (the
+///   server copy is often the only record left) until `state prune`, and
+///   replaced if its content turns up under another name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Ok,
@@ -46,6 +49,7 @@ pub enum Status {
     Failed,
     Quarantined,
     Pending,
+    Gone,
 }
 
 impl Status {
@@ -57,6 +61,7 @@ impl Status {
             Status::Failed => "failed",
             Status::Quarantined => "quarantined",
             Status::Pending => "pending",
+            Status::Gone => "gone",
         }
     }
 
@@ -67,6 +72,7 @@ impl Status {
             "suspect" => Status::Suspect,
             "failed" => Status::Failed,
             "quarantined" => Status::Quarantined,
+            "gone" => Status::Gone,
             // Unknown text can only come from a hand edit: reprocess.
             _ => Status::Pending,
         }
@@ -78,8 +84,10 @@ impl Status {
 pub struct Row {
     pub status: Status,
     pub processor_version: u32,
-    /// The content last processed successfully.
+    /// The content last processed successfully...
     pub file_hash: Option<String>,
+    /// ...and its length.
+    pub bytes: u64,
     /// The stat tuple when the file was last read.
     pub stat: Option<Stat>,
     /// That read was racy (see [`is_racy`]).
@@ -151,7 +159,28 @@ pub fn must_read(row: Option<&Row>, stat: &Stat, version: u32, now: DateTime<Utc
         Status::Ok => changed || row.processor_version != version,
         Status::Failed => changed || !retry_pending(row.next_attempt_at, now),
         Status::Quarantined => changed,
-        Status::Processing | Status::Suspect | Status::Pending => true,
+        // Back after a scan missed it: read, to tell whether it changed.
+        Status::Processing | Status::Suspect | Status::Pending | Status::Gone => true,
+    }
+}
+
+/// What to do about tracked files a scan did not find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vanished {
+    /// Mark them gone (nothing, when none vanished).
+    MarkGone,
+    /// Every tracked file vanished and the tree is empty: a missing mount,
+    /// not a mass deletion. Refuse, and mark nothing.
+    Refuse,
+}
+
+/// `tracked`: rows not yet gone; `vanished`: how many of them the scan did
+/// not find; `found`: files the scan found.
+pub fn vanished(tracked: usize, vanished: usize, found: usize) -> Vanished {
+    if tracked > 0 && vanished == tracked && found == 0 {
+        Vanished::Refuse
+    } else {
+        Vanished::MarkGone
     }
 }
 
@@ -229,7 +258,7 @@ pub fn after_hash(
     });
     let free = match (row, failing) {
         (Some(r), None) => {
-            r.status == Status::Ok
+            matches!(r.status, Status::Ok | Status::Gone)
                 && r.processor_version == version
                 && r.file_hash.as_deref() == Some(hash)
         }
@@ -312,7 +341,7 @@ pub fn is_waiting(row: Option<&Row>, stat: &Stat, version: u32) -> bool {
     let Some(row) = row else { return true };
     match row.status {
         Status::Ok => row.stat.as_ref() != Some(stat) || row.processor_version != version,
-        Status::Pending | Status::Processing | Status::Suspect => true,
+        Status::Pending | Status::Processing | Status::Suspect | Status::Gone => true,
         Status::Failed | Status::Quarantined => false,
     }
 }

@@ -123,7 +123,22 @@ fn unhealthy(s: &Summary, args: &StateArgs, now: DateTime<Utc>) -> Vec<String> {
     reasons
 }
 
-/// `state requeue` and `state reset`.
+/// Removes the gone sessions (processed before `before`), rows and outputs,
+/// in one transaction.
+fn prune(store: &mut Store, p: &dyn Processor, before: Option<DateTime<Utc>>) -> Result<usize> {
+    let tx = store
+        .conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let names = rows::gone(&tx, p.name(), before)?;
+    for name in &names {
+        p.forget(&tx, name)?;
+        rows::delete(&tx, p.name(), name)?;
+    }
+    tx.commit()?;
+    Ok(names.len())
+}
+
+/// `state requeue`, `state reset` and `state prune`.
 fn act(
     action: &StateAction,
     all: &[Box<dyn Processor>],
@@ -154,6 +169,20 @@ fn act(
                     format!("{}: {} of the files have no state row", p.name(), named - n),
                 ));
             }
+            Ok(exit::SUCCESS)
+        }
+        StateAction::Prune(r) => {
+            let p = super::find(all, &r.processor)?;
+            let mut store = Store::open(&config.db, Need::Current, config.busy_timeout)?;
+            // Older than the calendar reaches: only rows never processed.
+            let before = r.older_than.map(|d| {
+                chrono::Duration::from_std(d)
+                    .ok()
+                    .and_then(|d| Utc::now().checked_sub_signed(d))
+                    .unwrap_or(DateTime::<Utc>::MIN_UTC)
+            });
+            let n = prune(&mut store, p, before)?;
+            printer.out(format_args!("{}: pruned {n} gone sessions", p.name()))?;
             Ok(exit::SUCCESS)
         }
         StateAction::Reset(r) => {
@@ -255,8 +284,8 @@ fn print_summary(s: &Summary, printer: &Printer) -> Result<()> {
     ))?;
     let c = &s.counts;
     printer.out(format_args!(
-        "  sessions   {} tracked, {} processed, {} failing, {} quarantined",
-        c.tracked, c.processed, c.failing, c.quarantined
+        "  sessions   {} tracked, {} processed, {} failing, {} quarantined, {} gone",
+        c.tracked, c.processed, c.failing, c.quarantined, c.gone
     ))?;
     match &s.last_run {
         None => printer.out(format_args!("  last run   never"))?,

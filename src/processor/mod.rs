@@ -92,6 +92,12 @@ pub trait Processor: Send + Sync {
     fn unavailable(&self) -> Option<String> {
         None
     }
+    /// Removes every output a session file gave (built-ins; an external
+    /// command's outputs are its own). Called inside the transaction that
+    /// also removes the session's state row.
+    fn forget(&self, _db: &Connection, _session_file: &str) -> rusqlite::Result<()> {
+        Ok(())
+    }
     /// Processes one session. What it reads through [`Session::lines`] is
     /// what the run records as processed: a processor that stops early has
     /// processed that prefix, and any later change to the file (even a

@@ -22,6 +22,7 @@
 //! Every decision about a file is [`crate::verdict`]'s; this module carries
 //! them out.
 
+mod moves;
 mod worker;
 mod writer;
 
@@ -156,7 +157,7 @@ pub fn run(
 /// when the run was stopped with a code of its own.
 fn execute(
     ctx: &Context,
-    store: &Store,
+    store: &mut Store,
     data_dir: &Path,
     report: &mut Report,
 ) -> Result<Option<i32>> {
@@ -170,7 +171,10 @@ fn execute(
             error: why,
         });
     }
-    let rows = state::load(&store.conn, name)?;
+    let mut rows = state::load(&store.conn, name)?;
+    let commit = matches!(ctx.mode, Mode::Commit(_));
+    moves::mark_vanished(&mut store.conn, name, &files, &mut rows, commit)?;
+    let moves = moves::Moves::new(&rows);
     let now = Utc::now();
     let version = ctx.processor.version();
     let candidates: Vec<(&SessionFile, Option<&Row>)> = files
@@ -191,9 +195,10 @@ fn execute(
     let (alone, together): (Vec<_>, Vec<_>) = candidates
         .into_iter()
         .partition(|(_, row)| verdict::is_isolated(*row));
-    let mut writer = writer::Writer::new(ctx, &store.conn, report);
+    let lengths = moves.lengths();
+    let mut writer = writer::Writer::new(ctx, &store.conn, report, moves);
     for (phase, jobs) in [(&alone, 1), (&together, ctx.opts.jobs)] {
-        process(ctx, phase, jobs, &mut writer, total);
+        process(ctx, phase, jobs, &lengths, &mut writer, total);
     }
     ctx.printer.end_progress();
     writer.finish(total)
@@ -204,13 +209,14 @@ fn process<'a>(
     ctx: &'a Context<'a>,
     candidates: &'a [(&'a SessionFile, Option<&'a Row>)],
     jobs: usize,
+    lengths: &'a [u64],
     writer: &mut writer::Writer<'a>,
     total: u64,
 ) {
     if candidates.is_empty() {
         return;
     }
-    let workers = worker::Workers::new(ctx, candidates);
+    let workers = worker::Workers::new(ctx, candidates, lengths);
     std::thread::scope(|scope| {
         let (tx, rx) = mpsc::channel();
         for worker in 0..jobs.clamp(1, candidates.len()) {

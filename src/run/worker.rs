@@ -58,6 +58,8 @@ pub struct Done<'a> {
     pub attempt_hash: Option<String>,
     /// This transient failure was one too many in a row.
     pub streak_ended: bool,
+    /// The file had no state row: it may be a gone file under a new name.
+    pub new: bool,
 }
 
 /// A session to process.
@@ -67,6 +69,8 @@ struct Attempt<'a> {
     digest: Option<Digest>,
     attempts: u32,
     seen: Seen,
+    /// No state row.
+    new: bool,
 }
 
 /// What a visit comes to.
@@ -80,17 +84,21 @@ pub struct Workers<'a> {
     ctx: &'a Context<'a>,
     candidates: &'a [(&'a SessionFile, Option<&'a Row>)],
     next: AtomicUsize,
+    /// Prefix lengths of gone files, probed in new ones.
+    lengths: &'a [u64],
 }
 
 impl<'a> Workers<'a> {
     pub fn new(
         ctx: &'a Context<'a>,
         candidates: &'a [(&'a SessionFile, Option<&'a Row>)],
+        lengths: &'a [u64],
     ) -> Workers<'a> {
         Workers {
             ctx,
             candidates,
             next: AtomicUsize::new(0),
+            lengths,
         }
     }
 
@@ -133,6 +141,7 @@ impl<'a> Workers<'a> {
                 digest: None,
                 attempts: 1,
                 seen: verdict::seen(file.stat, Utc::now()),
+                new: row.is_none(),
             });
         }
         let seen = verdict::seen(file.stat, Utc::now());
@@ -173,6 +182,7 @@ impl<'a> Workers<'a> {
                 digest: Some(digest),
                 attempts,
                 seen,
+                new: row.is_none(),
             }),
         }
     }
@@ -189,6 +199,7 @@ impl<'a> Workers<'a> {
             digest,
             attempts,
             seen,
+            new,
         } = attempt;
         let journal = match self.ctx.mode {
             Mode::Commit(lock) => Journal::new(lock),
@@ -202,6 +213,9 @@ impl<'a> Workers<'a> {
             stat: file.stat,
         };
         let mut session = Session::new(file, digest.as_ref());
+        if new {
+            session.probe(self.lengths.to_vec());
+        }
         let mut result = match journal.mark(worker, &entry) {
             Ok(()) => {
                 failpoint::hit("after-attempt");
@@ -232,6 +246,7 @@ impl<'a> Workers<'a> {
             result,
             handover,
             streak_ended,
+            new,
         })
     }
 

@@ -7,6 +7,7 @@ use anyhow::{Result, anyhow};
 use chrono::Utc;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
+use super::moves::Moves;
 use super::worker::{Done, Msg};
 use super::{Context, MAX_TRANSIENT_IN_A_ROW, Mode};
 use crate::exit;
@@ -14,6 +15,7 @@ use crate::failpoint;
 use crate::processor::Interruption;
 use crate::report::{Report, SessionError};
 use crate::scan::SessionFile;
+use crate::session::Handover;
 use crate::signals;
 use crate::store::state::{self, Failure, RowId, Success};
 use crate::verdict::{self, Seen, Unreadable};
@@ -27,6 +29,8 @@ pub struct Writer<'a> {
     stopped_with: Option<i32>,
     /// The first database error; the run ends with it.
     error: Option<anyhow::Error>,
+    /// Gone files, to be replaced by their content under a new name.
+    moves: Moves,
 }
 
 /// A failure to record.
@@ -38,7 +42,12 @@ struct Charge<'h> {
 }
 
 impl<'a> Writer<'a> {
-    pub fn new(ctx: &'a Context<'a>, db: &'a Connection, report: &'a mut Report) -> Writer<'a> {
+    pub fn new(
+        ctx: &'a Context<'a>,
+        db: &'a Connection,
+        report: &'a mut Report,
+        moves: Moves,
+    ) -> Writer<'a> {
         Writer {
             ctx,
             db,
@@ -46,6 +55,7 @@ impl<'a> Writer<'a> {
             ended: 0,
             stopped_with: None,
             error: None,
+            moves,
         }
     }
 
@@ -193,6 +203,7 @@ impl<'a> Writer<'a> {
             handover,
             attempt_hash,
             streak_ended,
+            new,
         } = done;
         let outcome = match result {
             Ok(outcome) => outcome,
@@ -233,8 +244,38 @@ impl<'a> Writer<'a> {
             now: Utc::now(),
         };
         state::record_success(db, self.id(file), &success)?;
+        if new {
+            self.replace_moved(db, file, &handover)?;
+        }
         self.report.processed += 1;
         self.report.items_extracted = self.report.items_extracted.saturating_add(outcome.items);
+        Ok(())
+    }
+
+    /// A new file that holds a gone file's processed content is that file,
+    /// moved: the gone file's outputs and row go, in this transaction.
+    fn replace_moved(
+        &mut self,
+        db: &Connection,
+        file: &SessionFile,
+        handover: &Handover,
+    ) -> Result<()> {
+        let processor = self.ctx.processor;
+        let contents = handover.prefixes.iter().chain([&handover.digest]);
+        for digest in contents {
+            for old in self.moves.take(digest) {
+                if old == file.name {
+                    continue;
+                }
+                processor.forget(db, &old)?;
+                state::delete(db, processor.name(), &old)?;
+                self.ctx.printer.info(format_args!(
+                    "{}: {old} moved to {}",
+                    processor.name(),
+                    file.name
+                ));
+            }
+        }
         Ok(())
     }
 

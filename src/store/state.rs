@@ -19,7 +19,8 @@ use crate::verdict::{Row, Seen, Status};
 pub fn load(conn: &Connection, processor: &str) -> Result<HashMap<String, Row>> {
     let mut stmt = conn.prepare(
         "SELECT session_file, status, processor_version, file_hash, file_size, mtime_ns,
-                ctime_ns, inode, read_racy, attempts, attempt_hash, next_attempt_at
+                ctime_ns, inode, read_racy, attempts, attempt_hash, next_attempt_at,
+                bytes_processed
          FROM processor_state WHERE processor_name = ?1",
     )?;
     let rows = stmt.query_map([processor], |r| {
@@ -40,6 +41,7 @@ pub fn load(conn: &Connection, processor: &str) -> Result<HashMap<String, Row>> 
                 status: Status::parse(&r.get::<_, String>(1)?),
                 processor_version: r.get(2)?,
                 file_hash: r.get(3)?,
+                bytes: u64::try_from(r.get::<_, i64>(12)?).unwrap_or(0),
                 stat,
                 racy: r.get(8)?,
                 attempts: r.get(9)?,
@@ -192,12 +194,53 @@ pub fn refresh_stat(conn: &Connection, id: RowId, seen: &Seen) -> Result<()> {
     write_row(
         conn,
         "UPDATE processor_state SET username = ?3, file_size = ?4, mtime_ns = ?5,
-             ctime_ns = ?6, inode = ?7, read_racy = ?8
+             ctime_ns = ?6, inode = ?7, read_racy = ?8,
+             status = CASE status WHEN 'gone' THEN 'ok' ELSE status END
          WHERE processor_name = ?1 AND session_file = ?2",
         id,
         &[],
         seen,
     )
+}
+
+/// Marks files a scan no longer found as `gone`; their outputs stay.
+pub fn mark_gone(conn: &Connection, processor: &str, files: &[&str]) -> Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE processor_state SET status = 'gone'
+         WHERE processor_name = ?1 AND session_file = ?2",
+    )?;
+    for file in files {
+        stmt.execute([processor, file])?;
+    }
+    Ok(())
+}
+
+/// Removes one row (its outputs are the processor's to remove).
+pub fn delete(conn: &Connection, processor: &str, session_file: &str) -> Result<()> {
+    conn.prepare_cached(
+        "DELETE FROM processor_state WHERE processor_name = ?1 AND session_file = ?2",
+    )?
+    .execute([processor, session_file])?;
+    Ok(())
+}
+
+/// The gone rows `state prune` removes: all of them, or those last
+/// processed before `before`.
+pub fn gone(
+    conn: &Connection,
+    processor: &str,
+    before: Option<DateTime<Utc>>,
+) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare(
+        "SELECT session_file FROM processor_state
+         WHERE processor_name = ?1 AND status = 'gone'
+           AND (?2 IS NULL OR processed_at IS NULL OR processed_at < ?2)
+         ORDER BY session_file",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![processor, before.map(timestamp)], |r| {
+        r.get(0)
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// Which rows `state requeue` releases.
@@ -249,6 +292,7 @@ pub struct Counts {
     pub processed: u64,
     pub failing: u64,
     pub quarantined: u64,
+    pub gone: u64,
     pub last_processed_at: Option<String>,
 }
 
@@ -258,16 +302,21 @@ pub fn counts(conn: &Connection, processor: &str) -> Result<Counts> {
                 count(*) FILTER (WHERE status = 'ok'),
                 count(*) FILTER (WHERE status IN ('failed', 'processing', 'suspect')),
                 count(*) FILTER (WHERE status = 'quarantined'),
+                count(*) FILTER (WHERE status = 'gone'),
                 max(processed_at)
          FROM processor_state WHERE processor_name = ?1",
         [processor],
         |r| {
+            let count = |i: usize| -> rusqlite::Result<u64> {
+                Ok(u64::try_from(r.get::<_, i64>(i)?).unwrap_or(0))
+            };
             Ok(Counts {
-                tracked: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
-                processed: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
-                failing: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
-                quarantined: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
-                last_processed_at: r.get(4)?,
+                tracked: count(0)?,
+                processed: count(1)?,
+                failing: count(2)?,
+                quarantined: count(3)?,
+                gone: count(4)?,
+                last_processed_at: r.get(5)?,
             })
         },
     )?)

@@ -30,6 +30,7 @@ fn ok() -> Row {
         status: Status::Ok,
         processor_version: VERSION,
         file_hash: Some("h1".into()),
+        bytes: 10,
         stat: Some(stat()),
         racy: false,
         attempts: 0,
@@ -128,6 +129,10 @@ fn table() -> Vec<Case> {
             true, HashFirst, Attempt { attempts: 2 }, true),
         ("beside a run's death, then changed", Some(failing(Status::Suspect, 1, Some("h1"))),
             changed(), "h2", true, HashFirst, Attempt { attempts: 1 }, true),
+        ("gone, then back unchanged", Some(Row { status: Status::Gone, ..ok() }), stat(), "h1",
+            true, HashFirst, FreeSkip, true),
+        ("gone, then back changed", Some(Row { status: Status::Gone, ..ok() }), changed(), "h2",
+            true, HashFirst, Attempt { attempts: 1 }, true),
         ("requeued", Some(failing(Status::Pending, 0, None)), stat(), "h1",
             true, HashFirst, Attempt { attempts: 1 }, true),
         ("attempts at the top of u32", Some(failing(Status::Processing, u32::MAX, Some("h1"))),
@@ -181,6 +186,19 @@ fn a_dead_run_charges_only_a_session_it_ran_alone() {
     }
     assert!(!is_isolated(None));
     assert_eq!(Status::parse("suspect"), Status::Suspect);
+}
+
+#[test]
+fn an_empty_tree_with_tracked_files_is_a_missing_mount() {
+    assert_eq!(vanished(10, 10, 0), Vanished::Refuse);
+    assert_eq!(vanished(1, 1, 0), Vanished::Refuse);
+    assert_eq!(
+        vanished(10, 10, 1),
+        Vanished::MarkGone,
+        "new files: the tree is there"
+    );
+    assert_eq!(vanished(10, 3, 7), Vanished::MarkGone);
+    assert_eq!(vanished(0, 0, 0), Vanished::MarkGone);
 }
 
 #[test]

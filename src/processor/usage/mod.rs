@@ -65,6 +65,10 @@ impl Processor for Usage {
         CADENCE
     }
 
+    fn forget(&self, db: &rusqlite::Connection, session_file: &str) -> rusqlite::Result<()> {
+        rows::forget(db, session_file)
+    }
+
     fn process(&self, session: &mut Session) -> Result<Outcome> {
         let mut acc = Accumulator::default();
         let lines = session.lines()?;

@@ -48,6 +48,15 @@ pub struct Rows {
     pub summary: Summary,
 }
 
+/// Removes every row one session file holds.
+pub(super) fn forget(db: &Connection, session_file: &str) -> rusqlite::Result<()> {
+    db.prepare_cached("DELETE FROM usage_events WHERE session_file = ?1")?
+        .execute([session_file])?;
+    db.prepare_cached("DELETE FROM usage_session_summary WHERE session_file = ?1")?
+        .execute([session_file])?;
+    Ok(())
+}
+
 impl Output for Rows {
     fn write(&self, db: &Connection, session_file: &str) -> rusqlite::Result<()> {
         db.prepare_cached("DELETE FROM usage_events WHERE session_file = ?1")?

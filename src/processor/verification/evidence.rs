@@ -140,3 +140,40 @@ mod tests {
         assert!(jaccard(&a, &c) < SIMILAR);
     }
 }
+
+/// Removes what one session contributed: its evidence, the items left with
+/// no evidence at all (and their similarity links), its session row.
+pub(super) fn forget(db: &Connection, session_file: &str) -> rusqlite::Result<()> {
+    db.execute_batch("CREATE TEMP TABLE IF NOT EXISTS forgotten_items (id TEXT PRIMARY KEY)")?;
+    db.execute("DELETE FROM temp.forgotten_items", [])?;
+    db.execute(
+        "INSERT OR IGNORE INTO temp.forgotten_items
+         SELECT item_id FROM verification_evidence WHERE source_ref = ?1",
+        [session_file],
+    )?;
+    db.execute(
+        "DELETE FROM verification_evidence WHERE source_ref = ?1",
+        [session_file],
+    )?;
+    // Only items no other session still gives evidence for.
+    db.execute(
+        "DELETE FROM temp.forgotten_items
+         WHERE id IN (SELECT item_id FROM verification_evidence)",
+        [],
+    )?;
+    db.execute(
+        "DELETE FROM knowledge_similar
+         WHERE item_id IN (SELECT id FROM temp.forgotten_items)
+            OR similar_id IN (SELECT id FROM temp.forgotten_items)",
+        [],
+    )?;
+    db.execute(
+        "DELETE FROM knowledge_items WHERE id IN (SELECT id FROM temp.forgotten_items)",
+        [],
+    )?;
+    db.execute(
+        "DELETE FROM verification_sessions WHERE session_file = ?1",
+        [session_file],
+    )?;
+    Ok(())
+}

@@ -73,6 +73,10 @@ impl Processor for Verification {
         Some(self.budgets.time_budget)
     }
 
+    fn forget(&self, db: &rusqlite::Connection, session_file: &str) -> rusqlite::Result<()> {
+        evidence::forget(db, session_file)
+    }
+
     fn process(&self, session: &mut Session) -> Result<Outcome> {
         let client = match &self.client {
             Ok(c) => c,

@@ -1,0 +1,98 @@
+//! Files that move: tracked files a scan no longer finds are marked `gone`
+//! (their outputs stay), and a new file that holds a gone file's processed
+//! content, grown or not, under another name or in another user folder,
+//! replaces it in the same transaction, so that the tables are those of a
+//! fresh run over the tree as it now is: counted once, under the new name.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::Result;
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::exit;
+use crate::scan::SessionFile;
+use crate::session::Digest;
+use crate::store::state;
+use crate::verdict::{self, Row, Status, Vanished};
+
+/// Marks the tracked files the scan did not find as gone, in `rows` and (in
+/// a commit) in the database; refuses when the whole tree vanished.
+pub fn mark_vanished(
+    conn: &mut Connection,
+    processor: &str,
+    files: &[SessionFile],
+    rows: &mut HashMap<String, Row>,
+    commit: bool,
+) -> Result<()> {
+    let present: HashSet<&str> = files.iter().map(|f| f.name.as_str()).collect();
+    let tracked: Vec<&String> = rows
+        .iter()
+        .filter(|(_, r)| r.status != Status::Gone)
+        .map(|(name, _)| name)
+        .collect();
+    let vanished: Vec<String> = tracked
+        .iter()
+        .filter(|name| !present.contains(name.as_str()))
+        .map(|name| (*name).clone())
+        .collect();
+    if verdict::vanished(tracked.len(), vanished.len(), files.len()) == Vanished::Refuse {
+        return Err(exit::fail(
+            exit::CONFIG,
+            format!(
+                "{processor}: none of the {} tracked session files is in the data dir: \
+                 is it mounted? Nothing was marked gone",
+                tracked.len()
+            ),
+        ));
+    }
+    if vanished.is_empty() {
+        return Ok(());
+    }
+    if commit {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let names: Vec<&str> = vanished.iter().map(String::as_str).collect();
+        state::mark_gone(&tx, processor, &names)?;
+        tx.commit()?;
+    }
+    for name in &vanished {
+        if let Some(row) = rows.get_mut(name) {
+            row.status = Status::Gone;
+        }
+    }
+    Ok(())
+}
+
+/// Gone files by the content they were last processed with.
+#[derive(Debug, Default)]
+pub struct Moves {
+    by_content: HashMap<(u64, String), Vec<String>>,
+}
+
+impl Moves {
+    pub fn new(rows: &HashMap<String, Row>) -> Moves {
+        let mut by_content: HashMap<(u64, String), Vec<String>> = HashMap::new();
+        for (name, row) in rows {
+            // An empty prefix is anyone's content: never a match.
+            if let (Status::Gone, Some(hash), 1..) = (row.status, &row.file_hash, row.bytes) {
+                by_content
+                    .entry((row.bytes, hash.clone()))
+                    .or_default()
+                    .push(name.clone());
+            }
+        }
+        Moves { by_content }
+    }
+
+    /// The prefix lengths a new file's hash is worth noting at.
+    pub fn lengths(&self) -> Vec<u64> {
+        self.by_content.keys().map(|(bytes, _)| *bytes).collect()
+    }
+
+    /// The gone files whose processed content is `digest`; each is handed
+    /// out once.
+    pub fn take(&mut self, digest: &Digest) -> Vec<String> {
+        self.by_content
+            .remove(&(digest.bytes, digest.hash.clone()))
+            .unwrap_or_default()
+    }
+}
