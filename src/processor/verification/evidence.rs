@@ -127,20 +127,6 @@ fn link_similar(db: &Connection, id: &str, item: &Item, now: &str) -> rusqlite::
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn similarity_over_word_sets() {
-        let a = words("Churn is MRR lost divided by MRR at start");
-        let b = words("churn is mrr lost divided by mrr at the start");
-        let c = words("Deploys happen on Tuesdays");
-        assert!(jaccard(&a, &b) >= SIMILAR);
-        assert!(jaccard(&a, &c) < SIMILAR);
-    }
-}
-
 /// Removes what one session contributed: its evidence, the items left with
 /// no evidence at all (and their similarity links), its session row.
 pub(super) fn forget(db: &Connection, session_file: &str) -> rusqlite::Result<()> {
@@ -176,4 +162,18 @@ pub(super) fn forget(db: &Connection, session_file: &str) -> rusqlite::Result<()
         [session_file],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn similarity_over_word_sets() {
+        let a = words("Churn is MRR lost divided by MRR at start");
+        let b = words("churn is mrr lost divided by mrr at the start");
+        let c = words("Deploys happen on Tuesdays");
+        assert!(jaccard(&a, &b) >= SIMILAR);
+        assert!(jaccard(&a, &c) < SIMILAR);
+    }
 }
