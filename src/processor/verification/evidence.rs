@@ -169,6 +169,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn forgetting_a_session_removes_what_only_it_gave() {
+        let store = crate::store::Store::in_memory().unwrap();
+        let db = &store.conn;
+        db.execute_batch(
+            "INSERT INTO knowledge_items VALUES
+                 ('kv_shared', 't', 'c', 'data', '[]', 'correction', 0.9, 'pending', 'a', 'a/1.jsonl', 'now'),
+                 ('kv_only', 't2', 'c2', 'data', '[]', 'correction', 0.9, 'pending', 'a', 'a/1.jsonl', 'now');
+             INSERT INTO verification_evidence VALUES
+                 ('kv_shared', 'a', 'a/1.jsonl', 'correction', 'q', 'now'),
+                 ('kv_shared', 'b', 'b/2.jsonl', 'correction', 'q', 'now'),
+                 ('kv_only', 'a', 'a/1.jsonl', 'correction', 'q', 'now');
+             INSERT INTO knowledge_similar VALUES ('kv_only', 'kv_shared', 0.7, 'now');
+             INSERT INTO verification_sessions VALUES ('a/1.jsonl', 'a', 2, 0, 0, 'm', 'now');",
+        )
+        .unwrap();
+        forget(db, "a/1.jsonl").unwrap();
+        let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(count("SELECT count(*) FROM knowledge_items WHERE id = 'kv_shared'"), 1);
+        assert_eq!(count("SELECT count(*) FROM knowledge_items WHERE id = 'kv_only'"), 0);
+        assert_eq!(count("SELECT count(*) FROM verification_evidence"), 1);
+        assert_eq!(count("SELECT count(*) FROM knowledge_similar"), 0);
+        assert_eq!(count("SELECT count(*) FROM verification_sessions"), 0);
+    }
+
+    #[test]
     fn similarity_over_word_sets() {
         let a = words("Churn is MRR lost divided by MRR at start");
         let b = words("churn is mrr lost divided by mrr at the start");
