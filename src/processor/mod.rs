@@ -92,6 +92,12 @@ pub trait Processor: Send + Sync {
     fn unavailable(&self) -> Option<String> {
         None
     }
+    /// Brings the processor's existing outputs in line with settings that
+    /// changed since they were written (e.g. the identity map), before a
+    /// committing run processes anything. In its own transaction.
+    fn prepare(&self, _db: &Connection) -> rusqlite::Result<()> {
+        Ok(())
+    }
     /// Removes every output a session file gave (built-ins; an external
     /// command's outputs are its own). Called inside the transaction that
     /// also removes the session's state row.

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use chrono::Utc;
+use rusqlite::TransactionBehavior;
 
 use crate::exit;
 use crate::journal::{self, Journal};
@@ -128,6 +129,11 @@ pub fn run(
     let run_id = match mode {
         Mode::Commit(lock) => {
             journal::recover(&mut store.conn, processor.name(), &Journal::new(lock))?;
+            let tx = store
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            processor.prepare(&tx)?;
+            tx.commit()?;
             Some(runs::start(&store.conn, processor.name(), started)?)
         }
         Mode::DryRun => {

@@ -554,3 +554,35 @@ fn results_do_not_depend_on_the_number_of_jobs() {
     };
     assert_eq!(tables("1"), tables("4"));
 }
+
+#[test]
+fn an_identity_map_change_reaches_the_rows_already_written() {
+    let env = Env::new();
+    let session = lines(&[assistant(
+        "a1",
+        "2026-01-01T00:00:00Z",
+        json!([tool_use("t1", "Read", json!({}))]),
+    )]);
+    env.session("alice/a.jsonl", &session);
+    env.session("bob/b.jsonl", &session);
+    run_usage(&env);
+    let csv = env.path("users.csv");
+    fs::write(&csv, "alice,alice@example.com\n").unwrap();
+    let mut usage = toml::Table::new();
+    usage.insert("identities".into(), csv.to_str().unwrap().into());
+    let mut config = toml::Table::new();
+    config.insert("usage".into(), toml::Value::Table(usage));
+    env.write_config(&config);
+    run_usage(&env);
+    for table in ["usage_events", "usage_session_summary"] {
+        let names: Vec<String> = env
+            .db()
+            .prepare(&format!("SELECT DISTINCT username FROM {table} ORDER BY 1"))
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(names, ["alice@example.com", "bob"], "{table}");
+    }
+}

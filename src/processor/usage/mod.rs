@@ -65,6 +65,10 @@ impl Processor for Usage {
         CADENCE
     }
 
+    fn prepare(&self, db: &rusqlite::Connection) -> rusqlite::Result<()> {
+        rows::apply_identities(db, &self.identities)
+    }
+
     fn forget(&self, db: &rusqlite::Connection, session_file: &str) -> rusqlite::Result<()> {
         rows::forget(db, session_file)
     }

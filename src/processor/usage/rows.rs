@@ -48,6 +48,35 @@ pub struct Rows {
     pub summary: Summary,
 }
 
+/// Renames the users of existing rows whose identity changed: each row's
+/// `username` is the identity its user folder maps to, or the folder's name.
+pub(super) fn apply_identities(
+    db: &Connection,
+    identities: &std::collections::HashMap<String, String>,
+) -> rusqlite::Result<()> {
+    let folders: Vec<String> = db
+        .prepare(
+            "SELECT DISTINCT substr(session_file, 1, instr(session_file, '/') - 1)
+             FROM usage_session_summary",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for folder in folders {
+        let name = identities.get(&folder).unwrap_or(&folder);
+        for table in ["usage_events", "usage_session_summary"] {
+            db.prepare_cached(&format!(
+                // The folder's files as a range of the primary key: '0'
+                // sorts right after '/'.
+                "UPDATE {table} SET username = ?2
+                 WHERE session_file >= ?1 || '/' AND session_file < ?1 || '0'
+                   AND username != ?2"
+            ))?
+            .execute([&folder, name])?;
+        }
+    }
+    Ok(())
+}
+
 /// Removes every row one session file holds.
 pub(super) fn forget(db: &Connection, session_file: &str) -> rusqlite::Result<()> {
     db.prepare_cached("DELETE FROM usage_events WHERE session_file = ?1")?

@@ -186,8 +186,14 @@ mod tests {
         .unwrap();
         forget(db, "a/1.jsonl").unwrap();
         let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
-        assert_eq!(count("SELECT count(*) FROM knowledge_items WHERE id = 'kv_shared'"), 1);
-        assert_eq!(count("SELECT count(*) FROM knowledge_items WHERE id = 'kv_only'"), 0);
+        assert_eq!(
+            count("SELECT count(*) FROM knowledge_items WHERE id = 'kv_shared'"),
+            1
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM knowledge_items WHERE id = 'kv_only'"),
+            0
+        );
         assert_eq!(count("SELECT count(*) FROM verification_evidence"), 1);
         assert_eq!(count("SELECT count(*) FROM knowledge_similar"), 0);
         assert_eq!(count("SELECT count(*) FROM verification_sessions"), 0);
