@@ -45,6 +45,11 @@ pub struct Config {
     pub credentials: Vec<OsString>,
     /// `PATH`, where external programs are found.
     pub path: Option<OsString>,
+    /// `enabled = ...` as the config file set it, per processor.
+    enabled: BTreeMap<String, bool>,
+    /// `--config`, `--data-dir` and `--db` as this invocation was given them
+    /// (by flag or variable), absolute: what a crontab line must repeat.
+    pub given: Vec<(&'static str, PathBuf)>,
 }
 
 /// Per-run limits of a processor, applied unless `run` is given its own.
@@ -94,14 +99,27 @@ struct FileConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileBudgets {
+    enabled: Option<bool>,
     max_sessions: Option<u64>,
     #[serde(default, deserialize_with = "duration::de_opt")]
     time_budget: Option<Duration>,
 }
 
+impl FileBudgets {
+    /// The section over `verification`'s defaults.
+    fn budgets(&self) -> Budgets {
+        let defaults = Budgets::VERIFICATION;
+        Budgets {
+            max_sessions: self.max_sessions.unwrap_or(defaults.max_sessions),
+            time_budget: self.time_budget.unwrap_or(defaults.time_budget),
+        }
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileUsage {
+    enabled: Option<bool>,
     /// CSV of `key,email` lines, relative to the config file.
     identities: Option<PathBuf>,
 }
@@ -118,6 +136,7 @@ struct FileExec {
     timeout: Duration,
     #[serde(default)]
     env: Vec<String>,
+    enabled: Option<bool>,
 }
 
 fn one() -> u32 {
@@ -154,57 +173,49 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        // Relative paths in the file are the file's, not the working
+        // directory's: cron starts in $HOME.
+        let base = path.and_then(Path::parent).unwrap_or(Path::new("."));
         let identities = match &file.usage.identities {
-            Some(csv) => {
-                let base = path.and_then(Path::parent).unwrap_or(Path::new("."));
-                crate::identities::read(&base.join(csv)).code(exit::CONFIG)?
-            }
+            Some(csv) => crate::identities::read(&base.join(csv)).code(exit::CONFIG)?,
             None => HashMap::new(),
         };
+        let mut enabled = BTreeMap::new();
         let mut exec = Vec::new();
         for (name, p) in file.processors {
-            validate_name(&name).code(exit::CONFIG)?;
-            if p.command.is_empty() || p.command[0].is_empty() {
-                return Err(exit::fail(
-                    exit::CONFIG,
-                    format!("config: processors.{name}.command must name a program"),
-                ));
+            if let Some(on) = p.enabled {
+                enabled.insert(name.clone(), on);
             }
-            if p.timeout.is_zero() || p.cadence.is_zero() {
-                return Err(exit::fail(
-                    exit::CONFIG,
-                    format!("config: processors.{name}: cadence and timeout must be positive"),
-                ));
+            exec.push(exec_spec(name, p)?);
+        }
+        for (name, on) in [
+            ("usage", file.usage.enabled),
+            ("verification", file.verification.enabled),
+        ] {
+            if let Some(on) = on {
+                enabled.insert(name.to_owned(), on);
             }
-            exec.push(ExecSpec {
-                name,
-                command: p.command,
-                version: p.version,
-                cadence: p.cadence,
-                timeout: p.timeout,
-                env: p.env,
-            });
         }
         let llm = LlmConfig::resolve(&file.llm, env).code(exit::CONFIG)?;
         let credentials = env.credentials(&llm.key_variable);
         let data_dir = flag_or_env(&args.data_dir, env::DATA_DIR)?;
         let db = flag_or_env(&args.db, env::DB)?;
-        let defaults = Budgets::VERIFICATION;
-        let verification = Budgets {
-            max_sessions: file
-                .verification
-                .max_sessions
-                .unwrap_or(defaults.max_sessions),
-            time_budget: file
-                .verification
-                .time_budget
-                .unwrap_or(defaults.time_budget),
-        };
+        let given = [
+            ("--config", &named),
+            ("--data-dir", &data_dir),
+            ("--db", &db),
+        ]
+        .into_iter()
+        .filter_map(|(flag, path)| Some((flag, absolute(path.as_ref()?))))
+        .collect();
+        let verification = file.verification.budgets();
         Ok(Config {
             data_dir: data_dir
-                .or(file.data_dir)
+                .or(file.data_dir.map(|d| base.join(d)))
                 .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
-            db: db.or(file.db).unwrap_or_else(|| DEFAULT_DB.into()),
+            db: db
+                .or(file.db.map(|d| base.join(d)))
+                .unwrap_or_else(|| DEFAULT_DB.into()),
             exec,
             identities,
             llm,
@@ -214,7 +225,15 @@ impl Config {
                 .unwrap_or(crate::store::DEFAULT_BUSY_TIMEOUT),
             credentials,
             path: env.os(env::PATH).cloned(),
+            enabled,
+            given,
         })
+    }
+
+    /// Whether the config file switched `processor` on (`Some(true)`), off
+    /// (`Some(false)`), or said nothing.
+    pub fn enabled(&self, processor: &str) -> Option<bool> {
+        self.enabled.get(processor).copied()
     }
 
     /// The data dir, or exit 78 when it is missing: an empty success would
@@ -232,6 +251,36 @@ impl Config {
             )),
         }
     }
+}
+
+/// A path as seen from anywhere: cron does not start where we were.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
+/// One `[processors.NAME]` section, checked.
+fn exec_spec(name: String, p: FileExec) -> Result<ExecSpec> {
+    validate_name(&name).code(exit::CONFIG)?;
+    if p.command.is_empty() || p.command[0].is_empty() {
+        return Err(exit::fail(
+            exit::CONFIG,
+            format!("config: processors.{name}.command must name a program"),
+        ));
+    }
+    if p.timeout.is_zero() || p.cadence.is_zero() {
+        return Err(exit::fail(
+            exit::CONFIG,
+            format!("config: processors.{name}: cadence and timeout must be positive"),
+        ));
+    }
+    Ok(ExecSpec {
+        name,
+        command: p.command,
+        version: p.version,
+        cadence: p.cadence,
+        timeout: p.timeout,
+        env: p.env,
+    })
 }
 
 fn validate_name(name: &str) -> Result<()> {

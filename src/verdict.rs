@@ -326,6 +326,14 @@ pub fn uncharged(attempts: u32) -> u32 {
     attempts.saturating_sub(1)
 }
 
+/// When a session whose processor said "not now" (a transient failure:
+/// `EX_TEMPFAIL`, an LLM outage) is tried again: after the first backoff,
+/// without an attempt charged, so the runs in between stay quiet.
+pub fn after_transient(now: DateTime<Utc>) -> DateTime<Utc> {
+    let wait = chrono::Duration::from_std(FIRST_BACKOFF).unwrap_or(chrono::Duration::MAX);
+    now.checked_add_signed(wait).unwrap_or(now)
+}
+
 /// How long to wait after the `attempts`th failure: a minute, doubling, at
 /// most six hours.
 pub fn backoff(attempts: u32) -> Duration {

@@ -14,14 +14,31 @@ use crate::env::Environment;
 use crate::printer::Printer;
 use crate::processor::Processor;
 
-/// Runs the subcommand `cli` names, printing through `printer`.
+/// Runs the subcommand `cli` names, printing through `printer`. With
+/// `--json`, a failure that stops the command is also an object on stdout,
+/// `{"error", "exit_code"}`, so a script reading stdout always gets one.
 pub fn dispatch(cli: Cli, env: &Environment, printer: &Printer) -> Result<i32> {
-    let config = Config::load(&cli.global, env)?;
-    match cli.command {
+    let json = match &cli.command {
+        Command::Run(args) => args.json,
+        Command::List(args) => args.json,
+        Command::State(args) => args.json,
+        Command::Migrate(_) => false,
+    };
+    let result = Config::load(&cli.global, env).and_then(|config| match cli.command {
         Command::Run(args) => run::run(&args, &config, printer),
         Command::List(args) => list::list(&args, &config, printer),
         Command::State(args) => state::state(&args, &config, printer),
         Command::Migrate(args) => migrate::migrate(&args, &config, printer),
+    });
+    match result {
+        Err(e) if json => {
+            let code = crate::exit::code_of(&e);
+            printer.error(format_args!("{e:#}"));
+            let object = serde_json::json!({ "error": format!("{e:#}"), "exit_code": code });
+            printer.out(object)?;
+            Ok(code)
+        }
+        other => other,
     }
 }
 

@@ -28,7 +28,12 @@ pub fn run(args: &RunArgs, config: &Config, printer: &Printer) -> Result<i32> {
             }
         }
     } else {
-        chosen = all.iter().map(|p| p.as_ref()).collect();
+        // Switched off in the config: left out of --all and --due.
+        chosen = all
+            .iter()
+            .map(|p| p.as_ref())
+            .filter(|p| config.enabled(p.name()) != Some(false))
+            .collect();
     }
     config.require_data_dir()?;
     signals::install()?;
@@ -44,13 +49,7 @@ pub fn run(args: &RunArgs, config: &Config, printer: &Printer) -> Result<i32> {
             continue;
         }
         if let Some(why) = p.unavailable() {
-            if explicit {
-                let report = refused(p, exit::UNAVAILABLE, format!("unavailable: {why}"));
-                printer.error(format_args!("{}: unavailable: {why}", p.name()));
-                code = code.max(emit(args, &report, printer)?);
-            } else {
-                printer.warn(format_args!("{}: skipped, unavailable: {why}", p.name()));
-            }
+            code = code.max(unavailable(p, &why, explicit, args, config, printer)?);
             continue;
         }
         let opts = Options {
@@ -60,10 +59,36 @@ pub fn run(args: &RunArgs, config: &Config, printer: &Printer) -> Result<i32> {
             jobs: usize::from(args.jobs),
         };
         let store = open(&mut slot, args, config)?;
-        let report = run_one(store, p, &opts, args, config, printer);
-        code = code.max(emit(args, &report, printer)?);
+        if let Some(report) = run_one(store, p, &opts, args, config, printer) {
+            code = code.max(emit(args, &report, printer)?);
+        }
     }
     Ok(code)
+}
+
+/// A processor that cannot run here: an error when it was asked for by
+/// name; under `--all` and `--due` a warning only if the config switched it
+/// on, else silence (it was never asked for).
+fn unavailable(
+    p: &dyn Processor,
+    why: &str,
+    explicit: bool,
+    args: &RunArgs,
+    config: &Config,
+    printer: &Printer,
+) -> Result<i32> {
+    if explicit {
+        let report = refused(p, exit::UNAVAILABLE, format!("unavailable: {why}"));
+        printer.error(format_args!("{}: unavailable: {why}", p.name()));
+        return emit(args, &report, printer);
+    }
+    let message = format_args!("{}: skipped, unavailable: {why}", p.name());
+    if config.enabled(p.name()) == Some(true) {
+        printer.warn(message);
+    } else {
+        printer.info(message);
+    }
+    Ok(exit::SUCCESS)
 }
 
 /// The database, opened on first use. A dry run never creates one.
@@ -77,7 +102,8 @@ fn open<'s>(slot: &'s mut Option<Store>, args: &RunArgs, config: &Config) -> Res
 }
 
 /// Runs one processor under its lock (none for a dry run), whatever happens
-/// returning its report.
+/// returning its report; `None` under `--due` when the previous run still
+/// holds the lock: it is simply not due.
 fn run_one(
     store: &mut Store,
     p: &dyn Processor,
@@ -85,25 +111,32 @@ fn run_one(
     args: &RunArgs,
     config: &Config,
     printer: &Printer,
-) -> Report {
+) -> Option<Report> {
     let data_dir = &config.data_dir;
     if args.dry_run {
-        return run::run(store, p, Mode::DryRun, data_dir, opts, printer)
-            .unwrap_or_else(|e| failed(p, e, printer));
+        let report = run::run(store, p, Mode::DryRun, data_dir, opts, printer);
+        return Some(report.unwrap_or_else(|e| failed(p, e, printer)));
     }
     let lock = match lock::acquire(&config.db, p.name(), args.wait) {
         Ok(Some(lock)) => lock,
+        Ok(None) if args.due => {
+            printer.info(format_args!(
+                "{}: not due, its last run is still going",
+                p.name()
+            ));
+            return None;
+        }
         Ok(None) => {
             let message = "another run holds the lock".to_owned();
             if args.busy_exit_code != exit::SUCCESS {
                 printer.error(format_args!("{}: {message}", p.name()));
             }
-            return refused(p, args.busy_exit_code, message);
+            return Some(refused(p, args.busy_exit_code, message));
         }
-        Err(e) => return failed(p, e, printer),
+        Err(e) => return Some(failed(p, e, printer)),
     };
-    run::run(store, p, Mode::Commit(&lock), data_dir, opts, printer)
-        .unwrap_or_else(|e| failed(p, e, printer))
+    let report = run::run(store, p, Mode::Commit(&lock), data_dir, opts, printer);
+    Some(report.unwrap_or_else(|e| failed(p, e, printer)))
 }
 
 fn failed(p: &dyn Processor, e: anyhow::Error, printer: &Printer) -> Report {

@@ -28,11 +28,17 @@ pub fn state(args: &StateArgs, config: &Config, printer: &Printer) -> Result<i32
         Some(name) => vec![super::find(&all, name)?],
         None => all.iter().map(|p| p.as_ref()).collect(),
     };
-    // Reading state never creates a database.
-    let store = if config.db.exists() {
-        Store::open(&config.db, Need::Current, config.busy_timeout)?
-    } else {
+    // Reading state never creates a database; a missing one is said, so
+    // that a mistyped --db does not look like an empty install.
+    let missing = !config.db.exists();
+    let store = if missing {
+        printer.error(format_args!(
+            "no database at {}: no run has used it yet",
+            config.db.display()
+        ));
         Store::in_memory()?
+    } else {
+        Store::open(&config.db, Need::Current, config.busy_timeout)?
     };
     if args.failed {
         return failed(&store, &chosen, args.json, printer);

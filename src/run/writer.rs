@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use anyhow::{Result, anyhow};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::moves::Moves;
@@ -219,7 +219,9 @@ impl<'a> Writer<'a> {
                     Some(Interruption::StopRun(code, _)) => Some(*code),
                     Some(Interruption::Transient(_)) => None,
                 };
-                let message = self.uncharged(db, file, charge)?;
+                // "Not now" waits for a backoff; a stopped run retries next run.
+                let retry_at = stop.is_none().then(|| verdict::after_transient(Utc::now()));
+                let message = self.uncharged(db, file, charge, retry_at)?;
                 if let Some(code) = stop {
                     self.stop_run(code, message);
                 } else if streak_ended {
@@ -281,7 +283,13 @@ impl<'a> Writer<'a> {
 
     /// A failure that was not the session's: the attempt is not charged and
     /// the next run tries again. Returns the error's text.
-    fn uncharged(&mut self, db: &Connection, file: &SessionFile, charge: Charge) -> Result<String> {
+    fn uncharged(
+        &mut self,
+        db: &Connection,
+        file: &SessionFile,
+        charge: Charge,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> Result<String> {
         let message = format!("{:#}", charge.error);
         self.ctx.printer.error(format_args!(
             "{}: {}: {message}",
@@ -293,7 +301,7 @@ impl<'a> Writer<'a> {
             attempts: verdict::uncharged(charge.attempts),
             quarantined: false,
             error: &message,
-            next_attempt_at: None,
+            next_attempt_at: retry_at,
             seen: charge.seen,
         };
         state::record_failure(db, self.id(file), &failure)?;

@@ -174,10 +174,36 @@ fn list_shows_processors_with_crontab_lines() {
     assert_eq!(scan["version"], 1);
     assert_eq!(scan["cadence"], "10m");
     assert_eq!(scan["available"], true);
-    assert_eq!(scan["crontab"], "*/10 * * * * sessionpipe run scan");
+    let line = scan["crontab"].as_str().unwrap();
+    let want = format!(
+        "*/10 * * * * {} --config {} --data-dir {} --db {} run scan",
+        assert_cmd::cargo::cargo_bin("sessionpipe").display(),
+        env.config.display(),
+        env.data.display(),
+        env.db.display()
+    );
+    assert_eq!(line, want);
     env.cmd()
         .args(["list"])
         .assert()
         .success()
-        .stdout(contains("*/10 * * * * sessionpipe run scan"));
+        .stdout(contains(want.as_str()));
+    // Pasted into a crontab: run by sh, from elsewhere, with cron's bare
+    // environment, it works.
+    let command = line.splitn(6, ' ').nth(5).unwrap();
+    env.session("u/a.jsonl", crate::util::LINE);
+    let out = std::process::Command::new("/bin/sh")
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .current_dir("/")
+        .args(["-c", command])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.status("scan", "u/a.jsonl").as_deref(), Some("ok"));
 }

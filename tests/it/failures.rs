@@ -248,7 +248,7 @@ fn interrupted_attempts_count_toward_quarantine() {
 }
 
 #[test]
-fn tempfail_is_retried_next_run_without_counting_and_three_in_a_row_stop_the_run() {
+fn tempfail_waits_a_backoff_without_counting_and_three_in_a_row_stop_the_run() {
     let env = Env::new();
     let flag = env.path("busy");
     fs::write(&flag, "").unwrap();
@@ -279,8 +279,17 @@ fn tempfail_is_retried_next_run_without_counting_and_three_in_a_row_stop_the_run
     let attempts: i64 = env.scalar("SELECT max(attempts) FROM processor_state");
     assert_eq!(attempts, 0);
 
-    // Retried at the next run, without waiting for a backoff.
+    // The two left over are tried, and say "not now" too...
+    let report = env.run_one(&["remote"], 1);
+    assert_eq!(n(&report, "errors"), 2);
+    // ...and until the backoff is over, the next runs leave all five alone,
+    // and say nothing.
+    let out = env.cmd().args(["run", "remote"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    // Then it is retried, still never charged.
     fs::remove_file(&flag).unwrap();
+    env.make_retries_due();
     let report = env.run_one(&["remote", "--max-attempts", "1"], 0);
     assert_eq!(n(&report, "processed"), 5);
 }

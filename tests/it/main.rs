@@ -3,6 +3,7 @@
 
 mod config;
 mod crash;
+mod cron;
 mod exec;
 mod failures;
 mod generated;

@@ -102,3 +102,44 @@ fn the_readme_exit_code_table_is_the_one_in_the_code() {
         .collect();
     assert_eq!(rows, table);
 }
+
+#[test]
+fn with_json_every_failure_is_an_object_with_its_exit_code() {
+    let env = Env::new();
+    for (args, code) in [
+        (
+            vec!["--data-dir", "/nonexistent/data", "run", "usage", "--json"],
+            78,
+        ),
+        (vec!["run", "nosuch", "--json"], 2),
+        (vec!["--db", "/dev/null", "run", "usage", "--json"], 74),
+    ] {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("sessionpipe"));
+        let out = cmd
+            .env_clear()
+            .args(["--config", env.config.to_str().unwrap()])
+            .args(if args.contains(&"--data-dir") {
+                vec![]
+            } else {
+                vec!["--data-dir", env.data.to_str().unwrap()]
+            })
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{args:?}");
+        let object: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {:?}", out.stdout));
+        assert_eq!(object["exit_code"], code);
+        assert!(!object["error"].as_str().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn state_of_a_database_that_does_not_exist_says_so() {
+    let env = Env::new();
+    let out = env.cmd().arg("state").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no database at"), "{stderr}");
+    assert!(!env.db.exists(), "reading state created nothing");
+}

@@ -211,7 +211,8 @@ fn transient_failures_leave_the_session_for_the_next_run() {
     );
     assert!(r["error"].as_str().unwrap().contains("transient"));
     assert_eq!(count(&env, "knowledge_items"), 0);
-    // Not quarantined, not marked done: the next run tries them again.
+    // Not quarantined, not marked done: tried again after the backoff.
+    env.make_retries_due();
     for _ in 0..4 {
         llm.push(Reply::anthropic(json!([churn_item()])));
     }
@@ -311,16 +312,25 @@ fn without_a_key_verification_is_unavailable() {
             .unwrap()
             .contains("SESSIONPIPE_LLM_API_KEY")
     );
-    // --all skips it with a warning and runs the others.
+    // --all skips it and runs the others, silently: it was never asked for.
     let out = env.cmd().args(["run", "--all", "--json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("verification: skipped"));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
     let reports: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0]["processor"], "usage");
+    // Switched on in the config, its absence is worth a warning.
+    let mut on = toml::Table::new();
+    on.insert("enabled".into(), true.into());
+    let mut config = toml::Table::new();
+    config.insert("verification".into(), toml::Value::Table(on));
+    env.write_config(&config);
+    let out = env.cmd().args(["run", "--due"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("verification: skipped"));
 }
 
 #[test]

@@ -1,0 +1,122 @@
+//! `* * * * * sessionpipe run --due` as cron runs it: silent when healthy,
+//! paths that do not depend on the working directory.
+
+use std::fs;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::util::{Env, LINE};
+
+#[test]
+fn a_healthy_due_line_is_silent_minute_after_minute() {
+    let env = Env::new();
+    env.processors(&[("count", &env.recorder(""))]);
+    env.session("u/a.jsonl", LINE);
+    for minute in 0..3 {
+        let out = env.cmd().args(["run", "--due"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "minute {minute}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "minute {minute}");
+        assert!(out.stdout.is_empty());
+    }
+    assert_eq!(env.calls().len(), 1);
+}
+
+#[test]
+fn a_processor_switched_off_is_left_out_of_all_and_due() {
+    let env = Env::new();
+    let mut table = toml::Table::new();
+    let mut p = toml::Table::new();
+    p.insert(
+        "command".into(),
+        toml::Value::Array(vec!["sh".into(), "-c".into(), env.recorder("").into()]),
+    );
+    p.insert("enabled".into(), false.into());
+    let mut processors = toml::Table::new();
+    processors.insert("count".into(), toml::Value::Table(p));
+    table.insert("processors".into(), toml::Value::Table(processors));
+    let mut usage = toml::Table::new();
+    usage.insert("enabled".into(), false.into());
+    table.insert("usage".into(), toml::Value::Table(usage));
+    env.write_config(&table);
+    env.session("u/a.jsonl", LINE);
+    for args in [&["run", "--all"][..], &["run", "--due"]] {
+        let out = env.cmd().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    }
+    assert!(env.calls().is_empty());
+    // Named, it runs all the same.
+    env.run_one(&["count"], 0);
+    assert_eq!(env.calls().len(), 1);
+}
+
+#[test]
+fn under_due_a_run_still_going_is_not_due_and_says_nothing() {
+    let env = Env::new();
+    let marker = env.path("inside");
+    let release = env.path("release");
+    env.processors(&[(
+        "slow",
+        &format!(
+            "touch '{}'; while [ ! -e '{}' ]; do sleep 0.05; done",
+            marker.display(),
+            release.display()
+        ),
+    )]);
+    env.session("u/a.jsonl", LINE);
+    let mut holder = env
+        .std_cmd()
+        .args(["run", "slow"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !marker.exists() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The held run's own row makes `slow` not due by cadence either: clear
+    // its start so only the lock keeps it from running.
+    env.db().execute("DELETE FROM runs", []).unwrap();
+    for _ in 0..2 {
+        let out = env.cmd().args(["run", "--due"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    }
+    fs::write(&release, "").unwrap();
+    assert!(holder.wait().unwrap().success());
+}
+
+#[test]
+fn relative_paths_in_the_config_file_are_the_config_files_own() {
+    let env = Env::new();
+    let conf_dir = env.path("etc");
+    fs::create_dir(&conf_dir).unwrap();
+    fs::create_dir_all(conf_dir.join("sessions/u")).unwrap();
+    fs::write(conf_dir.join("sessions/u/a.jsonl"), LINE).unwrap();
+    let config = conf_dir.join("sessionpipe.toml");
+    fs::write(&config, "data_dir = \"sessions\"\ndb = \"var/state.db\"\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o600)).unwrap();
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("sessionpipe"))
+        .env_clear()
+        .current_dir("/")
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "run",
+            "usage",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["processed"], 1);
+    assert!(conf_dir.join("var/state.db").exists());
+}
