@@ -41,8 +41,10 @@ pub struct Config {
     pub verification: Budgets,
     /// How long to wait for another writer of the database.
     pub busy_timeout: Duration,
-    /// Variables kept from external commands (see [`Environment::credentials`]).
+    /// Variables kept from external commands (see [`Environment::credentials`])...
     pub credentials: Vec<OsString>,
+    /// ...and their values, redacted from what is kept of a command's output.
+    pub secrets: Vec<crate::llm::ApiKey>,
     /// `PATH`, where external programs are found.
     pub path: Option<OsString>,
     /// `enabled = ...` as the config file set it, per processor.
@@ -198,6 +200,7 @@ impl Config {
         }
         let llm = LlmConfig::resolve(&file.llm, env).code(exit::CONFIG)?;
         let credentials = env.credentials(&llm.key_variable);
+        let secrets = env.secrets(&llm.key_variable);
         let data_dir = flag_or_env(&args.data_dir, env::DATA_DIR)?;
         let db = flag_or_env(&args.db, env::DB)?;
         let given = [
@@ -224,6 +227,7 @@ impl Config {
                 .busy_timeout
                 .unwrap_or(crate::store::DEFAULT_BUSY_TIMEOUT),
             credentials,
+            secrets,
             path: env.os(env::PATH).cloned(),
             enabled,
             given,

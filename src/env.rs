@@ -82,6 +82,17 @@ impl Environment {
         names
     }
 
+    /// The values of the credential variables (see [`Environment::credentials`]),
+    /// to be redacted wherever a command's output is kept.
+    pub fn secrets(&self, key_variable: &str) -> Vec<crate::llm::ApiKey> {
+        self.credentials(key_variable)
+            .iter()
+            .filter_map(|name| self.vars.get(name)?.to_str())
+            .filter(|value| !value.trim().is_empty())
+            .map(|value| crate::llm::ApiKey::new(value.to_owned()))
+            .collect()
+    }
+
     /// A variable naming a file or folder, any bytes kept. Set but empty is
     /// a usage error (2), as an empty flag is: falling back to a default
     /// would hide the mistake in a crontab line.

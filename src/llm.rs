@@ -73,7 +73,7 @@ impl ApiKey {
     }
 
     /// Removes the key from a text that is about to be shown or stored.
-    fn redact(&self, text: &str) -> String {
+    pub fn redact(&self, text: &str) -> String {
         if self.0.len() < 4 {
             return text.to_owned();
         }

@@ -28,7 +28,7 @@ use md5::{Digest as _, Md5};
 pub struct ProcessorLock {
     file: File,
     path: PathBuf,
-    _name: UnixListener,
+    _name: Option<UnixListener>,
 }
 
 /// The lock file of `processor` beside the database file `db` resolves to.
@@ -53,6 +53,15 @@ pub fn acquire(
     let path = path_for(db, processor)?;
     let deadline = wait.map(|w| Instant::now().checked_add(w));
     loop {
+        if let Some(signal) = crate::signals::received() {
+            return Err(crate::exit::fail(
+                crate::signals::exit_code(signal),
+                format!(
+                    "interrupted by {} while waiting for the lock",
+                    crate::signals::name(signal)
+                ),
+            ));
+        }
         match try_acquire(&name, &path)? {
             Try::Held(lock) => return Ok(Some(lock)),
             // The lock file was removed or replaced between our open and our
@@ -79,8 +88,16 @@ enum Try {
 
 fn try_acquire(name: &SocketAddr, path: &Path) -> Result<Try> {
     let socket = match UnixListener::bind_addr(name) {
-        Ok(socket) => socket,
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Ok(Try::Busy),
+        Ok(socket) => Some(socket),
+        // Held by another run of ours, or squatted by someone else: the
+        // name is predictable, so only a holder running as us (or root)
+        // counts; a squatter leaves the flock to decide alone.
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            if held_by_us(name) {
+                return Ok(Try::Busy);
+            }
+            None
+        }
         Err(e) => return Err(e).context("cannot take the processor lock"),
     };
     let file = open_lock_file(path)?;
@@ -105,9 +122,38 @@ fn try_acquire(name: &SocketAddr, path: &Path) -> Result<Try> {
     }))
 }
 
+/// Whether the process listening on the abstract name runs as this user or
+/// root (its credentials, as the kernel reports them).
+fn held_by_us(name: &SocketAddr) -> bool {
+    let Ok(stream) = std::os::unix::net::UnixStream::connect_addr(name) else {
+        // Nobody answers: a holder that is going away, so busy for now.
+        return true;
+    };
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`, a ucred.
+    let got = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&stream),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    got != 0 || cred.uid == me || cred.uid == 0
+}
+
 /// Opens (creating, mode 0600) the lock file, refusing anything but a
-/// regular file: a FIFO or a device planted at its name is an error, never a
-/// hang.
+/// regular file of our own with one name: a FIFO or a device planted at its
+/// name is an error, never a hang, and a hard link to another file is
+/// never truncated.
 fn open_lock_file(path: &Path) -> Result<File> {
     let file = OpenOptions::new()
         .read(true)
@@ -118,8 +164,19 @@ fn open_lock_file(path: &Path) -> Result<File> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .with_context(|| format!("cannot open lock file {}", path.display()))?;
-    if !file.metadata()?.is_file() {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
         bail!("lock file {} is not a regular file", path.display());
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.nlink() > 1 || meta.uid() != me {
+        bail!(
+            "lock file {} is not ours alone (owner uid {}, {} links): remove it",
+            path.display(),
+            meta.uid(),
+            meta.nlink()
+        );
     }
     Ok(file)
 }

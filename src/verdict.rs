@@ -99,6 +99,8 @@ pub struct Row {
     /// not be read.
     pub attempt_hash: Option<String>,
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// When a run first saw the file.
+    pub first_seen_at: Option<DateTime<Utc>>,
 }
 
 /// What a read saw: the stat tuple, and whether the read was racy.
@@ -214,13 +216,40 @@ pub enum Plan {
 }
 
 pub fn plan(row: Option<&Row>, version: u32, needs_digest_first: bool) -> Plan {
-    let nothing_to_compare =
-        row.is_none_or(|r| r.status == Status::Ok && r.processor_version != version);
+    let nothing_to_compare = row.is_none_or(|r| {
+        (r.status == Status::Ok && r.processor_version != version) || is_unseen(Some(r))
+    });
     if nothing_to_compare && !needs_digest_first {
         Plan::HashWhileProcessing
     } else {
         Plan::HashFirst
     }
+}
+
+/// Whether the file has never been processed nor attempted: no row, or only
+/// the note that a run saw it.
+pub fn is_unseen(row: Option<&Row>) -> bool {
+    row.is_none_or(|r| {
+        r.status == Status::Pending
+            && r.file_hash.is_none()
+            && r.attempt_hash.is_none()
+            && r.attempts == 0
+            && r.stat.is_none()
+    })
+}
+
+/// For `state --check`: whether files have waited too long. A file waits
+/// from when a run first saw it; waiting longer than `limit` is a problem
+/// only when no run processed anything meanwhile (a backfill capped by
+/// `--max-sessions` that keeps going is healthy).
+pub fn stalled(
+    oldest_seen: Option<DateTime<Utc>>,
+    limit: Duration,
+    processed_since_limit: u64,
+    now: DateTime<Utc>,
+) -> bool {
+    let limit = chrono::Duration::from_std(limit).unwrap_or(chrono::Duration::MAX);
+    oldest_seen.is_some_and(|t| now.signed_duration_since(t) > limit) && processed_since_limit == 0
 }
 
 /// What to do with a file once its hash is known.

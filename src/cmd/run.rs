@@ -37,6 +37,7 @@ pub fn run(args: &RunArgs, config: &Config, printer: &Printer) -> Result<i32> {
     }
     config.require_data_dir()?;
     signals::install()?;
+    crate::processor::exec::hide_this_process();
     // Opened when first needed: an unavailable processor leaves no database.
     let mut slot: Option<Store> = None;
     let mut code = exit::SUCCESS;

@@ -99,6 +99,12 @@ fn unhealthy(s: &Summary, args: &StateArgs, now: DateTime<Utc>) -> Vec<String> {
                 .unwrap_or_else(|| " (never)".to_owned())
         ));
     }
+    if let Some(run) = s.last_run.as_ref().filter(|r| r.status == "interrupted") {
+        reasons.push(format!(
+            "{}: its last run (started {}) died before it finished",
+            s.processor, run.started_at
+        ));
+    }
     let started = s
         .last_run
         .as_ref()
@@ -115,12 +121,15 @@ fn unhealthy(s: &Summary, args: &StateArgs, now: DateTime<Utc>) -> Vec<String> {
             s.processor, s.counts.quarantined
         ));
     }
-    let limit = i64::try_from(s.cadence_raw.as_secs().saturating_mul(4)).unwrap_or(i64::MAX);
+    let limit = wait_limit(s.cadence_raw);
+    let seen = s
+        .oldest_unprocessed_seconds
+        .and_then(|secs| now.checked_sub_signed(chrono::Duration::seconds(secs)));
     if let (Some(file), Some(secs)) = (&s.oldest_unprocessed, s.oldest_unprocessed_seconds)
-        && secs > limit
+        && verdict::stalled(seen, limit, s.processed_in_window, now)
     {
         reasons.push(format!(
-            "{}: {file} unprocessed for {} (more than 4x the {} cadence)",
+            "{}: {file} unprocessed for {}, and no run processed anything in 4x the {} cadence",
             s.processor,
             duration::format(Duration::from_secs(secs.unsigned_abs())),
             s.cadence
@@ -226,6 +235,9 @@ struct Summary {
     cadence_raw: Duration,
     #[serde(skip)]
     finished_raw: Option<DateTime<Utc>>,
+    /// Sessions processed by runs started within the waiting limit.
+    #[serde(skip)]
+    processed_in_window: u64,
 }
 
 fn summarize(store: &Store, p: &dyn Processor, files: Option<&[SessionFile]>) -> Result<Summary> {
@@ -254,7 +266,12 @@ fn summarize(store: &Store, p: &dyn Processor, files: Option<&[SessionFile]>) ->
             .filter(|f| verdict::is_waiting(state.get(&f.name), &f.stat, p.version()))
             .collect();
         for f in &waiting {
-            let secs = now.timestamp() - f.stat.mtime_ns / 1_000_000_000;
+            // Waiting since a run first saw it; before any run, since its mtime.
+            let since = state
+                .get(&f.name)
+                .and_then(|r| r.first_seen_at)
+                .map_or(f.stat.mtime_ns / 1_000_000_000, |t| t.timestamp());
+            let secs = now.timestamp().saturating_sub(since);
             if oldest.is_none_or(|(s, _)| secs > s) {
                 oldest = Some((secs, &f.name));
             }
@@ -276,7 +293,21 @@ fn summarize(store: &Store, p: &dyn Processor, files: Option<&[SessionFile]>) ->
         oldest_unprocessed_seconds: oldest.map(|(s, _)| s.max(0)),
         cadence_raw: p.cadence(),
         finished_raw: finished,
+        processed_in_window: runs::processed_since(
+            &store.conn,
+            p.name(),
+            now.checked_sub_signed(
+                chrono::Duration::from_std(wait_limit(p.cadence()))
+                    .unwrap_or(chrono::Duration::MAX),
+            )
+            .unwrap_or(DateTime::<Utc>::MIN_UTC),
+        )?,
     })
+}
+
+/// How long a file may wait before `state --check` minds: four cadences.
+fn wait_limit(cadence: Duration) -> Duration {
+    cadence.saturating_mul(4)
 }
 
 fn print_summary(s: &Summary, printer: &Printer) -> Result<()> {
@@ -305,7 +336,13 @@ fn print_summary(s: &Summary, printer: &Printer) -> Result<()> {
                 r.capped.unwrap_or(0),
                 r.errors.unwrap_or(0),
             ))?,
-            _ => printer.out(format_args!("  last run   {} (running, or did not finish)", r.started_at))?,
+            _ if r.status == "running" => {
+                printer.out(format_args!("  last run   {} (running)", r.started_at))?
+            }
+            _ => printer.out(format_args!(
+                "  last run   {} (interrupted: it died before it finished)",
+                r.started_at
+            ))?,
         },
     }
     if let Some(lag) = s.lag_seconds {
@@ -352,33 +389,48 @@ fn check(summaries: &[Summary], args: &StateArgs, printer: &Printer) -> Result<i
     })
 }
 
+/// Failing and quarantined sessions, then the errors of each processor's
+/// last run that no failing row already shows (a "not now", a folder that
+/// could not be listed).
 fn failed(store: &Store, chosen: &[&dyn Processor], json: bool, printer: &Printer) -> Result<i32> {
     let mut all = Vec::new();
+    let mut last = Vec::new();
     for p in chosen {
-        for row in rows::failed(&store.conn, p.name())? {
-            all.push((p.name(), row));
+        let failing = rows::failed(&store.conn, p.name())?;
+        for (session, error) in runs::last_errors(&store.conn, p.name())? {
+            if !failing.iter().any(|r| r.session_file == session) {
+                last.push((p.name(), session, error));
+            }
         }
+        all.extend(failing.into_iter().map(|row| (p.name(), row)));
     }
     if json {
         let list: Vec<_> = all
             .iter()
             .map(|(p, r)| serde_json::json!({ "processor": p, "session": r }))
+            .chain(last.iter().map(|(p, session, error)| {
+                serde_json::json!({ "processor": p,
+                    "last_run_error": { "session": session, "error": error } })
+            }))
             .collect();
         printer.out(format_args!("{}", serde_json::to_string_pretty(&list)?))?;
-    } else {
-        for (p, r) in &all {
-            printer.out(format_args!(
-                "{p}\t{}\t{} after {} attempts{}\n\t{}",
-                r.session_file,
-                r.status,
-                r.attempts,
-                r.next_attempt_at
-                    .as_ref()
-                    .map(|t| format!(", next at {t}"))
-                    .unwrap_or_default(),
-                r.last_error.as_deref().unwrap_or("")
-            ))?;
-        }
+        return Ok(exit::SUCCESS);
+    }
+    for (p, r) in &all {
+        printer.out(format_args!(
+            "{p}\t{}\t{} after {} attempts{}\n\t{}",
+            r.session_file,
+            r.status,
+            r.attempts,
+            r.next_attempt_at
+                .as_ref()
+                .map(|t| format!(", next at {t}"))
+                .unwrap_or_default(),
+            r.last_error.as_deref().unwrap_or("")
+        ))?;
+    }
+    for (p, session, error) in &last {
+        printer.out(format_args!("{p}\t{session}\tin the last run\n\t{error}"))?;
     }
     Ok(exit::SUCCESS)
 }

@@ -129,7 +129,10 @@ pub fn registry(config: &Config) -> Vec<Box<dyn Processor>> {
             .collect();
         all.push(Box::new(exec::Exec::new(
             spec.clone(),
-            hidden,
+            exec::Hidden {
+                variables: hidden,
+                secrets: config.secrets.clone(),
+            },
             config.path.clone(),
         )));
     }

@@ -169,6 +169,13 @@ fn execute(
 ) -> Result<Option<i32>> {
     let name = ctx.processor.name();
     let scan::Scan { files, problems } = scan::scan(data_dir, ctx.printer)?;
+    let unlisted: Vec<&str> = problems.iter().map(|(folder, _)| folder.as_str()).collect();
+    let mut rows = state::load(&store.conn, name)?;
+    let commit = matches!(ctx.mode, Mode::Commit(_));
+    moves::mark_vanished(&mut store.conn, name, &files, &unlisted, &mut rows, commit)?;
+    if commit {
+        note_seen(store, name, &files, &rows)?;
+    }
     for (folder, why) in problems {
         ctx.printer.error(format_args!("{name}: {folder}: {why}"));
         report.errors += 1;
@@ -177,9 +184,6 @@ fn execute(
             error: why,
         });
     }
-    let mut rows = state::load(&store.conn, name)?;
-    let commit = matches!(ctx.mode, Mode::Commit(_));
-    moves::mark_vanished(&mut store.conn, name, &files, &mut rows, commit)?;
     let moves = moves::Moves::new(&rows);
     let now = Utc::now();
     let version = ctx.processor.version();
@@ -208,6 +212,29 @@ fn execute(
     }
     ctx.printer.end_progress();
     writer.finish(total)
+}
+
+/// Notes the files no run has seen before, so that `state --check` can tell
+/// how long they have waited (one statement per new file, once).
+fn note_seen(
+    store: &mut Store,
+    processor: &str,
+    files: &[SessionFile],
+    rows: &std::collections::HashMap<String, Row>,
+) -> Result<()> {
+    let new: Vec<(&str, &str)> = files
+        .iter()
+        .filter(|f| !rows.contains_key(&f.name))
+        .map(|f| (f.name.as_str(), f.user.as_str()))
+        .collect();
+    if !new.is_empty() {
+        let tx = store
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        state::note_seen(&tx, processor, &new)?;
+        tx.commit()?;
+    }
+    Ok(())
 }
 
 /// Processes `candidates` with `jobs` workers, the writer on this thread.

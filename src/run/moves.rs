@@ -16,15 +16,19 @@ use crate::store::state;
 use crate::verdict::{self, Row, Status, Vanished};
 
 /// Marks the tracked files the scan did not find as gone, in `rows` and (in
-/// a commit) in the database; refuses when the whole tree vanished.
+/// a commit) in the database; refuses when the whole tree vanished. Files
+/// in folders the scan could not list (`unlisted`, `"<user>/"`) are not
+/// gone: they could not be looked for.
 pub fn mark_vanished(
     conn: &mut Connection,
     processor: &str,
     files: &[SessionFile],
+    unlisted: &[&str],
     rows: &mut HashMap<String, Row>,
     commit: bool,
 ) -> Result<()> {
     let present: HashSet<&str> = files.iter().map(|f| f.name.as_str()).collect();
+    let unlisted = |name: &str| unlisted.iter().any(|folder| name.starts_with(folder));
     let tracked: Vec<&String> = rows
         .iter()
         .filter(|(_, r)| r.status != Status::Gone)
@@ -32,7 +36,7 @@ pub fn mark_vanished(
         .collect();
     let vanished: Vec<String> = tracked
         .iter()
-        .filter(|name| !present.contains(name.as_str()))
+        .filter(|name| !present.contains(name.as_str()) && !unlisted(name))
         .map(|name| (*name).clone())
         .collect();
     if verdict::vanished(tracked.len(), vanished.len(), files.len()) == Vanished::Refuse {

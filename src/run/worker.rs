@@ -41,6 +41,9 @@ pub enum Msg<'a> {
     },
     /// Left for the next run by `--max-sessions` or a stop.
     Capped,
+    /// The machine, not the session, failed (out of descriptors or
+    /// memory): the run stops with `code`, charging nobody.
+    Stop { code: i32, message: String },
     /// A dry run: would have been processed.
     WouldProcess { file: &'a SessionFile },
     /// An attempt returned.
@@ -141,7 +144,7 @@ impl<'a> Workers<'a> {
                 digest: None,
                 attempts: 1,
                 seen: verdict::seen(file.stat, Utc::now()),
-                new: row.is_none(),
+                new: verdict::is_unseen(row),
             });
         }
         let seen = verdict::seen(file.stat, Utc::now());
@@ -153,6 +156,13 @@ impl<'a> Workers<'a> {
                     // Gone since the scan: the next scan sees what is there.
                     if session::is_gone(&error) {
                         return Visit::Settled(Msg::Skip { file, seen: None });
+                    }
+                    if is_exhaustion(&error) {
+                        let message = format!("{:#}", error.context("cannot read the file"));
+                        return Visit::Settled(Msg::Stop {
+                            code: exit::IO,
+                            message,
+                        });
                     }
                     let error = error.context("cannot read the file");
                     return Visit::Settled(Msg::Unreadable {
@@ -182,7 +192,7 @@ impl<'a> Workers<'a> {
                 digest: Some(digest),
                 attempts,
                 seen,
-                new: row.is_none(),
+                new: verdict::is_unseen(row),
             }),
         }
     }
@@ -226,6 +236,11 @@ impl<'a> Workers<'a> {
         // The attempt has returned: whatever happens next is not its doing.
         if let Err(e) = journal.clear(worker) {
             result = Err(e);
+        }
+        if let Err(e) = &result
+            && is_exhaustion(e)
+        {
+            result = Err(Interruption::StopRun(exit::IO, format!("{e:#}")).into());
         }
         let handover = session.handed_over();
         if result.as_ref().is_err_and(session::is_gone) {
@@ -272,6 +287,16 @@ impl<'a> Workers<'a> {
             }
         }
     }
+}
+
+/// Whether an error is the machine running out of something (descriptors,
+/// memory, processes): no session's fault, and no reason to charge one.
+fn is_exhaustion(error: &anyhow::Error) -> bool {
+    error.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            .is_some_and(|n| [libc::EMFILE, libc::ENFILE, libc::ENOMEM, libc::EAGAIN].contains(&n))
+    })
 }
 
 /// Runs the processor; a panic is that session's failure, not the run's end.

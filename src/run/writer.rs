@@ -184,6 +184,14 @@ impl<'a> Writer<'a> {
                 self.report.capped += 1;
                 Ok(())
             }
+            Msg::Stop { code, message } => {
+                self.report.capped += 1;
+                self.ctx
+                    .printer
+                    .error(format_args!("{}: {message}", self.ctx.processor.name()));
+                self.stop_run(code, message);
+                Ok(())
+            }
             Msg::WouldProcess { file } => {
                 if let Some(list) = &mut self.report.would_process {
                     list.push(file.name.clone());

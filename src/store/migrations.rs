@@ -153,6 +153,19 @@ const STEPS: &[(&str, &str)] = &[
     ) WITHOUT ROWID;
     ",
     ),
+    (
+        "when each file was first seen, the pid of each run, each run's session errors",
+        "
+    ALTER TABLE processor_state ADD COLUMN first_seen_at TEXT;
+    ALTER TABLE runs ADD COLUMN pid INTEGER;
+    CREATE TABLE run_errors (
+        run_id       INTEGER NOT NULL REFERENCES runs (id),
+        session_file TEXT NOT NULL,
+        error        TEXT NOT NULL
+    );
+    CREATE INDEX run_errors_by_run ON run_errors (run_id);
+    ",
+    ),
 ];
 
 const LEGACY_TABLE: &str = "session_extraction_state";
@@ -355,9 +368,10 @@ mod tests {
         assert_eq!(released, RELEASED);
     }
 
-    const RELEASED: [&str; 3] = [
+    const RELEASED: [&str; 4] = [
         "1a06a97aca43440161031786cd4af713",
         "ba8a64bdef41d767ee2d4fad3f29362b",
         "884e7934030ae3dfda3bd66846cc0932",
+        "6fc607f7548848f9542831bbf873b123",
     ];
 }

@@ -13,7 +13,7 @@ pub mod runs;
 pub mod state;
 
 use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::Duration;
 
@@ -59,11 +59,23 @@ impl Store {
             .custom_flags(libc::O_NONBLOCK)
             .open(path)
             .with_context(|| format!("cannot open database {shown}"))?;
-        if !file.metadata()?.is_file() {
+        let meta = file.metadata()?;
+        if !meta.is_file() {
             anyhow::bail!("database {shown} is not a regular file");
         }
+        // SQLite names its -wal and -shm files after the path it is given:
+        // two hard links would be two journals for one file, and writers
+        // through them would corrupt it. One name, resolved, always.
+        if meta.nlink() > 1 {
+            anyhow::bail!(
+                "database {shown} has {} hard links; use one name for it",
+                meta.nlink()
+            );
+        }
+        let resolved = std::fs::canonicalize(path)
+            .with_context(|| format!("cannot resolve database {shown}"))?;
         let conn = Connection::open_with_flags(
-            path,
+            &resolved,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .with_context(|| format!("cannot open database {shown}"))?;

@@ -9,13 +9,19 @@ use serde::Serialize;
 use super::{parse_timestamp, sql_int, timestamp};
 use crate::report::Report;
 
+/// Records that a run started, and which process it is (so that `state`
+/// can tell a run still going from one that died).
 pub fn start(conn: &Connection, processor: &str, started_at: DateTime<Utc>) -> Result<i64> {
     conn.execute(
-        "INSERT INTO runs (processor_name, started_at) VALUES (?1, ?2)",
-        params![processor, timestamp(started_at)],
+        "INSERT INTO runs (processor_name, started_at, pid) VALUES (?1, ?2, ?3)",
+        params![processor, timestamp(started_at), std::process::id()],
     )?;
     Ok(conn.last_insert_rowid())
 }
+
+/// The per-session errors kept of one run, at most: a run where everything
+/// fails still writes a bounded history.
+const KEPT_ERRORS: usize = 1000;
 
 pub fn finish(
     conn: &Connection,
@@ -43,7 +49,24 @@ pub fn finish(
             report.exit_code
         ],
     )?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO run_errors (run_id, session_file, error) VALUES (?1, ?2, ?3)",
+    )?;
+    for e in report.errors_detail.iter().take(KEPT_ERRORS) {
+        insert.execute(params![id, e.session, e.error])?;
+    }
     Ok(())
+}
+
+/// The per-session errors of the last finished run.
+pub fn last_errors(conn: &Connection, processor: &str) -> Result<Vec<(String, String)>> {
+    let mut stmt = conn.prepare(
+        "SELECT session_file, error FROM run_errors WHERE run_id = (
+             SELECT max(id) FROM runs WHERE processor_name = ?1 AND finished_at IS NOT NULL)
+         ORDER BY rowid",
+    )?;
+    let rows = stmt.query_map([processor], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// The last run of a processor, as `state` shows it.
@@ -59,10 +82,13 @@ pub struct LastRun {
     pub errors: Option<i64>,
     pub quarantined: Option<i64>,
     pub exit_code: Option<i32>,
+    /// `finished`, `running`, or `interrupted` (unfinished, and its process
+    /// is gone: the run died).
+    pub status: &'static str,
 }
 
 const LAST_RUN_COLUMNS: &str = "started_at, finished_at, duration_ms, scanned, processed, \
-     skipped, capped, errors, quarantined, exit_code";
+     skipped, capped, errors, quarantined, exit_code, pid";
 
 fn last_run_from(r: &rusqlite::Row) -> rusqlite::Result<LastRun> {
     Ok(LastRun {
@@ -76,7 +102,23 @@ fn last_run_from(r: &rusqlite::Row) -> rusqlite::Result<LastRun> {
         errors: r.get(7)?,
         quarantined: r.get(8)?,
         exit_code: r.get(9)?,
+        status: match (r.get::<_, Option<String>>(1)?, r.get::<_, Option<i64>>(10)?) {
+            (Some(_), _) => "finished",
+            (None, Some(pid)) if process_alive(pid) => "running",
+            (None, _) => "interrupted",
+        },
     })
+}
+
+/// Whether a process with this pid exists (one that is ours to signal, or
+/// another user's).
+fn process_alive(pid: i64) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let alive = unsafe { libc::kill(pid, 0) } == 0;
+    alive || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// The most recent run, finished or not.
@@ -91,6 +133,17 @@ pub fn last(conn: &Connection, processor: &str) -> Result<Option<LastRun>> {
             last_run_from,
         )
         .optional()?)
+}
+
+/// Sessions processed by the runs started since `since`.
+pub fn processed_since(conn: &Connection, processor: &str, since: DateTime<Utc>) -> Result<u64> {
+    let n: i64 = conn.query_row(
+        "SELECT coalesce(sum(processed), 0) FROM runs
+         WHERE processor_name = ?1 AND started_at >= ?2",
+        params![processor, timestamp(since)],
+        |r| r.get(0),
+    )?;
+    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 /// When the most recent finished run ended.

@@ -20,7 +20,7 @@ pub fn load(conn: &Connection, processor: &str) -> Result<HashMap<String, Row>> 
     let mut stmt = conn.prepare(
         "SELECT session_file, status, processor_version, file_hash, file_size, mtime_ns,
                 ctime_ns, inode, read_racy, attempts, attempt_hash, next_attempt_at,
-                bytes_processed
+                bytes_processed, first_seen_at
          FROM processor_state WHERE processor_name = ?1",
     )?;
     let rows = stmt.query_map([processor], |r| {
@@ -47,6 +47,10 @@ pub fn load(conn: &Connection, processor: &str) -> Result<HashMap<String, Row>> 
                 attempts: r.get(9)?,
                 attempt_hash: r.get(10)?,
                 next_attempt_at: next.as_deref().and_then(parse_timestamp),
+                first_seen_at: r
+                    .get::<_, Option<String>>(13)?
+                    .as_deref()
+                    .and_then(parse_timestamp),
             },
         ))
     })?;
@@ -102,8 +106,9 @@ pub fn record_attempt(
     write_row(
         conn,
         "INSERT INTO processor_state (processor_name, session_file, username, status,
-             attempts, attempt_hash, file_size, mtime_ns, ctime_ns, inode, read_racy)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             attempts, attempt_hash, file_size, mtime_ns, ctime_ns, inode, read_racy,
+             first_seen_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
          ON CONFLICT (processor_name, session_file) DO UPDATE SET
              status = ?4, attempts = ?5, attempt_hash = ?6, file_size = ?7,
              mtime_ns = ?8, ctime_ns = ?9, inode = ?10, read_racy = ?11",
@@ -129,8 +134,9 @@ pub fn record_success(conn: &Connection, id: RowId, s: &Success) -> Result<()> {
         "INSERT INTO processor_state (processor_name, session_file, username, processed_at,
              items_extracted, file_hash, bytes_processed, processor_version, file_size,
              mtime_ns, ctime_ns, inode, read_racy, status, attempts, attempt_hash,
-             last_error, next_attempt_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'ok', 0, NULL, NULL, NULL)
+             last_error, next_attempt_at, first_seen_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'ok', 0, NULL, NULL, NULL,
+             strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
          ON CONFLICT (processor_name, session_file) DO UPDATE SET
              username = ?3, processed_at = ?4, items_extracted = ?5, file_hash = ?6,
              bytes_processed = ?7, processor_version = ?8, file_size = ?9, mtime_ns = ?10,
@@ -170,8 +176,8 @@ pub fn record_failure(conn: &Connection, id: RowId, f: &Failure) -> Result<()> {
         conn,
         "INSERT INTO processor_state (processor_name, session_file, username, status,
              attempts, attempt_hash, last_error, next_attempt_at, file_size, mtime_ns,
-             ctime_ns, inode, read_racy)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+             ctime_ns, inode, read_racy, first_seen_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
          ON CONFLICT (processor_name, session_file) DO UPDATE SET
              status = ?4, attempts = ?5, attempt_hash = ?6, last_error = ?7,
              next_attempt_at = ?8, file_size = ?9, mtime_ns = ?10, ctime_ns = ?11,
@@ -202,6 +208,24 @@ pub fn refresh_stat(conn: &Connection, id: RowId, seen: &Seen) -> Result<()> {
         seen,
     )
 }
+
+/// Notes, for files that have no row yet, that a run has seen them
+/// (`pending`, with `first_seen_at`): how long a file has waited is
+/// measured from then, not from its mtime.
+pub fn note_seen(conn: &Connection, processor: &str, files: &[(&str, &str)]) -> Result<()> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "INSERT OR IGNORE INTO processor_state (processor_name, session_file, username, status,
+             first_seen_at)
+         VALUES (?1, ?2, ?3, 'pending', {NOW})"
+    ))?;
+    for (file, user) in files {
+        stmt.execute([processor, file, user])?;
+    }
+    Ok(())
+}
+
+/// The clock of SQLite, as [`super::timestamp`] writes times.
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
 /// Marks files a scan no longer found as `gone`; their outputs stay.
 pub fn mark_gone(conn: &Connection, processor: &str, files: &[&str]) -> Result<()> {

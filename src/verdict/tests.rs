@@ -36,6 +36,7 @@ fn ok() -> Row {
         attempts: 0,
         attempt_hash: None,
         next_attempt_at: None,
+        first_seen_at: None,
     }
 }
 
@@ -133,6 +134,9 @@ fn table() -> Vec<Case> {
             true, HashFirst, FreeSkip, true),
         ("gone, then back changed", Some(Row { status: Status::Gone, ..ok() }), changed(), "h2",
             true, HashFirst, Attempt { attempts: 1 }, true),
+        ("seen, never attempted", Some(Row { status: Status::Pending, file_hash: None,
+            stat: None, ..ok() }), stat(), "h1",
+            true, HashWhileProcessing, Attempt { attempts: 1 }, true),
         ("requeued", Some(failing(Status::Pending, 0, None)), stat(), "h1",
             true, HashFirst, Attempt { attempts: 1 }, true),
         ("attempts at the top of u32", Some(failing(Status::Processing, u32::MAX, Some("h1"))),
@@ -199,6 +203,22 @@ fn an_empty_tree_with_tracked_files_is_a_missing_mount() {
     );
     assert_eq!(vanished(10, 3, 7), Vanished::MarkGone);
     assert_eq!(vanished(0, 0, 0), Vanished::MarkGone);
+}
+
+#[test]
+fn a_backfill_that_keeps_going_is_not_stalled() {
+    let hour = Duration::from_secs(3600);
+    let seen = Some(now() - chrono::Duration::hours(2));
+    assert!(
+        stalled(seen, hour, 0, now()),
+        "waiting two hours, nothing done"
+    );
+    assert!(
+        !stalled(seen, hour, 50, now()),
+        "waiting, but the runs progress"
+    );
+    assert!(!stalled(Some(now()), hour, 0, now()));
+    assert!(!stalled(None, hour, 0, now()));
 }
 
 #[test]

@@ -189,3 +189,33 @@ fn a_daemon_holding_the_output_does_not_hold_the_run() {
     );
     assert_eq!(report["items_extracted"], 2, "output read before the exit");
 }
+
+#[test]
+fn a_command_reading_sessionpipes_own_environment_gets_no_key_kept() {
+    let env = Env::new();
+    env.processors(&[("peek", "tr '\\0' '\\n' < /proc/$PPID/environ >&2; exit 1")]);
+    env.session("u/a.jsonl", LINE);
+    // As root the command can read anything: what it printed is redacted.
+    let out = env
+        .cmd()
+        .args(["run", "peek"])
+        .env("ANTHROPIC_API_KEY", "sk-leaked-0123456789")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("sk-leaked-0123456789"), "{stderr}");
+    let kept: String = env.scalar("SELECT last_error FROM processor_state");
+    assert!(!kept.contains("sk-leaked-0123456789"), "{kept}");
+    // As the same unprivileged user, it cannot read it at all.
+    let mut cmd = env.cmd_unprivileged(&[]);
+    env.make_retries_due();
+    let out = cmd
+        .args(["run", "peek"])
+        .env("ANTHROPIC_API_KEY", "sk-leaked-0123456789")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("sk-leaked"), "{stderr}");
+    assert!(stderr.contains("ermission denied"), "{stderr}");
+}

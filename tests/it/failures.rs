@@ -204,6 +204,9 @@ fn an_unreadable_user_folder_is_an_error_that_names_it_even_under_q() {
     env.session("u/a.jsonl", LINE);
     env.session("shut/b.jsonl", LINE);
     let shut = env.data.join("shut");
+    env.run_one(&["count"], 0);
+    crate::util::append(&env.data.join("u/a.jsonl"), LINE);
+    crate::util::age(&env.data.join("u/a.jsonl"));
     // Root reads anything: the run is made as nobody.
     let mut cmd = env.cmd_unprivileged(&[]);
     fs::set_permissions(&shut, fs::Permissions::from_mode(0o000)).unwrap();
@@ -292,4 +295,55 @@ fn tempfail_waits_a_backoff_without_counting_and_three_in_a_row_stop_the_run() {
     env.make_retries_due();
     let report = env.run_one(&["remote", "--max-attempts", "1"], 0);
     assert_eq!(n(&report, "processed"), 5);
+}
+
+#[test]
+fn running_out_of_descriptors_charges_no_session() {
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    env.processors(&[("slow", &env.recorder("sleep 0.3"))]);
+    for i in 0..60 {
+        env.session(&format!("u/{i}.jsonl"), LINE);
+    }
+    let mut cmd = env.std_cmd();
+    cmd.args(["run", "slow", "--jobs", "40", "--max-attempts", "1"]);
+    // SAFETY: setrlimit is async-signal-safe and only reads the struct.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 48,
+                rlim_max: 48,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(74),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let charged: i64 = env.scalar(
+        "SELECT count(*) FROM processor_state WHERE attempts > 0 OR status = 'quarantined'",
+    );
+    let errors: Vec<String> = env
+        .db()
+        .prepare(
+            "SELECT last_error FROM processor_state WHERE attempts > 0 OR status = 'quarantined'",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        charged, 0,
+        "no session charged for the machine's limits: {errors:?}"
+    );
+    let report = env.run_one(&["slow", "--jobs", "8"], 0);
+    assert!(n(&report, "processed") > 0);
 }

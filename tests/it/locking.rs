@@ -222,3 +222,98 @@ fn a_fifo_device_or_folder_as_database_or_config_is_an_error_not_a_hang() {
         }
     }
 }
+
+#[test]
+fn a_hard_linked_database_is_refused() {
+    let env = Env::new();
+    env.session("u/a.jsonl", LINE);
+    env.run_one(&["usage"], 0);
+    let link = env.path("link.db");
+    fs::hard_link(&env.db, &link).unwrap();
+    for db in [env.db.as_path(), link.as_path()] {
+        let out = env.std_cmd_on(db).args(["run", "usage"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(74), "{}", db.display());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("hard links"));
+    }
+}
+
+#[test]
+fn a_squatter_on_the_lock_name_cannot_lock_sessionpipe_out() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    env.session("u/a.jsonl", LINE);
+    env.run_one(&["usage"], 0);
+    let meta = fs::metadata(&env.db).unwrap();
+    let key = {
+        use md5::Digest;
+        md5::Md5::digest(format!("{}:{}:usage", meta.dev(), meta.ino()).as_bytes())
+    };
+    let mut name = b"\0sessionpipe-lock/".to_vec();
+    name.extend_from_slice(sessionpipe::session::hex(&key).as_bytes());
+    // Another user binds the predictable name and sits on it.
+    let mut squat = std::process::Command::new("sleep");
+    squat
+        .arg("20")
+        .uid(crate::util::NOBODY)
+        .gid(crate::util::NOBODY);
+    // SAFETY: only async-signal-safe calls (socket, bind, listen) run in
+    // the child between fork and exec; the socket is inherited by `sleep`.
+    unsafe {
+        squat.pre_exec(move || {
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            let mut addr: libc::sockaddr_un = std::mem::zeroed();
+            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            for (i, b) in name.iter().enumerate() {
+                addr.sun_path[i] = *b as libc::c_char;
+            }
+            let len = (std::mem::size_of::<libc::sa_family_t>() + name.len()) as libc::socklen_t;
+            if libc::bind(fd, (&addr as *const libc::sockaddr_un).cast(), len) != 0
+                || libc::listen(fd, 8) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut squatter = squat.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    crate::util::append(&env.data.join("u/a.jsonl"), LINE);
+    crate::util::age(&env.data.join("u/a.jsonl"));
+    let report = env.run_one(&["usage"], 0);
+    assert_eq!(n(&report, "processed"), 1, "the flock alone decides");
+    squatter.kill().unwrap();
+    squatter.wait().unwrap();
+}
+
+#[test]
+fn a_stopping_signal_ends_a_wait_for_the_lock_at_once() {
+    let env = Env::new();
+    let marker = env.path("inside");
+    let release = env.path("release");
+    env.processors(&[(
+        "slow",
+        &format!(
+            "touch '{}'; while [ ! -e '{}' ]; do sleep 0.05; done",
+            marker.display(),
+            release.display()
+        ),
+    )]);
+    env.session("u/a.jsonl", LINE);
+    let mut holder = start_held(&env, &["slow"], &marker);
+    let waiter = env
+        .std_cmd()
+        .args(["run", "slow", "--wait", "60s"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Instant::now();
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(waiter.id() as i32, libc::SIGTERM) }, 0);
+    let out = waiter.wait_with_output().unwrap();
+    assert!(sent.elapsed() < Duration::from_secs(5), "waited on");
+    assert_eq!(out.status.code(), Some(143));
+    fs::write(&release, "").unwrap();
+    assert!(holder.wait().unwrap().success());
+}

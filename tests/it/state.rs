@@ -84,9 +84,20 @@ fn check_is_healthy_after_a_run_and_names_what_is_wrong() {
         .success()
         .stdout("");
 
-    // A new file left unprocessed for more than 4x the cadence (it is dated
-    // an hour back and the cadence is 10 minutes).
+    // A new file waiting more than 4x the cadence (dated an hour back; the
+    // cadence is 10 minutes) is fine while the runs make progress...
     env.session("u/new.jsonl", LINE);
+    env.cmd()
+        .args(["state", "count", "--check"])
+        .assert()
+        .success();
+    // ...and unhealthy once no run has processed anything for that long.
+    env.db()
+        .execute(
+            "UPDATE runs SET started_at = '2000-01-01T00:00:00.000Z'",
+            [],
+        )
+        .unwrap();
     env.cmd()
         .args(["state", "count", "--check"])
         .assert()
@@ -154,4 +165,87 @@ fn a_clock_that_was_ahead_stalls_nothing_and_check_says_so() {
     assert!(ran.contains(&"usage") && ran.contains(&"flaky"), "{ran:?}");
     let flaky = reports.iter().find(|r| r["processor"] == "flaky").unwrap();
     assert_eq!(n(flaky, "errors"), 1, "the retry was not left for 2099");
+}
+
+#[test]
+fn a_run_that_died_is_interrupted_not_running_and_check_says_so() {
+    let env = Env::new();
+    env.session("u/a.jsonl", LINE);
+    env.run_one(&["usage"], 0);
+    // A run whose process is gone left its row unfinished.
+    env.db()
+        .execute(
+            "INSERT INTO runs (processor_name, started_at, pid)
+             VALUES ('usage', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 2147483646)",
+            [],
+        )
+        .unwrap();
+    env.cmd()
+        .args(["state", "usage"])
+        .assert()
+        .success()
+        .stdout(contains("interrupted"));
+    env.cmd()
+        .args(["state", "usage", "--check"])
+        .assert()
+        .code(1)
+        .stdout(contains("died before it finished"));
+}
+
+#[test]
+fn the_last_runs_errors_are_kept_and_shown_by_failed() {
+    let env = Env::new();
+    let flag = env.path("busy");
+    std::fs::write(&flag, "").unwrap();
+    env.processors(&[(
+        "remote",
+        &format!(
+            "if [ -e '{}' ]; then echo 'upstream busy' >&2; exit 75; fi",
+            flag.display()
+        ),
+    )]);
+    env.session("u/a.jsonl", LINE);
+    env.run_one(&["remote"], 1);
+    // Kept in the run history...
+    let kept: i64 = env.scalar(
+        "SELECT count(*) FROM run_errors WHERE session_file = 'u/a.jsonl' AND error LIKE '%upstream busy%'",
+    );
+    assert_eq!(kept, 1);
+    // ...and shown, once, by --failed, even after its row is cleared.
+    env.db()
+        .execute(
+            "UPDATE processor_state SET status = 'ok', last_error = NULL",
+            [],
+        )
+        .unwrap();
+    let out = env
+        .cmd()
+        .args(["state", "remote", "--failed", "--json"])
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["last_run_error"]["session"], "u/a.jsonl");
+    env.cmd()
+        .args(["state", "remote", "--failed"])
+        .assert()
+        .success()
+        .stdout(contains("in the last run"));
+}
+
+#[test]
+fn files_a_capped_run_saw_are_timed_from_then() {
+    let env = Env::new();
+    for name in ["a", "b", "c"] {
+        env.session(&format!("u/{name}.jsonl"), LINE);
+    }
+    env.run_one(&["usage", "--max-sessions", "1"], 0);
+    let seen: i64 =
+        env.scalar("SELECT count(*) FROM processor_state WHERE first_seen_at IS NOT NULL");
+    assert_eq!(seen, 3, "every file the run saw, processed or capped");
+    let waiting: i64 = env.scalar("SELECT count(*) FROM processor_state WHERE status = 'pending'");
+    assert_eq!(waiting, 2);
+    env.run_one(&["usage"], 0);
+    let ok: i64 = env.scalar("SELECT count(*) FROM processor_state WHERE status = 'ok'");
+    assert_eq!(ok, 3);
 }

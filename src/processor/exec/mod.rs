@@ -38,15 +38,34 @@ const STDIN_PATH: &str = "/dev/stdin";
 
 pub struct Exec {
     spec: ExecSpec,
-    /// Variables removed from the command's environment.
-    hidden: Vec<OsString>,
+    hidden: Hidden,
     /// `PATH`, to find the program in.
     path: Option<OsString>,
 }
 
+/// What a command must not learn.
+pub struct Hidden {
+    /// Variables removed from its environment...
+    pub variables: Vec<OsString>,
+    /// ...and their values, redacted from what is kept of its stderr.
+    pub secrets: Vec<crate::llm::ApiKey>,
+}
+
 impl Exec {
-    pub fn new(spec: ExecSpec, hidden: Vec<OsString>, path: Option<OsString>) -> Exec {
+    pub fn new(spec: ExecSpec, hidden: Hidden, path: Option<OsString>) -> Exec {
         Exec { spec, hidden, path }
+    }
+}
+
+/// Keeps the commands this process starts from reading its memory, its
+/// environment (the LLM keys) or its descriptors (the database) through
+/// `/proc`, when they run as the same user: the process is made
+/// non-dumpable. A command run as root can read anything; its recorded
+/// output is redacted all the same.
+pub fn hide_this_process() {
+    // SAFETY: PR_SET_DUMPABLE takes plain integers and touches no memory.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
 }
 
@@ -97,7 +116,7 @@ impl Processor for Exec {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        for name in &self.hidden {
+        for name in &self.hidden.variables {
             command.env_remove(name);
         }
         let child = command.spawn().map_err(|e| match e.kind() {
@@ -114,7 +133,18 @@ impl Processor for Exec {
         if let (None, Some(signal)) = (done.status, signals::received()) {
             bail!("killed: sessionpipe received {}", signals::name(signal));
         }
-        judge(&done, self.spec.timeout)
+        judge(&done, self.spec.timeout).map_err(|e| {
+            // Whatever the command printed, no key is kept of it.
+            let text = self
+                .hidden
+                .secrets
+                .iter()
+                .fold(format!("{e:#}"), |text, key| key.redact(&text));
+            match Interruption::of(&e) {
+                Some(Interruption::Transient(_)) => Interruption::Transient(text).into(),
+                _ => anyhow::anyhow!(text),
+            }
+        })
     }
 }
 
