@@ -200,7 +200,11 @@ impl Config {
         }
         let llm = LlmConfig::resolve(&file.llm, env).code(exit::CONFIG)?;
         let credentials = env.credentials(&llm.key_variable);
-        let secrets = env.secrets(&llm.key_variable);
+        let secrets = env
+            .secrets(&llm.key_variable)
+            .into_iter()
+            .map(crate::llm::ApiKey::new)
+            .collect();
         let data_dir = flag_or_env(&args.data_dir, env::DATA_DIR)?;
         let db = flag_or_env(&args.db, env::DB)?;
         let given = [

@@ -84,12 +84,12 @@ impl Environment {
 
     /// The values of the credential variables (see [`Environment::credentials`]),
     /// to be redacted wherever a command's output is kept.
-    pub fn secrets(&self, key_variable: &str) -> Vec<crate::llm::ApiKey> {
+    pub fn secrets(&self, key_variable: &str) -> Vec<String> {
         self.credentials(key_variable)
             .iter()
             .filter_map(|name| self.vars.get(name)?.to_str())
             .filter(|value| !value.trim().is_empty())
-            .map(|value| crate::llm::ApiKey::new(value.to_owned()))
+            .map(str::to_owned)
             .collect()
     }
 

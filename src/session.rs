@@ -495,19 +495,26 @@ mod tests {
         assert_eq!(d.hash, md5_hex(b"small\n"));
     }
 
-    #[test]
-    fn a_session_records_what_it_handed_over_and_nothing_more() {
+    /// A file as the scan would have found it.
+    fn scanned(content: &[u8]) -> (tempfile::TempDir, SessionFile) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.jsonl");
-        std::fs::write(&path, b"one\ntwo\nthree\nfrag").unwrap();
+        std::fs::write(&path, content).unwrap();
         let meta = std::fs::metadata(&path).unwrap();
         let file = SessionFile {
             name: "u/s.jsonl".into(),
             user: "u".into(),
-            path: path.clone(),
+            path,
             stat: crate::scan::Stat::of(&meta),
             dev: meta.dev(),
         };
+        (dir, file)
+    }
+
+    #[test]
+    fn a_session_records_what_it_handed_over_and_nothing_more() {
+        let (_dir, file) = scanned(b"one\ntwo\nthree\nfrag");
+        let path = file.path.clone();
         let whole = digest(open(&path, file.dev, file.stat.inode).unwrap()).unwrap();
         for known in [None, Some(&whole)] {
             // Stops after one line: the record is of that line only.
@@ -549,17 +556,7 @@ mod tests {
 
     #[test]
     fn probes_note_the_hash_of_each_prefix_that_ends_a_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.jsonl");
-        std::fs::write(&path, b"one\ntwo\nthree\nfrag").unwrap();
-        let meta = std::fs::metadata(&path).unwrap();
-        let file = SessionFile {
-            name: "u/s.jsonl".into(),
-            user: "u".into(),
-            path,
-            stat: crate::scan::Stat::of(&meta),
-            dev: meta.dev(),
-        };
+        let (_dir, file) = scanned(b"one\ntwo\nthree\nfrag");
         let mut session = Session::new(&file, None);
         // 4 and 8 end lines; 5 does not; 14 ends "three"; 18 is the fragment.
         session.probe(vec![8, 5, 4, 14, 18, 4]);

@@ -2,8 +2,6 @@
 //! paths that do not depend on the working directory.
 
 use std::fs;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use crate::util::{Env, LINE};
 
@@ -53,28 +51,8 @@ fn a_processor_switched_off_is_left_out_of_all_and_due() {
 #[test]
 fn under_due_a_run_still_going_is_not_due_and_says_nothing() {
     let env = Env::new();
-    let marker = env.path("inside");
-    let release = env.path("release");
-    env.processors(&[(
-        "slow",
-        &format!(
-            "touch '{}'; while [ ! -e '{}' ]; do sleep 0.05; done",
-            marker.display(),
-            release.display()
-        ),
-    )]);
     env.session("u/a.jsonl", LINE);
-    let mut holder = env
-        .std_cmd()
-        .args(["run", "slow"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !marker.exists() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let holder = env.hold("slow", &[]);
     // The held run's own row makes `slow` not due by cadence either: clear
     // its start so only the lock keeps it from running.
     env.db().execute("DELETE FROM runs", []).unwrap();
@@ -83,8 +61,7 @@ fn under_due_a_run_still_going_is_not_due_and_says_nothing() {
         assert_eq!(out.status.code(), Some(0));
         assert_eq!(String::from_utf8_lossy(&out.stderr), "");
     }
-    fs::write(&release, "").unwrap();
-    assert!(holder.wait().unwrap().success());
+    holder.release();
 }
 
 #[test]

@@ -1,49 +1,16 @@
 //! Per-processor locks and crash recovery.
 
 use std::fs;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::util::{Env, LINE, n};
 
-/// Starts `run PROCESSOR` in the background and waits until its command is
-/// inside a session (it creates `marker`).
-fn start_held(env: &Env, args: &[&str], marker: &std::path::Path) -> Child {
-    let mut cmd = env.std_cmd();
-    cmd.arg("run")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let child = cmd.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !marker.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the run never started its command"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
-}
-
 #[test]
 fn a_second_run_of_one_processor_is_busy_while_another_processor_runs() {
     let env = Env::new();
-    let marker = env.path("inside");
-    let release = env.path("release");
-    env.processors(&[
-        (
-            "slow",
-            &format!(
-                "touch '{}'; while [ ! -e '{}' ]; do sleep 0.05; done",
-                marker.display(),
-                release.display()
-            ),
-        ),
-        ("other", &env.recorder("")),
-    ]);
     env.session("u/a.jsonl", LINE);
-    let mut holder = start_held(&env, &["slow"], &marker);
+    let holder = env.hold("slow", &[("other", &env.recorder(""))]);
 
     env.cmd()
         .args(["run", "slow"])
@@ -68,8 +35,7 @@ fn a_second_run_of_one_processor_is_busy_while_another_processor_runs() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    fs::write(&release, "").unwrap();
-    assert!(holder.wait().unwrap().success());
+    holder.release();
     assert!(waiter.wait_with_output().unwrap().status.success());
 }
 
@@ -89,7 +55,14 @@ fn kill_9_mid_run_loses_nothing_and_leaves_no_lock() {
     for name in ["a", "b", "c"] {
         env.session(&format!("u/{name}.jsonl"), LINE);
     }
-    let mut run = start_held(&env, &["count", "--jobs", "1"], &marker);
+    let mut run = env
+        .std_cmd()
+        .args(["run", "count", "--jobs", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    crate::util::wait_for(&marker);
     run.kill().unwrap(); // SIGKILL
     run.wait().unwrap();
 
@@ -143,18 +116,8 @@ fn database_and_lock_files_are_private() {
 #[test]
 fn one_database_one_lock_whatever_its_name_and_even_without_its_lock_file() {
     let env = Env::new();
-    let marker = env.path("inside");
-    let release = env.path("release");
-    env.processors(&[(
-        "slow",
-        &format!(
-            "touch '{}'; while [ ! -e '{}' ]; do sleep 0.05; done",
-            marker.display(),
-            release.display()
-        ),
-    )]);
     env.session("u/a.jsonl", LINE);
-    let mut holder = start_held(&env, &["slow"], &marker);
+    let holder = env.hold("slow", &[]);
     let alias = env.path("alias.db");
     std::os::unix::fs::symlink(&env.db, &alias).unwrap();
     let spelled = env
@@ -174,8 +137,7 @@ fn one_database_one_lock_whatever_its_name_and_even_without_its_lock_file() {
         let out = cmd.output().unwrap();
         assert_eq!(out.status.code(), Some(75), "through {}", db.display());
     }
-    fs::write(&release, "").unwrap();
-    assert!(holder.wait().unwrap().success());
+    holder.release();
     assert_eq!(n(&env.run_one(&["slow"], 0), "processed"), 0);
 }
 
@@ -289,18 +251,8 @@ fn a_squatter_on_the_lock_name_cannot_lock_sessionpipe_out() {
 #[test]
 fn a_stopping_signal_ends_a_wait_for_the_lock_at_once() {
     let env = Env::new();
-    let marker = env.path("inside");
-    let release = env.path("release");
-    env.processors(&[(
-        "slow",
-        &format!(
-            "touch '{}'; while [ ! -e '{}' ]; do sleep 0.05; done",
-            marker.display(),
-            release.display()
-        ),
-    )]);
     env.session("u/a.jsonl", LINE);
-    let mut holder = start_held(&env, &["slow"], &marker);
+    let holder = env.hold("slow", &[]);
     let waiter = env
         .std_cmd()
         .args(["run", "slow", "--wait", "60s"])
@@ -314,6 +266,5 @@ fn a_stopping_signal_ends_a_wait_for_the_lock_at_once() {
     let out = waiter.wait_with_output().unwrap();
     assert!(sent.elapsed() < Duration::from_secs(5), "waited on");
     assert_eq!(out.status.code(), Some(143));
-    fs::write(&release, "").unwrap();
-    assert!(holder.wait().unwrap().success());
+    holder.release();
 }

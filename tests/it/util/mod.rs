@@ -68,6 +68,32 @@ impl Env {
         self.write_config(&table);
     }
 
+    /// Declares exec processor `name`, whose command waits inside its session
+    /// until released, beside the processors `others`, and starts `run name`
+    /// in the background: returns once that run holds the processor's lock
+    /// and is inside a session.
+    pub fn hold(&self, name: &str, others: &[(&str, &str)]) -> Held {
+        let marker = self.path(&format!("{name}.inside"));
+        let release = self.path(&format!("{name}.release"));
+        let script = format!(
+            "touch '{}'; while [ ! -e '{}' ]; do sleep 0.05; done",
+            marker.display(),
+            release.display()
+        );
+        let mut all = vec![(name, script.as_str())];
+        all.extend_from_slice(others);
+        self.processors(&all);
+        let child = self
+            .std_cmd()
+            .args(["run", name])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for(&marker);
+        Held { child, release }
+    }
+
     /// A script that records `<file> <bytes>` for each call, then runs `then`.
     pub fn recorder(&self, then: &str) -> String {
         format!(
@@ -250,6 +276,32 @@ impl Env {
                 [],
             )
             .unwrap();
+    }
+}
+
+/// Waits until a command creates `marker` (for at most 20 seconds).
+pub fn wait_for(marker: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !marker.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never started its command"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A run of a processor held inside a session (see [`Env::hold`]).
+pub struct Held {
+    pub child: std::process::Child,
+    release: PathBuf,
+}
+
+impl Held {
+    /// Lets the run finish, and checks it succeeded.
+    pub fn release(mut self) {
+        fs::write(&self.release, "").unwrap();
+        assert!(self.child.wait().unwrap().success());
     }
 }
 
