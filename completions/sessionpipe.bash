@@ -16,6 +16,9 @@ _sessionpipe() {
             ",$1")
                 cmd="sessionpipe"
                 ;;
+            sessionpipe,help)
+                cmd="sessionpipe__subcmd__help"
+                ;;
             sessionpipe,list)
                 cmd="sessionpipe__subcmd__list"
                 ;;
@@ -28,6 +31,33 @@ _sessionpipe() {
             sessionpipe,state)
                 cmd="sessionpipe__subcmd__state"
                 ;;
+            sessionpipe__subcmd__help,help)
+                cmd="sessionpipe__subcmd__help__subcmd__help"
+                ;;
+            sessionpipe__subcmd__help,list)
+                cmd="sessionpipe__subcmd__help__subcmd__list"
+                ;;
+            sessionpipe__subcmd__help,migrate)
+                cmd="sessionpipe__subcmd__help__subcmd__migrate"
+                ;;
+            sessionpipe__subcmd__help,run)
+                cmd="sessionpipe__subcmd__help__subcmd__run"
+                ;;
+            sessionpipe__subcmd__help,state)
+                cmd="sessionpipe__subcmd__help__subcmd__state"
+                ;;
+            sessionpipe__subcmd__help__subcmd__state,prune)
+                cmd="sessionpipe__subcmd__help__subcmd__state__subcmd__prune"
+                ;;
+            sessionpipe__subcmd__help__subcmd__state,requeue)
+                cmd="sessionpipe__subcmd__help__subcmd__state__subcmd__requeue"
+                ;;
+            sessionpipe__subcmd__help__subcmd__state,reset)
+                cmd="sessionpipe__subcmd__help__subcmd__state__subcmd__reset"
+                ;;
+            sessionpipe__subcmd__state,help)
+                cmd="sessionpipe__subcmd__state__subcmd__help"
+                ;;
             sessionpipe__subcmd__state,prune)
                 cmd="sessionpipe__subcmd__state__subcmd__prune"
                 ;;
@@ -37,6 +67,18 @@ _sessionpipe() {
             sessionpipe__subcmd__state,reset)
                 cmd="sessionpipe__subcmd__state__subcmd__reset"
                 ;;
+            sessionpipe__subcmd__state__subcmd__help,help)
+                cmd="sessionpipe__subcmd__state__subcmd__help__subcmd__help"
+                ;;
+            sessionpipe__subcmd__state__subcmd__help,prune)
+                cmd="sessionpipe__subcmd__state__subcmd__help__subcmd__prune"
+                ;;
+            sessionpipe__subcmd__state__subcmd__help,requeue)
+                cmd="sessionpipe__subcmd__state__subcmd__help__subcmd__requeue"
+                ;;
+            sessionpipe__subcmd__state__subcmd__help,reset)
+                cmd="sessionpipe__subcmd__state__subcmd__help__subcmd__reset"
+                ;;
             *)
                 ;;
         esac
@@ -44,7 +86,7 @@ _sessionpipe() {
 
     case "${cmd}" in
         sessionpipe)
-            opts="-v -q -h -V --config --data-dir --db --verbose --quiet --help --version run list state migrate"
+            opts="-v -q -h -V --config --data-dir --db --verbose --quiet --help --version run list state migrate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -62,6 +104,132 @@ _sessionpipe() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sessionpipe__subcmd__help)
+            opts="run list state migrate help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sessionpipe__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sessionpipe__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sessionpipe__subcmd__help__subcmd__migrate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sessionpipe__subcmd__help__subcmd__run)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sessionpipe__subcmd__help__subcmd__state)
+            opts="requeue reset prune"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sessionpipe__subcmd__help__subcmd__state__subcmd__prune)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sessionpipe__subcmd__help__subcmd__state__subcmd__requeue)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sessionpipe__subcmd__help__subcmd__state__subcmd__reset)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;
@@ -176,7 +344,7 @@ _sessionpipe() {
             return 0
             ;;
         sessionpipe__subcmd__state)
-            opts="-v -q -h --failed --session --check --max-age --json --config --data-dir --db --verbose --quiet --help requeue reset prune"
+            opts="-v -q -h --failed --session --check --max-age --json --config --data-dir --db --verbose --quiet --help requeue reset prune help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -202,6 +370,76 @@ _sessionpipe() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sessionpipe__subcmd__state__subcmd__help)
+            opts="requeue reset prune help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sessionpipe__subcmd__state__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sessionpipe__subcmd__state__subcmd__help__subcmd__prune)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sessionpipe__subcmd__state__subcmd__help__subcmd__requeue)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sessionpipe__subcmd__state__subcmd__help__subcmd__reset)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;

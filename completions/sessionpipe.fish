@@ -35,6 +35,7 @@ complete -c sessionpipe -n "__fish_sessionpipe_needs_command" -f -a "run" -d 'Ru
 complete -c sessionpipe -n "__fish_sessionpipe_needs_command" -f -a "list" -d 'List every processor, built-in and configured, with a crontab line'
 complete -c sessionpipe -n "__fish_sessionpipe_needs_command" -f -a "state" -d 'Show processor state; requeue or reset sessions'
 complete -c sessionpipe -n "__fish_sessionpipe_needs_command" -f -a "migrate" -d 'Create or upgrade the database schema; import the legacy table'
+complete -c sessionpipe -n "__fish_sessionpipe_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l wait -d 'Wait up to DUR for a busy lock instead of exiting at once' -r
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l busy-exit-code -d 'Exit code when another run holds the lock (like `flock -E`), 0 to 255' -r
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l max-attempts -d 'Failed attempts on the same content before a session is quarantined' -r
@@ -58,20 +59,21 @@ complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand list" -l json -d
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand list" -s v -l verbose -d 'Log what happens to stderr (a progress bar too, when stderr is a terminal)'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand list" -s q -l quiet -d 'Print no warnings (errors are still printed)'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand list" -s h -l help -d 'Print help'
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune" -l session -d 'Show the state row of one session file (<key>/<file>.jsonl)' -r
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune" -l max-age -d 'With --check: the longest time since a finished run (default 2x cadence)' -r
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune" -l config -d 'Config file (TOML); default /etc/sessionpipe/config.toml when present [env: SESSIONPIPE_CONFIG]' -r -F
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune" -l data-dir -d 'Folder holding <key>/*.jsonl; default /data/user_sessions [env: SESSION_DATA_DIR]' -r -F
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune" -l db -d 'State database; default /var/lib/sessionpipe/state.db [env: SESSIONPIPE_DB]' -r -F
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune" -l failed -d 'List failing and quarantined sessions with attempts and last error'
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune" -l check -d 'For monitors: exit 1 with a one-line reason when a processor is unhealthy'
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune" -l json -d 'Print JSON on stdout'
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune" -s v -l verbose -d 'Log what happens to stderr (a progress bar too, when stderr is a terminal)'
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune" -s q -l quiet -d 'Print no warnings (errors are still printed)'
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune" -s h -l help -d 'Print help'
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune" -a "requeue" -d 'Clear failures so the sessions are processed on the next run'
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune" -a "reset" -d 'Forget every state row of a processor: the next runs reprocess all'
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune" -a "prune" -d 'Remove the rows and outputs of sessions whose files are gone'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune help" -l session -d 'Show the state row of one session file (<key>/<file>.jsonl)' -r
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune help" -l max-age -d 'With --check: the longest time since a finished run (default 2x cadence)' -r
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune help" -l config -d 'Config file (TOML); default /etc/sessionpipe/config.toml when present [env: SESSIONPIPE_CONFIG]' -r -F
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune help" -l data-dir -d 'Folder holding <key>/*.jsonl; default /data/user_sessions [env: SESSION_DATA_DIR]' -r -F
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune help" -l db -d 'State database; default /var/lib/sessionpipe/state.db [env: SESSIONPIPE_DB]' -r -F
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune help" -l failed -d 'List failing and quarantined sessions with attempts and last error'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune help" -l check -d 'For monitors: exit 1 with a one-line reason when a processor is unhealthy'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune help" -l json -d 'Print JSON on stdout'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune help" -s v -l verbose -d 'Log what happens to stderr (a progress bar too, when stderr is a terminal)'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune help" -s q -l quiet -d 'Print no warnings (errors are still printed)'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune help" -s h -l help -d 'Print help'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune help" -a "requeue" -d 'Clear failures so the sessions are processed on the next run'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune help" -a "reset" -d 'Forget every state row of a processor: the next runs reprocess all'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune help" -a "prune" -d 'Remove the rows and outputs of sessions whose files are gone'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune help" -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from requeue" -l config -d 'Config file (TOML); default /etc/sessionpipe/config.toml when present [env: SESSIONPIPE_CONFIG]' -r -F
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from requeue" -l data-dir -d 'Folder holding <key>/*.jsonl; default /data/user_sessions [env: SESSION_DATA_DIR]' -r -F
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from requeue" -l db -d 'State database; default /var/lib/sessionpipe/state.db [env: SESSIONPIPE_DB]' -r -F
@@ -94,6 +96,10 @@ complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fis
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from prune" -s v -l verbose -d 'Log what happens to stderr (a progress bar too, when stderr is a terminal)'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from prune" -s q -l quiet -d 'Print no warnings (errors are still printed)'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from prune" -s h -l help -d 'Print help'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from help" -f -a "requeue" -d 'Clear failures so the sessions are processed on the next run'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from help" -f -a "reset" -d 'Forget every state row of a processor: the next runs reprocess all'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from help" -f -a "prune" -d 'Remove the rows and outputs of sessions whose files are gone'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand migrate" -l config -d 'Config file (TOML); default /etc/sessionpipe/config.toml when present [env: SESSIONPIPE_CONFIG]' -r -F
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand migrate" -l data-dir -d 'Folder holding <key>/*.jsonl; default /data/user_sessions [env: SESSION_DATA_DIR]' -r -F
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand migrate" -l db -d 'State database; default /var/lib/sessionpipe/state.db [env: SESSIONPIPE_DB]' -r -F
@@ -101,3 +107,11 @@ complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand migrate" -l stat
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand migrate" -s v -l verbose -d 'Log what happens to stderr (a progress bar too, when stderr is a terminal)'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand migrate" -s q -l quiet -d 'Print no warnings (errors are still printed)'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand migrate" -s h -l help -d 'Print help'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand help; and not __fish_seen_subcommand_from run list state migrate help" -f -a "run" -d 'Run processors over new and changed session files'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand help; and not __fish_seen_subcommand_from run list state migrate help" -f -a "list" -d 'List every processor, built-in and configured, with a crontab line'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand help; and not __fish_seen_subcommand_from run list state migrate help" -f -a "state" -d 'Show processor state; requeue or reset sessions'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand help; and not __fish_seen_subcommand_from run list state migrate help" -f -a "migrate" -d 'Create or upgrade the database schema; import the legacy table'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand help; and not __fish_seen_subcommand_from run list state migrate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand help; and __fish_seen_subcommand_from state" -f -a "requeue" -d 'Clear failures so the sessions are processed on the next run'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand help; and __fish_seen_subcommand_from state" -f -a "reset" -d 'Forget every state row of a processor: the next runs reprocess all'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand help; and __fish_seen_subcommand_from state" -f -a "prune" -d 'Remove the rows and outputs of sessions whose files are gone'

@@ -61,8 +61,7 @@ EXAMPLES:
 #[command(
     name = "sessionpipe",
     version,
-    after_long_help = after_help(),
-    disable_help_subcommand = true
+    after_long_help = after_help()
 )]
 pub struct Cli {
     #[command(flatten)]

@@ -143,3 +143,19 @@ fn state_of_a_database_that_does_not_exist_says_so() {
     assert!(stderr.contains("no database at"), "{stderr}");
     assert!(!env.db.exists(), "reading state created nothing");
 }
+
+#[test]
+fn help_names_a_subcommand() {
+    let env = Env::new();
+    for (args, first) in [
+        (&["help", "run"][..], "Run processors"),
+        (&["help", "state", "prune"], "Remove the rows"),
+    ] {
+        let out = env.cmd().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).starts_with(first),
+            "{args:?}"
+        );
+    }
+}
