@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::cli::{StateAction, StateArgs};
 use crate::config::Config;
 use crate::duration;
+use crate::human;
 use crate::exit;
 use crate::printer::Printer;
 use crate::processor::Processor;
@@ -117,8 +118,9 @@ fn unhealthy(s: &Summary, args: &StateArgs, now: DateTime<Utc>) -> Vec<String> {
     }
     if s.counts.quarantined > 0 {
         reasons.push(format!(
-            "{}: {} quarantined sessions (see `sessionpipe state --failed`)",
-            s.processor, s.counts.quarantined
+            "{}: {} quarantined (see `sessionpipe state --failed`)",
+            s.processor,
+            human::count(s.counts.quarantined, "session")
         ));
     }
     let limit = wait_limit(s.cadence_raw);
@@ -131,7 +133,7 @@ fn unhealthy(s: &Summary, args: &StateArgs, now: DateTime<Utc>) -> Vec<String> {
         reasons.push(format!(
             "{}: {file} unprocessed for {}, and no run processed anything in 4x the {} cadence",
             s.processor,
-            duration::format(Duration::from_secs(secs.unsigned_abs())),
+            human::duration(Duration::from_secs(secs.unsigned_abs())),
             s.cadence
         ));
     }
@@ -311,6 +313,7 @@ fn wait_limit(cadence: Duration) -> Duration {
 }
 
 fn print_summary(s: &Summary, printer: &Printer) -> Result<()> {
+    let now = Utc::now();
     printer.out(format_args!(
         "{}  ({} v{}, every {}{})",
         s.processor,
@@ -326,29 +329,12 @@ fn print_summary(s: &Summary, printer: &Printer) -> Result<()> {
     ))?;
     match &s.last_run {
         None => printer.out(format_args!("  last run   never"))?,
-        Some(r) => match (r.finished_at.as_ref(), r.exit_code) {
-            (Some(_), Some(code)) => printer.out(format_args!(
-                "  last run   {}, {} ms, {} processed, {} skipped, {} capped, {} errors, exit {code}",
-                r.started_at,
-                r.duration_ms.unwrap_or(0),
-                r.processed.unwrap_or(0),
-                r.skipped.unwrap_or(0),
-                r.capped.unwrap_or(0),
-                r.errors.unwrap_or(0),
-            ))?,
-            _ if r.status == "running" => {
-                printer.out(format_args!("  last run   {} (running)", r.started_at))?
-            }
-            _ => printer.out(format_args!(
-                "  last run   {} (interrupted: it died before it finished)",
-                r.started_at
-            ))?,
-        },
+        Some(r) => print_last_run(r, now, printer)?,
     }
     if let Some(lag) = s.lag_seconds {
         printer.out(format_args!(
-            "  lag        {}",
-            duration::format(Duration::from_secs(lag as u64))
+            "  behind     {} (the newest change to a file, after the last processing)",
+            human::duration(Duration::from_secs(lag.unsigned_abs()))
         ))?;
     }
     if let (Some(n), Some(file), Some(secs)) = (
@@ -357,11 +343,39 @@ fn print_summary(s: &Summary, printer: &Printer) -> Result<()> {
         s.oldest_unprocessed_seconds,
     ) {
         printer.out(format_args!(
-            "  waiting    {n} files, oldest {file} ({} old)",
-            duration::format(Duration::from_secs(secs as u64))
+            "  waiting    {}, the oldest {file} for {}",
+            human::count(n, "file"),
+            human::duration(Duration::from_secs(secs.unsigned_abs()))
         ))?;
     }
     Ok(())
+}
+
+/// `  last run   <when> (<ago>), <how long>, <counts>, exit <code>`.
+fn print_last_run(r: &runs::LastRun, now: DateTime<Utc>, printer: &Printer) -> Result<()> {
+    let when = match parse_timestamp(&r.started_at) {
+        Some(t) => format!("{} ({})", r.started_at, human::ago(t, now)),
+        None => r.started_at.clone(),
+    };
+    let count = |n: Option<i64>, noun: &str| {
+        human::count(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0), noun)
+    };
+    match (r.finished_at.as_ref(), r.exit_code) {
+        (Some(_), Some(code)) => printer.out(format_args!(
+            "  last run   {when}, took {}, {} processed, {} skipped, {} capped, {}, exit {code}",
+            human::duration(Duration::from_millis(
+                r.duration_ms.and_then(|d| u64::try_from(d).ok()).unwrap_or(0)
+            )),
+            r.processed.unwrap_or(0),
+            r.skipped.unwrap_or(0),
+            r.capped.unwrap_or(0),
+            count(r.errors, "error"),
+        )),
+        _ if r.status == "running" => printer.out(format_args!("  last run   {when}, running")),
+        _ => printer.out(format_args!(
+            "  last run   {when}, interrupted: it died before it finished"
+        )),
+    }
 }
 
 fn check(summaries: &[Summary], args: &StateArgs, printer: &Printer) -> Result<i32> {

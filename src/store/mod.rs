@@ -105,8 +105,7 @@ impl Store {
                 ),
             ));
         }
-        conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
-            .with_context(|| format!("cannot set WAL mode on {shown}"))?;
+        set_wal(&conn, busy).with_context(|| format!("cannot set WAL mode on {shown}"))?;
         // Checkpoints (each one an fsync) every 16 MiB of WAL rather than 4.
         conn.execute_batch(
             "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=4096;",
@@ -122,6 +121,35 @@ impl Store {
             ));
         }
         Ok(Store { conn })
+    }
+}
+
+/// Puts the database in WAL mode (kept in the file: once set, every later
+/// open only reads it). Switching needs the database to itself, and SQLite
+/// does not wait for that on its own: runs that create one database at the
+/// same moment retry, up to the busy timeout.
+fn set_wal(conn: &Connection, busy: Duration) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now().checked_add(busy);
+    loop {
+        let mode = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
+            .and_then(|mode| {
+                if mode.eq_ignore_ascii_case("wal") {
+                    Ok(mode)
+                } else {
+                    conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+                }
+            });
+        match mode {
+            Ok(_) => return Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && deadline.is_none_or(|d| std::time::Instant::now() < d) =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

@@ -129,7 +129,7 @@ fn check_is_healthy_after_a_run_and_names_what_is_wrong() {
         .args(["state", "count", "--check", "--json"])
         .assert()
         .code(1)
-        .stdout(contains("1 quarantined sessions"));
+        .stdout(contains("1 session quarantined"));
 }
 
 #[test]
