@@ -11,8 +11,8 @@ use serde::Serialize;
 use crate::cli::{StateAction, StateArgs};
 use crate::config::Config;
 use crate::duration;
-use crate::human;
 use crate::exit;
+use crate::human;
 use crate::printer::Printer;
 use crate::processor::Processor;
 use crate::scan::{self, SessionFile};
@@ -364,7 +364,9 @@ fn print_last_run(r: &runs::LastRun, now: DateTime<Utc>, printer: &Printer) -> R
         (Some(_), Some(code)) => printer.out(format_args!(
             "  last run   {when}, took {}, {} processed, {} skipped, {} capped, {}, exit {code}",
             human::duration(Duration::from_millis(
-                r.duration_ms.and_then(|d| u64::try_from(d).ok()).unwrap_or(0)
+                r.duration_ms
+                    .and_then(|d| u64::try_from(d).ok())
+                    .unwrap_or(0)
             )),
             r.processed.unwrap_or(0),
             r.skipped.unwrap_or(0),
@@ -459,7 +461,7 @@ fn session(
     let mut found = Vec::new();
     for p in chosen {
         if let Some(row) = rows::one(&store.conn, p.name(), file)? {
-            found.push(row);
+            found.push((*p, row));
         }
     }
     if found.is_empty() {
@@ -469,14 +471,58 @@ fn session(
         ));
     }
     if json {
-        printer.out(format_args!("{}", serde_json::to_string_pretty(&found)?))?;
-    } else {
-        for row in &found {
-            for (k, v) in row {
-                printer.out(format_args!("{k:<18} {v}"))?;
-            }
-            printer.out("")?;
-        }
+        let rows: Vec<_> = found.iter().map(|(_, row)| row).collect();
+        printer.out(format_args!("{}", serde_json::to_string_pretty(&rows)?))?;
+        return Ok(exit::SUCCESS);
+    }
+    for (p, row) in &found {
+        print_row(*p, row, printer)?;
+        printer.out("")?;
     }
     Ok(exit::SUCCESS)
+}
+
+/// The columns of a state row in the order an operator asks about them;
+/// the others follow.
+const ROW_ORDER: &[&str] = &[
+    "processor_name",
+    "session_file",
+    "status",
+    "processed_at",
+    "items_extracted",
+    "attempts",
+    "last_error",
+    "next_attempt_at",
+    "first_seen_at",
+    "processor_version",
+    "file_hash",
+    "bytes_processed",
+];
+
+/// One state row for a person: readable order, times with how long ago,
+/// the version beside this binary's.
+fn print_row(
+    p: &dyn Processor,
+    row: &serde_json::Map<String, serde_json::Value>,
+    printer: &Printer,
+) -> Result<()> {
+    let now = Utc::now();
+    let rest = row.keys().filter(|k| !ROW_ORDER.contains(&k.as_str()));
+    for key in ROW_ORDER.iter().copied().chain(rest.map(String::as_str)) {
+        let Some(value) = row.get(key) else { continue };
+        let text = match value {
+            serde_json::Value::String(t) => t.clone(),
+            serde_json::Value::Null => "-".to_owned(),
+            other => other.to_string(),
+        };
+        let note = match (key, value) {
+            (k, serde_json::Value::String(t)) if k.ends_with("_at") => parse_timestamp(t)
+                .map(|t| format!(" ({})", human::ago(t, now)))
+                .unwrap_or_default(),
+            ("processor_version", _) => format!(" (this sessionpipe: v{})", p.version()),
+            _ => String::new(),
+        };
+        printer.out(format_args!("{key:<18} {text}{note}"))?;
+    }
+    Ok(())
 }
