@@ -26,6 +26,8 @@ use crate::llm::{LlmConfig, LlmSection};
 pub const DEFAULT_CONFIG: &str = "/etc/sessionpipe/config.toml";
 pub const DEFAULT_DATA_DIR: &str = "/data/user_sessions";
 pub const DEFAULT_DB: &str = "/var/lib/sessionpipe/state.db";
+/// A file quiet this long has finished its final line, newline or not.
+pub const DEFAULT_FRAGMENT_SETTLE: Duration = Duration::from_secs(10 * 60);
 
 /// Everything a subcommand needs to know about where things are and which
 /// processors the operator declared.
@@ -41,6 +43,9 @@ pub struct Config {
     pub verification: Budgets,
     /// How long to wait for another writer of the database.
     pub busy_timeout: Duration,
+    /// How long a file must be quiet for a final line without a newline to
+    /// count as a line.
+    pub fragment_settle: Duration,
     /// Variables kept from external commands (see [`Environment::credentials`])...
     pub credentials: Vec<OsString>,
     /// ...and their values, redacted from what is kept of a command's output.
@@ -88,6 +93,8 @@ struct FileConfig {
     db: Option<PathBuf>,
     #[serde(default, deserialize_with = "duration::de_opt")]
     busy_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    fragment_settle: Option<Duration>,
     #[serde(default)]
     processors: BTreeMap<String, FileExec>,
     #[serde(default)]
@@ -230,6 +237,7 @@ impl Config {
             busy_timeout: file
                 .busy_timeout
                 .unwrap_or(crate::store::DEFAULT_BUSY_TIMEOUT),
+            fragment_settle: file.fragment_settle.unwrap_or(DEFAULT_FRAGMENT_SETTLE),
             credentials,
             secrets,
             path: env.os(env::PATH).cloned(),

@@ -84,9 +84,12 @@ pub fn open(path: &Path, dev: u64, inode: u64) -> io::Result<File> {
     Ok(file)
 }
 
-/// Hashes the complete-line prefix of `file` in one streaming pass.
-pub fn digest(file: File) -> io::Result<Digest> {
+/// Hashes the complete-line prefix of `file` in one streaming pass; with
+/// `settled`, a final line without a newline counts when it is a whole
+/// JSON value (see [`Lines::final_line`]).
+pub fn digest(file: File, settled: bool) -> io::Result<Digest> {
     let mut lines = Lines::new(file, None);
+    lines.final_line(settled);
     while lines.next_line()?.is_some() {}
     Ok(lines.finish())
 }
@@ -119,6 +122,9 @@ pub struct Session<'a> {
     /// Prefix lengths whose hash to note as the lines pass (see
     /// [`Session::probe`]).
     probes: Vec<u64>,
+    /// The file has been quiet long enough for a final line without a
+    /// newline to count (see [`Lines::final_line`]).
+    settled: bool,
     lines: Option<Lines>,
 }
 
@@ -132,8 +138,16 @@ impl<'a> Session<'a> {
             dev: file.dev,
             inode: file.stat.inode,
             probes: Vec::new(),
+            settled: false,
             lines: None,
         }
+    }
+
+    /// The file has been quiet for the settle time: a final line without a
+    /// newline that is a whole JSON value is a line. Only before the lines
+    /// are first read.
+    pub fn settled(&mut self, settled: bool) {
+        self.settled = settled;
     }
 
     /// Also note the hash of the lines handed over up to each of these
@@ -162,6 +176,7 @@ impl<'a> Session<'a> {
                 let file = open(self.path, self.dev, self.inode)?;
                 let mut lines = Lines::new(file, self.digest.map(|d| d.bytes));
                 lines.probes = std::mem::take(&mut self.probes).into();
+                lines.final_line(self.settled);
                 Ok(slot.insert(lines))
             }
         }
@@ -225,6 +240,10 @@ pub struct Lines {
     eof: bool,
     /// The last line has been handed out.
     done: bool,
+    /// Whether a final fragment that is a whole JSON value is a line...
+    final_line: bool,
+    /// ...and the length of the one passed.
+    last_len: usize,
     /// MD5 of every passed line before `buf[hashed]`...
     md5: Md5,
     hashed: usize,
@@ -251,6 +270,8 @@ impl Lines {
             end: 0,
             eof: false,
             done: false,
+            final_line: false,
+            last_len: 0,
             md5: Md5::new(),
             hashed: 0,
             consumed: 0,
@@ -290,6 +311,10 @@ impl Lines {
             }
             self.scan = self.end;
             if self.eof {
+                if self.take_final_line() {
+                    let from = self.start - self.last_len;
+                    return Ok(Some(&self.buf[from..self.start]));
+                }
                 self.done = true;
                 return Ok(None);
             }
@@ -341,6 +366,32 @@ impl Lines {
         Ok(())
     }
 
+    /// In a file that has been quiet for its settle time, the final line
+    /// may lack its newline for good (an editor, an upload that trimmed
+    /// it): counted as a line when it is a whole JSON value. In a live file
+    /// it is a line still being written, and never counted.
+    pub fn final_line(&mut self, settled: bool) {
+        self.final_line = settled;
+    }
+
+    /// Passes the final fragment as a line, if it is one; `last_len` is then
+    /// its length.
+    fn take_final_line(&mut self) -> bool {
+        if !self.final_line || self.skipping.is_some() || self.start == self.end {
+            return false;
+        }
+        self.final_line = false;
+        let fragment = &self.buf[self.start..self.end];
+        if serde_json::from_slice::<serde::de::IgnoredAny>(fragment).is_err() {
+            return false;
+        }
+        self.last_len = self.end - self.start;
+        self.start = self.end;
+        self.consumed += self.last_len as u64;
+        self.note_probes();
+        true
+    }
+
     /// Notes the digest of the lines passed when their length is a probe.
     fn note_probes(&mut self) {
         while self.probes.front().is_some_and(|&p| p < self.consumed) {
@@ -380,201 +431,4 @@ impl Lines {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    fn digest_of(content: &[u8]) -> Digest {
-        let mut f = tempfile::tempfile().unwrap();
-        f.write_all(content).unwrap();
-        let mut f2 = f.try_clone().unwrap();
-        std::io::Seek::rewind(&mut f2).unwrap();
-        digest(f2).unwrap()
-    }
-
-    fn md5_hex(content: &[u8]) -> String {
-        hex(&Md5::digest(content))
-    }
-
-    #[test]
-    fn hashes_only_complete_lines() {
-        let d = digest_of(b"a\nbb\nfragment");
-        assert_eq!(d.bytes, 5);
-        assert_eq!(d.hash, md5_hex(b"a\nbb\n"));
-        assert_eq!(digest_of(b"a\nbb\n"), d);
-    }
-
-    #[test]
-    fn fragment_only_and_empty_hash_as_empty() {
-        assert_eq!(digest_of(b"no newline"), digest_of(b""));
-        assert_eq!(digest_of(b"").bytes, 0);
-    }
-
-    #[test]
-    fn lines_across_chunk_boundaries() {
-        let mut content = Vec::new();
-        for i in 0..50_000 {
-            content.extend_from_slice(format!("line {i} {}\n", "x".repeat(i % 97)).as_bytes());
-        }
-        content.extend_from_slice(b"tail without newline");
-        let d = digest_of(&content);
-        let complete = &content[..content.len() - 20];
-        assert_eq!(d.bytes as usize, complete.len());
-        assert_eq!(d.hash, md5_hex(complete));
-
-        for limit in [Some(d.bytes), None] {
-            let mut lines = Lines::new(file_with(&content), limit);
-            let mut n = 0;
-            while let Some(line) = lines.next_line().unwrap() {
-                assert!(line.starts_with(format!("line {n} ").as_bytes()));
-                n += 1;
-            }
-            assert_eq!(n, 50_000);
-            assert_eq!(lines.finish(), d, "the same digest, read once");
-        }
-    }
-
-    #[test]
-    fn stopping_early_hashes_exactly_the_lines_handed_out() {
-        let mut content = Vec::new();
-        for i in 0..20_000 {
-            content.extend_from_slice(format!("{i} {}\n", "y".repeat(i % 50)).as_bytes());
-        }
-        for stop in [0, 1, 7, 5_000, 19_999] {
-            let mut lines = Lines::new(file_with(&content), None);
-            let mut seen = Vec::new();
-            for _ in 0..stop {
-                let line = lines.next_line().unwrap().unwrap();
-                seen.extend_from_slice(line);
-                seen.push(b'\n');
-            }
-            let d = lines.finish();
-            assert_eq!(d.bytes as usize, seen.len(), "after {stop} lines");
-            assert_eq!(d.hash, md5_hex(&seen), "after {stop} lines");
-        }
-    }
-
-    fn file_with(content: &[u8]) -> File {
-        let mut f = tempfile::tempfile().unwrap();
-        f.write_all(content).unwrap();
-        std::io::Seek::rewind(&mut f).unwrap();
-        f
-    }
-
-    #[test]
-    fn known_digest_bounds_the_read() {
-        let d = digest_of(b"one\ntwo\n");
-        let mut lines = Lines::new(file_with(b"one\ntwo\nthree\n"), Some(d.bytes));
-        assert_eq!(lines.next_line().unwrap(), Some(&b"one"[..]));
-        assert_eq!(lines.next_line().unwrap(), Some(&b"two"[..]));
-        assert_eq!(lines.next_line().unwrap(), None);
-    }
-
-    #[test]
-    fn oversized_lines_are_skipped_but_hashed() {
-        let mut content = b"small\n".to_vec();
-        content.extend(std::iter::repeat_n(b'x', MAX_LINE + 10));
-        content.extend_from_slice(b"\nafter\nfrag");
-        let d = digest_of(&content);
-        let mut lines = Lines::new(file_with(&content), None);
-        assert_eq!(lines.next_line().unwrap(), Some(&b"small"[..]));
-        assert_eq!(lines.next_line().unwrap(), Some(&b"after"[..]));
-        assert_eq!(lines.next_line().unwrap(), None);
-        assert_eq!(lines.oversized(), 1);
-        assert_eq!(lines.finish(), d);
-        assert_eq!(d.bytes as usize, content.len() - 4);
-        assert_eq!(d.hash, md5_hex(&content[..content.len() - 4]));
-    }
-
-    #[test]
-    fn an_oversized_fragment_at_the_end_is_not_hashed() {
-        let mut content = b"small\n".to_vec();
-        content.extend(std::iter::repeat_n(b'x', MAX_LINE + CHUNK * 3));
-        let d = digest_of(&content);
-        assert_eq!(d.bytes, 6);
-        assert_eq!(d.hash, md5_hex(b"small\n"));
-    }
-
-    /// A file as the scan would have found it.
-    fn scanned(content: &[u8]) -> (tempfile::TempDir, SessionFile) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.jsonl");
-        std::fs::write(&path, content).unwrap();
-        let meta = std::fs::metadata(&path).unwrap();
-        let file = SessionFile {
-            name: "u/s.jsonl".into(),
-            user: "u".into(),
-            path,
-            stat: crate::scan::Stat::of(&meta),
-            dev: meta.dev(),
-        };
-        (dir, file)
-    }
-
-    #[test]
-    fn a_session_records_what_it_handed_over_and_nothing_more() {
-        let (_dir, file) = scanned(b"one\ntwo\nthree\nfrag");
-        let path = file.path.clone();
-        let whole = digest(open(&path, file.dev, file.stat.inode).unwrap()).unwrap();
-        for known in [None, Some(&whole)] {
-            // Stops after one line: the record is of that line only.
-            let mut session = Session::new(&file, known);
-            assert_eq!(
-                session.lines().unwrap().next_line().unwrap(),
-                Some(&b"one"[..])
-            );
-            let early = session.handed_over();
-            assert!(!early.whole);
-            assert_eq!(early.digest.hash, md5_hex(b"one\n"));
-            assert_eq!(early.digest.bytes, 4);
-            // Reads to the end: the whole complete-line prefix.
-            let mut session = Session::new(&file, known);
-            let lines = session.lines().unwrap();
-            while lines.next_line().unwrap().is_some() {}
-            assert_eq!(
-                session.handed_over(),
-                Handover {
-                    digest: whole.clone(),
-                    whole: true,
-                    prefixes: Vec::new(),
-                }
-            );
-        }
-        // Given the digest and reading nothing itself (an external command).
-        let given = Session::new(&file, Some(&whole)).handed_over();
-        assert_eq!(
-            given,
-            Handover {
-                digest: whole.clone(),
-                whole: true,
-                prefixes: Vec::new(),
-            }
-        );
-        let nothing = Session::new(&file, None).handed_over();
-        assert_eq!((nothing.digest.bytes, nothing.whole), (0, false));
-    }
-
-    #[test]
-    fn probes_note_the_hash_of_each_prefix_that_ends_a_line() {
-        let (_dir, file) = scanned(b"one\ntwo\nthree\nfrag");
-        let mut session = Session::new(&file, None);
-        // 4 and 8 end lines; 5 does not; 14 ends "three"; 18 is the fragment.
-        session.probe(vec![8, 5, 4, 14, 18, 4]);
-        let lines = session.lines().unwrap();
-        while lines.next_line().unwrap().is_some() {}
-        let prefixes = session.handed_over().prefixes;
-        let want: Vec<Digest> = [&b"one\n"[..], b"one\ntwo\n", b"one\ntwo\nthree\n"]
-            .iter()
-            .map(|p| Digest {
-                hash: md5_hex(p),
-                bytes: p.len() as u64,
-            })
-            .collect();
-        assert_eq!(prefixes, want);
-    }
-
-    #[test]
-    fn hex_is_lowercase_pairs() {
-        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
-    }
-}
+mod tests;

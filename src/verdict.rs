@@ -153,6 +153,24 @@ pub fn seen(stat: Stat, now: DateTime<Utc>) -> Seen {
     }
 }
 
+/// Whether a file has been quiet for `settle`: its final line, even without
+/// a newline, is then finished (see [`crate::session::Lines::final_line`]).
+pub fn settled(stat: &Stat, now: DateTime<Utc>, settle: Duration) -> bool {
+    let now_ns = now.timestamp_nanos_opt().unwrap_or(i64::MAX);
+    let settle_ns = i64::try_from(settle.as_nanos()).unwrap_or(i64::MAX);
+    stat.mtime_ns.saturating_add(settle_ns) <= now_ns
+}
+
+/// What a read records as racy: a read within the racy window of the mtime,
+/// or one that left a final fragment before the file settled. Either way
+/// the next run reads the file again, even if its stat has not changed.
+pub fn read_racy(seen: Seen, stat: &Stat, bytes: u64, settled: bool) -> Seen {
+    Seen {
+        racy: seen.racy || (bytes < stat.size && !settled),
+        ..seen
+    }
+}
+
 /// The prefilter: must the file be read, judged from its stat and its row?
 pub fn must_read(row: Option<&Row>, stat: &Stat, version: u32, now: DateTime<Utc>) -> bool {
     let Some(row) = row else { return true };

@@ -58,6 +58,7 @@ pub fn run(args: &RunArgs, config: &Config, printer: &Printer) -> Result<i32> {
             max_sessions: args.max_sessions.or(p.default_max_sessions()),
             time_budget: args.time_budget.or(p.default_time_budget()),
             jobs: usize::from(args.jobs),
+            fragment_settle: config.fragment_settle,
         };
         let store = open(&mut slot, args, config)?;
         if let Some(report) = run_one(store, p, &opts, args, config, printer) {

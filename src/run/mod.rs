@@ -53,6 +53,9 @@ pub struct Options {
     pub time_budget: Option<Duration>,
     /// Sessions read and processed at once.
     pub jobs: usize,
+    /// How long a file must be quiet for its final line without a newline
+    /// to count.
+    pub fragment_settle: Duration,
 }
 
 /// Whether the run changes anything.

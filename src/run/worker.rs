@@ -74,6 +74,8 @@ struct Attempt<'a> {
     seen: Seen,
     /// No state row.
     new: bool,
+    /// Quiet long enough for a final line without a newline to count.
+    settled: bool,
 }
 
 /// What a visit comes to.
@@ -137,6 +139,7 @@ impl<'a> Workers<'a> {
     fn visit(&self, file: &'a SessionFile, row: Option<&'a Row>) -> Visit<'a> {
         let processor = self.ctx.processor;
         let version = processor.version();
+        let settled = verdict::settled(&file.stat, Utc::now(), self.ctx.opts.fragment_settle);
         let plan = verdict::plan(row, version, processor.needs_digest_first());
         if plan == Plan::HashWhileProcessing {
             return Visit::Attempt(Attempt {
@@ -145,36 +148,43 @@ impl<'a> Workers<'a> {
                 attempts: 1,
                 seen: verdict::seen(file.stat, Utc::now()),
                 new: verdict::is_unseen(row),
+                settled,
             });
         }
         let seen = verdict::seen(file.stat, Utc::now());
-        let digest =
-            match session::open(&file.path, file.dev, file.stat.inode).and_then(session::digest) {
-                Ok(d) => d,
-                Err(e) => {
-                    let error = anyhow!(e);
-                    // Gone since the scan: the next scan sees what is there.
-                    if session::is_gone(&error) {
-                        return Visit::Settled(Msg::Skip { file, seen: None });
-                    }
-                    if is_exhaustion(&error) {
-                        let message = format!("{:#}", error.context("cannot read the file"));
-                        return Visit::Settled(Msg::Stop {
-                            code: exit::IO,
-                            message,
-                        });
-                    }
-                    let error = error.context("cannot read the file");
-                    return Visit::Settled(Msg::Unreadable {
-                        file,
-                        row,
-                        seen,
-                        error,
+        let read = session::open(&file.path, file.dev, file.stat.inode)
+            .and_then(|f| session::digest(f, settled));
+        let digest = match read {
+            Ok(d) => d,
+            Err(e) => {
+                let error = anyhow!(e);
+                // Gone since the scan: the next scan sees what is there.
+                if session::is_gone(&error) {
+                    return Visit::Settled(Msg::Skip { file, seen: None });
+                }
+                if is_exhaustion(&error) {
+                    let message = format!("{:#}", error.context("cannot read the file"));
+                    return Visit::Settled(Msg::Stop {
+                        code: exit::IO,
+                        message,
                     });
                 }
-            };
+                let error = error.context("cannot read the file");
+                return Visit::Settled(Msg::Unreadable {
+                    file,
+                    row,
+                    seen,
+                    error,
+                });
+            }
+        };
         let now = Utc::now();
-        let seen = verdict::seen(file.stat, now);
+        let seen = verdict::read_racy(
+            verdict::seen(file.stat, now),
+            &file.stat,
+            digest.bytes,
+            settled,
+        );
         let max = self.ctx.opts.max_attempts;
         match verdict::after_hash(row, &file.stat, &digest.hash, version, max, now) {
             AfterHash::FreeSkip => Visit::Settled(Msg::Skip {
@@ -193,6 +203,7 @@ impl<'a> Workers<'a> {
                 attempts,
                 seen,
                 new: verdict::is_unseen(row),
+                settled,
             }),
         }
     }
@@ -210,6 +221,7 @@ impl<'a> Workers<'a> {
             attempts,
             seen,
             new,
+            settled,
         } = attempt;
         let journal = match self.ctx.mode {
             Mode::Commit(lock) => Journal::new(lock),
@@ -223,6 +235,7 @@ impl<'a> Workers<'a> {
             stat: file.stat,
         };
         let mut session = Session::new(file, digest.as_ref());
+        session.settled(settled);
         if new {
             session.probe(self.lengths.to_vec());
         }
@@ -252,6 +265,7 @@ impl<'a> Workers<'a> {
             return Msg::Capped;
         }
         let streak_ended = self.count(&result);
+        let seen = verdict::read_racy(seen, &file.stat, handover.digest.bytes, settled);
         Msg::Done(Done {
             file,
             attempts,

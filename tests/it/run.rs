@@ -349,3 +349,56 @@ fn a_file_dated_in_the_future_is_read_once_not_on_every_run() {
     let again = env.run_one(&["usage"], 0);
     assert_eq!(n(&again, "candidates"), 0, "{again}");
 }
+
+#[test]
+fn a_settled_final_line_without_a_newline_counts_a_live_one_waits() {
+    let env = Env::new();
+    let last = LINE.trim_end();
+    // Quiet for an hour.
+    env.session("u/settled.jsonl", &format!("{LINE}{last}"));
+    // Changed half an hour ago, with a settle time of two hours: a line
+    // perhaps still being written.
+    let live = env.data.join("u/live.jsonl");
+    fs::write(&live, format!("{LINE}{last}")).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&live)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(1800))
+        .unwrap();
+    let settle = |time: &str| {
+        let mut table = toml::Table::new();
+        table.insert("fragment_settle".into(), time.into());
+        env.write_config(&table);
+    };
+    settle("2h");
+    // Quiet, but not JSON: never a line, and not read again for it.
+    env.session("u/junk.jsonl", &format!("{LINE}{{\"half"));
+    env.run_one(&["usage"], 0);
+    let prompts = |file: &str| -> i64 {
+        env.scalar(&format!(
+            "SELECT user_prompts FROM usage_session_summary WHERE session_file = '{file}'"
+        ))
+    };
+    assert_eq!(prompts("u/settled.jsonl"), 1, "an hour old is not past two");
+    assert_eq!(prompts("u/live.jsonl"), 1);
+    assert_eq!(prompts("u/junk.jsonl"), 1);
+    // With the default settle of 10 minutes, both have settled, though
+    // neither file changed: they are read again, and their last line counts.
+    settle("10m");
+    let report = env.run_one(&["usage"], 0);
+    assert_eq!(n(&report, "processed"), 2, "{report}");
+    assert_eq!(prompts("u/settled.jsonl"), 2);
+    assert_eq!(prompts("u/live.jsonl"), 2);
+    let bytes: i64 = env.scalar(
+        "SELECT bytes_processed FROM processor_state WHERE session_file = 'u/settled.jsonl'",
+    );
+    assert_eq!(
+        bytes as usize,
+        LINE.len() + last.len(),
+        "hashed with its last line"
+    );
+    // Settled and read: nothing is read again, the junk fragment included.
+    let quiet = env.run_one(&["usage"], 0);
+    assert_eq!(n(&quiet, "candidates"), 0, "{quiet}");
+}
