@@ -212,7 +212,10 @@ fn a_settled_final_json_value_is_a_line_and_anything_else_is_not() {
     let content = b"{\"a\":1}\n{\"b\":2}";
     let (got, d) = read(content, true);
     assert_eq!(got, ["{\"a\":1}", "{\"b\":2}"]);
-    assert_eq!((d.bytes, d.hash), (content.len() as u64, md5_hex(content)));
+    assert_eq!(
+        (d.bytes, d.hash.clone()),
+        (content.len() as u64, md5_hex(content))
+    );
     assert_eq!(
         d,
         digest(file_with(content), true).unwrap(),
