@@ -154,7 +154,8 @@ const STEPS: &[(&str, &str)] = &[
     ",
     ),
     (
-        "when each file was first seen, the pid of each run, each run's session errors",
+        "when each file was first seen, the pid of each run, each run's session errors, \
+         the settings outputs were written with",
         "
     ALTER TABLE processor_state ADD COLUMN first_seen_at TEXT;
     ALTER TABLE runs ADD COLUMN pid INTEGER;
@@ -164,6 +165,12 @@ const STEPS: &[(&str, &str)] = &[
         error        TEXT NOT NULL
     );
     CREATE INDEX run_errors_by_run ON run_errors (run_id);
+    CREATE TABLE processor_settings (
+        processor_name TEXT NOT NULL,
+        key            TEXT NOT NULL,
+        value          TEXT NOT NULL,
+        PRIMARY KEY (processor_name, key)
+    ) WITHOUT ROWID;
     ",
     ),
 ];
@@ -372,6 +379,6 @@ mod tests {
         "1a06a97aca43440161031786cd4af713",
         "ba8a64bdef41d767ee2d4fad3f29362b",
         "884e7934030ae3dfda3bd66846cc0932",
-        "6fc607f7548848f9542831bbf873b123",
+        "cfd0692f4f2ff64af2b73900d05acf95",
     ];
 }

@@ -1,7 +1,7 @@
 //! The rows one session yields and how they replace the session's old
 //! rows, inside the session's state transaction.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::VERSION;
 use super::extract::Event;
@@ -50,10 +50,38 @@ pub struct Rows {
 
 /// Renames the users of existing rows whose identity changed: each row's
 /// `username` is the identity its user folder maps to, or the folder's name.
+/// Only when the map differs from the one last applied (a fingerprint is
+/// kept): an unchanged map costs one lookup per run.
 pub(super) fn apply_identities(
     db: &Connection,
     identities: &std::collections::HashMap<String, String>,
 ) -> rusqlite::Result<()> {
+    let mut pairs: Vec<(&String, &String)> = identities.iter().collect();
+    pairs.sort();
+    let fingerprint = {
+        use md5::{Digest as _, Md5};
+        let mut md5 = Md5::new();
+        for (key, name) in pairs {
+            md5.update(format!("{key}\0{name}\0").as_bytes());
+        }
+        crate::session::hex(&md5.finalize())
+    };
+    let applied: Option<String> = db
+        .query_row(
+            "SELECT value FROM processor_settings
+             WHERE processor_name = ?1 AND key = 'identities'",
+            [super::NAME],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if applied.as_deref() == Some(fingerprint.as_str()) {
+        return Ok(());
+    }
+    db.execute(
+        "INSERT OR REPLACE INTO processor_settings (processor_name, key, value)
+         VALUES (?1, 'identities', ?2)",
+        [super::NAME, fingerprint.as_str()],
+    )?;
     let folders: Vec<String> = db
         .prepare(
             "SELECT DISTINCT substr(session_file, 1, instr(session_file, '/') - 1)
