@@ -51,14 +51,14 @@ complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l dry-run 
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -l json -d 'Print one JSON object per processor run on stdout'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -s v -l verbose -d 'Log what happens to stderr (a progress bar too, when stderr is a terminal)'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -s q -l quiet -d 'Print no warnings (errors are still printed)'
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -s h -l help -d 'Print help'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand list" -l config -d 'Config file (TOML); default /etc/sessionpipe/config.toml when present [env: SESSIONPIPE_CONFIG]' -r -F
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand list" -l data-dir -d 'Folder holding <key>/*.jsonl; default /data/user_sessions [env: SESSION_DATA_DIR]' -r -F
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand list" -l db -d 'State database; default /var/lib/sessionpipe/state.db [env: SESSIONPIPE_DB]' -r -F
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand list" -l json -d 'Print a JSON array on stdout'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand list" -s v -l verbose -d 'Log what happens to stderr (a progress bar too, when stderr is a terminal)'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand list" -s q -l quiet -d 'Print no warnings (errors are still printed)'
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand list" -s h -l help -d 'Print help'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand list" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune help" -l session -d 'Show the state row of one session file (<key>/<file>.jsonl)' -r
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune help" -l max-age -d 'With --check: the longest time since a finished run (default 2x cadence)' -r
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune help" -l config -d 'Config file (TOML); default /etc/sessionpipe/config.toml when present [env: SESSIONPIPE_CONFIG]' -r -F
@@ -69,7 +69,7 @@ complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not _
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune help" -l json -d 'Print JSON on stdout'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune help" -s v -l verbose -d 'Log what happens to stderr (a progress bar too, when stderr is a terminal)'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune help" -s q -l quiet -d 'Print no warnings (errors are still printed)'
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune help" -s h -l help -d 'Print help'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune help" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune help" -a "requeue" -d 'Clear failures so the sessions are processed on the next run'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune help" -a "reset" -d 'Forget every state row of a processor: the next runs reprocess all'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand state; and not __fish_seen_subcommand_from requeue reset prune help" -a "prune" -d 'Remove the rows and outputs of sessions whose files are gone'
@@ -106,7 +106,7 @@ complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand migrate" -l db -
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand migrate" -l status -d 'Print current and target schema version and pending steps; change nothing'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand migrate" -s v -l verbose -d 'Log what happens to stderr (a progress bar too, when stderr is a terminal)'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand migrate" -s q -l quiet -d 'Print no warnings (errors are still printed)'
-complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand migrate" -s h -l help -d 'Print help'
+complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand migrate" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand help; and not __fish_seen_subcommand_from run list state migrate help" -f -a "run" -d 'Run processors over new and changed session files'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand help; and not __fish_seen_subcommand_from run list state migrate help" -f -a "list" -d 'List every processor, built-in and configured, with a crontab line'
 complete -c sessionpipe -n "__fish_sessionpipe_using_subcommand help; and not __fish_seen_subcommand_from run list state migrate help" -f -a "state" -d 'Show processor state; requeue or reset sessions'

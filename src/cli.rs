@@ -10,46 +10,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::duration;
+use crate::help;
 use crate::printer::Level;
-
-/// The long help after the options: the exit codes from [`crate::exit`],
-/// then the rest.
-fn after_help() -> String {
-    format!("{}\n{AFTER_EXIT_STATUS}", crate::exit::help_section())
-}
-
-const AFTER_EXIT_STATUS: &str = "\
-ENVIRONMENT:
-  SESSION_DATA_DIR     data dir, as --data-dir
-  SESSIONPIPE_DB       state database, as --db
-  SESSIONPIPE_CONFIG   config file, as --config
-  SESSIONPIPE_LLM_PROVIDER, SESSIONPIPE_LLM_BASE_URL, SESSIONPIPE_LLM_MODEL
-                       override [llm] provider, base_url and model
-  SESSIONPIPE_LLM_API_KEY
-                       the LLM key for `verification` (else ANTHROPIC_API_KEY
-                       or OPENAI_API_KEY, as the provider needs)
-  External-command processors read the session file on stdin (also their
-  last argument, /dev/stdin) and receive SESSIONPIPE_PROCESSOR,
-  SESSIONPIPE_SESSION_FILE, SESSIONPIPE_SESSION_KEY, SESSIONPIPE_SESSION_PATH,
-  SESSIONPIPE_FILE_HASH and SESSIONPIPE_BYTES; the LLM's credentials are
-  removed from their environment.
-
-FILES:
-  /etc/sessionpipe/config.toml          config file, read when present
-  /data/user_sessions/<key>/*.jsonl     default data dir layout
-  /var/lib/sessionpipe/state.db         default state database (SQLite, WAL)
-  <db>.<processor>.lock                 per-processor lock and attempt journal,
-                                        beside the resolved database file
-
-EXAMPLES:
-  Drive every processor at its own cadence from one crontab line:
-    * * * * * sessionpipe run --due
-  Or one line per processor (`sessionpipe list` prints them):
-    */10 * * * * sessionpipe run usage
-  Treat an overlapping run as success, cap the work of one tick:
-    */10 * * * * sessionpipe run usage --busy-exit-code 0 --time-budget 8m
-  Alert when a processor falls behind:
-    */5 * * * * sessionpipe state --check || notify-ops";
 
 /// Feeds Claude Code session transcripts through pluggable processors.
 ///
@@ -61,7 +23,7 @@ EXAMPLES:
 #[command(
     name = "sessionpipe",
     version,
-    after_long_help = after_help()
+    after_long_help = help::main()
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -106,12 +68,16 @@ impl GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run processors over new and changed session files.
+    #[command(after_long_help = help::run())]
     Run(RunArgs),
     /// List every processor, built-in and configured, with a crontab line.
+    #[command(after_long_help = help::list())]
     List(ListArgs),
     /// Show processor state; requeue or reset sessions.
+    #[command(after_long_help = help::state())]
     State(StateArgs),
     /// Create or upgrade the database schema; import the legacy table.
+    #[command(after_long_help = help::migrate())]
     Migrate(MigrateArgs),
 }
 

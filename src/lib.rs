@@ -12,6 +12,7 @@ pub mod duration;
 pub mod env;
 pub mod exit;
 pub mod failpoint;
+pub mod help;
 pub mod human;
 pub mod identities;
 pub mod journal;

@@ -122,3 +122,26 @@ fn the_main_page_documents_every_exit_code_environment_files_and_crontab() {
         assert!(page.contains(needle), "{needle} missing from the man page");
     }
 }
+
+#[test]
+fn the_configuration_in_the_help_is_a_config_file_sessionpipe_accepts() {
+    let env = crate::util::Env::new();
+    let help = env.cmd().arg("--help").output().unwrap().stdout;
+    let help = String::from_utf8(help).unwrap();
+    let (_, section) = help.split_once("CONFIGURATION:\n").unwrap();
+    let section = section.split("\n\n").nth(1).unwrap();
+    // Keys start in the third column; what follows them, and the lines
+    // that go on in the right-hand column, explain them.
+    let toml: String = section
+        .lines()
+        .filter(|l| !l.starts_with("   "))
+        .map(|l| l.trim().split("  ").next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(toml.contains("[processors.NAME]"), "{toml}");
+    let toml = toml.replace("[processors.NAME]", "[processors.x]");
+    std::fs::write(&env.config, toml).unwrap();
+    std::fs::write(env.path("users.csv"), "alice,a@example.com\n").unwrap();
+    env.cmd().arg("list").assert().success();
+}
