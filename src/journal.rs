@@ -121,6 +121,7 @@ pub fn recover(conn: &mut Connection, processor: &str, journal: &Journal) -> Res
             let seen = Seen {
                 stat: entry.stat,
                 racy: false,
+                settling: false,
             };
             state::record_attempt(&tx, id, status, entry.hash.as_deref(), attempts, &seen)?;
         }

@@ -122,13 +122,21 @@ fn try_acquire(name: &SocketAddr, path: &Path) -> Result<Try> {
     }))
 }
 
-/// Whether the process listening on the abstract name runs as this user or
-/// root (its credentials, as the kernel reports them).
-fn held_by_us(name: &SocketAddr) -> bool {
-    let Ok(stream) = std::os::unix::net::UnixStream::connect_addr(name) else {
-        // Nobody answers: a holder that is going away, so busy for now.
-        return true;
+/// Whether a run of `processor` holds its lock on the database `db` now
+/// (for `state`, which must not take the lock itself: a run starting at
+/// that moment would find it busy).
+pub fn is_held(db: &Path, processor: &str) -> bool {
+    let Ok(meta) = std::fs::metadata(db) else {
+        return false;
     };
+    abstract_name(meta.dev(), meta.ino(), processor)
+        .is_ok_and(|name| listener_is_ours(&name) == Some(true))
+}
+
+/// Whether the process listening on the abstract name runs as this user or
+/// root; `None` when nobody listens.
+fn listener_is_ours(name: &SocketAddr) -> Option<bool> {
+    let stream = std::os::unix::net::UnixStream::connect_addr(name).ok()?;
     let mut cred = libc::ucred {
         pid: 0,
         uid: 0,
@@ -147,7 +155,13 @@ fn held_by_us(name: &SocketAddr) -> bool {
     };
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
-    got != 0 || cred.uid == me || cred.uid == 0
+    Some(got != 0 || cred.uid == me || cred.uid == 0)
+}
+
+/// Whether the lock name is held by a run of ours. Nobody answering is a
+/// holder going away: busy for now.
+fn held_by_us(name: &SocketAddr) -> bool {
+    listener_is_ours(name).unwrap_or(true)
 }
 
 /// Opens (creating, mode 0600) the lock file, refusing anything but a

@@ -87,7 +87,7 @@ pub fn open(path: &Path, dev: u64, inode: u64) -> io::Result<File> {
 /// Hashes the complete-line prefix of `file` in one streaming pass; with
 /// `settled`, a final line without a newline counts when it is a whole
 /// JSON value (see [`Lines::final_line`]).
-pub fn digest(file: File, settled: bool) -> io::Result<Digest> {
+pub fn digest(file: File, settled: Option<u64>) -> io::Result<Digest> {
     let mut lines = Lines::new(file, None);
     lines.final_line(settled);
     while lines.next_line()?.is_some() {}
@@ -123,8 +123,8 @@ pub struct Session<'a> {
     /// [`Session::probe`]).
     probes: Vec<u64>,
     /// The file has been quiet long enough for a final line without a
-    /// newline to count (see [`Lines::final_line`]).
-    settled: bool,
+    /// newline to count, and its size then (see [`Lines::final_line`]).
+    settled: Option<u64>,
     lines: Option<Lines>,
 }
 
@@ -138,7 +138,7 @@ impl<'a> Session<'a> {
             dev: file.dev,
             inode: file.stat.inode,
             probes: Vec::new(),
-            settled: false,
+            settled: None,
             lines: None,
         }
     }
@@ -146,7 +146,7 @@ impl<'a> Session<'a> {
     /// The file has been quiet for the settle time: a final line without a
     /// newline that is a whole JSON value is a line. Only before the lines
     /// are first read.
-    pub fn settled(&mut self, settled: bool) {
+    pub fn settled(&mut self, settled: Option<u64>) {
         self.settled = settled;
     }
 
@@ -240,8 +240,9 @@ pub struct Lines {
     eof: bool,
     /// The last line has been handed out.
     done: bool,
-    /// Whether a final fragment that is a whole JSON value is a line...
-    final_line: bool,
+    /// The size of a settled file, whose final fragment is a line when it
+    /// is a whole JSON value ending exactly there...
+    final_line: Option<u64>,
     /// ...and the length of the one passed.
     last_len: usize,
     /// MD5 of every passed line before `buf[hashed]`...
@@ -270,7 +271,7 @@ impl Lines {
             end: 0,
             eof: false,
             done: false,
-            final_line: false,
+            final_line: None,
             last_len: 0,
             md5: Md5::new(),
             hashed: 0,
@@ -368,19 +369,24 @@ impl Lines {
 
     /// In a file that has been quiet for its settle time, the final line
     /// may lack its newline for good (an editor, an upload that trimmed
-    /// it): counted as a line when it is a whole JSON value. In a live file
-    /// it is a line still being written, and never counted.
-    pub fn final_line(&mut self, settled: bool) {
-        self.final_line = settled;
+    /// it): counted as a line when it is a whole JSON value that ends
+    /// exactly at `size`, the size the file had when judged settled (so a
+    /// line appended since is never taken for it). In a live file it is a
+    /// line still being written, and never counted.
+    pub fn final_line(&mut self, size: Option<u64>) {
+        self.final_line = size;
     }
 
     /// Passes the final fragment as a line, if it is one; `last_len` is then
     /// its length.
     fn take_final_line(&mut self) -> bool {
-        if !self.final_line || self.skipping.is_some() || self.start == self.end {
+        let Some(size) = self.final_line.take() else {
+            return false;
+        };
+        let len = (self.end - self.start) as u64;
+        if self.skipping.is_some() || len == 0 || self.consumed.saturating_add(len) != size {
             return false;
         }
-        self.final_line = false;
         let fragment = &self.buf[self.start..self.end];
         if serde_json::from_slice::<serde::de::IgnoredAny>(fragment).is_err() {
             return false;

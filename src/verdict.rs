@@ -92,6 +92,9 @@ pub struct Row {
     pub stat: Option<Stat>,
     /// That read was racy (see [`is_racy`]).
     pub racy: bool,
+    /// That read left a final fragment before the file settled (see
+    /// [`settled`]): read again once it has.
+    pub settling: bool,
     /// Failed attempts on the content of `attempt_hash`.
     pub attempts: u32,
     /// The content the failures were on; `None` when the file was hashed
@@ -108,6 +111,7 @@ pub struct Row {
 pub struct Seen {
     pub stat: Stat,
     pub racy: bool,
+    pub settling: bool,
 }
 
 /// Whether a read at `now` cannot be trusted to have seen every write that
@@ -150,31 +154,43 @@ pub fn seen(stat: Stat, now: DateTime<Utc>) -> Seen {
     Seen {
         stat,
         racy: is_racy(&stat, now),
+        settling: false,
     }
 }
 
 /// Whether a file has been quiet for `settle`: its final line, even without
 /// a newline, is then finished (see [`crate::session::Lines::final_line`]).
+/// An mtime further in the future than the racy window (a writer's clock
+/// ahead of ours) counts as settled, or the file would wait for ever.
 pub fn settled(stat: &Stat, now: DateTime<Utc>, settle: Duration) -> bool {
     let now_ns = now.timestamp_nanos_opt().unwrap_or(i64::MAX);
     let settle_ns = i64::try_from(settle.as_nanos()).unwrap_or(i64::MAX);
+    let window = RACY_WINDOW.as_nanos() as i64;
     stat.mtime_ns.saturating_add(settle_ns) <= now_ns
+        || stat.mtime_ns > now_ns.saturating_add(window)
 }
 
-/// What a read records as racy: a read within the racy window of the mtime,
-/// or one that left a final fragment before the file settled. Either way
-/// the next run reads the file again, even if its stat has not changed.
-pub fn read_racy(seen: Seen, stat: &Stat, bytes: u64, settled: bool) -> Seen {
+/// What a read of `bytes` of the file records: whether it left a final
+/// fragment in a file that had not settled, to be read again, once, when
+/// it has.
+pub fn after_read(seen: Seen, stat: &Stat, bytes: u64, settled: bool) -> Seen {
     Seen {
-        racy: seen.racy || (bytes < stat.size && !settled),
+        settling: bytes < stat.size && !settled,
         ..seen
     }
 }
 
 /// The prefilter: must the file be read, judged from its stat and its row?
-pub fn must_read(row: Option<&Row>, stat: &Stat, version: u32, now: DateTime<Utc>) -> bool {
+pub fn must_read(
+    row: Option<&Row>,
+    stat: &Stat,
+    version: u32,
+    now: DateTime<Utc>,
+    settle: Duration,
+) -> bool {
     let Some(row) = row else { return true };
-    let changed = row.racy || row.stat.as_ref() != Some(stat);
+    let changed =
+        row.racy || row.stat.as_ref() != Some(stat) || (row.settling && settled(stat, now, settle));
     match row.status {
         Status::Ok => changed || row.processor_version != version,
         Status::Failed => changed || !retry_pending(row.next_attempt_at, now),

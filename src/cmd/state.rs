@@ -63,7 +63,7 @@ pub fn state(args: &StateArgs, config: &Config, printer: &Printer) -> Result<i32
     };
     let summaries = chosen
         .iter()
-        .map(|p| summarize(&store, *p, files.as_deref()))
+        .map(|p| summarize(&store, &config.db, *p, files.as_deref()))
         .collect::<Result<Vec<_>>>()?;
     if args.check {
         return check(&summaries, args, printer);
@@ -242,7 +242,12 @@ struct Summary {
     processed_in_window: u64,
 }
 
-fn summarize(store: &Store, p: &dyn Processor, files: Option<&[SessionFile]>) -> Result<Summary> {
+fn summarize(
+    store: &Store,
+    db: &std::path::Path,
+    p: &dyn Processor,
+    files: Option<&[SessionFile]>,
+) -> Result<Summary> {
     let counts = rows::counts(&store.conn, p.name())?;
     let finished = runs::last_finished(&store.conn, p.name())?;
     let now = Utc::now();
@@ -268,11 +273,15 @@ fn summarize(store: &Store, p: &dyn Processor, files: Option<&[SessionFile]>) ->
             .filter(|f| verdict::is_waiting(state.get(&f.name), &f.stat, p.version()))
             .collect();
         for f in &waiting {
-            // Waiting since a run first saw it; before any run, since its mtime.
-            let since = state
-                .get(&f.name)
-                .and_then(|r| r.first_seen_at)
-                .map_or(f.stat.mtime_ns / 1_000_000_000, |t| t.timestamp());
+            // A new file waits since a run first saw it (before any run,
+            // since its mtime); a processed one since it last changed.
+            let mtime = f.stat.mtime_ns / 1_000_000_000;
+            let since = match state.get(&f.name) {
+                Some(r) if r.file_hash.is_none() => {
+                    r.first_seen_at.map_or(mtime, |t| t.timestamp())
+                }
+                _ => mtime,
+            };
             let secs = now.timestamp().saturating_sub(since);
             if oldest.is_none_or(|(s, _)| secs > s) {
                 oldest = Some((secs, &f.name));
@@ -287,7 +296,17 @@ fn summarize(store: &Store, p: &dyn Processor, files: Option<&[SessionFile]>) ->
         cadence: duration::format(p.cadence()),
         available: p.unavailable().is_none(),
         counts,
-        last_run: runs::last(&store.conn, p.name())?,
+        last_run: runs::last(&store.conn, p.name())?.map(|mut run| {
+            if run.status == "unfinished" {
+                // Running, if a run holds the lock; else it died.
+                run.status = if crate::lock::is_held(db, p.name()) {
+                    "running"
+                } else {
+                    "interrupted"
+                };
+            }
+            run
+        }),
         last_finished_at: finished.map(crate::store::timestamp),
         lag_seconds: lag,
         unprocessed,

@@ -193,7 +193,9 @@ fn execute(
     let candidates: Vec<(&SessionFile, Option<&Row>)> = files
         .iter()
         .map(|f| (f, rows.get(&f.name)))
-        .filter(|(f, row)| verdict::must_read(*row, &f.stat, version, now))
+        .filter(|(f, row)| {
+            verdict::must_read(*row, &f.stat, version, now, ctx.opts.fragment_settle)
+        })
         .collect();
     report.scanned = files.len() as u64;
     report.candidates = candidates.len() as u64;

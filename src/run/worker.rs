@@ -153,7 +153,7 @@ impl<'a> Workers<'a> {
         }
         let seen = verdict::seen(file.stat, Utc::now());
         let read = session::open(&file.path, file.dev, file.stat.inode)
-            .and_then(|f| session::digest(f, settled));
+            .and_then(|f| session::digest(f, settled.then_some(file.stat.size)));
         let digest = match read {
             Ok(d) => d,
             Err(e) => {
@@ -179,7 +179,7 @@ impl<'a> Workers<'a> {
             }
         };
         let now = Utc::now();
-        let seen = verdict::read_racy(
+        let seen = verdict::after_read(
             verdict::seen(file.stat, now),
             &file.stat,
             digest.bytes,
@@ -235,7 +235,7 @@ impl<'a> Workers<'a> {
             stat: file.stat,
         };
         let mut session = Session::new(file, digest.as_ref());
-        session.settled(settled);
+        session.settled(settled.then_some(file.stat.size));
         if new {
             session.probe(self.lengths.to_vec());
         }
@@ -265,7 +265,7 @@ impl<'a> Workers<'a> {
             return Msg::Capped;
         }
         let streak_ended = self.count(&result);
-        let seen = verdict::read_racy(seen, &file.stat, handover.digest.bytes, settled);
+        let seen = verdict::after_read(seen, &file.stat, handover.digest.bytes, settled);
         Msg::Done(Done {
             file,
             attempts,

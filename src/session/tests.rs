@@ -9,7 +9,7 @@ fn digest_of(content: &[u8]) -> Digest {
     f.write_all(content).unwrap();
     let mut f2 = f.try_clone().unwrap();
     std::io::Seek::rewind(&mut f2).unwrap();
-    digest(f2, false).unwrap()
+    digest(f2, None).unwrap()
 }
 
 fn md5_hex(content: &[u8]) -> String {
@@ -135,7 +135,7 @@ fn scanned(content: &[u8]) -> (tempfile::TempDir, SessionFile) {
 fn a_session_records_what_it_handed_over_and_nothing_more() {
     let (_dir, file) = scanned(b"one\ntwo\nthree\nfrag");
     let path = file.path.clone();
-    let whole = digest(open(&path, file.dev, file.stat.inode).unwrap(), false).unwrap();
+    let whole = digest(open(&path, file.dev, file.stat.inode).unwrap(), None).unwrap();
     for known in [None, Some(&whole)] {
         // Stops after one line: the record is of that line only.
         let mut session = Session::new(&file, known);
@@ -202,7 +202,7 @@ fn hex_is_lowercase_pairs() {
 fn a_settled_final_json_value_is_a_line_and_anything_else_is_not() {
     let read = |content: &[u8], settled: bool| {
         let mut lines = Lines::new(file_with(content), None);
-        lines.final_line(settled);
+        lines.final_line(settled.then_some(content.len() as u64));
         let mut got = Vec::new();
         while let Some(line) = lines.next_line().unwrap() {
             got.push(String::from_utf8_lossy(line).into_owned());
@@ -218,7 +218,7 @@ fn a_settled_final_json_value_is_a_line_and_anything_else_is_not() {
     );
     assert_eq!(
         d,
-        digest(file_with(content), true).unwrap(),
+        digest(file_with(content), Some(content.len() as u64)).unwrap(),
         "the same rule when hashing first"
     );
     let (got, d) = read(content, false);
@@ -226,4 +226,9 @@ fn a_settled_final_json_value_is_a_line_and_anything_else_is_not() {
     assert_eq!(d.bytes, 8);
     let (got, d) = read(b"{\"a\":1}\n{\"b\":", true);
     assert_eq!((got.len(), d.bytes), (1, 8), "half a value is not a line");
+    // Grown since it was judged settled: what was appended is not taken.
+    let mut lines = Lines::new(file_with(content), None);
+    lines.final_line(Some(10));
+    while lines.next_line().unwrap().is_some() {}
+    assert_eq!(lines.finish().bytes, 8);
 }

@@ -55,6 +55,32 @@ pub fn finish(
     for e in report.errors_detail.iter().take(KEPT_ERRORS) {
         insert.execute(params![id, e.session, e.error])?;
     }
+    prune(conn, &report.processor)
+}
+
+/// Runs kept per processor: a run a minute for a week.
+const KEPT_RUNS: i64 = 10_080;
+
+/// Forgets the runs (and their errors) beyond the last [`KEPT_RUNS`].
+fn prune(conn: &Connection, processor: &str) -> Result<()> {
+    let oldest_kept: Option<i64> = conn
+        .query_row(
+            "SELECT id FROM runs WHERE processor_name = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2",
+            params![processor, KEPT_RUNS - 1],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(id) = oldest_kept {
+        conn.execute(
+            "DELETE FROM run_errors WHERE run_id IN
+                 (SELECT id FROM runs WHERE processor_name = ?1 AND id < ?2)",
+            params![processor, id],
+        )?;
+        conn.execute(
+            "DELETE FROM runs WHERE processor_name = ?1 AND id < ?2",
+            params![processor, id],
+        )?;
+    }
     Ok(())
 }
 
@@ -62,7 +88,8 @@ pub fn finish(
 pub fn last_errors(conn: &Connection, processor: &str) -> Result<Vec<(String, String)>> {
     let mut stmt = conn.prepare(
         "SELECT session_file, error FROM run_errors WHERE run_id = (
-             SELECT max(id) FROM runs WHERE processor_name = ?1 AND finished_at IS NOT NULL)
+             SELECT id FROM runs WHERE processor_name = ?1 AND finished_at IS NOT NULL
+             ORDER BY started_at DESC LIMIT 1)
          ORDER BY rowid",
     )?;
     let rows = stmt.query_map([processor], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -82,13 +109,13 @@ pub struct LastRun {
     pub errors: Option<i64>,
     pub quarantined: Option<i64>,
     pub exit_code: Option<i32>,
-    /// `finished`, `running`, or `interrupted` (unfinished, and its process
-    /// is gone: the run died).
+    /// `finished`, or `unfinished`: running, or died (`state` tells which
+    /// by the processor's lock).
     pub status: &'static str,
 }
 
 const LAST_RUN_COLUMNS: &str = "started_at, finished_at, duration_ms, scanned, processed, \
-     skipped, capped, errors, quarantined, exit_code, pid";
+     skipped, capped, errors, quarantined, exit_code";
 
 fn last_run_from(r: &rusqlite::Row) -> rusqlite::Result<LastRun> {
     Ok(LastRun {
@@ -102,23 +129,11 @@ fn last_run_from(r: &rusqlite::Row) -> rusqlite::Result<LastRun> {
         errors: r.get(7)?,
         quarantined: r.get(8)?,
         exit_code: r.get(9)?,
-        status: match (r.get::<_, Option<String>>(1)?, r.get::<_, Option<i64>>(10)?) {
-            (Some(_), _) => "finished",
-            (None, Some(pid)) if process_alive(pid) => "running",
-            (None, _) => "interrupted",
+        status: match r.get::<_, Option<String>>(1)? {
+            Some(_) => "finished",
+            None => "unfinished",
         },
     })
-}
-
-/// Whether a process with this pid exists (one that is ours to signal, or
-/// another user's).
-fn process_alive(pid: i64) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    let alive = unsafe { libc::kill(pid, 0) } == 0;
-    alive || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// The most recent run, finished or not.

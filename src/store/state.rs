@@ -43,7 +43,8 @@ pub fn load(conn: &Connection, processor: &str) -> Result<HashMap<String, Row>> 
                 file_hash: r.get(3)?,
                 bytes: u64::try_from(r.get::<_, i64>(12)?).unwrap_or(0),
                 stat,
-                racy: r.get(8)?,
+                racy: r.get::<_, i64>(8)? & READ_RACY != 0,
+                settling: r.get::<_, i64>(8)? & READ_SETTLING != 0,
                 attempts: r.get(9)?,
                 attempt_hash: r.get(10)?,
                 next_attempt_at: next.as_deref().and_then(parse_timestamp),
@@ -65,6 +66,11 @@ pub struct RowId<'a> {
     pub username: &'a str,
 }
 
+/// `read_racy` holds both reasons to read a file again whose stat has not
+/// changed, as bits.
+const READ_RACY: i64 = 1;
+const READ_SETTLING: i64 = 2;
+
 /// Runs a statement on one row: `?1`-`?3` are the row's processor, session
 /// file and user, then come `values`, and the last five are the stat tuple
 /// (size, mtime, ctime, inode, racy). Size and inode are stored bit for bit
@@ -85,7 +91,8 @@ fn write_row(
     let mut all: Vec<&dyn ToSql> = vec![&id.processor, &id.session_file, &id.username];
     all.extend_from_slice(values);
     all.extend(stat.iter().map(|v| v as &dyn ToSql));
-    all.push(&seen.racy);
+    let flags = i64::from(seen.racy) * READ_RACY + i64::from(seen.settling) * READ_SETTLING;
+    all.push(&flags);
     conn.prepare_cached(sql)?.execute(&all[..])?;
     Ok(())
 }

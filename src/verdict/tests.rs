@@ -7,6 +7,7 @@ use Plan::{HashFirst, HashWhileProcessing};
 
 const VERSION: u32 = 3;
 const MAX: u32 = 5;
+const SETTLE: Duration = Duration::from_secs(600);
 
 fn stat() -> Stat {
     Stat {
@@ -33,6 +34,7 @@ fn ok() -> Row {
         bytes: 10,
         stat: Some(stat()),
         racy: false,
+        settling: false,
         attempts: 0,
         attempt_hash: None,
         next_attempt_at: None,
@@ -150,7 +152,7 @@ fn decision_table() {
     for (what, row, stat, hash, read, plan_, after, waiting) in table() {
         let row = row.as_ref();
         assert_eq!(
-            must_read(row, &stat, VERSION, now()),
+            must_read(row, &stat, VERSION, now(), SETTLE),
             read,
             "must_read: {what}"
         );
@@ -203,6 +205,40 @@ fn an_empty_tree_with_tracked_files_is_a_missing_mount() {
     );
     assert_eq!(vanished(10, 3, 7), Vanished::MarkGone);
     assert_eq!(vanished(0, 0, 0), Vanished::MarkGone);
+}
+
+#[test]
+fn a_fragment_left_before_settling_is_read_again_once_settled_and_only_then() {
+    let at = |secs_ago: i64| Stat {
+        mtime_ns: (now() - chrono::Duration::seconds(secs_ago))
+            .timestamp_nanos_opt()
+            .unwrap(),
+        ..stat()
+    };
+    let row = |s: Stat| Row {
+        stat: Some(s),
+        settling: true,
+        ..ok()
+    };
+    let young = at(300);
+    assert!(
+        !must_read(Some(&row(young)), &young, VERSION, now(), SETTLE),
+        "not yet"
+    );
+    let old = at(900);
+    assert!(
+        must_read(Some(&row(old)), &old, VERSION, now(), SETTLE),
+        "settled now"
+    );
+    let ahead = at(-86_400);
+    assert!(
+        settled(&ahead, now(), SETTLE),
+        "a future mtime never settles: it has"
+    );
+    let seen = after_read(super::seen(young, now()), &young, 5, false);
+    assert!(seen.settling);
+    let seen = after_read(super::seen(young, now()), &young, young.size, false);
+    assert!(!seen.settling, "no fragment");
 }
 
 #[test]

@@ -249,3 +249,16 @@ fn files_a_capped_run_saw_are_timed_from_then() {
     let ok: i64 = env.scalar("SELECT count(*) FROM processor_state WHERE status = 'ok'");
     assert_eq!(ok, 3);
 }
+
+#[test]
+fn a_run_holding_its_lock_is_running() {
+    let env = Env::new();
+    env.session("u/a.jsonl", LINE);
+    let held = env.hold("slow", &[]);
+    env.cmd()
+        .args(["state", "slow"])
+        .assert()
+        .success()
+        .stdout(contains(", running"));
+    held.release();
+}
