@@ -9,9 +9,17 @@ use sessionpipe::{cli::Cli, cmd, exit};
 fn main() {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        // clap prints help and version to stdout (exit 0) and usage errors
-        // to stderr (exit 2).
-        Err(e) => e.exit(),
+        // Help and version go to stdout, exit 0, as clap prints them.
+        Err(e) if !e.use_stderr() => e.exit(),
+        // Usage errors: exit 2, with the prefix of every other error.
+        Err(e) => {
+            let text = e.render().to_string();
+            eprint!(
+                "sessionpipe: {}",
+                text.strip_prefix("error: ").unwrap_or(&text)
+            );
+            std::process::exit(exit::USAGE);
+        }
     };
     sessionpipe::printer::install_panic_hook();
     let printer = Printer::new(cli.global.level());

@@ -19,7 +19,13 @@ fn unknown_processor_is_a_usage_error() {
 #[test]
 fn bad_flags_are_usage_errors() {
     let env = Env::new();
-    env.cmd().args(["run", "--bogus"]).assert().code(2);
+    let out = env.cmd().args(["run", "--bogus"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("sessionpipe: unexpected argument '--bogus'"),
+        "the prefix of every error: {stderr}"
+    );
     env.cmd().args(["run"]).assert().code(2);
     env.cmd()
         .args(["run", "--all", "--time-budget", "soon"])
