@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use clap_complete::ArgValueCandidates;
+
+use crate::config::Given;
 use crate::duration;
 use crate::help;
 use crate::printer::Level;
@@ -56,6 +59,14 @@ pub struct GlobalArgs {
 }
 
 impl GlobalArgs {
+    pub fn given(&self) -> Given {
+        Given {
+            config: self.config.clone(),
+            data_dir: self.data_dir.clone(),
+            db: self.db.clone(),
+        }
+    }
+
     pub fn level(&self) -> Level {
         match (self.verbose, self.quiet) {
             (true, _) => Level::Verbose,
@@ -84,7 +95,8 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Processors to run, one after another, each under its own lock.
-    #[arg(value_name = "PROCESSOR", required_unless_present_any = ["all", "due"])]
+    #[arg(value_name = "PROCESSOR", required_unless_present_any = ["all", "due"],
+          add = ArgValueCandidates::new(crate::complete::processors))]
     pub processors: Vec<String>,
     /// Run every available processor.
     #[arg(long, conflicts_with_all = ["processors", "due"])]
@@ -138,7 +150,7 @@ pub struct StateArgs {
     #[command(subcommand)]
     pub action: Option<StateAction>,
     /// Show only this processor.
-    #[arg(value_name = "PROCESSOR")]
+    #[arg(value_name = "PROCESSOR", add = ArgValueCandidates::new(crate::complete::processors))]
     pub processor: Option<String>,
     /// List failing and quarantined sessions with attempts and last error.
     #[arg(long, conflicts_with_all = ["session", "check"])]
@@ -169,6 +181,7 @@ pub enum StateAction {
 
 #[derive(Debug, Args)]
 pub struct RequeueArgs {
+    #[arg(add = ArgValueCandidates::new(crate::complete::processors))]
     pub processor: String,
     /// Session files (<key>/<file>.jsonl) to requeue.
     #[arg(value_name = "FILE", required_unless_present_any = ["failed", "quarantined"])]
@@ -183,6 +196,7 @@ pub struct RequeueArgs {
 
 #[derive(Debug, Args)]
 pub struct ResetArgs {
+    #[arg(add = ArgValueCandidates::new(crate::complete::processors))]
     pub processor: String,
 }
 
@@ -190,6 +204,7 @@ pub struct ResetArgs {
 /// only be made again by the next run.
 #[derive(Debug, Args)]
 pub struct PruneArgs {
+    #[arg(add = ArgValueCandidates::new(crate::complete::processors))]
     pub processor: String,
     /// Prune the sessions whose files are gone (what prune always prunes;
     /// kept for scripts that say so).

@@ -17,7 +17,6 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use crate::cli::GlobalArgs;
 use crate::duration;
 use crate::env::{self, Environment};
 use crate::exit::{self, Coded};
@@ -28,6 +27,15 @@ pub const DEFAULT_DATA_DIR: &str = "/data/user_sessions";
 pub const DEFAULT_DB: &str = "/var/lib/sessionpipe/state.db";
 /// A file quiet this long has finished its final line, newline or not.
 pub const DEFAULT_FRAGMENT_SETTLE: Duration = Duration::from_secs(10 * 60);
+
+/// The paths an invocation was given by flag (each flag's variable is read
+/// only when the flag is absent).
+#[derive(Debug, Clone, Default)]
+pub struct Given {
+    pub config: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub db: Option<PathBuf>,
+}
 
 /// Everything a subcommand needs to know about where things are and which
 /// processors the operator declared.
@@ -167,7 +175,7 @@ const RESERVED: &[&str] = &["usage", "verification", "requeue", "reset"];
 impl Config {
     /// Resolves the configuration from the parsed global flags over the
     /// environment, the config file and the defaults.
-    pub fn load(args: &GlobalArgs, env: &Environment) -> Result<Config> {
+    pub fn load(args: &Given, env: &Environment) -> Result<Config> {
         // A flag's variable is read only when the flag is absent.
         let flag_or_env = |flag: &Option<PathBuf>, name: &str| match flag {
             Some(path) => Ok(Some(path.clone())),

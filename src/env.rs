@@ -2,8 +2,10 @@
 //!
 //! The process environment is read once, at start, into an [`Environment`];
 //! configuration resolves flags over it, so what a run sees cannot change
-//! half-way and tests can hand in an environment of their own. The one
-//! exception is the debug-only crash hook of [`crate::failpoint`].
+//! half-way and tests can hand in an environment of their own. The
+//! exceptions: the debug-only crash hook of [`crate::failpoint`], and
+//! `COMPLETE`, which the shell completion engine reads for itself (see
+//! [`crate::complete`]).
 
 use std::collections::HashMap;
 use std::ffi::OsString;

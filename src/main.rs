@@ -1,12 +1,17 @@
 //! Parses the command line, runs the subcommand, and turns its outcome into
 //! an exit code. Nothing else lives here.
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use sessionpipe::env::Environment;
 use sessionpipe::printer::Printer;
 use sessionpipe::{cli::Cli, cmd, exit};
 
 fn main() {
+    // `COMPLETE=bash sessionpipe` prints the shell's completion script, and
+    // the script calls back here while the user types.
+    clap_complete::CompleteEnv::with_factory(Cli::command)
+        .completer("sessionpipe")
+        .complete();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // Help and version go to stdout, exit 0, as clap prints them.

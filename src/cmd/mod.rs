@@ -24,7 +24,7 @@ pub fn dispatch(cli: Cli, env: &Environment, printer: &Printer) -> Result<i32> {
         Command::State(args) => args.json,
         Command::Migrate(_) => false,
     };
-    let result = Config::load(&cli.global, env).and_then(|config| match cli.command {
+    let result = Config::load(&cli.global.given(), env).and_then(|config| match cli.command {
         Command::Run(args) => run::run(&args, &config, printer),
         Command::List(args) => list::list(&args, &config, printer),
         Command::State(args) => state::state(&args, &config, printer),

@@ -1,11 +1,11 @@
 //! The man pages and shell completions are generated from the clap
-//! definition and checked in. This test fails when they are stale; run it
-//! with SESSIONPIPE_UPDATE_GENERATED=1 to rewrite them.
+//! definition (the completion scripts are what `COMPLETE=<shell>
+//! sessionpipe` prints) and checked in. This test fails when they are
+//! stale; run it with SESSIONPIPE_UPDATE_GENERATED=1 to rewrite them.
 
 use std::path::{Path, PathBuf};
 
 use clap::CommandFactory;
-use clap_complete::Shell;
 use sessionpipe::cli::Cli;
 
 fn generated() -> Vec<(PathBuf, Vec<u8>)> {
@@ -14,13 +14,16 @@ fn generated() -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
     man_pages(&cmd, "sessionpipe", &mut out);
     for (shell, file) in [
-        (Shell::Bash, "sessionpipe.bash"),
-        (Shell::Zsh, "_sessionpipe"),
-        (Shell::Fish, "sessionpipe.fish"),
+        ("bash", "sessionpipe.bash"),
+        ("zsh", "_sessionpipe"),
+        ("fish", "sessionpipe.fish"),
     ] {
-        let mut buf = Vec::new();
-        clap_complete::generate(shell, &mut Cli::command(), "sessionpipe", &mut buf);
-        out.push((Path::new("completions").join(file), buf));
+        let script = std::process::Command::new(assert_cmd::cargo::cargo_bin("sessionpipe"))
+            .env("COMPLETE", shell)
+            .output()
+            .unwrap();
+        assert!(script.status.success(), "{shell}");
+        out.push((Path::new("completions").join(file), script.stdout));
     }
     out
 }
@@ -144,4 +147,49 @@ fn the_configuration_in_the_help_is_a_config_file_sessionpipe_accepts() {
     std::fs::write(&env.config, toml).unwrap();
     std::fs::write(env.path("users.csv"), "alice,a@example.com\n").unwrap();
     env.cmd().arg("list").assert().success();
+}
+
+#[test]
+fn bash_completes_processor_names_from_the_config() {
+    let env = crate::util::Env::new();
+    env.processors(&[("secrets-scan", "true")]);
+    let bin_dir = assert_cmd::cargo::cargo_bin("sessionpipe")
+        .parent()
+        .unwrap()
+        .to_owned();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("completions/sessionpipe.bash");
+    let complete = |words: &str, cword: usize| {
+        let out = std::process::Command::new("bash")
+            .env_clear()
+            .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
+            .env("SESSIONPIPE_CONFIG", &env.config)
+            .arg("-c")
+            .arg(format!(
+                "source '{}'; COMP_WORDS=({words}); COMP_CWORD={cword}; \
+                 _clap_complete_sessionpipe sessionpipe \"${{COMP_WORDS[$COMP_CWORD]}}\"; \
+                 printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+                script.display()
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let run = complete("sessionpipe run ''", 2);
+    for name in ["usage", "verification", "secrets-scan"] {
+        assert!(
+            run.lines().any(|l| l.starts_with(name)),
+            "{name} in {run:?}"
+        );
+    }
+    let reset = complete("sessionpipe state reset sec", 3);
+    assert!(
+        reset.lines().any(|l| l.starts_with("secrets-scan")),
+        "{reset:?}"
+    );
+    assert!(!reset.contains("usage"), "{reset:?}");
 }
