@@ -33,7 +33,7 @@ pub fn state(args: &StateArgs, config: &Config, printer: &Printer) -> Result<i32
     // that a mistyped --db does not look like an empty install.
     let missing = !config.db.exists();
     let store = if missing {
-        printer.error(format_args!(
+        printer.warn(format_args!(
             "no database at {}: no run has used it yet",
             config.db.display()
         ));
@@ -52,7 +52,7 @@ pub fn state(args: &StateArgs, config: &Config, printer: &Printer) -> Result<i32
         Ok(dir) => {
             let scan = scan::scan(dir, printer)?;
             for (folder, why) in &scan.problems {
-                printer.error(format_args!("{folder}: {why}"));
+                printer.warn(format_args!("{folder}: {why}"));
             }
             Some(scan.files)
         }
