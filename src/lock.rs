@@ -14,6 +14,7 @@
 //!   running run does not let a second run in.
 
 use std::fs::{File, OpenOptions, TryLockError};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::net::{SocketAddr, UnixListener};
@@ -91,13 +92,14 @@ fn try_acquire(name: &SocketAddr, path: &Path) -> Result<Try> {
         Ok(socket) => Some(socket),
         // Held by another run of ours, or squatted by someone else: the
         // name is predictable, so only a holder running as us (or root)
-        // counts; a squatter leaves the flock to decide alone.
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            if held_by_us(name) {
-                return Ok(Try::Busy);
-            }
-            None
-        }
+        // counts; a squatter, or a holder that cannot be asked, leaves the
+        // flock to decide alone.
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => match listener(name) {
+            Listener::Ours => return Ok(Try::Busy),
+            // A holder gone as we looked, a name bound without listening,
+            // a squatter, a holder that cannot be asked: the flock decides.
+            Listener::Nobody | Listener::Theirs | Listener::Unknown => None,
+        },
         Err(e) => return Err(e).context("cannot take the processor lock"),
     };
     let file = open_lock_file(path)?;
@@ -130,38 +132,88 @@ pub fn is_held(db: &Path, processor: &str) -> bool {
         return false;
     };
     abstract_name(meta.dev(), meta.ino(), processor)
-        .is_ok_and(|name| listener_is_ours(&name) == Some(true))
+        .is_ok_and(|name| matches!(listener(&name), Listener::Ours | Listener::Unknown))
 }
 
-/// Whether the process listening on the abstract name runs as this user or
-/// root; `None` when nobody listens.
-fn listener_is_ours(name: &SocketAddr) -> Option<bool> {
-    let stream = std::os::unix::net::UnixStream::connect_addr(name).ok()?;
+/// Who listens on a lock's abstract name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    Nobody,
+    /// A process running as this user or root: a run of ours.
+    Ours,
+    /// Another user: a squatter on the predictable name.
+    Theirs,
+    /// Its queue is full (a holder never accepts): cannot tell.
+    Unknown,
+}
+
+/// Asks who listens, without ever blocking: the connection is made
+/// non-blocking, and a holder's full queue answers at once.
+fn listener(name: &SocketAddr) -> Listener {
+    let Some(bytes) = name.as_abstract_name() else {
+        return Listener::Unknown;
+    };
+    // SAFETY: a plain socket call; the descriptor is owned below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Listener::Unknown;
+    }
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: a zeroed sockaddr_un is a valid value of it.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    if bytes.len() + 1 > addr.sun_path.len() {
+        return Listener::Unknown;
+    }
+    // Abstract: a leading NUL, then the name.
+    for (slot, b) in addr.sun_path.iter_mut().skip(1).zip(bytes) {
+        *slot = *b as libc::c_char;
+    }
+    let len = (std::mem::size_of::<libc::sa_family_t>() + 1 + bytes.len()) as libc::socklen_t;
+    // SAFETY: `addr` is a sockaddr_un of which `len` bytes are set.
+    let connected = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    };
+    if connected != 0 {
+        return match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::ECONNREFUSED) | Some(libc::ENOENT) => Listener::Nobody,
+            _ => Listener::Unknown,
+        };
+    }
     let mut cred = libc::ucred {
         pid: 0,
         uid: 0,
         gid: 0,
     };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `cred`, a ucred.
+    let mut cred_len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `cred_len` bytes into `cred`, a ucred.
     let got = unsafe {
         libc::getsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(&stream),
+            fd.as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_PEERCRED,
             (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
+            &mut cred_len,
         )
     };
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
-    Some(got != 0 || cred.uid == me || cred.uid == 0)
-}
-
-/// Whether the lock name is held by a run of ours. Nobody answering is a
-/// holder going away: busy for now.
-fn held_by_us(name: &SocketAddr) -> bool {
-    listener_is_ours(name).unwrap_or(true)
+    match got {
+        0 if cred.uid == me || cred.uid == 0 => Listener::Ours,
+        0 => Listener::Theirs,
+        _ => Listener::Unknown,
+    }
 }
 
 /// Opens (creating, mode 0600) the lock file, refusing anything but a

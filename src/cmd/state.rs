@@ -256,7 +256,9 @@ fn summarize(
     let mut oldest: Option<(i64, &str)> = None;
     if let Some(files) = files {
         let state = rows::load(&store.conn, p.name())?;
-        let newest = files.iter().map(|f| f.stat.mtime_ns).max();
+        // A file dated ahead of the clock counts as changed now, no later.
+        let now_ns = now.timestamp_nanos_opt().unwrap_or(i64::MAX);
+        let newest = files.iter().map(|f| f.stat.mtime_ns.min(now_ns)).max();
         let processed = counts
             .last_processed_at
             .as_deref()
