@@ -213,6 +213,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// The most of a response body kept in an error message.
 const BODY_EXCERPT: usize = 300;
 
+#[derive(Clone)]
 pub struct Client {
     config: LlmConfig,
     key: ApiKey,

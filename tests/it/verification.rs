@@ -474,3 +474,37 @@ fn real_transcripts_reach_the_model_without_tool_output_or_wrappers() {
     assert!(all.contains("<turn role=\"user\">No, that's wrong. Our churn metric is MRR lost"));
     assert!(all.contains("<turn role=\"assistant\">"));
 }
+
+#[test]
+fn a_stopping_signal_does_not_wait_for_an_llm_call() {
+    let env = Env::new();
+    env.session("alice/s1.jsonl", &churn_session());
+    // The provider asks to wait a minute before trying again.
+    let llm = FakeLlm::start(vec![
+        Reply::json(503, json!({"error": "overloaded"})).header("retry-after", "60"),
+    ]);
+    let child = env
+        .std_cmd()
+        .env("SESSIONPIPE_LLM_PROVIDER", "anthropic")
+        .env("SESSIONPIPE_LLM_BASE_URL", &llm.url)
+        .env("SESSIONPIPE_LLM_API_KEY", KEY)
+        .args(["run", "verification"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while llm.requests().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no call made");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let sent = std::time::Instant::now();
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        sent.elapsed() < std::time::Duration::from_secs(5),
+        "waited for the call"
+    );
+    assert_eq!(out.status.code(), Some(143));
+    assert_eq!(count(&env, "knowledge_items"), 0);
+}

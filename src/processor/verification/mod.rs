@@ -112,14 +112,35 @@ impl Processor for Verification {
 }
 
 /// One call to the model; its failures classified for the run.
+/// The call runs on a thread of its own, so that a stopping signal ends the
+/// wait at once (the call is abandoned; the process is about to exit).
 fn ask(client: &Client, turns: &[Turn]) -> Result<Value> {
-    client
-        .extract(items::SYSTEM, &prompt(turns), items::TOOL, &items::schema())
-        .map_err(|e| match e {
-            LlmError::Transient(m) => anyhow::Error::new(Interruption::Transient(m)),
-            LlmError::Rejected(m) => anyhow::Error::new(Interruption::StopRun(exit::CONFIG, m)),
-            LlmError::Unusable(m) => anyhow::anyhow!(m),
-        })
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (client, prompt) = (client.clone(), prompt(turns));
+    std::thread::spawn(move || {
+        let answer = client.extract(items::SYSTEM, &prompt, items::TOOL, &items::schema());
+        let _ = tx.send(answer);
+    });
+    let answer = loop {
+        if let Some(signal) = crate::signals::received() {
+            bail!(
+                "stopped: sessionpipe received {}",
+                crate::signals::name(signal)
+            );
+        }
+        match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+            Ok(answer) => break answer,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                bail!("the LLM call ended without an answer")
+            }
+        }
+    };
+    answer.map_err(|e| match e {
+        LlmError::Transient(m) => anyhow::Error::new(Interruption::Transient(m)),
+        LlmError::Rejected(m) => anyhow::Error::new(Interruption::StopRun(exit::CONFIG, m)),
+        LlmError::Unusable(m) => anyhow::anyhow!(m),
+    })
 }
 
 /// Keeps the facts that pass the checks and quote what a user really said;
