@@ -183,3 +183,51 @@ fn latest(conn: &Connection, processor: &str, column: &str) -> Result<Option<Dat
         .flatten();
     Ok(text.as_deref().and_then(parse_timestamp))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{Report, SessionError};
+
+    #[test]
+    fn history_keeps_the_last_runs_and_their_errors_only() {
+        let store = crate::store::Store::in_memory().unwrap();
+        let conn = &store.conn;
+        let now = Utc::now();
+        conn.execute_batch(&format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {KEPT_RUNS})
+             INSERT INTO runs (processor_name, started_at, finished_at)
+             SELECT 'usage', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:01.000Z' FROM n;
+             INSERT INTO run_errors (run_id, session_file, error) VALUES (1, 'u/old.jsonl', 'old');
+             INSERT INTO runs (processor_name, started_at) VALUES ('other', '2026-01-01T00:00:00.000Z');"
+        ))
+        .unwrap();
+        let id = start(conn, "usage", now).unwrap();
+        let report = Report {
+            processor: "usage".into(),
+            errors_detail: vec![SessionError {
+                session: "u/a.jsonl".into(),
+                error: "boom".into(),
+            }],
+            ..Report::default()
+        };
+        finish(conn, id, &report, now).unwrap();
+        let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(
+            count("SELECT count(*) FROM runs WHERE processor_name = 'usage'"),
+            KEPT_RUNS
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM runs WHERE processor_name = 'other'"),
+            1
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM run_errors WHERE error = 'old'"),
+            0
+        );
+        assert_eq!(
+            last_errors(conn, "usage").unwrap(),
+            [("u/a.jsonl".to_owned(), "boom".to_owned())]
+        );
+    }
+}
