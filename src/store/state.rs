@@ -274,6 +274,11 @@ pub fn gone(
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// The statuses of a session that is failing but not quarantined, as SQL:
+/// what `state` counts as failing, and (with `quarantined`) what
+/// `--failed` lists and `requeue --failed` releases.
+const FAILING: &str = "'failed', 'processing', 'suspect'";
+
 /// Which rows `state requeue` releases.
 pub enum Requeue<'a> {
     Files(&'a [String]),
@@ -290,7 +295,7 @@ pub fn requeue(conn: &mut Connection, processor: &str, which: Requeue) -> Result
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let n = match which {
         Requeue::Failed => tx.execute(
-            &format!("{SET} AND status IN ('failed', 'quarantined', 'processing', 'suspect')"),
+            &format!("{SET} AND status IN ({FAILING}, 'quarantined')"),
             [processor],
         )?,
         Requeue::Quarantined => {
@@ -329,13 +334,15 @@ pub struct Counts {
 
 pub fn counts(conn: &Connection, processor: &str) -> Result<Counts> {
     Ok(conn.query_row(
-        "SELECT count(*),
+        &format!(
+            "SELECT count(*),
                 count(*) FILTER (WHERE status = 'ok'),
-                count(*) FILTER (WHERE status IN ('failed', 'processing', 'suspect')),
+                count(*) FILTER (WHERE status IN ({FAILING})),
                 count(*) FILTER (WHERE status = 'quarantined'),
                 count(*) FILTER (WHERE status = 'gone'),
                 max(processed_at)
-         FROM processor_state WHERE processor_name = ?1",
+             FROM processor_state WHERE processor_name = ?1"
+        ),
         [processor],
         |r| {
             let count = |i: usize| -> rusqlite::Result<u64> {
@@ -364,12 +371,12 @@ pub struct FailedRow {
 }
 
 pub fn failed(conn: &Connection, processor: &str) -> Result<Vec<FailedRow>> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare(&format!(
         "SELECT session_file, status, attempts, last_error, next_attempt_at
          FROM processor_state
-         WHERE processor_name = ?1 AND status IN ('failed', 'quarantined', 'processing', 'suspect')
-         ORDER BY session_file",
-    )?;
+         WHERE processor_name = ?1 AND status IN ({FAILING}, 'quarantined')
+         ORDER BY session_file"
+    ))?;
     let rows = stmt.query_map([processor], |r| {
         Ok(FailedRow {
             session_file: r.get(0)?,
