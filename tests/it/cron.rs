@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use crate::util::{Env, LINE};
+use crate::util::{Env, LINE, declaring, exec};
 
 #[test]
 fn a_healthy_due_line_is_silent_minute_after_minute() {
@@ -22,16 +22,9 @@ fn a_healthy_due_line_is_silent_minute_after_minute() {
 #[test]
 fn a_processor_switched_off_is_left_out_of_all_and_due() {
     let env = Env::new();
-    let mut table = toml::Table::new();
-    let mut p = toml::Table::new();
-    p.insert(
-        "command".into(),
-        toml::Value::Array(vec!["sh".into(), "-c".into(), env.recorder("").into()]),
-    );
-    p.insert("enabled".into(), false.into());
-    let mut processors = toml::Table::new();
-    processors.insert("count".into(), toml::Value::Table(p));
-    table.insert("processors".into(), toml::Value::Table(processors));
+    let script = env.recorder("");
+    let count = exec(&["sh", "-c", &script], &[("enabled", false.into())]);
+    let mut table = declaring(vec![("count", count)]);
     let mut usage = toml::Table::new();
     usage.insert("enabled".into(), false.into());
     table.insert("usage".into(), toml::Value::Table(usage));

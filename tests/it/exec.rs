@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use predicates::str::contains;
 
-use crate::util::{Env, LINE};
+use crate::util::{Env, LINE, declaring, exec};
 
 #[test]
 fn a_name_flipped_to_a_link_while_runs_happen_never_hands_over_the_target() {
@@ -66,28 +66,21 @@ fn a_name_flipped_to_a_link_while_runs_happen_never_hands_over_the_target() {
 fn credentials_never_reach_a_command_unless_let_through_by_name() {
     let env = Env::new();
     let (all, some) = (env.path("all.env"), env.path("some.env"));
-    let mut config = toml::Table::new();
+    let sections = [
+        ("plain", &all, vec![]),
+        ("needy", &some, vec!["TEAM_LLM_KEY"]),
+    ]
+    .into_iter()
+    .map(|(name, out, env_list)| {
+        let script = format!("env > '{}'", out.display());
+        let let_through = toml::Value::Array(env_list.into_iter().map(Into::into).collect());
+        (name, exec(&["sh", "-c", &script], &[("env", let_through)]))
+    })
+    .collect();
+    let mut config = declaring(sections);
     let mut llm = toml::Table::new();
     llm.insert("api_key_env".into(), "TEAM_LLM_KEY".into());
     config.insert("llm".into(), toml::Value::Table(llm));
-    let mut processors = toml::Table::new();
-    for (name, out, env_list) in [
-        ("plain", &all, vec![]),
-        ("needy", &some, vec!["TEAM_LLM_KEY"]),
-    ] {
-        let mut p = toml::Table::new();
-        let script = format!("env > '{}'", out.display());
-        p.insert(
-            "command".into(),
-            toml::Value::Array(vec!["sh".into(), "-c".into(), script.into()]),
-        );
-        p.insert(
-            "env".into(),
-            toml::Value::Array(env_list.into_iter().map(Into::into).collect()),
-        );
-        processors.insert(name.into(), toml::Value::Table(p));
-    }
-    config.insert("processors".into(), toml::Value::Table(processors));
     env.write_config(&config);
     env.session("u/a.jsonl", LINE);
     env.cmd()
@@ -127,16 +120,8 @@ fn credentials_never_reach_a_command_unless_let_through_by_name() {
 fn a_missing_or_non_executable_program_makes_the_processor_unavailable() {
     let env = Env::new();
     let program = env.path("bin/scan");
-    let mut p = toml::Table::new();
-    p.insert(
-        "command".into(),
-        toml::Value::Array(vec![program.to_str().unwrap().into()]),
-    );
-    let mut processors = toml::Table::new();
-    processors.insert("scan".into(), toml::Value::Table(p));
-    let mut config = toml::Table::new();
-    config.insert("processors".into(), toml::Value::Table(processors));
-    env.write_config(&config);
+    let scan = exec(&[program.to_str().unwrap()], &[]);
+    env.write_config(&declaring(vec![("scan", scan)]));
     env.session("u/a.jsonl", LINE);
     env.session("u/b.jsonl", LINE);
     for _ in 0..2 {
@@ -165,21 +150,11 @@ fn a_missing_or_non_executable_program_makes_the_processor_unavailable() {
 #[test]
 fn a_daemon_holding_the_output_does_not_hold_the_run() {
     let env = Env::new();
-    let mut p = toml::Table::new();
-    p.insert(
-        "command".into(),
-        toml::Value::Array(vec![
-            "sh".into(),
-            "-c".into(),
-            "setsid sleep 30 & echo '{\"items\": 2}'".into(),
-        ]),
+    let spawner = exec(
+        &["sh", "-c", "setsid sleep 30 & echo '{\"items\": 2}'"],
+        &[("timeout", "3s".into())],
     );
-    p.insert("timeout".into(), "3s".into());
-    let mut processors = toml::Table::new();
-    processors.insert("spawner".into(), toml::Value::Table(p));
-    let mut config = toml::Table::new();
-    config.insert("processors".into(), toml::Value::Table(processors));
-    env.write_config(&config);
+    env.write_config(&declaring(vec![("spawner", spawner)]));
     env.session("u/a.jsonl", LINE);
     let started = Instant::now();
     let report = env.run_one(&["spawner"], 0);

@@ -253,22 +253,10 @@ fn exec_gets_the_verified_file_and_the_session_in_its_environment() {
 #[test]
 fn exec_timeout_kills_the_command_and_its_children() {
     let env = Env::new();
-    let mut p = toml::Table::new();
     let marker = env.path("survived");
-    p.insert(
-        "command".into(),
-        toml::Value::Array(vec![
-            "sh".into(),
-            "-c".into(),
-            format!("(sleep 3; touch '{}') & sleep 30", marker.display()).into(),
-        ]),
-    );
-    p.insert("timeout".into(), "500ms".into());
-    let mut procs = toml::Table::new();
-    procs.insert("hang".into(), toml::Value::Table(p));
-    let mut table = toml::Table::new();
-    table.insert("processors".into(), toml::Value::Table(procs));
-    env.write_config(&table);
+    let script = format!("(sleep 3; touch '{}') & sleep 30", marker.display());
+    let hang = crate::util::exec(&["sh", "-c", &script], &[("timeout", "500ms".into())]);
+    env.write_config(&crate::util::declaring(vec![("hang", hang)]));
     env.session("u/a.jsonl", LINE);
     let started = std::time::Instant::now();
     let report = env.run_one(&["hang"], 1);

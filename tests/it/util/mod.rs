@@ -47,25 +47,14 @@ impl Env {
 
     /// Declares exec processors running `sh -c SCRIPT`, cadence 10m.
     pub fn processors(&self, list: &[(&str, &str)]) {
-        let mut processors = toml::Table::new();
-        for (name, script) in list {
-            let mut p = toml::Table::new();
-            p.insert(
-                "command".into(),
-                toml::Value::Array(vec![
-                    "sh".into(),
-                    "-c".into(),
-                    (*script).into(),
-                    "sh".into(),
-                ]),
-            );
-            p.insert("cadence".into(), "10m".into());
-            p.insert("timeout".into(), "20s".into());
-            processors.insert((*name).into(), toml::Value::Table(p));
-        }
-        let mut table = toml::Table::new();
-        table.insert("processors".into(), toml::Value::Table(processors));
-        self.write_config(&table);
+        let sections = list
+            .iter()
+            .map(|(name, script)| {
+                let keys = [("cadence", "10m".into()), ("timeout", "20s".into())];
+                (*name, exec(&["sh", "-c", script, "sh"], &keys))
+            })
+            .collect();
+        self.write_config(&declaring(sections));
     }
 
     /// Declares exec processor `name`, whose command waits inside its session
@@ -303,6 +292,28 @@ impl Held {
         fs::write(&self.release, "").unwrap();
         assert!(self.child.wait().unwrap().success());
     }
+}
+
+/// A `[processors.NAME]` section running `command`, with more `keys`.
+pub fn exec(command: &[&str], keys: &[(&str, toml::Value)]) -> toml::Value {
+    let mut section = toml::Table::new();
+    let words = command.iter().map(|w| toml::Value::from(*w)).collect();
+    section.insert("command".into(), toml::Value::Array(words));
+    for (key, value) in keys {
+        section.insert((*key).into(), value.clone());
+    }
+    toml::Value::Table(section)
+}
+
+/// A config declaring these processors; other sections may be added to it.
+pub fn declaring(sections: Vec<(&str, toml::Value)>) -> toml::Table {
+    let processors = sections
+        .into_iter()
+        .map(|(name, section)| (name.to_owned(), section))
+        .collect();
+    let mut table = toml::Table::new();
+    table.insert("processors".into(), toml::Value::Table(processors));
+    table
 }
 
 pub const NOBODY: u32 = 65534;
