@@ -94,7 +94,9 @@ pub trait Processor: Send + Sync {
     }
     /// Brings the processor's existing outputs in line with settings that
     /// changed since they were written (e.g. the identity map), before a
-    /// committing run processes anything. In its own transaction.
+    /// committing run processes anything, under the processor's lock. It
+    /// opens a transaction of its own only when there is something to
+    /// change: an unchanged setting must not cost a cron tick a write.
     fn prepare(&self, _db: &Connection) -> rusqlite::Result<()> {
         Ok(())
     }

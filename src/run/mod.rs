@@ -132,11 +132,7 @@ pub fn run(
     let run_id = match mode {
         Mode::Commit(lock) => {
             journal::recover(&mut store.conn, processor.name(), &Journal::new(lock))?;
-            let tx = store
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            processor.prepare(&tx)?;
-            tx.commit()?;
+            processor.prepare(&store.conn)?;
             Some(runs::start(&store.conn, processor.name(), started)?)
         }
         Mode::DryRun => {

@@ -77,12 +77,15 @@ pub(super) fn apply_identities(
     if applied.as_deref() == Some(fingerprint.as_str()) {
         return Ok(());
     }
-    db.execute(
+    // The runs of this processor exclude each other: nothing changes the
+    // fingerprint between the read above and this transaction.
+    let tx = rusqlite::Transaction::new_unchecked(db, rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute(
         "INSERT OR REPLACE INTO processor_settings (processor_name, key, value)
          VALUES (?1, 'identities', ?2)",
         [super::NAME, fingerprint.as_str()],
     )?;
-    let folders: Vec<String> = db
+    let folders: Vec<String> = tx
         .prepare(
             "SELECT DISTINCT substr(session_file, 1, instr(session_file, '/') - 1)
              FROM usage_session_summary",
@@ -92,7 +95,7 @@ pub(super) fn apply_identities(
     for folder in folders {
         let name = identities.get(&folder).unwrap_or(&folder);
         for table in ["usage_events", "usage_session_summary"] {
-            db.prepare_cached(&format!(
+            tx.prepare_cached(&format!(
                 // The folder's files as a range of the primary key: '0'
                 // sorts right after '/'.
                 "UPDATE {table} SET username = ?2
@@ -102,7 +105,7 @@ pub(super) fn apply_identities(
             .execute([&folder, name])?;
         }
     }
-    Ok(())
+    tx.commit()
 }
 
 /// Removes every row one session file holds.
