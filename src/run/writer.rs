@@ -18,7 +18,7 @@ use crate::scan::SessionFile;
 use crate::session::Handover;
 use crate::signals;
 use crate::store::state::{self, Failure, RowId, Success};
-use crate::verdict::{self, Seen, Unreadable};
+use crate::verdict::{self, Retry, Seen, Unreadable};
 
 pub struct Writer<'a> {
     ctx: &'a Context<'a>,
@@ -298,27 +298,12 @@ impl<'a> Writer<'a> {
         charge: Charge,
         retry_at: Option<DateTime<Utc>>,
     ) -> Result<String> {
-        let message = format!("{:#}", charge.error);
-        self.ctx.printer.error(format_args!(
-            "{}: {}: {message}",
-            self.ctx.processor.name(),
-            file.name
-        ));
-        let failure = Failure {
-            hash: charge.hash,
-            attempts: verdict::uncharged(charge.attempts),
+        let attempts = verdict::uncharged(charge.attempts);
+        let retry = Retry {
             quarantined: false,
-            error: &message,
             next_attempt_at: retry_at,
-            seen: charge.seen,
         };
-        state::record_failure(db, self.id(file), &failure)?;
-        self.report.errors += 1;
-        self.report.errors_detail.push(SessionError {
-            session: file.name.clone(),
-            error: message.clone(),
-        });
-        Ok(message)
+        self.record(db, file, charge, attempts, retry)
     }
 
     fn stop_run(&mut self, code: i32, message: String) {
@@ -333,6 +318,20 @@ impl<'a> Writer<'a> {
     /// after `--max-attempts`.
     fn fail(&mut self, db: &Connection, file: &SessionFile, charge: Charge) -> Result<()> {
         let retry = verdict::after_failure(charge.attempts, self.ctx.opts.max_attempts, Utc::now());
+        let attempts = charge.attempts;
+        self.record(db, file, charge, attempts, retry).map(drop)
+    }
+
+    /// Says and records a failure with the attempts and retry it leaves, and
+    /// counts it; returns the error's text.
+    fn record(
+        &mut self,
+        db: &Connection,
+        file: &SessionFile,
+        charge: Charge,
+        attempts: u32,
+        retry: Retry,
+    ) -> Result<String> {
         let message = format!("{:#}", charge.error);
         self.ctx.printer.error(format_args!(
             "{}: {}: {message}{}",
@@ -347,7 +346,7 @@ impl<'a> Writer<'a> {
         if let Mode::Commit(_) = self.ctx.mode {
             let failure = Failure {
                 hash: charge.hash,
-                attempts: charge.attempts,
+                attempts,
                 quarantined: retry.quarantined,
                 error: &message,
                 next_attempt_at: retry.next_attempt_at,
@@ -361,8 +360,8 @@ impl<'a> Writer<'a> {
         }
         self.report.errors_detail.push(SessionError {
             session: file.name.clone(),
-            error: message,
+            error: message.clone(),
         });
-        Ok(())
+        Ok(message)
     }
 }
