@@ -270,26 +270,9 @@ fn summarize(
             (Some(_), None) => None,
             (None, _) => Some(0),
         };
-        let waiting: Vec<&SessionFile> = files
-            .iter()
-            .filter(|f| verdict::is_waiting(state.get(&f.name), &f.stat, p.version()))
-            .collect();
-        for f in &waiting {
-            // A new file waits since a run first saw it (before any run,
-            // since its mtime); a processed one since it last changed.
-            let mtime = f.stat.mtime_ns / 1_000_000_000;
-            let since = match state.get(&f.name) {
-                Some(r) if r.file_hash.is_none() => {
-                    r.first_seen_at.map_or(mtime, |t| t.timestamp())
-                }
-                _ => mtime,
-            };
-            let secs = now.timestamp().saturating_sub(since);
-            if oldest.is_none_or(|(s, _)| secs > s) {
-                oldest = Some((secs, &f.name));
-            }
-        }
-        unprocessed = Some(waiting.len() as u64);
+        let (n, first) = waiting(files, &state, p.version(), now);
+        unprocessed = Some(n);
+        oldest = first;
     }
     Ok(Summary {
         processor: p.name().to_owned(),
@@ -326,6 +309,37 @@ fn summarize(
             .unwrap_or(DateTime::<Utc>::MIN_UTC),
         )?,
     })
+}
+
+/// How many files wait for the processor, and the one that has waited
+/// longest, with for how many seconds. A new file waits since a run first
+/// saw it (before any run, since its mtime); a processed one since it last
+/// changed.
+fn waiting<'f>(
+    files: &'f [SessionFile],
+    state: &std::collections::HashMap<String, verdict::Row>,
+    version: u32,
+    now: DateTime<Utc>,
+) -> (u64, Option<(i64, &'f str)>) {
+    let mut count = 0;
+    let mut oldest: Option<(i64, &str)> = None;
+    for f in files {
+        let row = state.get(&f.name);
+        if !verdict::is_waiting(row, &f.stat, version) {
+            continue;
+        }
+        count += 1;
+        let mtime = f.stat.mtime_ns / 1_000_000_000;
+        let since = match row {
+            Some(r) if r.file_hash.is_none() => r.first_seen_at.map_or(mtime, |t| t.timestamp()),
+            _ => mtime,
+        };
+        let secs = now.timestamp().saturating_sub(since);
+        if oldest.is_none_or(|(s, _)| secs > s) {
+            oldest = Some((secs, &f.name));
+        }
+    }
+    (count, oldest)
 }
 
 /// How long a file may wait before `state --check` minds: four cadences.
