@@ -168,6 +168,96 @@ fn agent_and_skill_inputs_fall_back_to_what_is_there() {
     );
 }
 
+/// A user line typing `/NAME` (Claude Code writes it as a `<command-name>` tag).
+fn command(uuid: &str, ts: &str, name: &str) -> Value {
+    let tags =
+        format!("<command-message>{name}</command-message>\n<command-name>/{name}</command-name>");
+    user(uuid, ts, json!(tags))
+}
+
+/// The `isMeta` line Claude Code writes under `parent` when a skill loads.
+fn skill_body(parent: &str, ts: &str, text: &str) -> Value {
+    let mut line = user(
+        &format!("m-{parent}"),
+        ts,
+        json!([{"type": "text", "text": text}]),
+    );
+    line["isMeta"] = json!(true);
+    line["parentUuid"] = json!(parent);
+    line
+}
+
+#[test]
+fn skills_typed_as_slash_commands_count_once() {
+    let env = Env::new();
+    let body = "Base directory for this skill: /home/u/.claude/skills/review-pr\n\n# Review";
+    env.session(
+        "u/slash.jsonl",
+        &lines(&[
+            // A skill typed as a command: Claude Code loads its body.
+            command("c1", "2026-01-01T00:00:00Z", "review-pr"),
+            skill_body("c1", "2026-01-01T00:00:00Z", body),
+            // A built-in command loads nothing: no skill.
+            command("c2", "2026-01-01T00:00:01Z", "clear"),
+            // A command the model answers with a Skill tool use counts once,
+            // as that tool use.
+            command("c3", "2026-01-01T00:00:02Z", "myplug:my-skill"),
+            assistant(
+                "a3",
+                "2026-01-01T00:00:03Z",
+                json!([tool_use("t3", "Skill", json!({"skill": "myplug:my-skill"}))]),
+            ),
+            // The body a Skill tool use loads hangs under its result, not
+            // under a command: still one invocation.
+            user(
+                "r3",
+                "2026-01-01T00:00:04Z",
+                json!([{"type": "tool_result", "tool_use_id": "t3", "content": "Launching skill"}]),
+            ),
+            skill_body("r3", "2026-01-01T00:00:04Z", body),
+            // The same skill typed again: a note instead of the body.
+            command("c4", "2026-01-01T00:00:05Z", "review-pr"),
+            skill_body(
+                "c4",
+                "2026-01-01T00:00:05Z",
+                "Skill /review-pr was loaded earlier in this conversation.",
+            ),
+            // Text that only looks like a marker, typed by the user.
+            command("c5", "2026-01-01T00:00:06Z", "deploy"),
+            user("u5", "2026-01-01T00:00:07Z", json!(body)),
+        ]),
+    );
+    run_usage(&env);
+    let skills: Vec<(String, String)> = events(&env, "u/slash.jsonl")
+        .iter()
+        .filter(|e| !e["skill_name"].is_null())
+        .map(|e| {
+            (
+                e["event_type"].as_str().unwrap().into(),
+                e["skill_name"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let pair = |t: &str, s: &str| (t.to_owned(), s.to_owned());
+    assert_eq!(
+        skills,
+        vec![
+            pair("slash_command", "review-pr"),
+            pair("tool_use", "myplug:my-skill"),
+            pair("slash_command", "review-pr"),
+        ]
+    );
+    let s = summary(&env, "u/slash.jsonl");
+    assert_eq!(
+        (
+            &s["skill_invocations"],
+            &s["distinct_skills"],
+            &s["slash_commands"]
+        ),
+        (&json!(3), &json!(2), &json!(5))
+    );
+}
+
 #[test]
 fn non_conversation_lines_yield_no_events_but_count_for_time() {
     let env = Env::new();

@@ -54,6 +54,9 @@ pub(super) struct Accumulator {
     pub(super) events: Vec<Event>,
     pub(super) names: Names,
     pub(super) errored_tool_ids: HashSet<Box<str>>,
+    /// Lines whose slash command loaded a skill: the `uuid` a skill marker
+    /// names as its parent (see [`is_skill_marker`]).
+    pub(super) skill_commands: HashSet<Uuid>,
     pub(super) user_prompts: u64,
     pub(super) tokens: Tokens,
     /// Models of assistant lines without `message.id`: each its own reply.
@@ -152,9 +155,11 @@ impl Accumulator {
 
     fn user(&mut self, line: &Line, at: Option<i64>) {
         let mut human_text = false;
+        let mut marker = false;
         let mut commands = Vec::new();
         let mut text = |t: &str| {
             human_text |= !t.trim().is_empty();
+            marker |= is_skill_marker(t);
             commands.extend(slash_commands(t));
         };
         match line.content() {
@@ -172,6 +177,12 @@ impl Accumulator {
         }
         if human_text && !line.is_meta.0 {
             self.user_prompts += 1;
+        }
+        if marker
+            && line.is_meta.0
+            && let Some(parent) = line.parent_uuid.get()
+        {
+            self.skill_commands.insert(Uuid::new(parent));
         }
         for name in commands {
             let event = Event {
@@ -232,6 +243,20 @@ pub fn slash_commands(text: &str) -> Vec<String> {
         rest = &rest[end + CLOSE.len()..];
     }
     found
+}
+
+/// Whether a user text is what Claude Code writes, as an `isMeta` line whose
+/// parent is the command's line, when a slash command loads a skill: the
+/// skill's body (`Base directory for this skill: ...`) or, for a skill loaded
+/// earlier in the session, a note saying so. A slash command without such a
+/// child (a built-in such as `/clear`, or one the model answers with a
+/// `Skill` tool use, which counts on its own) is no skill invocation.
+fn is_skill_marker(text: &str) -> bool {
+    let text = text.trim_start();
+    text.starts_with("Base directory for this skill:")
+        || text.starts_with("(Re-invocation of /")
+        || (text.starts_with("Skill /")
+            && (text.contains(" was loaded earlier") || text.contains(" is already loaded above")))
 }
 
 /// Parses an RFC 3339 timestamp into epoch milliseconds.

@@ -41,7 +41,7 @@ impl Names {
 /// A line's `uuid`: 16 bytes when it is a canonical lowercase UUID (as
 /// Claude Code writes them), the text itself otherwise. Written back as the
 /// same text.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Uuid {
     Canonical([u8; 16]),
     Other(Box<str>),

@@ -35,6 +35,13 @@ impl Accumulator {
                 .tool_id
                 .as_ref()
                 .is_some_and(|id| self.errored_tool_ids.contains(id));
+            if e.event_type == EventType::SlashCommand
+                && e.event_uuid
+                    .as_ref()
+                    .is_some_and(|u| self.skill_commands.contains(u))
+            {
+                e.skill_name = e.command_name;
+            }
         }
         let count = |t: EventType| events.iter().filter(|e| e.event_type == t).count() as u64;
         let distinct = |f: fn(&Event) -> Option<Name>| {
