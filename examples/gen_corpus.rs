@@ -4,9 +4,11 @@
 //! sizes roughly log-normal (median near 100 KB, a tail past 5 MB).
 //!
 //! cargo run --release --example gen_corpus -- DIR [--users N] [--files M]
-//!     [--median-kb K] [--seed S] [--one-file-mb MB]
+//!     [--median-kb K] [--seed S] [--one-file-mb MB] [--result-words W]
 //!
 //! `--one-file-mb` writes a single transcript of that size instead.
+//! `--result-words` is the largest tool result in words (default 6000, which
+//! gives ~85 events per MB); smaller values give denser transcripts.
 
 use std::fs;
 use std::io::{BufWriter, Write};
@@ -74,6 +76,7 @@ struct Writer<'a> {
     written: u64,
     t: i64,
     n: u64,
+    result_words: f64,
 }
 
 impl Writer<'_> {
@@ -187,7 +190,7 @@ impl Writer<'_> {
             let ts = self.stamp();
             let uuid = self.uuid();
             // Tool output is the bulk of a real transcript.
-            let size = (self.rng.unit().powi(3) * 6_000.0) as usize;
+            let size = (self.rng.unit().powi(3) * self.result_words) as usize;
             let body = words(self.rng, 5 + size);
             let is_error = self.rng.below(25) == 0;
             self.line(serde_json::json!({
@@ -212,7 +215,7 @@ impl Writer<'_> {
     }
 }
 
-fn write_session(path: &Path, target: u64, rng: &mut Rng, index: u64) -> u64 {
+fn write_session(path: &Path, target: u64, rng: &mut Rng, index: u64, result_words: f64) -> u64 {
     let file = match fs::File::create(path) {
         Ok(f) => f,
         Err(e) => {
@@ -231,6 +234,7 @@ fn write_session(path: &Path, target: u64, rng: &mut Rng, index: u64) -> u64 {
         t: 1_760_000_000_000 + (index as i64) * 3_600_000,
         n: 0,
         rng,
+        result_words,
     };
     while w.written < target {
         w.exchange();
@@ -244,6 +248,7 @@ fn main() {
     let mut dir: Option<PathBuf> = None;
     let (mut users, mut files, mut median_kb, mut seed, mut one_mb) =
         (100u64, 2000u64, 100.0f64, 42u64, 0u64);
+    let mut result_words = 6000.0;
     while let Some(arg) = args.next() {
         let mut value = |name: &str| -> f64 {
             args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
@@ -257,6 +262,7 @@ fn main() {
             "--median-kb" => median_kb = value("--median-kb"),
             "--seed" => seed = value("--seed") as u64,
             "--one-file-mb" => one_mb = value("--one-file-mb") as u64,
+            "--result-words" => result_words = value("--result-words"),
             _ if dir.is_none() && !arg.starts_with('-') => dir = Some(PathBuf::from(arg)),
             _ => {
                 eprintln!("gen_corpus: unexpected argument {arg}");
@@ -266,7 +272,7 @@ fn main() {
     }
     let Some(dir) = dir else {
         eprintln!(
-            "usage: gen_corpus DIR [--users N] [--files M] [--median-kb K] [--seed S] [--one-file-mb MB]"
+            "usage: gen_corpus DIR [--users N] [--files M] [--median-kb K] [--seed S] [--one-file-mb MB] [--result-words W]"
         );
         std::process::exit(2);
     };
@@ -275,7 +281,13 @@ fn main() {
     if one_mb > 0 {
         let user = dir.join("big");
         let _ = fs::create_dir_all(&user);
-        total = write_session(&user.join("huge.jsonl"), one_mb << 20, &mut rng, 0);
+        total = write_session(
+            &user.join("huge.jsonl"),
+            one_mb << 20,
+            &mut rng,
+            0,
+            result_words,
+        );
     } else {
         for i in 0..files {
             let user = dir.join(format!("user{:04}", i % users.max(1)));
@@ -293,6 +305,7 @@ fn main() {
                 size.max(2048),
                 &mut rng,
                 i,
+                result_words,
             );
         }
     }

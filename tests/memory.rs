@@ -8,6 +8,8 @@
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 const LINE: &str = "{\"type\":\"user\",\"message\":{\"role\":\"user\",\"content\":\"hi\"}}\n";
@@ -30,23 +32,8 @@ fn a_200_mb_line_costs_bounded_memory() {
         f.write_all(b"\"}}\n").unwrap();
         f.write_all(LINE.as_bytes()).unwrap();
     }
-    let config = dir.path().join("config.toml");
-    fs::write(&config, "").unwrap();
-    fs::set_permissions(&config, fs::Permissions::from_mode(0o600)).unwrap();
     let db = dir.path().join("state.db");
-    let status = Command::new(env!("CARGO_BIN_EXE_sessionpipe"))
-        .env_clear()
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--db")
-        .arg(&db)
-        .args(["run", "usage"])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    assert_eq!(run(dir.path(), &data, &db, None), 0);
     // SAFETY: getrusage writes into the struct it is given.
     let usage = unsafe {
         let mut u: libc::rusage = std::mem::zeroed();
@@ -68,4 +55,110 @@ fn a_200_mb_line_costs_bounded_memory() {
     );
     let peak_mib = usage.ru_maxrss / 1024;
     assert!(peak_mib < 64, "peak RSS {peak_mib} MiB");
+}
+
+/// Runs `sessionpipe run usage` over `data`, its files limited to
+/// `max_file_bytes` (as a full disk would stop them); the exit code.
+fn run(dir: &Path, data: &Path, db: &Path, max_file_bytes: Option<u64>) -> i32 {
+    let config = dir.join("config.toml");
+    fs::write(&config, "").unwrap();
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o600)).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sessionpipe"));
+    cmd.env_clear()
+        // The scratch database goes here, where the limit applies too.
+        .env("SQLITE_TMPDIR", dir)
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--db")
+        .arg(db)
+        .args(["run", "usage"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(limit) = max_file_bytes {
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                // A write past the limit then fails with EFBIG instead of
+                // killing the process.
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                let rl = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &rl) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    cmd.status().unwrap().code().unwrap_or(-1)
+}
+
+/// A session of `n` tool uses, each its own reply of 3 input tokens, then
+/// its first 100 lines again and an error result for the first tool use.
+fn many_events(path: &Path, n: usize) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let line = |i: usize| {
+        format!(
+            r#"{{"type":"assistant","uuid":"a{i}","sessionId":"s","timestamp":"2026-01-01T00:00:00.{:03}Z","message":{{"id":"m{i}","model":"claude-opus-4-5","content":[{{"type":"tool_use","id":"t{i}","name":"Bash","input":{{"command":"ls"}}}}],"usage":{{"input_tokens":3,"output_tokens":1}}}}}}"#,
+            i % 1000
+        )
+    };
+    let mut f = std::io::BufWriter::new(fs::File::create(path).unwrap());
+    for i in (0..n).chain(0..100) {
+        writeln!(f, "{}", line(i)).unwrap();
+    }
+    writeln!(
+        f,
+        r#"{{"type":"user","message":{{"content":[{{"type":"tool_result","tool_use_id":"t0","is_error":true}}]}}}}"#
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_session_too_large_to_hold_is_staged_on_disk_and_written_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let n = 60_000;
+    many_events(&data.join("u/big.jsonl"), n);
+    let db = dir.path().join("state.db");
+
+    // A full disk while the session is staged: 74, nothing charged...
+    assert_eq!(run(dir.path(), &data, &db, Some(2 << 20)), 74);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let charged: i64 = conn
+        .query_row(
+            "SELECT coalesce(sum(attempts), 0) FROM processor_state WHERE status != 'ok'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(charged, 0, "the disk, not the session, failed");
+    drop(conn);
+
+    // ...and with room, every event once, every reply once.
+    assert_eq!(run(dir.path(), &data, &db, None), 0);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let got: (i64, i64, i64, i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM usage_events), tool_calls, tool_errors,
+                    input_tokens, assistant_messages
+             FROM usage_session_summary",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .unwrap();
+    let n = n as i64;
+    assert_eq!(got, (n, n, 1, 3 * n, n));
+    let flagged: String = conn
+        .query_row(
+            "SELECT event_uuid FROM usage_events WHERE is_error",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(flagged, "a0");
 }

@@ -62,6 +62,11 @@ pub trait Output: Send {
     /// Replaces whatever the processor held for `session_file` by these rows.
     /// Called inside the transaction that also writes the session's state.
     fn write(&self, db: &Connection, session_file: &str) -> rusqlite::Result<()>;
+    /// Bytes the rows hold in memory, roughly: what waits for the writer is
+    /// bounded by it.
+    fn held(&self) -> u64 {
+        0
+    }
 }
 
 pub trait Processor: Send + Sync {

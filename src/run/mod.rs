@@ -22,6 +22,7 @@
 //! Every decision about a file is [`crate::verdict`]'s; this module carries
 //! them out.
 
+mod backlog;
 mod moves;
 mod worker;
 mod writer;
@@ -268,8 +269,12 @@ fn process<'a>(
         // Whatever the workers have sent meanwhile is written in one
         // transaction: far fewer commits, each session still atomic.
         while let Ok(first) = rx.recv() {
-            let batch = std::iter::once(first).chain(rx.try_iter().take(BATCH - 1));
-            writer.write_batch(batch.collect());
+            let batch: Vec<_> = std::iter::once(first)
+                .chain(rx.try_iter().take(BATCH - 1))
+                .collect();
+            let held = batch.iter().map(worker::Msg::held).sum();
+            writer.write_batch(batch);
+            workers.backlog.release(held);
             ctx.printer
                 .progress(ctx.processor.name(), writer.ended(), total);
         }

@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use anyhow::{Result, anyhow};
 use chrono::Utc;
 
+use super::backlog::Backlog;
 use super::{Context, Mode};
 use crate::exit;
 use crate::failpoint;
@@ -50,6 +51,19 @@ pub enum Msg<'a> {
     Done(Done<'a>),
 }
 
+impl Msg<'_> {
+    /// Bytes of rows the message holds (see [`Backlog`]).
+    pub fn held(&self) -> u64 {
+        match self {
+            Msg::Done(Done {
+                result: Ok(outcome),
+                ..
+            }) => outcome.output.as_ref().map_or(0, |o| o.held()),
+            _ => 0,
+        }
+    }
+}
+
 pub struct Done<'a> {
     pub file: &'a SessionFile,
     pub attempts: u32,
@@ -87,6 +101,8 @@ enum Visit<'a> {
 /// The candidates, shared by the workers.
 pub struct Workers<'a> {
     ctx: &'a Context<'a>,
+    /// Rows sent and not yet written.
+    pub backlog: Backlog,
     candidates: &'a [(&'a SessionFile, Option<&'a Row>)],
     next: AtomicUsize,
     /// Prefix lengths of gone files, probed in new ones.
@@ -101,6 +117,7 @@ impl<'a> Workers<'a> {
     ) -> Workers<'a> {
         Workers {
             ctx,
+            backlog: Backlog::default(),
             candidates,
             next: AtomicUsize::new(0),
             lengths,
@@ -129,6 +146,7 @@ impl<'a> Workers<'a> {
                 Visit::Settled(msg) => msg,
                 Visit::Attempt(attempt) => self.attempt(worker, attempt),
             };
+            self.backlog.reserve(msg.held());
             if tx.send(msg).is_err() {
                 return;
             }

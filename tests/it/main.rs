@@ -16,5 +16,6 @@ mod overlap;
 mod run;
 mod state;
 mod usage;
+mod usage_tables;
 mod util;
 mod verification;

@@ -1,12 +1,13 @@
-//! Extraction: one transcript line at a time into events, reply groups,
-//! timestamps and counts, in memory bounded by what the session yields.
+//! Extraction: one transcript line at a time into events, token lines,
+//! timestamps and counts, in memory bounded by a limit (see [`Accumulator`]).
 
 use std::collections::HashSet;
 
 use super::NO_EVENTS;
 use super::names::{Name, Names, Uuid};
-use super::tokens::{Group, Tokens, hash128};
-use crate::transcript::{self, Block, Content, Line};
+use super::scratch::Scratch;
+use super::tokens::{Counted, TokenLine, hash128};
+use crate::transcript::{self, Block, Content, Line, Usage};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {
@@ -24,6 +25,18 @@ impl EventType {
             EventType::McpCall => "mcp_call",
             EventType::SlashCommand => "slash_command",
         }
+    }
+
+    /// The type [`EventType::as_str`] wrote.
+    pub fn parse(text: &str) -> Option<EventType> {
+        [
+            EventType::ToolUse,
+            EventType::Subagent,
+            EventType::McpCall,
+            EventType::SlashCommand,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == text)
     }
 }
 
@@ -46,7 +59,10 @@ pub struct Event {
     pub occurred_ms: Option<i64>,
 }
 
-#[derive(Debug, Default)]
+/// Everything a session's lines have yielded so far. Held in memory up to
+/// `limit` bytes, then moved to a [`Scratch`] database, so that memory stays
+/// bounded whatever one session holds.
+#[derive(Debug)]
 pub(super) struct Accumulator {
     pub(super) session_id: Option<String>,
     /// Milliseconds since the epoch of every line's timestamp.
@@ -58,14 +74,58 @@ pub(super) struct Accumulator {
     /// names as its parent (see [`is_skill_marker`]).
     pub(super) skill_commands: HashSet<Uuid>,
     pub(super) user_prompts: u64,
-    pub(super) tokens: Tokens,
-    /// Models of assistant lines without `message.id`: each its own reply.
-    pub(super) anonymous_replies: Vec<Option<Name>>,
+    pub(super) token_lines: Vec<TokenLine>,
+    /// Assistant lines without `message.id`: each its own reply.
+    pub(super) anonymous: Vec<(Option<Name>, Option<Usage>)>,
     pub(super) malformed: u64,
+    /// Bytes held in memory before the rest moves to disk.
+    limit: usize,
+    /// Where the session's records went once they outgrew `limit`.
+    pub(super) scratch: Option<Scratch>,
 }
 
 impl Accumulator {
-    pub(super) fn add(&mut self, raw: &[u8]) {
+    pub(super) fn new(limit: usize) -> Accumulator {
+        Accumulator {
+            session_id: None,
+            times: Vec::new(),
+            events: Vec::new(),
+            names: Names::default(),
+            errored_tool_ids: HashSet::new(),
+            skill_commands: HashSet::new(),
+            user_prompts: 0,
+            token_lines: Vec::new(),
+            anonymous: Vec::new(),
+            malformed: 0,
+            limit,
+            scratch: None,
+        }
+    }
+
+    /// Adds a line, moving what is held to the scratch database once it
+    /// exceeds the limit. Fails only when the scratch database does.
+    pub(super) fn feed(&mut self, raw: &[u8]) -> rusqlite::Result<()> {
+        self.add(raw);
+        if self.held() > self.limit {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    /// Bytes held in memory, as an estimate good to a small factor.
+    pub(super) fn held(&self) -> usize {
+        use std::mem::size_of;
+        // An event's tool id and a set entry: a small heap string each.
+        const STR: usize = 48;
+        self.events.len() * (size_of::<Event>() + STR)
+            + self.times.len() * size_of::<i64>()
+            + self.token_lines.len() * size_of::<TokenLine>()
+            + self.anonymous.len() * size_of::<(Option<Name>, Option<Usage>)>()
+            + (self.errored_tool_ids.len() + self.skill_commands.len()) * (STR + STR)
+            + self.names.bytes()
+    }
+
+    fn add(&mut self, raw: &[u8]) {
         if raw.trim_ascii().is_empty() {
             return;
         }
@@ -99,26 +159,21 @@ impl Accumulator {
 
     fn assistant(&mut self, line: &Line, at: Option<i64>) {
         let Some(message) = &line.message.0 else {
-            self.anonymous_replies.push(None);
+            self.anonymous.push((None, None));
             return;
         };
         let model = message.model.get().map(|m| self.names.intern(m));
         match message.id.get() {
-            Some(id) => {
-                let group = self.tokens.groups.entry(hash128(id)).or_insert(Group {
-                    model,
-                    replies: Vec::new(),
-                });
-                if let Some(usage) = message.usage.0 {
-                    group.add(line.request_id.get(), line.is_sidechain.0, usage);
-                }
-            }
-            None => {
-                self.anonymous_replies.push(model);
-                if let Some(usage) = message.usage.0 {
-                    self.tokens.anonymous.push(usage);
-                }
-            }
+            Some(id) => self.token_lines.push(TokenLine {
+                message: hash128(id),
+                model,
+                usage: message.usage.0.map(|usage| Counted {
+                    request: line.request_id.get().map(|r| hash128(r) as u64),
+                    sidechain: line.is_sidechain.0,
+                    usage,
+                }),
+            }),
+            None => self.anonymous.push((model, message.usage.0)),
         }
         let Content::Blocks(blocks) = &message.content else {
             return;

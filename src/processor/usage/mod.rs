@@ -11,6 +11,7 @@
 mod extract;
 mod names;
 mod rows;
+mod scratch;
 mod summary;
 mod tokens;
 
@@ -23,7 +24,7 @@ use super::{Outcome, Processor, Session};
 use extract::Accumulator;
 pub use extract::{Event, EventType, slash_commands};
 pub use names::{Name, Names, Uuid};
-pub use rows::{Rows, Summary};
+pub use rows::{EventRow, Rows, Summary};
 
 pub const NAME: &str = "usage";
 /// Bump when the rows a session yields change: every session is reprocessed.
@@ -40,6 +41,10 @@ const NO_EVENTS: &[&str] = &[
     "progress",
 ];
 const SYNTHETIC_MODEL: &str = "<synthetic>";
+/// Bytes of a session's records held in memory; beyond, they are staged on
+/// disk (see [`scratch`]). With the writer's backlog this bounds the memory
+/// of a run, whatever one session holds.
+pub const MEMORY_LIMIT: usize = 8 << 20;
 
 pub struct Usage {
     /// Folder key -> identity (e.g. email) from the identity map.
@@ -74,10 +79,10 @@ impl Processor for Usage {
     }
 
     fn process(&self, session: &mut Session) -> Result<Outcome> {
-        let mut acc = Accumulator::default();
+        let mut acc = Accumulator::new(MEMORY_LIMIT);
         let lines = session.lines()?;
         while let Some(line) = lines.next_line()? {
-            acc.add(line);
+            acc.feed(line).map_err(staging)?;
         }
         acc.malformed += lines.oversized();
         crate::failpoint::hit("in-processor");
@@ -86,23 +91,37 @@ impl Processor for Usage {
             .get(session.user)
             .cloned()
             .unwrap_or_else(|| session.user.to_owned());
-        let rows = acc.finish(session.name, &username);
+        let rows = acc.finish(session.name, &username).map_err(staging)?;
         Ok(Outcome {
-            items: rows.events.len() as u64,
+            items: rows.len(),
             output: Some(Box::new(rows)),
         })
     }
 }
 
-/// Reads a session's lines into rows (for tests and the fuzz target).
+/// A scratch database that fails (a full temporary folder) is the machine's
+/// fault, not the session's: the run stops with 74 and charges nobody.
+fn staging(e: rusqlite::Error) -> anyhow::Error {
+    anyhow::Error::new(super::Interruption::StopRun(
+        crate::exit::IO,
+        format!("cannot stage a large session in the temporary folder: {e}"),
+    ))
+}
+
+/// Reads a session's lines into rows, holding at most `limit` bytes in
+/// memory (for tests and the fuzz target).
 pub fn rows_from_lines<'a>(
     lines: impl IntoIterator<Item = &'a [u8]>,
     session_file: &str,
     username: &str,
-) -> Rows {
-    let mut acc = Accumulator::default();
+    limit: usize,
+) -> rusqlite::Result<Rows> {
+    let mut acc = Accumulator::new(limit);
     for line in lines {
-        acc.add(line);
+        acc.feed(line)?;
     }
     acc.finish(session_file, username)
 }
+
+#[cfg(test)]
+mod tests;

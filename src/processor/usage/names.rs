@@ -12,6 +12,8 @@ use std::collections::HashMap;
 pub struct Names {
     index: HashMap<Box<str>, u32>,
     list: Vec<Box<str>>,
+    /// Bytes held, for the accumulator's memory limit.
+    bytes: usize,
 }
 
 /// An index into [`Names`].
@@ -24,9 +26,15 @@ impl Names {
             return Name(i);
         }
         let i = self.list.len() as u32;
+        // Each name is held twice (list and index), plus their headers.
+        self.bytes = self.bytes.saturating_add(2 * text.len() + 64);
         self.list.push(text.into());
         self.index.insert(text.into(), i);
         Name(i)
+    }
+
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn get(&self, name: Name) -> &str {

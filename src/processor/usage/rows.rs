@@ -1,11 +1,14 @@
 //! The rows one session yields and how they replace the session's old
 //! rows, inside the session's state transaction.
 
+use std::borrow::Cow;
+
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::VERSION;
-use super::extract::Event;
+use super::extract::{Event, EventType};
 use super::names::{Names, Uuid};
+use super::scratch::Staged;
 use crate::processor::Output;
 use crate::store::{sql_int, timestamp};
 
@@ -40,12 +43,112 @@ pub struct Summary {
 /// The rows one session yields.
 #[derive(Debug)]
 pub struct Rows {
-    /// Events in file order, without duplicates...
-    pub events: Vec<Event>,
-    /// ...and their ids (SHA-256).
-    pub ids: Vec<[u8; 32]>,
-    pub names: Names,
     pub summary: Summary,
+    events: Events,
+}
+
+/// A session's events, de-duplicated, in file order.
+#[derive(Debug)]
+enum Events {
+    Memory {
+        events: Vec<Event>,
+        /// Their ids (SHA-256).
+        ids: Vec<[u8; 32]>,
+        names: Names,
+    },
+    /// Too many to hold: in the session's scratch database.
+    Staged(Staged),
+}
+
+/// One `usage_events` row as it is written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow<'a> {
+    pub id: Cow<'a, str>,
+    pub event_uuid: Option<Cow<'a, str>>,
+    pub parent_uuid: Option<Cow<'a, str>>,
+    pub event_type: EventType,
+    pub tool_name: Option<&'a str>,
+    pub skill_name: Option<&'a str>,
+    pub subagent_type: Option<&'a str>,
+    pub command_name: Option<&'a str>,
+    pub model: Option<&'a str>,
+    pub cwd: Option<&'a str>,
+    pub is_error: bool,
+    pub is_sidechain: bool,
+    /// Epoch milliseconds.
+    pub occurred_ms: Option<i64>,
+}
+
+impl Rows {
+    pub(super) fn in_memory(
+        events: Vec<Event>,
+        ids: Vec<[u8; 32]>,
+        names: Names,
+        summary: Summary,
+    ) -> Rows {
+        Rows {
+            summary,
+            events: Events::Memory { events, ids, names },
+        }
+    }
+
+    pub(super) fn staged(staged: Staged, summary: Summary) -> Rows {
+        Rows {
+            summary,
+            events: Events::Staged(staged),
+        }
+    }
+
+    /// How many events.
+    pub fn len(&self) -> u64 {
+        match &self.events {
+            Events::Memory { events, .. } => events.len() as u64,
+            Events::Staged(staged) => staged.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes these rows hold in memory, roughly.
+    fn held_bytes(&self) -> u64 {
+        match &self.events {
+            Events::Memory { events, names, .. } => {
+                (events.len() * (std::mem::size_of::<Event>() + 32 + 48) + names.bytes()) as u64
+            }
+            Events::Staged(staged) => staged.held(),
+        }
+    }
+
+    /// Calls `f` with each event, in file order.
+    pub fn each(
+        &self,
+        mut f: impl FnMut(&EventRow<'_>) -> rusqlite::Result<()>,
+    ) -> rusqlite::Result<()> {
+        let (events, ids, n) = match &self.events {
+            Events::Memory { events, ids, names } => (events, ids, names),
+            Events::Staged(staged) => return staged.each(f),
+        };
+        for (id, e) in ids.iter().zip(events) {
+            f(&EventRow {
+                id: Cow::Owned(crate::session::hex(id)),
+                event_uuid: e.event_uuid.as_ref().map(Uuid::text),
+                parent_uuid: e.parent_uuid.as_ref().map(Uuid::text),
+                event_type: e.event_type,
+                tool_name: n.opt(e.tool_name),
+                skill_name: n.opt(e.skill_name),
+                subagent_type: n.opt(e.subagent_type),
+                command_name: n.opt(e.command_name),
+                model: n.opt(e.model),
+                cwd: n.opt(e.cwd),
+                is_error: e.is_error,
+                is_sidechain: e.is_sidechain,
+                occurred_ms: e.occurred_ms,
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// Renames the users of existing rows whose identity changed: each row's
@@ -118,6 +221,10 @@ pub(super) fn forget(db: &Connection, session_file: &str) -> rusqlite::Result<()
 }
 
 impl Output for Rows {
+    fn held(&self) -> u64 {
+        self.held_bytes()
+    }
+
     fn write(&self, db: &Connection, session_file: &str) -> rusqlite::Result<()> {
         db.prepare_cached("DELETE FROM usage_events WHERE session_file = ?1")?
             .execute([session_file])?;
@@ -128,28 +235,29 @@ impl Output for Rows {
                  is_error, model, cwd, is_sidechain, occurred_at, processor_version)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         )?;
-        let n = &self.names;
-        for (id, e) in self.ids.iter().zip(&self.events) {
-            insert.execute(params![
-                crate::session::hex(id),
-                s.session_id,
-                session_file,
-                s.username,
-                e.event_uuid.as_ref().map(Uuid::text),
-                e.parent_uuid.as_ref().map(Uuid::text),
-                e.event_type.as_str(),
-                n.opt(e.tool_name),
-                n.opt(e.skill_name),
-                n.opt(e.subagent_type),
-                n.opt(e.command_name),
-                e.is_error,
-                n.opt(e.model),
-                n.opt(e.cwd),
-                e.is_sidechain,
-                e.occurred_ms.map(format_ms),
-                VERSION
-            ])?;
-        }
+        self.each(|e| {
+            insert
+                .execute(params![
+                    e.id,
+                    s.session_id,
+                    session_file,
+                    s.username,
+                    e.event_uuid,
+                    e.parent_uuid,
+                    e.event_type.as_str(),
+                    e.tool_name,
+                    e.skill_name,
+                    e.subagent_type,
+                    e.command_name,
+                    e.is_error,
+                    e.model,
+                    e.cwd,
+                    e.is_sidechain,
+                    e.occurred_ms.map(format_ms),
+                    VERSION
+                ])
+                .map(drop)
+        })?;
         db.prepare_cached(
             "INSERT OR REPLACE INTO usage_session_summary (session_file, session_id, username,
                  started_at, ended_at, wall_seconds, active_seconds, user_prompts,

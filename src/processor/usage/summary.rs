@@ -1,21 +1,78 @@
 //! The end of a session: events de-duplicated and given their ids and
-//! error flags, and the session's summary row.
+//! error flags, and the session's summary row. A session held in memory
+//! ends here; one staged on disk ends in [`super::scratch`], which shares
+//! the rules below that do not depend on where the records are.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use sha2::{Digest as _, Sha256};
 
+use super::IDLE_GAP_MS;
 use super::extract::{Accumulator, Event, EventType};
-use super::names::{Name, Names, Uuid};
+use super::names::{Name, Uuid};
 use super::rows::{Rows, Summary, format_ms};
-use super::{IDLE_GAP_MS, SYNTHETIC_MODEL};
+use super::tokens::{Reducer, Tally};
+
+/// The event counts of a session's summary.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct Counts {
+    pub(super) tool_calls: u64,
+    pub(super) tool_errors: u64,
+    pub(super) skill_invocations: u64,
+    pub(super) subagent_dispatches: u64,
+    pub(super) mcp_calls: u64,
+    pub(super) slash_commands: u64,
+    pub(super) distinct_tools: u64,
+    pub(super) distinct_skills: u64,
+}
+
+/// First and last timestamp, and the time spent in activity blocks.
+#[derive(Debug, Default)]
+pub(super) struct Span {
+    first: Option<i64>,
+    last: Option<i64>,
+    active_ms: i64,
+}
+
+impl Span {
+    /// Adds the next timestamp, in ascending order. Activity blocks split
+    /// where two consecutive timestamps are more than [`IDLE_GAP_MS`] apart.
+    pub(super) fn push(&mut self, t: i64) {
+        match self.last {
+            Some(last) if t.saturating_sub(last) <= IDLE_GAP_MS => {
+                self.active_ms = self.active_ms.saturating_add(t.saturating_sub(last));
+            }
+            _ => self.first = self.first.or(Some(t)),
+        }
+        self.last = Some(t);
+    }
+}
 
 impl Accumulator {
-    pub(super) fn finish(mut self, session_file: &str, username: &str) -> Rows {
+    /// The session's rows: from memory, or from the scratch database once
+    /// the session outgrew the limit.
+    pub(super) fn finish(mut self, session_file: &str, username: &str) -> rusqlite::Result<Rows> {
         let session_id = self.session_id.take().unwrap_or_else(|| {
             let name = session_file.rsplit('/').next().unwrap_or(session_file);
             name.strip_suffix(".jsonl").unwrap_or(name).to_owned()
         });
+        if self.scratch.is_some() {
+            self.spill()?;
+            let (user_prompts, malformed) = (self.user_prompts, self.malformed);
+            if let Some(scratch) = self.scratch.take() {
+                let head = Head {
+                    session_id,
+                    username,
+                    user_prompts,
+                    malformed,
+                };
+                return scratch.finish(head);
+            }
+        }
+        Ok(self.finish_in_memory(session_id, username))
+    }
+
+    fn finish_in_memory(mut self, session_id: String, username: &str) -> Rows {
         // One event per tool use id (the first), then per event id.
         let mut events = std::mem::take(&mut self.events);
         let keep = first_of_each(events.len(), |i| events[i].tool_id.as_ref());
@@ -23,7 +80,17 @@ impl Accumulator {
         events.retain(|_| *kept.next().unwrap_or(&true));
         let mut ids: Vec<[u8; 32]> = events
             .iter()
-            .map(|e| event_id(&session_id, e, &self.names))
+            .map(|e| {
+                let uuid = e.event_uuid.as_ref().map(Uuid::text);
+                event_id(
+                    &session_id,
+                    uuid.as_deref(),
+                    e.tool_id.as_deref(),
+                    e.event_type,
+                    self.names.opt(e.tool_name),
+                    self.names.opt(e.command_name),
+                )
+            })
             .collect();
         let keep = first_of_each(ids.len(), |i| Some(&ids[i]));
         let mut kept = keep.iter();
@@ -43,36 +110,72 @@ impl Accumulator {
                 e.skill_name = e.command_name;
             }
         }
-        let count = |t: EventType| events.iter().filter(|e| e.event_type == t).count() as u64;
-        let distinct = |f: fn(&Event) -> Option<Name>| {
-            events.iter().filter_map(f).collect::<HashSet<_>>().len() as u64
-        };
-        let (primary_model, models) = self.models();
-        let [input, output, creation, read] = self.tokens.totals();
+        let counts = counts(&events);
         self.times.sort_unstable();
-        let summary = Summary {
+        let mut span = Span::default();
+        self.times.iter().for_each(|&t| span.push(t));
+        let tally = self.tally();
+        let head = Head {
             session_id,
-            username: username.to_owned(),
-            started_at: self.times.first().map(|&ms| format_ms(ms)),
-            ended_at: self.times.last().map(|&ms| format_ms(ms)),
-            wall_seconds: match (self.times.first(), self.times.last()) {
-                (Some(a), Some(b)) => (b - a) as f64 / 1000.0,
+            username,
+            user_prompts: self.user_prompts,
+            malformed: self.malformed,
+        };
+        Rows::in_memory(events, ids, self.names, head.summary(counts, span, tally))
+    }
+
+    /// Replies and their tokens, reduced in (`message.id`, file order).
+    fn tally(&self) -> Tally {
+        let mut order: Vec<u32> = (0..self.token_lines.len() as u32).collect();
+        order.sort_by_key(|&i| self.token_lines[i as usize].message);
+        let mut reducer = Reducer::default();
+        for i in order {
+            let line = &self.token_lines[i as usize];
+            reducer.push(line.message, self.names.opt(line.model), line.usage);
+        }
+        let mut tally = reducer.finish();
+        for (model, usage) in &self.anonymous {
+            tally.reply(self.names.opt(*model));
+            if let Some(usage) = usage {
+                tally.count(usage);
+            }
+        }
+        tally
+    }
+}
+
+/// What a summary takes besides events, times and replies.
+pub(super) struct Head<'a> {
+    pub(super) session_id: String,
+    pub(super) username: &'a str,
+    pub(super) user_prompts: u64,
+    pub(super) malformed: u64,
+}
+
+impl Head<'_> {
+    pub(super) fn summary(self, c: Counts, span: Span, tally: Tally) -> Summary {
+        let (primary_model, models) = tally.models();
+        let [input, output, creation, read] = tally.totals;
+        Summary {
+            session_id: self.session_id,
+            username: self.username.to_owned(),
+            started_at: span.first.map(format_ms),
+            ended_at: span.last.map(format_ms),
+            wall_seconds: match (span.first, span.last) {
+                (Some(a), Some(b)) => b.saturating_sub(a) as f64 / 1000.0,
                 _ => 0.0,
             },
-            active_seconds: active_ms(&self.times) as f64 / 1000.0,
+            active_seconds: span.active_ms as f64 / 1000.0,
             user_prompts: self.user_prompts,
-            assistant_messages: (self.tokens.groups.len() + self.anonymous_replies.len()) as u64,
-            tool_calls: count(EventType::ToolUse),
-            tool_errors: events
-                .iter()
-                .filter(|e| e.is_error && e.event_type != EventType::SlashCommand)
-                .count() as u64,
-            skill_invocations: events.iter().filter(|e| e.skill_name.is_some()).count() as u64,
-            subagent_dispatches: count(EventType::Subagent),
-            mcp_calls: count(EventType::McpCall),
-            slash_commands: count(EventType::SlashCommand),
-            distinct_tools: distinct(|e| e.tool_name),
-            distinct_skills: distinct(|e| e.skill_name),
+            assistant_messages: tally.replies,
+            tool_calls: c.tool_calls,
+            tool_errors: c.tool_errors,
+            skill_invocations: c.skill_invocations,
+            subagent_dispatches: c.subagent_dispatches,
+            mcp_calls: c.mcp_calls,
+            slash_commands: c.slash_commands,
+            distinct_tools: c.distinct_tools,
+            distinct_skills: c.distinct_skills,
             primary_model,
             models,
             input_tokens: input,
@@ -80,39 +183,27 @@ impl Accumulator {
             cache_creation_tokens: creation,
             cache_read_tokens: read,
             malformed_lines: self.malformed,
-        };
-        Rows {
-            events,
-            ids,
-            names: self.names,
-            summary,
         }
     }
+}
 
-    /// The most frequent model over distinct replies (ties to the name that
-    /// sorts first), and every model used, sorted; `<synthetic>` ignored.
-    fn models(&self) -> (Option<String>, Vec<String>) {
-        let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
-        let reply_models = self
-            .tokens
-            .groups
-            .values()
-            .map(|g| g.model)
-            .chain(self.anonymous_replies.iter().copied());
-        for model in reply_models.flatten() {
-            let model = self.names.get(model);
-            if model != SYNTHETIC_MODEL {
-                *counts.entry(model).or_default() += 1;
-            }
-        }
-        // max_by_key keeps the last maximum; iterate in reverse name order so
-        // that the last one is the first name.
-        let primary = counts
+fn counts(events: &[Event]) -> Counts {
+    let count = |t: EventType| events.iter().filter(|e| e.event_type == t).count() as u64;
+    let distinct = |f: fn(&Event) -> Option<Name>| {
+        events.iter().filter_map(f).collect::<HashSet<_>>().len() as u64
+    };
+    Counts {
+        tool_calls: count(EventType::ToolUse),
+        tool_errors: events
             .iter()
-            .rev()
-            .max_by_key(|(_, n)| **n)
-            .map(|(m, _)| m.to_string());
-        (primary, counts.keys().map(|m| m.to_string()).collect())
+            .filter(|e| e.is_error && e.event_type != EventType::SlashCommand)
+            .count() as u64,
+        skill_invocations: events.iter().filter(|e| e.skill_name.is_some()).count() as u64,
+        subagent_dispatches: count(EventType::Subagent),
+        mcp_calls: count(EventType::McpCall),
+        slash_commands: count(EventType::SlashCommand),
+        distinct_tools: distinct(|e| e.tool_name),
+        distinct_skills: distinct(|e| e.skill_name),
     }
 }
 
@@ -134,40 +225,35 @@ fn first_of_each<'k, K: Ord + 'k>(n: usize, key: impl Fn(usize) -> Option<&'k K>
 }
 
 /// Stable SHA-256 of `session_id|event_uuid|tool_id|event_type|tool_name|command_name`.
-fn event_id(session_id: &str, e: &Event, names: &Names) -> [u8; 32] {
-    let uuid = e.event_uuid.as_ref().map(Uuid::text);
+pub(super) fn event_id(
+    session_id: &str,
+    uuid: Option<&str>,
+    tool_id: Option<&str>,
+    event_type: EventType,
+    tool_name: Option<&str>,
+    command_name: Option<&str>,
+) -> [u8; 32] {
     let key = [
         session_id,
-        uuid.as_deref().unwrap_or(""),
-        e.tool_id.as_deref().unwrap_or(""),
-        e.event_type.as_str(),
-        names.opt(e.tool_name).unwrap_or(""),
-        names.opt(e.command_name).unwrap_or(""),
+        uuid.unwrap_or(""),
+        tool_id.unwrap_or(""),
+        event_type.as_str(),
+        tool_name.unwrap_or(""),
+        command_name.unwrap_or(""),
     ]
     .join("|");
     Sha256::digest(key.as_bytes()).into()
 }
 
-/// Sums the spans of activity blocks in sorted timestamps, splitting where
-/// two consecutive timestamps are more than [`IDLE_GAP_MS`] apart.
-fn active_ms(sorted: &[i64]) -> i64 {
-    let mut total = 0;
-    let mut block_start = match sorted.first() {
-        Some(&t) => t,
-        None => return 0,
-    };
-    for pair in sorted.windows(2) {
-        if pair[1] - pair[0] > IDLE_GAP_MS {
-            total += pair[0] - block_start;
-            block_start = pair[1];
-        }
-    }
-    total + sorted[sorted.len() - 1] - block_start
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn active_ms(sorted: &[i64]) -> i64 {
+        let mut span = Span::default();
+        sorted.iter().for_each(|&t| span.push(t));
+        span.active_ms
+    }
 
     #[test]
     fn active_time_splits_on_idle_gaps() {

@@ -6,82 +6,131 @@
 //! `requestId`) counts once, from its line with the largest total; a repeated
 //! `message.id` with another `requestId` is the same reply when either line
 //! is a sidechain line; a line without `message.id` counts on its own.
+//!
+//! Lines are kept as they come ([`TokenLine`]) and reduced at the end, in
+//! (`message.id`, file order): held in memory or staged on disk, a session's
+//! lines give the same replies, because both are reduced by [`Reducer`].
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
+use super::SYNTHETIC_MODEL;
 use super::names::Name;
-use crate::transcript;
+use crate::transcript::Usage;
 
+/// An assistant line with a `message.id`.
 #[derive(Debug)]
-pub(super) struct Reply {
+pub(super) struct TokenLine {
+    /// A 128-bit hash of `message.id`: a collision is as likely as guessing
+    /// a random 128-bit key.
+    pub(super) message: u128,
+    pub(super) model: Option<Name>,
+    pub(super) usage: Option<Counted>,
+}
+
+/// A line's usage and what tells its reply apart.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Counted {
     /// A hash of `requestId`: only ever compared within one `message.id`.
     pub(super) request: Option<u64>,
     pub(super) sidechain: bool,
-    pub(super) usage: transcript::Usage,
+    pub(super) usage: Usage,
 }
 
-/// The lines that share one `message.id`.
-#[derive(Debug)]
-pub(super) struct Group {
-    pub(super) model: Option<Name>,
-    pub(super) replies: Vec<Reply>,
-}
-
-/// Every reply of a session, de-duplicated.
+/// Folds lines, given in (`message`, file order), into replies and their
+/// totals. The model of a `message.id` is that of its first line.
 #[derive(Debug, Default)]
-pub(super) struct Tokens {
-    /// Keyed by a 128-bit hash of `message.id`: no allocation per reply, and
-    /// a collision is as likely as guessing a random 128-bit key.
-    pub(super) groups: HashMap<u128, Group>,
-    /// Usage of lines without `message.id`.
-    pub(super) anonymous: Vec<transcript::Usage>,
+pub(super) struct Reducer {
+    current: Option<u128>,
+    model: Option<String>,
+    replies: Vec<Counted>,
+    pub(super) tally: Tally,
 }
 
-impl Group {
-    pub(super) fn add(
-        &mut self,
-        request_id: Option<&str>,
-        sidechain: bool,
-        usage: transcript::Usage,
-    ) {
-        let request = request_id.map(|r| hash128(r) as u64);
+/// What a session's replies add up to.
+#[derive(Debug, Default)]
+pub(super) struct Tally {
+    /// Input, output, cache creation, cache read; saturating.
+    pub(super) totals: [u64; 4],
+    pub(super) replies: u64,
+    /// Replies per model, `<synthetic>` left out.
+    pub(super) models: BTreeMap<String, u64>,
+}
+
+impl Reducer {
+    pub(super) fn push(&mut self, message: u128, model: Option<&str>, usage: Option<Counted>) {
+        if self.current != Some(message) {
+            self.end_message();
+            self.current = Some(message);
+            self.model = model.map(str::to_owned);
+        }
+        if let Some(line) = usage {
+            self.add(line);
+        }
+    }
+
+    fn add(&mut self, line: Counted) {
         let same = self
             .replies
             .iter_mut()
-            .find(|e| e.request == request || e.sidechain || sidechain);
+            .find(|e| e.request == line.request || e.sidechain || line.sidechain);
         match same {
             Some(e) => {
-                if usage.total() > e.usage.total() {
-                    e.usage = usage;
+                if line.usage.total() > e.usage.total() {
+                    e.usage = line.usage;
                 }
-                e.sidechain |= sidechain;
+                e.sidechain |= line.sidechain;
             }
-            None => self.replies.push(Reply {
-                request,
-                sidechain,
-                usage,
-            }),
+            None => self.replies.push(line),
         }
+    }
+
+    fn end_message(&mut self) {
+        if self.current.take().is_none() {
+            return;
+        }
+        self.tally.reply(self.model.take().as_deref());
+        for reply in self.replies.drain(..) {
+            self.tally.count(&reply.usage);
+        }
+    }
+
+    pub(super) fn finish(mut self) -> Tally {
+        self.end_message();
+        self.tally
     }
 }
 
-impl Tokens {
-    pub(super) fn totals(&self) -> [u64; 4] {
-        let all = self
-            .groups
-            .values()
-            .flat_map(|g| &g.replies)
-            .map(|r| &r.usage)
-            .chain(&self.anonymous);
-        let mut t = [0u64; 4];
-        for u in all {
-            // Saturating: hostile counts near u64::MAX cannot wrap a total.
-            t[0] = t[0].saturating_add(u.input_tokens.0);
-            t[1] = t[1].saturating_add(u.output_tokens.0);
-            t[2] = t[2].saturating_add(u.cache_creation_input_tokens.0);
-            t[3] = t[3].saturating_add(u.cache_read_input_tokens.0);
+impl Tally {
+    /// One reply of `model` (each `message.id`, each line without one).
+    pub(super) fn reply(&mut self, model: Option<&str>) {
+        self.replies = self.replies.saturating_add(1);
+        if let Some(model) = model.filter(|m| *m != SYNTHETIC_MODEL) {
+            let n = self.models.entry(model.to_owned()).or_default();
+            *n = n.saturating_add(1);
         }
-        t
+    }
+
+    pub(super) fn count(&mut self, u: &Usage) {
+        // Saturating: hostile counts near u64::MAX cannot wrap a total.
+        let t = &mut self.totals;
+        t[0] = t[0].saturating_add(u.input_tokens.0);
+        t[1] = t[1].saturating_add(u.output_tokens.0);
+        t[2] = t[2].saturating_add(u.cache_creation_input_tokens.0);
+        t[3] = t[3].saturating_add(u.cache_read_input_tokens.0);
+    }
+
+    /// The most frequent model (ties to the name that sorts first), and
+    /// every model, sorted.
+    pub(super) fn models(&self) -> (Option<String>, Vec<String>) {
+        // max_by_key keeps the last maximum; iterate in reverse name order so
+        // that the last one is the first name.
+        let primary = self
+            .models
+            .iter()
+            .rev()
+            .max_by_key(|(_, n)| **n)
+            .map(|(m, _)| m.clone());
+        (primary, self.models.keys().cloned().collect())
     }
 }
 
@@ -100,32 +149,42 @@ pub(super) fn hash128(key: &str) -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transcript::Num;
 
     #[test]
     fn tokens_count_each_reply_once_from_its_largest_line() {
-        let usage = |i, o| transcript::Usage {
-            input_tokens: transcript::Num(i),
-            output_tokens: transcript::Num(o),
-            ..Default::default()
+        let line = |request: &str, sidechain, i, o| {
+            Some(Counted {
+                request: Some(hash128(request) as u64),
+                sidechain,
+                usage: Usage {
+                    input_tokens: Num(i),
+                    output_tokens: Num(o),
+                    ..Default::default()
+                },
+            })
         };
-        let group = || Group {
-            model: None,
-            replies: Vec::new(),
-        };
-        let (mut m1, mut m2) = (group(), group());
-        m1.add(Some("r1"), false, usage(10, 1));
-        m1.add(Some("r1"), false, usage(10, 30));
-        m1.add(Some("r1"), false, usage(10, 5));
+        let mut r = Reducer::default();
+        let m = Some("claude-opus-4-5");
+        r.push(1, m, line("r1", false, 10, 1));
+        r.push(1, Some("other"), line("r1", false, 10, 30));
+        r.push(1, m, line("r1", false, 10, 5));
         // Same message id, another request: a different reply...
-        m1.add(Some("r2"), false, usage(1, 1));
+        r.push(1, m, line("r2", false, 1, 1));
         // ...unless a sidechain line is involved.
-        m2.add(Some("r3"), false, usage(2, 2));
-        m2.add(Some("r4"), true, usage(2, 3));
-        let mut t = Tokens::default();
-        t.groups.insert(hash128("m1"), m1);
-        t.groups.insert(hash128("m2"), m2);
-        t.anonymous.push(usage(7, 7));
-        t.anonymous.push(usage(7, 7));
-        assert_eq!(t.totals(), [10 + 1 + 2 + 14, 30 + 1 + 3 + 14, 0, 0]);
+        r.push(2, Some(SYNTHETIC_MODEL), line("r3", false, 2, 2));
+        r.push(2, m, line("r4", true, 2, 3));
+        // A message id whose lines carry no usage is still a reply.
+        r.push(3, m, None);
+        let t = r.finish();
+        assert_eq!(t.totals, [10 + 1 + 2, 30 + 1 + 3, 0, 0]);
+        assert_eq!(t.replies, 3);
+        assert_eq!(
+            t.models(),
+            (
+                Some("claude-opus-4-5".to_owned()),
+                vec!["claude-opus-4-5".to_owned()]
+            )
+        );
     }
 }
