@@ -11,8 +11,9 @@ cd "$(dirname "$0")/.."
 WORK=${1:-${TMPDIR:-/tmp}/sessionpipe-bench}
 mkdir -p "$WORK"
 cargo build --release --quiet --bin sessionpipe --example gen_corpus
-BIN=$PWD/target/release/sessionpipe
-GEN=$PWD/target/release/examples/gen_corpus
+TARGET=${CARGO_TARGET_DIR:-$PWD/target}
+BIN=$TARGET/release/sessionpipe
+GEN=$TARGET/release/examples/gen_corpus
 CONFIG=$WORK/empty.toml
 : > "$CONFIG"
 chmod 600 "$CONFIG"
