@@ -131,7 +131,7 @@ fn a_session_too_large_to_hold_is_staged_on_disk_and_written_whole() {
     let conn = rusqlite::Connection::open(&db).unwrap();
     let charged: i64 = conn
         .query_row(
-            "SELECT coalesce(sum(attempts), 0) FROM processor_state WHERE status != 'ok'",
+            "SELECT coalesce(sum(attempts), 0) FROM session_processor_state WHERE status != 'ok'",
             [],
             |r| r.get(0),
         )

@@ -177,12 +177,43 @@ const STEPS: &[(&str, &str)] = &[
     ) WITHOUT ROWID;
     ",
     ),
+    (
+        "the state table takes the name of the schema sessionpipe replaces, \
+         session_processor_state",
+        "
+    ALTER TABLE processor_state RENAME TO session_processor_state;
+    ",
+    ),
 ];
 
-const LEGACY_TABLE: &str = "session_extraction_state";
+/// Tables of the system sessionpipe replaces, imported by `migrate` and then
+/// dropped: its verification step's `session_extraction_state` (one row per
+/// file, no processor column), and the state table of the framework it grew
+/// into, `session_processor_state` (a processor column), which is found in a
+/// database sessionpipe never created (no schema version) and set aside
+/// under this name before sessionpipe's own table takes its name.
+struct Legacy {
+    table: &'static str,
+    /// The processor of a row: a column, or a quoted name.
+    processor: &'static str,
+    what: &'static str,
+}
 
-/// The processor that legacy rows belong to, and the version they count as.
-const LEGACY_PROCESSOR: &str = "verification";
+const LEGACY: [Legacy; 2] = [
+    Legacy {
+        table: "session_extraction_state",
+        processor: "'verification'",
+        what: "as processor verification",
+    },
+    Legacy {
+        table: "legacy_session_processor_state",
+        processor: "processor_name",
+        what: "(the replaced framework's session_processor_state)",
+    },
+];
+const STATE_TABLE: &str = "session_processor_state";
+
+/// The version legacy rows count as: the first of each processor.
 const LEGACY_VERSION: u32 = 1;
 
 pub fn target_version() -> u32 {
@@ -208,30 +239,38 @@ pub fn pending(conn: &Connection) -> Result<Vec<String>> {
         .skip(version as usize)
         .map(|(i, (what, _))| format!("{}: {what}", i + 1))
         .collect();
-    if let Some(rows) = legacy_rows(conn)? {
-        steps.push(format!(
-            "import {rows} rows of legacy table {LEGACY_TABLE} as processor {LEGACY_PROCESSOR}, then drop it"
-        ));
+    // The framework's table is set aside under its legacy name first.
+    let framework = version == 0 && table_exists(conn, STATE_TABLE)?;
+    for legacy in &LEGACY {
+        let table = if framework && legacy.table == LEGACY[1].table {
+            STATE_TABLE
+        } else {
+            legacy.table
+        };
+        if table_exists(conn, table)? {
+            let rows = count(conn, table)?;
+            steps.push(format!(
+                "import {rows} rows of legacy table {} {}, then drop it",
+                legacy.table, legacy.what
+            ));
+        }
     }
     Ok(steps)
 }
 
-fn legacy_rows(conn: &Connection) -> Result<Option<i64>> {
-    let exists = conn
+fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    Ok(conn
         .query_row(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
-            [LEGACY_TABLE],
+            [name],
             |_| Ok(()),
         )
         .optional()?
-        .is_some();
-    if !exists {
-        return Ok(None);
-    }
-    let n = conn.query_row(&format!("SELECT count(*) FROM {LEGACY_TABLE}"), [], |r| {
-        r.get(0)
-    })?;
-    Ok(Some(n))
+        .is_some())
+}
+
+fn count(conn: &Connection, table: &str) -> rusqlite::Result<i64> {
+    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
 }
 
 /// Gives a database without any table the whole schema. Returns whether the
@@ -274,9 +313,19 @@ pub fn migrate(conn: &mut Connection) -> Result<Vec<String>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
     // Read inside the transaction: another migrate may have run meanwhile.
     let done = pending(&tx)?;
-    apply_steps(&tx, user_version(&tx)?)?;
-    if legacy_rows(&tx)?.is_some() {
-        import_legacy(&tx).context("importing the legacy table")?;
+    let version = user_version(&tx)?;
+    if version == 0 && table_exists(&tx, STATE_TABLE)? {
+        tx.execute_batch(&format!(
+            "ALTER TABLE {STATE_TABLE} RENAME TO {}",
+            LEGACY[1].table
+        ))?;
+    }
+    apply_steps(&tx, version)?;
+    for legacy in &LEGACY {
+        if table_exists(&tx, legacy.table)? {
+            import_legacy(&tx, legacy)
+                .with_context(|| format!("importing the legacy table {}", legacy.table))?;
+        }
     }
     tx.commit()?;
     Ok(done)
@@ -284,19 +333,20 @@ pub fn migrate(conn: &mut Connection) -> Result<Vec<String>> {
 
 /// Legacy rows carry no stat tuple, so the first run hashes each file once;
 /// a file whose hash matches is a free skip, one that changed is processed.
-fn import_legacy(tx: &Connection) -> Result<()> {
+fn import_legacy(tx: &Connection, legacy: &Legacy) -> Result<()> {
     tx.execute(
         &format!(
-            "INSERT INTO processor_state (processor_name, session_file, username, processed_at,
+            "INSERT INTO {STATE_TABLE} (processor_name, session_file, username, processed_at,
                  items_extracted, file_hash, processor_version, status)
-             SELECT ?1, session_file, COALESCE(username, ''), processed_at,
-                 COALESCE(items_extracted, 0), file_hash, ?2, 'ok'
-             FROM {LEGACY_TABLE} WHERE true
-             ON CONFLICT (processor_name, session_file) DO NOTHING"
+             SELECT {}, session_file, COALESCE(username, ''), processed_at,
+                 COALESCE(items_extracted, 0), file_hash, ?1, 'ok'
+             FROM {} WHERE true
+             ON CONFLICT (processor_name, session_file) DO NOTHING",
+            legacy.processor, legacy.table
         ),
-        rusqlite::params![LEGACY_PROCESSOR, LEGACY_VERSION],
+        [LEGACY_VERSION],
     )?;
-    tx.execute_batch(&format!("DROP TABLE {LEGACY_TABLE}"))?;
+    tx.execute_batch(&format!("DROP TABLE {}", legacy.table))?;
     Ok(())
 }
 
@@ -335,9 +385,17 @@ mod tests {
             let mut conn = Connection::open_in_memory().unwrap();
             apply_range(&conn, 0, version).unwrap();
             if version >= 1 {
+                // The state table's name before and after step 5.
+                let table = if version < 5 {
+                    "processor_state"
+                } else {
+                    "session_processor_state"
+                };
                 conn.execute(
-                    "INSERT INTO processor_state (processor_name, session_file, username, status)
-                     VALUES ('usage', 'u/a.jsonl', 'u', 'ok')",
+                    &format!(
+                        "INSERT INTO {table} (processor_name, session_file, username, status)
+                         VALUES ('usage', 'u/a.jsonl', 'u', 'ok')"
+                    ),
                     [],
                 )
                 .unwrap();
@@ -352,7 +410,9 @@ mod tests {
             let steps = target_version() - version;
             assert!(done.len() as u32 == steps || version == 0, "{done:?}");
             let kept: i64 = conn
-                .query_row("SELECT count(*) FROM processor_state", [], |r| r.get(0))
+                .query_row("SELECT count(*) FROM session_processor_state", [], |r| {
+                    r.get(0)
+                })
                 .unwrap();
             assert_eq!(
                 kept,
@@ -364,6 +424,40 @@ mod tests {
                 "twice changes nothing"
             );
         }
+    }
+
+    #[test]
+    fn the_replaced_frameworks_state_table_is_imported_with_its_processors() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE session_processor_state (
+                 processor_name TEXT NOT NULL, session_file TEXT NOT NULL, username TEXT,
+                 processed_at TEXT, items_extracted INTEGER, file_hash TEXT,
+                 PRIMARY KEY (processor_name, session_file));
+             INSERT INTO session_processor_state VALUES
+                 ('usage', 'u/a.jsonl', 'u', '2026-01-01T00:00:00Z', 3, 'abc'),
+                 ('verification', 'u/a.jsonl', NULL, NULL, NULL, 'abc');",
+        )
+        .unwrap();
+        assert!(!create_if_empty(&mut conn).unwrap(), "needs migrate");
+        let plan = pending(&conn).unwrap();
+        assert!(plan.last().unwrap().contains("import 2 rows"), "{plan:?}");
+        migrate(&mut conn).unwrap();
+        assert_eq!(schema(&conn), schema(&fresh()));
+        let rows: Vec<(String, String, i64, String, String)> = conn
+            .prepare(
+                "SELECT processor_name, username, items_extracted, file_hash, status
+                 FROM session_processor_state ORDER BY processor_name",
+            )
+            .unwrap()
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let row = |p: &str, u: &str, n| (p.into(), u.into(), n, "abc".into(), "ok".into());
+        assert_eq!(rows, vec![row("usage", "u", 3), row("verification", "", 0)]);
     }
 
     #[test]
@@ -379,10 +473,11 @@ mod tests {
         assert_eq!(released, RELEASED);
     }
 
-    const RELEASED: [&str; 4] = [
+    const RELEASED: [&str; 5] = [
         "1a06a97aca43440161031786cd4af713",
         "ba8a64bdef41d767ee2d4fad3f29362b",
         "884e7934030ae3dfda3bd66846cc0932",
         "85ed5e35f88227e73c7fa5560600f1d7",
+        "a70338f6d909446c869478a18cecd92d",
     ];
 }

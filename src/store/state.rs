@@ -21,7 +21,7 @@ pub fn load(conn: &Connection, processor: &str) -> Result<HashMap<String, Row>> 
         "SELECT session_file, status, processor_version, file_hash, file_size, mtime_ns,
                 ctime_ns, inode, read_racy, attempts, attempt_hash, next_attempt_at,
                 bytes_processed, first_seen_at
-         FROM processor_state WHERE processor_name = ?1",
+         FROM session_processor_state WHERE processor_name = ?1",
     )?;
     let rows = stmt.query_map([processor], |r| {
         let size: Option<i64> = r.get(4)?;
@@ -112,7 +112,7 @@ pub fn record_attempt(
 ) -> Result<()> {
     write_row(
         conn,
-        "INSERT INTO processor_state (processor_name, session_file, username, status,
+        "INSERT INTO session_processor_state (processor_name, session_file, username, status,
              attempts, attempt_hash, file_size, mtime_ns, ctime_ns, inode, read_racy,
              first_seen_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
@@ -138,7 +138,7 @@ pub struct Success<'a> {
 pub fn record_success(conn: &Connection, id: RowId, s: &Success) -> Result<()> {
     write_row(
         conn,
-        "INSERT INTO processor_state (processor_name, session_file, username, processed_at,
+        "INSERT INTO session_processor_state (processor_name, session_file, username, processed_at,
              items_extracted, file_hash, bytes_processed, processor_version, file_size,
              mtime_ns, ctime_ns, inode, read_racy, status, attempts, attempt_hash,
              last_error, next_attempt_at, first_seen_at)
@@ -181,7 +181,7 @@ pub fn record_failure(conn: &Connection, id: RowId, f: &Failure) -> Result<()> {
     };
     write_row(
         conn,
-        "INSERT INTO processor_state (processor_name, session_file, username, status,
+        "INSERT INTO session_processor_state (processor_name, session_file, username, status,
              attempts, attempt_hash, last_error, next_attempt_at, file_size, mtime_ns,
              ctime_ns, inode, read_racy, first_seen_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
@@ -206,7 +206,7 @@ pub fn record_failure(conn: &Connection, id: RowId, f: &Failure) -> Result<()> {
 pub fn refresh_stat(conn: &Connection, id: RowId, seen: &Seen) -> Result<()> {
     write_row(
         conn,
-        "UPDATE processor_state SET username = ?3, file_size = ?4, mtime_ns = ?5,
+        "UPDATE session_processor_state SET username = ?3, file_size = ?4, mtime_ns = ?5,
              ctime_ns = ?6, inode = ?7, read_racy = ?8,
              status = CASE status WHEN 'gone' THEN 'ok' ELSE status END
          WHERE processor_name = ?1 AND session_file = ?2",
@@ -221,7 +221,7 @@ pub fn refresh_stat(conn: &Connection, id: RowId, seen: &Seen) -> Result<()> {
 /// measured from then, not from its mtime.
 pub fn note_seen(conn: &Connection, processor: &str, files: &[(&str, &str)]) -> Result<()> {
     let mut stmt = conn.prepare_cached(&format!(
-        "INSERT OR IGNORE INTO processor_state (processor_name, session_file, username, status,
+        "INSERT OR IGNORE INTO session_processor_state (processor_name, session_file, username, status,
              first_seen_at)
          VALUES (?1, ?2, ?3, 'pending', {NOW})"
     ))?;
@@ -237,7 +237,7 @@ const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 /// Marks files a scan no longer found as `gone`; their outputs stay.
 pub fn mark_gone(conn: &Connection, processor: &str, files: &[&str]) -> Result<()> {
     let mut stmt = conn.prepare_cached(
-        "UPDATE processor_state SET status = 'gone'
+        "UPDATE session_processor_state SET status = 'gone'
          WHERE processor_name = ?1 AND session_file = ?2",
     )?;
     for file in files {
@@ -249,7 +249,7 @@ pub fn mark_gone(conn: &Connection, processor: &str, files: &[&str]) -> Result<(
 /// Removes one row (its outputs are the processor's to remove).
 pub fn delete(conn: &Connection, processor: &str, session_file: &str) -> Result<()> {
     conn.prepare_cached(
-        "DELETE FROM processor_state WHERE processor_name = ?1 AND session_file = ?2",
+        "DELETE FROM session_processor_state WHERE processor_name = ?1 AND session_file = ?2",
     )?
     .execute([processor, session_file])?;
     Ok(())
@@ -263,7 +263,7 @@ pub fn gone(
     before: Option<DateTime<Utc>>,
 ) -> Result<Vec<String>> {
     let mut stmt = conn.prepare(
-        "SELECT session_file FROM processor_state
+        "SELECT session_file FROM session_processor_state
          WHERE processor_name = ?1 AND status = 'gone'
            AND (?2 IS NULL OR processed_at IS NULL OR processed_at < ?2)
          ORDER BY session_file",
@@ -289,7 +289,7 @@ pub enum Requeue<'a> {
 /// Clears failures (and, for named files, the last success too) so the next
 /// run processes those sessions. Returns how many rows changed.
 pub fn requeue(conn: &mut Connection, processor: &str, which: Requeue) -> Result<usize> {
-    const SET: &str = "UPDATE processor_state SET status = 'pending', attempts = 0,
+    const SET: &str = "UPDATE session_processor_state SET status = 'pending', attempts = 0,
         attempt_hash = NULL, next_attempt_at = NULL, file_size = NULL
         WHERE processor_name = ?1";
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -316,7 +316,7 @@ pub fn requeue(conn: &mut Connection, processor: &str, which: Requeue) -> Result
 /// Forgets every row of a processor: the next runs reprocess everything.
 pub fn reset(conn: &Connection, processor: &str) -> Result<usize> {
     Ok(conn.execute(
-        "DELETE FROM processor_state WHERE processor_name = ?1",
+        "DELETE FROM session_processor_state WHERE processor_name = ?1",
         [processor],
     )?)
 }
@@ -341,7 +341,7 @@ pub fn counts(conn: &Connection, processor: &str) -> Result<Counts> {
                 count(*) FILTER (WHERE status = 'quarantined'),
                 count(*) FILTER (WHERE status = 'gone'),
                 max(processed_at)
-             FROM processor_state WHERE processor_name = ?1"
+             FROM session_processor_state WHERE processor_name = ?1"
         ),
         [processor],
         |r| {
@@ -373,7 +373,7 @@ pub struct FailedRow {
 pub fn failed(conn: &Connection, processor: &str) -> Result<Vec<FailedRow>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT session_file, status, attempts, last_error, next_attempt_at
-         FROM processor_state
+         FROM session_processor_state
          WHERE processor_name = ?1 AND status IN ({FAILING}, 'quarantined')
          ORDER BY session_file"
     ))?;
@@ -395,8 +395,9 @@ pub fn one(
     processor: &str,
     session_file: &str,
 ) -> Result<Option<serde_json::Map<String, serde_json::Value>>> {
-    let mut stmt = conn
-        .prepare("SELECT * FROM processor_state WHERE processor_name = ?1 AND session_file = ?2")?;
+    let mut stmt = conn.prepare(
+        "SELECT * FROM session_processor_state WHERE processor_name = ?1 AND session_file = ?2",
+    )?;
     let names: Vec<String> = stmt.column_names().map(str::to_owned).collect();
     Ok(stmt
         .query_row([processor, session_file], |r| {

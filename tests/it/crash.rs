@@ -21,7 +21,7 @@ fn assert_recovers(env: &Env, expected: &[String], what: &str) {
     let integrity: String = env.scalar("PRAGMA integrity_check");
     assert_eq!(integrity, "ok", "{what}");
     let orphans: i64 = env.scalar(
-        "SELECT count(*) FROM processor_state p
+        "SELECT count(*) FROM session_processor_state p
              LEFT JOIN usage_session_summary s USING (session_file)
              WHERE p.processor_name = 'usage' AND p.status = 'ok' AND s.session_file IS NULL",
     );
@@ -135,7 +135,7 @@ fn a_session_that_kills_the_process_is_charged_alone_and_its_bystanders_never() 
             // in flight and charged none; the second, the poison alone,
             // charged it once.
             let poison: (String, i64) = env.row(
-                "SELECT status, attempts FROM processor_state WHERE session_file = 'u/poison.jsonl'",
+                "SELECT status, attempts FROM session_processor_state WHERE session_file = 'u/poison.jsonl'",
                 |r| Ok((r.get(0)?, r.get(1)?)),
             );
             assert_eq!(poison, ("processing".to_owned(), 1));
@@ -153,7 +153,7 @@ fn a_session_that_kills_the_process_is_charged_alone_and_its_bystanders_never() 
         );
     }
     let charged: i64 = env.scalar(
-        "SELECT count(*) FROM processor_state WHERE attempts > 0 AND session_file != 'u/poison.jsonl'",
+        "SELECT count(*) FROM session_processor_state WHERE attempts > 0 AND session_file != 'u/poison.jsonl'",
     );
     assert_eq!(charged, 0, "a bystander was charged");
     // Once its bystanders are done, the poison is retried alone each run.
@@ -215,7 +215,7 @@ fn a_stopping_signal_ends_the_run_promptly_kills_commands_and_charges_nothing() 
         std::thread::sleep(Duration::from_millis(2500));
         assert!(!survived.exists(), "the command's group outlived the run");
         let charged: i64 = env.scalar(
-            "SELECT count(*) FROM processor_state WHERE status != 'pending' OR attempts > 0",
+            "SELECT count(*) FROM session_processor_state WHERE status != 'pending' OR attempts > 0",
         );
         assert_eq!(charged, 0, "nothing charged, nothing recorded as failed");
         let (finished, recorded): (Option<String>, i32) = env
@@ -243,7 +243,7 @@ fn a_stopping_signal_stops_a_built_in_in_a_long_session() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(143));
     let failed: i64 = env.scalar(
-        "SELECT count(*) FROM processor_state WHERE status NOT IN ('ok', 'pending') OR attempts > 0",
+        "SELECT count(*) FROM session_processor_state WHERE status NOT IN ('ok', 'pending') OR attempts > 0",
     );
     assert_eq!(failed, 0, "nothing charged");
     // The next run does the rest.
@@ -267,7 +267,7 @@ fn an_io_error_mid_run_is_74_and_the_counts_are_what_was_committed() {
         let committed: i64 = env.scalar("SELECT count(*) FROM usage_session_summary");
         let recorded: i64 = env.scalar("SELECT sum(processed) FROM runs");
         let reported: i64 = env.scalar(
-            "SELECT count(*) FROM processor_state WHERE status = 'ok' AND processor_name = 'usage'",
+            "SELECT count(*) FROM session_processor_state WHERE status = 'ok' AND processor_name = 'usage'",
         );
         assert_eq!(committed, reported);
         assert_eq!(recorded, committed, "run history agrees with the tables");

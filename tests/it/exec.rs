@@ -180,7 +180,7 @@ fn a_command_reading_sessionpipes_own_environment_gets_no_key_kept() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("sk-leaked-0123456789"), "{stderr}");
-    let kept: String = env.scalar("SELECT last_error FROM processor_state");
+    let kept: String = env.scalar("SELECT last_error FROM session_processor_state");
     assert!(!kept.contains("sk-leaked-0123456789"), "{kept}");
     // As the same unprivileged user, it cannot read it at all.
     let mut cmd = env.cmd_unprivileged(&[]);

@@ -51,8 +51,9 @@ fn failure_backoff_quarantine_and_release_by_content_change() {
         Some("ok"),
         "the others go on"
     );
-    let processed_at: Option<String> =
-        env.scalar("SELECT processed_at FROM processor_state WHERE session_file = 'u/a.jsonl'");
+    let processed_at: Option<String> = env.scalar(
+        "SELECT processed_at FROM session_processor_state WHERE session_file = 'u/a.jsonl'",
+    );
     assert_eq!(
         processed_at, None,
         "a failed session is not marked processed"
@@ -232,10 +233,10 @@ fn interrupted_attempts_count_toward_quarantine() {
     env.processors(&[("count", &env.recorder(""))]);
     env.session("u/a.jsonl", LINE);
     env.run_one(&["count"], 0);
-    let hash: String = env.scalar("SELECT file_hash FROM processor_state");
+    let hash: String = env.scalar("SELECT file_hash FROM session_processor_state");
     env.db()
         .execute(
-            "UPDATE processor_state SET status = 'processing', attempts = 2, attempt_hash = ?1",
+            "UPDATE session_processor_state SET status = 'processing', attempts = 2, attempt_hash = ?1",
             [&hash],
         )
         .unwrap();
@@ -279,7 +280,7 @@ fn tempfail_waits_a_backoff_without_counting_and_three_in_a_row_stop_the_run() {
             .unwrap()
             .contains("3 transient failures in a row")
     );
-    let attempts: i64 = env.scalar("SELECT max(attempts) FROM processor_state");
+    let attempts: i64 = env.scalar("SELECT max(attempts) FROM session_processor_state");
     assert_eq!(attempts, 0);
 
     // The two left over are tried, and say "not now" too...
@@ -328,12 +329,12 @@ fn running_out_of_descriptors_charges_no_session() {
         String::from_utf8_lossy(&out.stderr)
     );
     let charged: i64 = env.scalar(
-        "SELECT count(*) FROM processor_state WHERE attempts > 0 OR status = 'quarantined'",
+        "SELECT count(*) FROM session_processor_state WHERE attempts > 0 OR status = 'quarantined'",
     );
     let errors: Vec<String> = env
         .db()
         .prepare(
-            "SELECT last_error FROM processor_state WHERE attempts > 0 OR status = 'quarantined'",
+            "SELECT last_error FROM session_processor_state WHERE attempts > 0 OR status = 'quarantined'",
         )
         .unwrap()
         .query_map([], |r| r.get(0))

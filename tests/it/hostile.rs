@@ -13,7 +13,9 @@ use serde_json::json;
 fn state_keys(env: &Env, processor: &str) -> Vec<String> {
     let conn = env.db();
     let mut stmt = conn
-        .prepare("SELECT session_file FROM processor_state WHERE processor_name = ?1 ORDER BY 1")
+        .prepare(
+            "SELECT session_file FROM session_processor_state WHERE processor_name = ?1 ORDER BY 1",
+        )
         .unwrap();
     stmt.query_map([processor], |r| r.get(0))
         .unwrap()

@@ -54,7 +54,7 @@ fn legacy_rows_are_imported_once_as_verification() {
         let mut stmt = conn
             .prepare(
                 "SELECT processor_name, session_file, username, items_extracted, file_hash,
-                        processed_at FROM processor_state ORDER BY session_file",
+                        processed_at FROM session_processor_state ORDER BY session_file",
             )
             .unwrap();
         stmt.query_map([], |r| {
@@ -102,7 +102,7 @@ fn legacy_rows_are_imported_once_as_verification() {
         .assert()
         .success()
         .stdout(contains("up to date"));
-    let count: i64 = env.scalar("SELECT count(*) FROM processor_state");
+    let count: i64 = env.scalar("SELECT count(*) FROM session_processor_state");
     assert_eq!(count, 2);
 }
 

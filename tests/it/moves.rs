@@ -54,7 +54,8 @@ fn a_renamed_file_or_folder_is_counted_once_under_its_new_name() {
     age(&copy);
     env.run_one(&["usage"], 0);
     assert_eq!(env.usage_tables(), fresh_tables(&env));
-    let gone: i64 = env.scalar("SELECT count(*) FROM processor_state WHERE status = 'gone'");
+    let gone: i64 =
+        env.scalar("SELECT count(*) FROM session_processor_state WHERE status = 'gone'");
     assert_eq!(gone, 0, "every vanished file was found again");
 }
 
@@ -106,7 +107,8 @@ fn a_tree_that_vanishes_whole_is_refused_and_marks_nothing_gone() {
         .assert()
         .code(78)
         .stderr(contains("none of the 2 tracked session files"));
-    let gone: i64 = env.scalar("SELECT count(*) FROM processor_state WHERE status = 'gone'");
+    let gone: i64 =
+        env.scalar("SELECT count(*) FROM session_processor_state WHERE status = 'gone'");
     assert_eq!(gone, 0);
     // The mount is back: nothing to do.
     fs::remove_dir(&env.data).unwrap();

@@ -379,7 +379,7 @@ fn a_settled_final_line_without_a_newline_counts_a_live_one_waits() {
     assert_eq!(prompts("u/settled.jsonl"), 2);
     assert_eq!(prompts("u/live.jsonl"), 2);
     let bytes: i64 = env.scalar(
-        "SELECT bytes_processed FROM processor_state WHERE session_file = 'u/settled.jsonl'",
+        "SELECT bytes_processed FROM session_processor_state WHERE session_file = 'u/settled.jsonl'",
     );
     assert_eq!(
         bytes as usize,

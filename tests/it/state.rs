@@ -147,7 +147,7 @@ fn a_clock_that_was_ahead_stalls_nothing_and_check_says_so() {
     )
     .unwrap();
     db.execute(
-        "UPDATE processor_state SET next_attempt_at = '2099-01-01T00:00:00.000Z'
+        "UPDATE session_processor_state SET next_attempt_at = '2099-01-01T00:00:00.000Z'
          WHERE processor_name = 'flaky'",
         [],
     )
@@ -214,7 +214,7 @@ fn the_last_runs_errors_are_kept_and_shown_by_failed() {
     // ...and shown, once, by --failed, even after its row is cleared.
     env.db()
         .execute(
-            "UPDATE processor_state SET status = 'ok', last_error = NULL",
+            "UPDATE session_processor_state SET status = 'ok', last_error = NULL",
             [],
         )
         .unwrap();
@@ -241,12 +241,13 @@ fn files_a_capped_run_saw_are_timed_from_then() {
     }
     env.run_one(&["usage", "--max-sessions", "1"], 0);
     let seen: i64 =
-        env.scalar("SELECT count(*) FROM processor_state WHERE first_seen_at IS NOT NULL");
+        env.scalar("SELECT count(*) FROM session_processor_state WHERE first_seen_at IS NOT NULL");
     assert_eq!(seen, 3, "every file the run saw, processed or capped");
-    let waiting: i64 = env.scalar("SELECT count(*) FROM processor_state WHERE status = 'pending'");
+    let waiting: i64 =
+        env.scalar("SELECT count(*) FROM session_processor_state WHERE status = 'pending'");
     assert_eq!(waiting, 2);
     env.run_one(&["usage"], 0);
-    let ok: i64 = env.scalar("SELECT count(*) FROM processor_state WHERE status = 'ok'");
+    let ok: i64 = env.scalar("SELECT count(*) FROM session_processor_state WHERE status = 'ok'");
     assert_eq!(ok, 3);
 }
 

@@ -75,8 +75,9 @@ fn summaries_agree_with_events_on_every_fixture() {
     assert!(mismatches.is_empty(), "{mismatches:?}");
     let files = query(&env, "SELECT count(*) AS n FROM usage_session_summary");
     assert_eq!(files[0]["n"], 17);
-    let items: i64 = env
-        .scalar("SELECT sum(items_extracted) FROM processor_state WHERE processor_name = 'usage'");
+    let items: i64 = env.scalar(
+        "SELECT sum(items_extracted) FROM session_processor_state WHERE processor_name = 'usage'",
+    );
     let events: i64 = env.scalar("SELECT count(*) FROM usage_events");
     assert_eq!(items, events);
 }
@@ -141,7 +142,7 @@ fn results_do_not_depend_on_the_number_of_jobs() {
             &env,
             "SELECT session_file, username, items_extracted, file_hash, bytes_processed,
                     processor_version, file_size, status, attempts
-             FROM processor_state ORDER BY session_file",
+             FROM session_processor_state ORDER BY session_file",
         );
         (usage_tables(&env), state)
     };

@@ -239,7 +239,7 @@ fn an_unusable_answer_is_a_failure_of_the_session() {
         env.status("verification", "alice/s1.jsonl").as_deref(),
         Some("failed")
     );
-    let attempts: i64 = env.scalar("SELECT attempts FROM processor_state");
+    let attempts: i64 = env.scalar("SELECT attempts FROM session_processor_state");
     assert_eq!(attempts, 1);
 }
 
@@ -271,7 +271,7 @@ fn a_rejected_key_stops_the_run_with_78_and_never_shows_the_key() {
     );
     assert_eq!(llm.requests().len(), 1, "the run stopped at once");
     assert_eq!(count(&env, "knowledge_items"), 0);
-    let attempts: i64 = env.scalar("SELECT max(attempts) FROM processor_state");
+    let attempts: i64 = env.scalar("SELECT max(attempts) FROM session_processor_state");
     assert_eq!(attempts, 0, "not the session's fault");
     let db = fs::read(&env.db).unwrap();
     let wal = fs::read(env.db.with_extension("db-wal")).unwrap_or_default();
@@ -294,7 +294,7 @@ fn without_a_key_verification_is_unavailable() {
         .stderr(contains("SESSIONPIPE_LLM_API_KEY"))
         .stderr(contains("ANTHROPIC_API_KEY"));
     assert!(
-        !env.db.exists() || count(&env, "processor_state") == 0,
+        !env.db.exists() || count(&env, "session_processor_state") == 0,
         "no partial state"
     );
     let out = env.cmd().args(["list", "--json"]).output().unwrap();

@@ -227,7 +227,7 @@ impl Env {
         for sql in [
             "SELECT * FROM usage_events ORDER BY session_file, id",
             "SELECT * FROM usage_session_summary ORDER BY session_file",
-            "SELECT session_file, file_hash, items_extracted, status FROM processor_state
+            "SELECT session_file, file_hash, items_extracted, status FROM session_processor_state
              WHERE processor_name = 'usage' ORDER BY session_file",
         ] {
             let mut stmt = conn.prepare(sql).unwrap();
@@ -249,7 +249,7 @@ impl Env {
     pub fn status(&self, processor: &str, file: &str) -> Option<String> {
         self.db()
             .query_row(
-                "SELECT status FROM processor_state WHERE processor_name = ?1 AND session_file = ?2",
+                "SELECT status FROM session_processor_state WHERE processor_name = ?1 AND session_file = ?2",
                 [processor, file],
                 |r| r.get(0),
             )
@@ -260,7 +260,7 @@ impl Env {
     pub fn make_retries_due(&self) {
         self.db()
             .execute(
-                "UPDATE processor_state SET next_attempt_at = '2000-01-01T00:00:00.000Z'
+                "UPDATE session_processor_state SET next_attempt_at = '2000-01-01T00:00:00.000Z'
                  WHERE next_attempt_at IS NOT NULL",
                 [],
             )
