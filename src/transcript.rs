@@ -73,6 +73,15 @@ pub struct Usage {
     pub output_tokens: Num,
     pub cache_creation_input_tokens: Num,
     pub cache_read_input_tokens: Num,
+    /// The cache writes split by lifetime, where Claude Code records it.
+    pub cache_creation: Loose<CacheCreation>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(default)]
+pub struct CacheCreation {
+    pub ephemeral_5m_input_tokens: Num,
+    pub ephemeral_1h_input_tokens: Num,
 }
 
 impl Usage {
@@ -83,6 +92,14 @@ impl Usage {
             .saturating_add(self.output_tokens.0)
             .saturating_add(self.cache_creation_input_tokens.0)
             .saturating_add(self.cache_read_input_tokens.0)
+    }
+
+    /// Cache writes with a one-hour lifetime; the rest are five-minute ones.
+    pub fn cache_creation_1h(&self) -> u64 {
+        self.cache_creation
+            .0
+            .map_or(0, |c| c.ephemeral_1h_input_tokens.0)
+            .min(self.cache_creation_input_tokens.0)
     }
 }
 
@@ -175,7 +192,7 @@ pub struct Bool(pub bool);
 pub struct Num(pub u64);
 
 /// An object field read as `T`; anything else reads as absent.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct Loose<T>(pub Option<T>);
 
 impl<T> Default for Loose<T> {

@@ -5,7 +5,8 @@
 //! reserves the bytes its session's rows hold before sending them, waiting
 //! while the backlog is full, and the writer releases them once written. A
 //! session larger than the whole bound still goes when the backlog is empty,
-//! so nothing waits for ever.
+//! so nothing waits for ever; nor does a worker when the writer is gone (it
+//! panicked): [`Backlog::close`] lets every worker through.
 
 use std::sync::{Condvar, Mutex, PoisonError};
 
@@ -14,27 +15,46 @@ pub const LIMIT: u64 = 16 << 20;
 
 #[derive(Debug, Default)]
 pub struct Backlog {
-    held: Mutex<u64>,
+    state: Mutex<State>,
     freed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    held: u64,
+    closed: bool,
+}
+
+/// Closes the backlog when dropped, however the writer leaves.
+pub struct CloseOnDrop<'a>(pub &'a Backlog);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 impl Backlog {
     /// Waits until `bytes` more fit, then counts them as waiting.
     pub fn reserve(&self, bytes: u64) {
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        while *held > 0 && held.saturating_add(bytes) > LIMIT {
-            held = self
-                .freed
-                .wait(held)
-                .unwrap_or_else(PoisonError::into_inner);
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        while !s.closed && s.held > 0 && s.held.saturating_add(bytes) > LIMIT {
+            s = self.freed.wait(s).unwrap_or_else(PoisonError::into_inner);
         }
-        *held = held.saturating_add(bytes);
+        s.held = s.held.saturating_add(bytes);
     }
 
     /// The writer is done with `bytes`.
     pub fn release(&self, bytes: u64) {
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        *held = held.saturating_sub(bytes);
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.held = s.held.saturating_sub(bytes);
+        self.freed.notify_all();
+    }
+
+    /// The writer takes nothing more: nobody waits.
+    pub fn close(&self) {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.closed = true;
         self.freed.notify_all();
     }
 }
@@ -54,6 +74,17 @@ mod tests {
             backlog.release(LIMIT * 3);
             waiting.join().unwrap();
         });
-        assert_eq!(*backlog.held.lock().unwrap(), 1);
+        assert_eq!(backlog.state.lock().unwrap().held, 1);
+    }
+
+    #[test]
+    fn a_closed_backlog_lets_everyone_through() {
+        let backlog = Backlog::default();
+        backlog.reserve(LIMIT);
+        std::thread::scope(|s| {
+            let waiting = s.spawn(|| backlog.reserve(LIMIT));
+            drop(CloseOnDrop(&backlog));
+            waiting.join().unwrap();
+        });
     }
 }

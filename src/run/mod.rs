@@ -266,6 +266,8 @@ fn process<'a>(
             }
         }
         drop(tx);
+        // Should the writer panic, no worker waits for it for ever.
+        let _close = backlog::CloseOnDrop(&workers.backlog);
         // Whatever the workers have sent meanwhile is written in one
         // transaction: far fewer commits, each session still atomic.
         while let Ok(first) = rx.recv() {

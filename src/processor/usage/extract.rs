@@ -80,6 +80,9 @@ pub(super) struct Accumulator {
     pub(super) malformed: u64,
     /// Bytes held in memory before the rest moves to disk.
     limit: usize,
+    /// Heap bytes of the strings held per record (tool ids, odd uuids,
+    /// errored tool ids, skill commands).
+    pub(super) heap: usize,
     /// Where the session's records went once they outgrew `limit`.
     pub(super) scratch: Option<Scratch>,
 }
@@ -98,6 +101,7 @@ impl Accumulator {
             anonymous: Vec::new(),
             malformed: 0,
             limit,
+            heap: 0,
             scratch: None,
         }
     }
@@ -115,9 +119,10 @@ impl Accumulator {
     /// Bytes held in memory, as an estimate good to a small factor.
     pub(super) fn held(&self) -> usize {
         use std::mem::size_of;
-        // An event's tool id and a set entry: a small heap string each.
+        // A set entry: a small heap string.
         const STR: usize = 48;
-        self.events.len() * (size_of::<Event>() + STR)
+        self.events.len() * size_of::<Event>()
+            + self.heap
             + self.times.len() * size_of::<i64>()
             + self.token_lines.len() * size_of::<TokenLine>()
             + self.anonymous.len() * size_of::<(Option<Name>, Option<Usage>)>()
@@ -144,10 +149,15 @@ impl Accumulator {
         if line.is_error.0
             && let Some(id) = line.tool_use_id.get().or(line.tool_use_id_camel.get())
         {
+            self.heap = self.heap.saturating_add(id.len());
             self.errored_tool_ids.insert(id.into());
         }
         let kind = line.role().unwrap_or("");
         if NO_EVENTS.contains(&kind) {
+            return;
+        }
+        if repeats_too_much(&line) {
+            self.malformed += 1;
             return;
         }
         match kind {
@@ -204,7 +214,7 @@ impl Accumulator {
             } else if name.starts_with("mcp__") {
                 event.event_type = EventType::McpCall;
             }
-            self.events.push(event);
+            self.push(event);
         }
     }
 
@@ -237,6 +247,7 @@ impl Accumulator {
             && line.is_meta.0
             && let Some(parent) = line.parent_uuid.get()
         {
+            self.heap = self.heap.saturating_add(parent.len());
             self.skill_commands.insert(Uuid::new(parent));
         }
         for name in commands {
@@ -245,7 +256,7 @@ impl Accumulator {
                 command_name: Some(self.names.intern(&name)),
                 ..self.event_base(line, at)
             };
-            self.events.push(event);
+            self.push(event);
         }
     }
 
@@ -253,8 +264,21 @@ impl Accumulator {
         if block.is_error.0
             && let Some(id) = block.tool_use_id.get()
         {
+            self.heap = self.heap.saturating_add(id.len());
             self.errored_tool_ids.insert(id.into());
         }
+    }
+
+    fn push(&mut self, event: Event) {
+        let heap = |u: &Option<Uuid>| match u {
+            Some(Uuid::Other(text)) => text.len(),
+            _ => 0,
+        };
+        let bytes = event.tool_id.as_ref().map_or(0, |t| t.len())
+            + heap(&event.event_uuid)
+            + heap(&event.parent_uuid);
+        self.heap = self.heap.saturating_add(bytes);
+        self.events.push(event);
     }
 
     fn event_base(&mut self, line: &Line, at: Option<i64>) -> Event {
@@ -298,6 +322,42 @@ pub fn slash_commands(text: &str) -> Vec<String> {
         rest = &rest[end + CLOSE.len()..];
     }
     found
+}
+
+/// Text one line's events may repeat between them, at most.
+const REPEAT_LIMIT: usize = 16 << 20;
+
+/// Whether a line's events would repeat its per-line text (uuids, folder,
+/// model) past [`REPEAT_LIMIT`]: a few hundred thousand tool uses on one
+/// line with a megabyte-long `uuid` would cost gigabytes. No transcript
+/// writes such a line; it is counted as malformed, like an oversized one.
+fn repeats_too_much(line: &Line) -> bool {
+    let per_event = [&line.uuid, &line.parent_uuid, &line.cwd]
+        .iter()
+        .map(|s| s.get().map_or(0, str::len))
+        .sum::<usize>()
+        + line
+            .message
+            .0
+            .as_ref()
+            .and_then(|m| m.model.get())
+            .map_or(0, str::len);
+    let events = match line.content() {
+        Content::Text(t) => t.matches("<command-name>").count(),
+        Content::Blocks(blocks) => blocks
+            .iter()
+            .map(|b| match b.kind.get() {
+                Some("tool_use") => 1,
+                Some("text") => b
+                    .text
+                    .get()
+                    .map_or(0, |t| t.matches("<command-name>").count()),
+                _ => 0,
+            })
+            .sum(),
+        Content::None => 0,
+    };
+    events.saturating_mul(per_event) > REPEAT_LIMIT
 }
 
 /// Whether a user text is what Claude Code writes, as an `isMeta` line whose

@@ -55,6 +55,8 @@ enum Events {
         /// Their ids (SHA-256).
         ids: Vec<[u8; 32]>,
         names: Names,
+        /// Heap bytes of the events' own strings.
+        heap: usize,
     },
     /// Too many to hold: in the session's scratch database.
     Staged(Staged),
@@ -84,11 +86,17 @@ impl Rows {
         events: Vec<Event>,
         ids: Vec<[u8; 32]>,
         names: Names,
+        heap: usize,
         summary: Summary,
     ) -> Rows {
         Rows {
             summary,
-            events: Events::Memory { events, ids, names },
+            events: Events::Memory {
+                events,
+                ids,
+                names,
+                heap,
+            },
         }
     }
 
@@ -114,9 +122,12 @@ impl Rows {
     /// Bytes these rows hold in memory, roughly.
     fn held_bytes(&self) -> u64 {
         match &self.events {
-            Events::Memory { events, names, .. } => {
-                (events.len() * (std::mem::size_of::<Event>() + 32 + 48) + names.bytes()) as u64
-            }
+            Events::Memory {
+                events,
+                names,
+                heap,
+                ..
+            } => (events.len() * (std::mem::size_of::<Event>() + 32) + heap + names.bytes()) as u64,
             Events::Staged(staged) => staged.held(),
         }
     }
@@ -127,7 +138,9 @@ impl Rows {
         mut f: impl FnMut(&EventRow<'_>) -> rusqlite::Result<()>,
     ) -> rusqlite::Result<()> {
         let (events, ids, n) = match &self.events {
-            Events::Memory { events, ids, names } => (events, ids, names),
+            Events::Memory {
+                events, ids, names, ..
+            } => (events, ids, names),
             Events::Staged(staged) => return staged.each(f),
         };
         for (id, e) in ids.iter().zip(events) {

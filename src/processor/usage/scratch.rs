@@ -22,7 +22,7 @@ use super::names::{Names, Uuid};
 use super::rows::{EventRow, Rows};
 use super::summary::{Counts, Head, Span, event_id};
 use super::tokens::{Counted, Reducer};
-use crate::transcript::{Num, Usage};
+use crate::transcript::{CacheCreation, Loose, Num, Usage};
 
 /// Page cache of a scratch database, in KiB.
 const CACHE_KIB: u64 = 2048;
@@ -42,10 +42,10 @@ const SCHEMA: &str = "
     CREATE TABLE token_lines (seq INTEGER PRIMARY KEY, message BLOB NOT NULL, model TEXT,
         counted INTEGER NOT NULL, request INTEGER, sidechain INTEGER NOT NULL,
         input INTEGER NOT NULL, output INTEGER NOT NULL, creation INTEGER NOT NULL,
-        read INTEGER NOT NULL);
+        read INTEGER NOT NULL, creation_1h INTEGER NOT NULL);
     CREATE TABLE anonymous (seq INTEGER PRIMARY KEY, model TEXT, counted INTEGER NOT NULL,
         input INTEGER NOT NULL, output INTEGER NOT NULL, creation INTEGER NOT NULL,
-        read INTEGER NOT NULL);
+        read INTEGER NOT NULL, creation_1h INTEGER NOT NULL);
     -- The events kept: the first of each id, in file order.
     CREATE TABLE kept (seq INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE);
     CREATE VIEW final AS
@@ -85,6 +85,7 @@ impl Accumulator {
         self.scratch = Some(scratch);
         staged?;
         self.events.clear();
+        self.heap = 0;
         self.times.clear();
         self.errored_tool_ids.clear();
         self.skill_commands.clear();
@@ -147,12 +148,12 @@ impl Scratch {
         }
         let mut insert = self.conn.prepare_cached(
             "INSERT INTO token_lines (message, model, counted, request, sidechain,
-                 input, output, creation, read)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 input, output, creation, read, creation_1h)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?;
         for line in &acc.token_lines {
             let c = line.usage;
-            let [i, o, cc, cr] = bits(c.map(|c| c.usage));
+            let [i, o, cc, cr, c1] = bits(c.map(|c| c.usage));
             insert.execute(params![
                 line.message.to_be_bytes(),
                 n.opt(line.model),
@@ -162,16 +163,17 @@ impl Scratch {
                 i,
                 o,
                 cc,
-                cr
+                cr,
+                c1
             ])?;
         }
         let mut insert = self.conn.prepare_cached(
-            "INSERT INTO anonymous (model, counted, input, output, creation, read)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO anonymous (model, counted, input, output, creation, read, creation_1h)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
         for (model, usage) in &acc.anonymous {
-            let [i, o, cc, cr] = bits(*usage);
-            insert.execute(params![n.opt(*model), usage.is_some(), i, o, cc, cr])?;
+            let [i, o, cc, cr, c1] = bits(*usage);
+            insert.execute(params![n.opt(*model), usage.is_some(), i, o, cc, cr, c1])?;
         }
         drop(insert);
         tx.commit()
@@ -251,7 +253,8 @@ impl Scratch {
     fn tally(&self) -> rusqlite::Result<super::tokens::Tally> {
         let mut reducer = Reducer::default();
         let mut lines = self.conn.prepare(
-            "SELECT message, model, counted, request, sidechain, input, output, creation, read
+            "SELECT message, model, counted, request, sidechain, input, output, creation, read,
+                 creation_1h
              FROM token_lines ORDER BY message, seq",
         )?;
         let mut rows = lines.query([])?;
@@ -272,9 +275,9 @@ impl Scratch {
             );
         }
         let mut tally = reducer.finish();
-        let mut anonymous = self
-            .conn
-            .prepare("SELECT model, counted, input, output, creation, read FROM anonymous")?;
+        let mut anonymous = self.conn.prepare(
+            "SELECT model, counted, input, output, creation, read, creation_1h FROM anonymous",
+        )?;
         let mut rows = anonymous.query([])?;
         while let Some(r) = rows.next()? {
             tally.reply(r.get_ref(0)?.as_str_or_null()?);
@@ -331,20 +334,22 @@ impl Staged {
     }
 }
 
-/// A usage's four counts as i64 bit patterns (zeros when there is none).
-fn bits(usage: Option<Usage>) -> [i64; 4] {
+/// What a usage counts, as i64 bit patterns (zeros when there is none):
+/// input, output, cache creation, cache read, one-hour cache creation.
+fn bits(usage: Option<Usage>) -> [i64; 5] {
     let u = usage.unwrap_or_default();
     [
         u.input_tokens.0,
         u.output_tokens.0,
         u.cache_creation_input_tokens.0,
         u.cache_read_input_tokens.0,
+        u.cache_creation_1h(),
     ]
     .map(|n| n as i64)
 }
 
-/// The usage staged at columns `first..first + 4`, if column `flag` says
-/// there is one.
+/// The usage staged at columns `first..first + 5`, if column `flag` says
+/// there is one: what it counts, the same as the usage [`bits`] staged.
 fn counted(r: &Row<'_>, flag: usize, first: usize) -> rusqlite::Result<Option<Usage>> {
     if !r.get::<_, bool>(flag)? {
         return Ok(None);
@@ -355,6 +360,10 @@ fn counted(r: &Row<'_>, flag: usize, first: usize) -> rusqlite::Result<Option<Us
         output_tokens: n(1)?,
         cache_creation_input_tokens: n(2)?,
         cache_read_input_tokens: n(3)?,
+        cache_creation: Loose(Some(CacheCreation {
+            ephemeral_5m_input_tokens: Num(0),
+            ephemeral_1h_input_tokens: n(4)?,
+        })),
     }))
 }
 

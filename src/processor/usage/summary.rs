@@ -121,7 +121,8 @@ impl Accumulator {
             user_prompts: self.user_prompts,
             malformed: self.malformed,
         };
-        Rows::in_memory(events, ids, self.names, head.summary(counts, span, tally))
+        let summary = head.summary(counts, span, tally);
+        Rows::in_memory(events, ids, self.names, self.heap, summary)
     }
 
     /// Replies and their tokens, reduced in (`message.id`, file order).

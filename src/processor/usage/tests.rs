@@ -87,3 +87,22 @@ fn rules_that_span_the_whole_file_hold_across_staging() {
         (9 + 3 + 1, 3, 1)
     );
 }
+
+#[test]
+fn a_line_whose_events_would_repeat_megabytes_is_malformed_not_amplified() {
+    let line = |uuid: &str| {
+        let uses: Vec<String> = (0..200)
+            .map(|i| format!(r#"{{"type":"tool_use","id":"t{i}","name":"Bash","input":{{}}}}"#))
+            .collect();
+        format!(
+            r#"{{"type":"assistant","uuid":"{uuid}","message":{{"content":[{}]}}}}"#,
+            uses.join(",")
+        )
+    };
+    let hostile = line(&"u".repeat(100_000));
+    let normal = line("a1");
+    let rows = rows_from_lines([hostile.as_bytes(), normal.as_bytes()], "u/s.jsonl", "u", 0)
+        .unwrap();
+    // 200 events of a 100 KB uuid would be 20 MB of copies.
+    assert_eq!((rows.len(), rows.summary.malformed_lines), (200, 1));
+}

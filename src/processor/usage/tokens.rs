@@ -11,7 +11,7 @@
 //! (`message.id`, file order): held in memory or staged on disk, a session's
 //! lines give the same replies, because both are reduced by [`Reducer`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::SYNTHETIC_MODEL;
 use super::names::Name;
@@ -43,6 +43,10 @@ pub(super) struct Reducer {
     current: Option<u128>,
     model: Option<String>,
     replies: Vec<Counted>,
+    /// The first reply of each `requestId`, and the first sidechain reply:
+    /// a line finds its reply in constant time, however many there are.
+    by_request: HashMap<Option<u64>, usize>,
+    first_sidechain: Option<usize>,
     pub(super) tally: Tally,
 }
 
@@ -68,19 +72,34 @@ impl Reducer {
         }
     }
 
+    /// A line is the reply of the first earlier line with its `requestId`,
+    /// or of the first sidechain one; a sidechain line is the first reply's.
     fn add(&mut self, line: Counted) {
-        let same = self
-            .replies
-            .iter_mut()
-            .find(|e| e.request == line.request || e.sidechain || line.sidechain);
+        let same = if line.sidechain {
+            (!self.replies.is_empty()).then_some(0)
+        } else {
+            let by_request = self.by_request.get(&line.request).copied();
+            by_request.into_iter().chain(self.first_sidechain).min()
+        };
         match same {
-            Some(e) => {
+            Some(i) => {
+                let e = &mut self.replies[i];
                 if line.usage.total() > e.usage.total() {
                     e.usage = line.usage;
                 }
-                e.sidechain |= line.sidechain;
+                if line.sidechain && !e.sidechain {
+                    e.sidechain = true;
+                    self.first_sidechain = Some(self.first_sidechain.map_or(i, |j| j.min(i)));
+                }
             }
-            None => self.replies.push(line),
+            None => {
+                let i = self.replies.len();
+                self.by_request.entry(line.request).or_insert(i);
+                if line.sidechain {
+                    self.first_sidechain = self.first_sidechain.or(Some(i));
+                }
+                self.replies.push(line);
+            }
         }
     }
 
@@ -89,6 +108,8 @@ impl Reducer {
             return;
         }
         self.tally.reply(self.model.take().as_deref());
+        self.by_request.clear();
+        self.first_sidechain = None;
         for reply in self.replies.drain(..) {
             self.tally.count(&reply.usage);
         }
@@ -150,6 +171,55 @@ pub(super) fn hash128(key: &str) -> u128 {
 mod tests {
     use super::*;
     use crate::transcript::Num;
+
+    /// The rule as written: each line joins the first reply it matches.
+    fn naive(lines: &[Counted]) -> [u64; 4] {
+        let mut replies: Vec<Counted> = Vec::new();
+        for line in lines {
+            let same = replies
+                .iter_mut()
+                .find(|e| e.request == line.request || e.sidechain || line.sidechain);
+            match same {
+                Some(e) => {
+                    if line.usage.total() > e.usage.total() {
+                        e.usage = line.usage;
+                    }
+                    e.sidechain |= line.sidechain;
+                }
+                None => replies.push(*line),
+            }
+        }
+        let mut t = Tally::default();
+        replies.iter().for_each(|r| t.count(&r.usage));
+        t.totals
+    }
+
+    #[test]
+    fn the_indexed_reducer_follows_the_rule_as_written() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..2000 {
+            let lines: Vec<Counted> = (0..next(12))
+                .map(|_| Counted {
+                    request: Some(next(4)).filter(|&r| r != 3),
+                    sidechain: next(5) == 0,
+                    usage: Usage {
+                        input_tokens: Num(next(100)),
+                        output_tokens: Num(next(100)),
+                        ..Default::default()
+                    },
+                })
+                .collect();
+            let mut r = Reducer::default();
+            lines.iter().for_each(|l| r.push(7, None, Some(*l)));
+            assert_eq!(r.finish().totals, naive(&lines), "{lines:?}");
+        }
+    }
 
     #[test]
     fn tokens_count_each_reply_once_from_its_largest_line() {
