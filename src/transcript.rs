@@ -32,6 +32,11 @@ pub struct Line<'a> {
     pub cwd: Str<'a>,
     #[serde(rename = "requestId", borrow)]
     pub request_id: Str<'a>,
+    /// The Claude Code version that wrote the line.
+    #[serde(borrow)]
+    pub version: Str<'a>,
+    #[serde(rename = "gitBranch", borrow)]
+    pub git_branch: Str<'a>,
     #[serde(rename = "isSidechain")]
     pub is_sidechain: Bool,
     #[serde(rename = "isMeta")]
@@ -75,7 +80,13 @@ pub struct Usage {
     pub cache_read_input_tokens: Num,
     /// The cache writes split by lifetime, where Claude Code records it.
     pub cache_creation: Loose<CacheCreation>,
+    /// `speed: "fast"`: a request in fast mode, billed at a multiple.
+    pub speed: Fast,
 }
+
+/// Whether a `speed` field says `"fast"`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Fast(pub bool);
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(default)]
@@ -94,12 +105,21 @@ impl Usage {
             .saturating_add(self.cache_read_input_tokens.0)
     }
 
-    /// Cache writes with a one-hour lifetime; the rest are five-minute ones.
+    /// Cache writes with a five-minute lifetime: all of them unless the
+    /// line splits them by lifetime.
+    pub fn cache_creation_5m(&self) -> u64 {
+        self.cache_creation
+            .0
+            .map_or(self.cache_creation_input_tokens.0, |c| {
+                c.ephemeral_5m_input_tokens.0
+            })
+    }
+
+    /// Cache writes with a one-hour lifetime.
     pub fn cache_creation_1h(&self) -> u64 {
         self.cache_creation
             .0
             .map_or(0, |c| c.ephemeral_1h_input_tokens.0)
-            .min(self.cache_creation_input_tokens.0)
     }
 }
 
@@ -265,6 +285,15 @@ impl<'de> Deserialize<'de> for Bool {
         Ok(Bool(matches!(
             d.deserialize_any(ScalarVisitor)?,
             Scalar::Bool(true)
+        )))
+    }
+}
+
+impl<'de> Deserialize<'de> for Fast {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Fast(matches!(
+            d.deserialize_any(ScalarVisitor)?,
+            Scalar::Str(s) if s == "fast"
         )))
     }
 }

@@ -184,6 +184,34 @@ const STEPS: &[(&str, &str)] = &[
     ALTER TABLE processor_state RENAME TO session_processor_state;
     ",
     ),
+    (
+        "one row per API request (tokens by model and time), and each session's project, \
+         Claude Code version and git branch",
+        "
+    CREATE TABLE usage_requests (
+        session_file             TEXT NOT NULL,
+        line                     INTEGER NOT NULL,
+        session_id               TEXT NOT NULL,
+        username                 TEXT NOT NULL,
+        model                    TEXT,
+        occurred_at              TEXT,
+        input_tokens             INTEGER NOT NULL,
+        output_tokens            INTEGER NOT NULL,
+        cache_creation_tokens    INTEGER NOT NULL,
+        cache_creation_5m_tokens INTEGER NOT NULL,
+        cache_creation_1h_tokens INTEGER NOT NULL,
+        cache_read_tokens        INTEGER NOT NULL,
+        is_sidechain             INTEGER NOT NULL,
+        is_fast                  INTEGER NOT NULL,
+        processor_version        INTEGER NOT NULL,
+        PRIMARY KEY (session_file, line)
+    ) WITHOUT ROWID;
+    CREATE INDEX usage_requests_time ON usage_requests (occurred_at);
+    ALTER TABLE usage_session_summary ADD COLUMN project TEXT;
+    ALTER TABLE usage_session_summary ADD COLUMN claude_version TEXT;
+    ALTER TABLE usage_session_summary ADD COLUMN git_branch TEXT;
+    ",
+    ),
 ];
 
 /// Tables of the system sessionpipe replaces, imported by `migrate` and then
@@ -473,11 +501,12 @@ mod tests {
         assert_eq!(released, RELEASED);
     }
 
-    const RELEASED: [&str; 5] = [
+    const RELEASED: [&str; 6] = [
         "1a06a97aca43440161031786cd4af713",
         "ba8a64bdef41d767ee2d4fad3f29362b",
         "884e7934030ae3dfda3bd66846cc0932",
         "85ed5e35f88227e73c7fa5560600f1d7",
         "a70338f6d909446c869478a18cecd92d",
+        "d627727bd1a55ac21c468632dfa31b70",
     ];
 }

@@ -16,6 +16,7 @@ mod overlap;
 mod run;
 mod state;
 mod usage;
+mod usage_requests;
 mod usage_tables;
 mod util;
 mod verification;

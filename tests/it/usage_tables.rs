@@ -73,6 +73,22 @@ fn summaries_agree_with_events_on_every_fixture() {
             OR s.distinct_skills != coalesce(e.distinct_skills, 0)",
     );
     assert!(mismatches.is_empty(), "{mismatches:?}");
+    // Request rows add up to the session's tokens, split cache writes to
+    // their whole, and are one per reply with usage.
+    let mismatches = query(
+        &env,
+        "SELECT s.session_file FROM usage_session_summary s
+         LEFT JOIN (SELECT session_file, sum(input_tokens) AS i, sum(output_tokens) AS o,
+                sum(cache_creation_tokens) AS cc, sum(cache_read_tokens) AS cr, count(*) AS n
+             FROM usage_requests GROUP BY session_file) r USING (session_file)
+         WHERE s.input_tokens != coalesce(r.i, 0) OR s.output_tokens != coalesce(r.o, 0)
+            OR s.cache_creation_tokens != coalesce(r.cc, 0)
+            OR s.cache_read_tokens != coalesce(r.cr, 0)
+            OR s.assistant_messages < coalesce(r.n, 0)",
+    );
+    assert!(mismatches.is_empty(), "{mismatches:?}");
+    let requests: i64 = env.scalar("SELECT count(*) FROM usage_requests");
+    assert!(requests > 50, "{requests} requests");
     let files = query(&env, "SELECT count(*) AS n FROM usage_session_summary");
     assert_eq!(files[0]["n"], 17);
     let items: i64 = env.scalar(

@@ -6,8 +6,8 @@ use std::collections::HashSet;
 use super::NO_EVENTS;
 use super::names::{Name, Names, Uuid};
 use super::scratch::Scratch;
-use super::tokens::{Counted, TokenLine, hash128};
-use crate::transcript::{self, Block, Content, Line, Usage};
+use super::tokens::{Counted, TokenLine, anonymous, hash128};
+use crate::transcript::{self, Block, Content, Line};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {
@@ -65,6 +65,10 @@ pub struct Event {
 #[derive(Debug)]
 pub(super) struct Accumulator {
     pub(super) session_id: Option<String>,
+    /// The first `cwd`, Claude Code `version` and `gitBranch` of the file.
+    pub(super) project: Option<String>,
+    pub(super) version: Option<String>,
+    pub(super) git_branch: Option<String>,
     /// Milliseconds since the epoch of every line's timestamp.
     pub(super) times: Vec<i64>,
     pub(super) events: Vec<Event>,
@@ -75,9 +79,9 @@ pub(super) struct Accumulator {
     pub(super) skill_commands: HashSet<Uuid>,
     pub(super) user_prompts: u64,
     pub(super) token_lines: Vec<TokenLine>,
-    /// Assistant lines without `message.id`: each its own reply.
-    pub(super) anonymous: Vec<(Option<Name>, Option<Usage>)>,
     pub(super) malformed: u64,
+    /// Lines fed so far: the number of the line being read.
+    pub(super) lines: u64,
     /// Bytes held in memory before the rest moves to disk.
     limit: usize,
     /// Heap bytes of the strings held per record (tool ids, odd uuids,
@@ -91,6 +95,9 @@ impl Accumulator {
     pub(super) fn new(limit: usize) -> Accumulator {
         Accumulator {
             session_id: None,
+            project: None,
+            version: None,
+            git_branch: None,
             times: Vec::new(),
             events: Vec::new(),
             names: Names::default(),
@@ -98,8 +105,8 @@ impl Accumulator {
             skill_commands: HashSet::new(),
             user_prompts: 0,
             token_lines: Vec::new(),
-            anonymous: Vec::new(),
             malformed: 0,
+            lines: 0,
             limit,
             heap: 0,
             scratch: None,
@@ -109,6 +116,7 @@ impl Accumulator {
     /// Adds a line, moving what is held to the scratch database once it
     /// exceeds the limit. Fails only when the scratch database does.
     pub(super) fn feed(&mut self, raw: &[u8]) -> rusqlite::Result<()> {
+        self.lines = self.lines.saturating_add(1);
         self.add(raw);
         if self.held() > self.limit {
             self.spill()?;
@@ -125,7 +133,6 @@ impl Accumulator {
             + self.heap
             + self.times.len() * size_of::<i64>()
             + self.token_lines.len() * size_of::<TokenLine>()
-            + self.anonymous.len() * size_of::<(Option<Name>, Option<Usage>)>()
             + (self.errored_tool_ids.len() + self.skill_commands.len()) * (STR + STR)
             + self.names.bytes()
     }
@@ -140,6 +147,15 @@ impl Accumulator {
         };
         if self.session_id.is_none() {
             self.session_id = line.session_id.get().map(str::to_owned);
+        }
+        for (kept, field) in [
+            (&mut self.project, &line.cwd),
+            (&mut self.version, &line.version),
+            (&mut self.git_branch, &line.git_branch),
+        ] {
+            if kept.is_none() {
+                *kept = field.get().filter(|v| !v.is_empty()).map(str::to_owned);
+            }
         }
         let at = line.timestamp.get().and_then(parse_ms);
         if let Some(ms) = at {
@@ -168,23 +184,28 @@ impl Accumulator {
     }
 
     fn assistant(&mut self, line: &Line, at: Option<i64>) {
+        let number = self.lines;
         let Some(message) = &line.message.0 else {
-            self.anonymous.push((None, None));
+            self.token_lines.push(TokenLine {
+                message: anonymous(number),
+                model: None,
+                usage: None,
+            });
             return;
         };
         let model = message.model.get().map(|m| self.names.intern(m));
-        match message.id.get() {
-            Some(id) => self.token_lines.push(TokenLine {
-                message: hash128(id),
-                model,
-                usage: message.usage.0.map(|usage| Counted {
-                    request: line.request_id.get().map(|r| hash128(r) as u64),
-                    sidechain: line.is_sidechain.0,
-                    usage,
-                }),
+        let id = message.id.get();
+        self.token_lines.push(TokenLine {
+            message: id.map_or_else(|| anonymous(number), hash128),
+            model,
+            usage: message.usage.0.map(|usage| Counted {
+                request: line.request_id.get().map(|r| hash128(r) as u64),
+                sidechain: line.is_sidechain.0,
+                usage,
+                line: number,
+                at,
             }),
-            None => self.anonymous.push((model, message.usage.0)),
-        }
+        });
         let Content::Blocks(blocks) = &message.content else {
             return;
         };

@@ -9,6 +9,7 @@ use super::VERSION;
 use super::extract::{Event, EventType};
 use super::names::{Names, Uuid};
 use super::scratch::Staged;
+use super::tokens::Request;
 use crate::processor::Output;
 use crate::store::{sql_int, timestamp};
 
@@ -17,6 +18,11 @@ use crate::store::{sql_int, timestamp};
 pub struct Summary {
     pub session_id: String,
     pub username: String,
+    /// The session's first `cwd`.
+    pub project: Option<String>,
+    /// The Claude Code version of its first line that names one.
+    pub claude_version: Option<String>,
+    pub git_branch: Option<String>,
     pub started_at: Option<String>,
     pub ended_at: Option<String>,
     pub wall_seconds: f64,
@@ -54,6 +60,7 @@ enum Events {
         events: Vec<Event>,
         /// Their ids (SHA-256).
         ids: Vec<[u8; 32]>,
+        requests: Vec<Request>,
         names: Names,
         /// Heap bytes of the events' own strings.
         heap: usize,
@@ -85,6 +92,7 @@ impl Rows {
     pub(super) fn in_memory(
         events: Vec<Event>,
         ids: Vec<[u8; 32]>,
+        requests: Vec<Request>,
         names: Names,
         heap: usize,
         summary: Summary,
@@ -94,6 +102,7 @@ impl Rows {
             events: Events::Memory {
                 events,
                 ids,
+                requests,
                 names,
                 heap,
             },
@@ -124,11 +133,29 @@ impl Rows {
         match &self.events {
             Events::Memory {
                 events,
+                requests,
                 names,
                 heap,
                 ..
-            } => (events.len() * (std::mem::size_of::<Event>() + 32) + heap + names.bytes()) as u64,
+            } => {
+                let requests = requests.len() * std::mem::size_of::<Request>();
+                (events.len() * (std::mem::size_of::<Event>() + 32)
+                    + requests
+                    + heap
+                    + names.bytes()) as u64
+            }
             Events::Staged(staged) => staged.held(),
+        }
+    }
+
+    /// Calls `f` with each request, in file order.
+    pub fn each_request(
+        &self,
+        f: impl FnMut(&Request) -> rusqlite::Result<()>,
+    ) -> rusqlite::Result<()> {
+        match &self.events {
+            Events::Memory { requests, .. } => requests.iter().try_for_each(f),
+            Events::Staged(staged) => staged.each_request(f),
         }
     }
 
@@ -210,7 +237,7 @@ pub(super) fn apply_identities(
         .collect::<rusqlite::Result<_>>()?;
     for folder in folders {
         let name = identities.get(&folder).unwrap_or(&folder);
-        for table in ["usage_events", "usage_session_summary"] {
+        for table in ["usage_events", "usage_requests", "usage_session_summary"] {
             tx.prepare_cached(&format!(
                 // The folder's files as a range of the primary key: '0'
                 // sorts right after '/'.
@@ -228,17 +255,27 @@ pub(super) fn apply_identities(
 pub(super) fn forget(db: &Connection, session_file: &str) -> rusqlite::Result<()> {
     db.prepare_cached("DELETE FROM usage_events WHERE session_file = ?1")?
         .execute([session_file])?;
+    db.prepare_cached("DELETE FROM usage_requests WHERE session_file = ?1")?
+        .execute([session_file])?;
     db.prepare_cached("DELETE FROM usage_session_summary WHERE session_file = ?1")?
         .execute([session_file])?;
     Ok(())
 }
 
 impl Output for Rows {
+    fn write(&self, db: &Connection, session_file: &str) -> rusqlite::Result<()> {
+        self.write_events(db, session_file)?;
+        self.write_requests(db, session_file)?;
+        self.write_summary(db, session_file)
+    }
+
     fn held(&self) -> u64 {
         self.held_bytes()
     }
+}
 
-    fn write(&self, db: &Connection, session_file: &str) -> rusqlite::Result<()> {
+impl Rows {
+    fn write_events(&self, db: &Connection, session_file: &str) -> rusqlite::Result<()> {
         db.prepare_cached("DELETE FROM usage_events WHERE session_file = ?1")?
             .execute([session_file])?;
         let s = &self.summary;
@@ -271,15 +308,55 @@ impl Output for Rows {
                 ])
                 .map(drop)
         })?;
+        Ok(())
+    }
+
+    fn write_requests(&self, db: &Connection, session_file: &str) -> rusqlite::Result<()> {
+        db.prepare_cached("DELETE FROM usage_requests WHERE session_file = ?1")?
+            .execute([session_file])?;
+        let s = &self.summary;
+        let mut insert = db.prepare_cached(
+            "INSERT INTO usage_requests (session_file, line, session_id, username, model,
+                 occurred_at, input_tokens, output_tokens, cache_creation_tokens,
+                 cache_creation_5m_tokens, cache_creation_1h_tokens, cache_read_tokens,
+                 is_sidechain, is_fast, processor_version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        )?;
+        self.each_request(|q| {
+            insert
+                .execute(params![
+                    session_file,
+                    sql_int(q.line),
+                    s.session_id,
+                    s.username,
+                    q.model,
+                    q.at.map(format_ms),
+                    sql_int(q.input_tokens),
+                    sql_int(q.output_tokens),
+                    sql_int(q.cache_creation_tokens),
+                    sql_int(q.cache_creation_5m_tokens),
+                    sql_int(q.cache_creation_1h_tokens),
+                    sql_int(q.cache_read_tokens),
+                    q.is_sidechain,
+                    q.is_fast,
+                    VERSION
+                ])
+                .map(drop)
+        })
+    }
+
+    fn write_summary(&self, db: &Connection, session_file: &str) -> rusqlite::Result<()> {
+        let s = &self.summary;
         db.prepare_cached(
             "INSERT OR REPLACE INTO usage_session_summary (session_file, session_id, username,
                  started_at, ended_at, wall_seconds, active_seconds, user_prompts,
                  assistant_messages, tool_calls, tool_errors, skill_invocations,
                  subagent_dispatches, mcp_calls, slash_commands, distinct_tools, distinct_skills,
                  primary_model, models, input_tokens, output_tokens, cache_creation_tokens,
-                 cache_read_tokens, malformed_lines, processor_version)
+                 cache_read_tokens, malformed_lines, processor_version, project, claude_version,
+                 git_branch)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                 ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
+                 ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
         )?
         .execute(params![
             session_file,
@@ -306,7 +383,10 @@ impl Output for Rows {
             sql_int(s.cache_creation_tokens),
             sql_int(s.cache_read_tokens),
             sql_int(s.malformed_lines),
-            VERSION
+            VERSION,
+            s.project,
+            s.claude_version,
+            s.git_branch
         ])?;
         Ok(())
     }

@@ -21,8 +21,8 @@ use super::extract::{Accumulator, EventType};
 use super::names::{Names, Uuid};
 use super::rows::{EventRow, Rows};
 use super::summary::{Counts, Head, Span, event_id};
-use super::tokens::{Counted, Reducer};
-use crate::transcript::{CacheCreation, Loose, Num, Usage};
+use super::tokens::{Counted, Reducer, Request, Tally};
+use crate::transcript::{CacheCreation, Fast, Loose, Num, Usage};
 
 /// Page cache of a scratch database, in KiB.
 const CACHE_KIB: u64 = 2048;
@@ -42,10 +42,13 @@ const SCHEMA: &str = "
     CREATE TABLE token_lines (seq INTEGER PRIMARY KEY, message BLOB NOT NULL, model TEXT,
         counted INTEGER NOT NULL, request INTEGER, sidechain INTEGER NOT NULL,
         input INTEGER NOT NULL, output INTEGER NOT NULL, creation INTEGER NOT NULL,
-        read INTEGER NOT NULL, creation_1h INTEGER NOT NULL);
-    CREATE TABLE anonymous (seq INTEGER PRIMARY KEY, model TEXT, counted INTEGER NOT NULL,
+        read INTEGER NOT NULL, creation_5m INTEGER NOT NULL, creation_1h INTEGER NOT NULL,
+        fast INTEGER NOT NULL, line INTEGER NOT NULL, at INTEGER);
+    -- The session's requests, as the reducer ends them.
+    CREATE TABLE requests (line INTEGER PRIMARY KEY, model TEXT, at INTEGER,
         input INTEGER NOT NULL, output INTEGER NOT NULL, creation INTEGER NOT NULL,
-        read INTEGER NOT NULL, creation_1h INTEGER NOT NULL);
+        creation_5m INTEGER NOT NULL, creation_1h INTEGER NOT NULL, read INTEGER NOT NULL,
+        sidechain INTEGER NOT NULL, fast INTEGER NOT NULL);
     -- The events kept: the first of each id, in file order.
     CREATE TABLE kept (seq INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE);
     CREATE VIEW final AS
@@ -90,7 +93,6 @@ impl Accumulator {
         self.errored_tool_ids.clear();
         self.skill_commands.clear();
         self.token_lines.clear();
-        self.anonymous.clear();
         self.names = Names::default();
         Ok(())
     }
@@ -148,12 +150,12 @@ impl Scratch {
         }
         let mut insert = self.conn.prepare_cached(
             "INSERT INTO token_lines (message, model, counted, request, sidechain,
-                 input, output, creation, read, creation_1h)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 input, output, creation, read, creation_5m, creation_1h, fast, line, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )?;
         for line in &acc.token_lines {
             let c = line.usage;
-            let [i, o, cc, cr, c1] = bits(c.map(|c| c.usage));
+            let [i, o, cc, cr, c5, c1] = bits(c.map(|c| c.usage));
             insert.execute(params![
                 line.message.to_be_bytes(),
                 n.opt(line.model),
@@ -164,16 +166,12 @@ impl Scratch {
                 o,
                 cc,
                 cr,
-                c1
+                c5,
+                c1,
+                c.is_some_and(|c| c.usage.speed.0),
+                c.map_or(0, |c| c.line as i64),
+                c.and_then(|c| c.at)
             ])?;
-        }
-        let mut insert = self.conn.prepare_cached(
-            "INSERT INTO anonymous (model, counted, input, output, creation, read, creation_1h)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?;
-        for (model, usage) in &acc.anonymous {
-            let [i, o, cc, cr, c1] = bits(*usage);
-            insert.execute(params![n.opt(*model), usage.is_some(), i, o, cc, cr, c1])?;
         }
         drop(insert);
         tx.commit()
@@ -250,11 +248,12 @@ impl Scratch {
         Ok(Rows::staged(staged, head.summary(counts, span, tally)))
     }
 
-    fn tally(&self) -> rusqlite::Result<super::tokens::Tally> {
+    /// Reduces the token lines, staging the requests as they end.
+    fn tally(&self) -> rusqlite::Result<Tally> {
         let mut reducer = Reducer::default();
         let mut lines = self.conn.prepare(
             "SELECT message, model, counted, request, sidechain, input, output, creation, read,
-                 creation_1h
+                 creation_5m, creation_1h, fast, line, at
              FROM token_lines ORDER BY message, seq",
         )?;
         let mut rows = lines.query([])?;
@@ -265,6 +264,8 @@ impl Scratch {
                     request: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
                     sidechain: r.get(4)?,
                     usage,
+                    line: r.get::<_, i64>(12)? as u64,
+                    at: r.get(13)?,
                 }),
                 None => None,
             };
@@ -273,19 +274,37 @@ impl Scratch {
                 r.get_ref(1)?.as_str_or_null()?,
                 usage,
             );
-        }
-        let mut tally = reducer.finish();
-        let mut anonymous = self.conn.prepare(
-            "SELECT model, counted, input, output, creation, read, creation_1h FROM anonymous",
-        )?;
-        let mut rows = anonymous.query([])?;
-        while let Some(r) = rows.next()? {
-            tally.reply(r.get_ref(0)?.as_str_or_null()?);
-            if let Some(usage) = counted(r, 1, 2)? {
-                tally.count(&usage);
+            if reducer.requests.len() >= 4096 {
+                self.stage_requests(&mut reducer.requests)?;
             }
         }
+        let (tally, mut requests) = reducer.finish();
+        self.stage_requests(&mut requests)?;
         Ok(tally)
+    }
+
+    fn stage_requests(&self, requests: &mut Vec<Request>) -> rusqlite::Result<()> {
+        let mut insert = self.conn.prepare_cached(
+            "INSERT INTO requests (line, model, at, input, output, creation, creation_5m,
+                 creation_1h, read, sidechain, fast)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?;
+        for q in requests.drain(..) {
+            insert.execute(params![
+                q.line as i64,
+                q.model,
+                q.at,
+                q.input_tokens as i64,
+                q.output_tokens as i64,
+                q.cache_creation_tokens as i64,
+                q.cache_creation_5m_tokens as i64,
+                q.cache_creation_1h_tokens as i64,
+                q.cache_read_tokens as i64,
+                q.is_sidechain,
+                q.is_fast
+            ])?;
+        }
+        Ok(())
     }
 }
 
@@ -334,22 +353,56 @@ impl Staged {
     }
 }
 
+impl Staged {
+    /// Calls `f` with each request, in file order.
+    pub(super) fn each_request(
+        &self,
+        mut f: impl FnMut(&Request) -> rusqlite::Result<()>,
+    ) -> rusqlite::Result<()> {
+        let mut select = self.conn.prepare(
+            "SELECT line, model, at, input, output, creation, creation_5m, creation_1h, read,
+                 sidechain, fast
+             FROM requests ORDER BY line",
+        )?;
+        let mut rows = select.query([])?;
+        while let Some(r) = rows.next()? {
+            let n = |i| r.get::<_, i64>(i).map(|v| v as u64);
+            f(&Request {
+                line: n(0)?,
+                model: r.get(1)?,
+                at: r.get(2)?,
+                input_tokens: n(3)?,
+                output_tokens: n(4)?,
+                cache_creation_tokens: n(5)?,
+                cache_creation_5m_tokens: n(6)?,
+                cache_creation_1h_tokens: n(7)?,
+                cache_read_tokens: n(8)?,
+                is_sidechain: r.get(9)?,
+                is_fast: r.get(10)?,
+            })?;
+        }
+        Ok(())
+    }
+}
+
 /// What a usage counts, as i64 bit patterns (zeros when there is none):
-/// input, output, cache creation, cache read, one-hour cache creation.
-fn bits(usage: Option<Usage>) -> [i64; 5] {
+/// input, output, cache creation, cache read, and the cache creation by
+/// lifetime, five minutes and one hour.
+fn bits(usage: Option<Usage>) -> [i64; 6] {
     let u = usage.unwrap_or_default();
     [
         u.input_tokens.0,
         u.output_tokens.0,
         u.cache_creation_input_tokens.0,
         u.cache_read_input_tokens.0,
+        u.cache_creation_5m(),
         u.cache_creation_1h(),
     ]
     .map(|n| n as i64)
 }
 
-/// The usage staged at columns `first..first + 5`, if column `flag` says
-/// there is one: what it counts, the same as the usage [`bits`] staged.
+/// The usage staged at columns `first..first + 7` ([`bits`], then `fast`),
+/// if column `flag` says there is one: it counts what the staged one did.
 fn counted(r: &Row<'_>, flag: usize, first: usize) -> rusqlite::Result<Option<Usage>> {
     if !r.get::<_, bool>(flag)? {
         return Ok(None);
@@ -361,9 +414,10 @@ fn counted(r: &Row<'_>, flag: usize, first: usize) -> rusqlite::Result<Option<Us
         cache_creation_input_tokens: n(2)?,
         cache_read_input_tokens: n(3)?,
         cache_creation: Loose(Some(CacheCreation {
-            ephemeral_5m_input_tokens: Num(0),
-            ephemeral_1h_input_tokens: n(4)?,
+            ephemeral_5m_input_tokens: n(4)?,
+            ephemeral_1h_input_tokens: n(5)?,
         })),
+        speed: Fast(r.get(first + 6)?),
     }))
 }
 

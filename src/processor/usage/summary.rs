@@ -11,7 +11,7 @@ use super::IDLE_GAP_MS;
 use super::extract::{Accumulator, Event, EventType};
 use super::names::{Name, Uuid};
 use super::rows::{Rows, Summary, format_ms};
-use super::tokens::{Reducer, Tally};
+use super::tokens::{Reducer, Request, Tally};
 
 /// The event counts of a session's summary.
 #[derive(Debug, Default, PartialEq)]
@@ -58,18 +58,24 @@ impl Accumulator {
         });
         if self.scratch.is_some() {
             self.spill()?;
-            let (user_prompts, malformed) = (self.user_prompts, self.malformed);
             if let Some(scratch) = self.scratch.take() {
-                let head = Head {
-                    session_id,
-                    username,
-                    user_prompts,
-                    malformed,
-                };
+                let head = self.head(session_id, username);
                 return scratch.finish(head);
             }
         }
         Ok(self.finish_in_memory(session_id, username))
+    }
+
+    fn head<'u>(&mut self, session_id: String, username: &'u str) -> Head<'u> {
+        Head {
+            session_id,
+            username,
+            project: self.project.take(),
+            version: self.version.take(),
+            git_branch: self.git_branch.take(),
+            user_prompts: self.user_prompts,
+            malformed: self.malformed,
+        }
     }
 
     fn finish_in_memory(mut self, session_id: String, username: &str) -> Rows {
@@ -114,19 +120,15 @@ impl Accumulator {
         self.times.sort_unstable();
         let mut span = Span::default();
         self.times.iter().for_each(|&t| span.push(t));
-        let tally = self.tally();
-        let head = Head {
-            session_id,
-            username,
-            user_prompts: self.user_prompts,
-            malformed: self.malformed,
-        };
+        let (tally, requests) = self.tally();
+        let head = self.head(session_id, username);
         let summary = head.summary(counts, span, tally);
-        Rows::in_memory(events, ids, self.names, self.heap, summary)
+        Rows::in_memory(events, ids, requests, self.names, self.heap, summary)
     }
 
-    /// Replies and their tokens, reduced in (`message.id`, file order).
-    fn tally(&self) -> Tally {
+    /// Replies and their tokens, reduced in (`message.id`, file order), and
+    /// the requests in file order.
+    fn tally(&self) -> (Tally, Vec<Request>) {
         let mut order: Vec<u32> = (0..self.token_lines.len() as u32).collect();
         order.sort_by_key(|&i| self.token_lines[i as usize].message);
         let mut reducer = Reducer::default();
@@ -134,14 +136,9 @@ impl Accumulator {
             let line = &self.token_lines[i as usize];
             reducer.push(line.message, self.names.opt(line.model), line.usage);
         }
-        let mut tally = reducer.finish();
-        for (model, usage) in &self.anonymous {
-            tally.reply(self.names.opt(*model));
-            if let Some(usage) = usage {
-                tally.count(usage);
-            }
-        }
-        tally
+        let (tally, mut requests) = reducer.finish();
+        requests.sort_unstable_by_key(|q| q.line);
+        (tally, requests)
     }
 }
 
@@ -149,6 +146,9 @@ impl Accumulator {
 pub(super) struct Head<'a> {
     pub(super) session_id: String,
     pub(super) username: &'a str,
+    pub(super) project: Option<String>,
+    pub(super) version: Option<String>,
+    pub(super) git_branch: Option<String>,
     pub(super) user_prompts: u64,
     pub(super) malformed: u64,
 }
@@ -160,6 +160,9 @@ impl Head<'_> {
         Summary {
             session_id: self.session_id,
             username: self.username.to_owned(),
+            project: self.project,
+            claude_version: self.version,
+            git_branch: self.git_branch,
             started_at: span.first.map(format_ms),
             ended_at: span.last.map(format_ms),
             wall_seconds: match (span.first, span.last) {

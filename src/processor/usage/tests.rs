@@ -14,6 +14,11 @@ fn read(lines: &[&[u8]], limit: usize) -> (Vec<String>, String) {
     })
     .unwrap();
     assert_eq!(rows.len(), events.len() as u64);
+    rows.each_request(|q| {
+        events.push(format!("{q:?}"));
+        Ok(())
+    })
+    .unwrap();
     (events, format!("{:?}", rows.summary))
 }
 
@@ -101,8 +106,8 @@ fn a_line_whose_events_would_repeat_megabytes_is_malformed_not_amplified() {
     };
     let hostile = line(&"u".repeat(100_000));
     let normal = line("a1");
-    let rows = rows_from_lines([hostile.as_bytes(), normal.as_bytes()], "u/s.jsonl", "u", 0)
-        .unwrap();
+    let rows =
+        rows_from_lines([hostile.as_bytes(), normal.as_bytes()], "u/s.jsonl", "u", 0).unwrap();
     // 200 events of a 100 KB uuid would be 20 MB of copies.
     assert_eq!((rows.len(), rows.summary.malformed_lines), (200, 1));
 }

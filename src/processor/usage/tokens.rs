@@ -6,6 +6,7 @@
 //! `requestId`) counts once, from its line with the largest total; a repeated
 //! `message.id` with another `requestId` is the same reply when either line
 //! is a sidechain line; a line without `message.id` counts on its own.
+//! Each reply with usage becomes a request row ([`Request`]).
 //!
 //! Lines are kept as they come ([`TokenLine`]) and reduced at the end, in
 //! (`message.id`, file order): held in memory or staged on disk, a session's
@@ -17,23 +18,54 @@ use super::SYNTHETIC_MODEL;
 use super::names::Name;
 use crate::transcript::Usage;
 
-/// An assistant line with a `message.id`.
+/// An assistant line.
 #[derive(Debug)]
 pub(super) struct TokenLine {
-    /// A 128-bit hash of `message.id`: a collision is as likely as guessing
-    /// a random 128-bit key.
+    /// A 128-bit hash of `message.id` (a collision is as likely as guessing
+    /// a random 128-bit key), or [`anonymous`] for a line without one.
     pub(super) message: u128,
     pub(super) model: Option<Name>,
     pub(super) usage: Option<Counted>,
 }
 
-/// A line's usage and what tells its reply apart.
+/// A line's usage, what tells its reply apart, and where it is.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Counted {
     /// A hash of `requestId`: only ever compared within one `message.id`.
     pub(super) request: Option<u64>,
     pub(super) sidechain: bool,
     pub(super) usage: Usage,
+    /// The line's number in the file; a reply keeps its first line's.
+    pub(super) line: u64,
+    /// The line's timestamp, epoch milliseconds; a reply keeps that of the
+    /// line whose usage it counts.
+    pub(super) at: Option<i64>,
+}
+
+/// One API request: a reply with usage, as `usage_requests` stores it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// The number of its first line in the file.
+    pub line: u64,
+    pub model: Option<String>,
+    pub at: Option<i64>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// All cache writes, as they count in token totals...
+    pub cache_creation_tokens: u64,
+    /// ...and split by lifetime, as they are billed.
+    pub cache_creation_5m_tokens: u64,
+    pub cache_creation_1h_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub is_sidechain: bool,
+    pub is_fast: bool,
+}
+
+/// The key of a line without `message.id`: a reply of its own. The top bit
+/// keeps it apart from line numbers; a hash equal to it is as unlikely as a
+/// collision of two hashes.
+pub(super) fn anonymous(line: u64) -> u128 {
+    (1 << 127) | u128::from(line)
 }
 
 /// Folds lines, given in (`message`, file order), into replies and their
@@ -48,6 +80,8 @@ pub(super) struct Reducer {
     by_request: HashMap<Option<u64>, usize>,
     first_sidechain: Option<usize>,
     pub(super) tally: Tally,
+    /// Replies with usage, as they end; whoever reduces takes them.
+    pub(super) requests: Vec<Request>,
 }
 
 /// What a session's replies add up to.
@@ -86,6 +120,7 @@ impl Reducer {
                 let e = &mut self.replies[i];
                 if line.usage.total() > e.usage.total() {
                     e.usage = line.usage;
+                    e.at = line.at;
                 }
                 if line.sidechain && !e.sidechain {
                     e.sidechain = true;
@@ -107,17 +142,33 @@ impl Reducer {
         if self.current.take().is_none() {
             return;
         }
-        self.tally.reply(self.model.take().as_deref());
+        let model = self.model.take();
+        self.tally.reply(model.as_deref());
         self.by_request.clear();
         self.first_sidechain = None;
         for reply in self.replies.drain(..) {
-            self.tally.count(&reply.usage);
+            let u = &reply.usage;
+            self.tally.count(u);
+            self.requests.push(Request {
+                line: reply.line,
+                model: model.clone(),
+                at: reply.at,
+                input_tokens: u.input_tokens.0,
+                output_tokens: u.output_tokens.0,
+                cache_creation_tokens: u.cache_creation_input_tokens.0,
+                cache_creation_5m_tokens: u.cache_creation_5m(),
+                cache_creation_1h_tokens: u.cache_creation_1h(),
+                cache_read_tokens: u.cache_read_input_tokens.0,
+                is_sidechain: reply.sidechain,
+                is_fast: u.speed.0,
+            });
         }
     }
 
-    pub(super) fn finish(mut self) -> Tally {
+    /// Ends the last message; the tally and the requests not yet taken.
+    pub(super) fn finish(mut self) -> (Tally, Vec<Request>) {
         self.end_message();
-        self.tally
+        (self.tally, self.requests)
     }
 }
 
@@ -213,11 +264,13 @@ mod tests {
                         output_tokens: Num(next(100)),
                         ..Default::default()
                     },
+                    line: 0,
+                    at: None,
                 })
                 .collect();
             let mut r = Reducer::default();
             lines.iter().for_each(|l| r.push(7, None, Some(*l)));
-            assert_eq!(r.finish().totals, naive(&lines), "{lines:?}");
+            assert_eq!(r.finish().0.totals, naive(&lines), "{lines:?}");
         }
     }
 
@@ -232,6 +285,8 @@ mod tests {
                     output_tokens: Num(o),
                     ..Default::default()
                 },
+                line: i,
+                at: Some(i as i64),
             })
         };
         let mut r = Reducer::default();
@@ -246,8 +301,17 @@ mod tests {
         r.push(2, m, line("r4", true, 2, 3));
         // A message id whose lines carry no usage is still a reply.
         r.push(3, m, None);
-        let t = r.finish();
+        let (t, requests) = r.finish();
         assert_eq!(t.totals, [10 + 1 + 2, 30 + 1 + 3, 0, 0]);
+        // A request per reply: its first line, the time of the line counted.
+        let got: Vec<_> = requests
+            .iter()
+            .map(|q| (q.line, q.at, q.input_tokens))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(10, Some(10), 10), (1, Some(1), 1), (2, Some(2), 2)]
+        );
         assert_eq!(t.replies, 3);
         assert_eq!(
             t.models(),
