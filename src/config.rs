@@ -46,6 +46,8 @@ pub struct Config {
     pub exec: Vec<ExecSpec>,
     /// `usage`: user folder key -> identity (e.g. email), from `[usage] identities`.
     pub identities: HashMap<String, String>,
+    /// `usage`: the price table with the `[prices."MODEL"]` sections over it.
+    pub prices: crate::prices::PriceBook,
     /// `verification`: the model to ask, and its per-run limits.
     pub llm: LlmConfig,
     pub verification: Budgets,
@@ -107,6 +109,8 @@ struct FileConfig {
     processors: BTreeMap<String, FileExec>,
     #[serde(default)]
     usage: FileUsage,
+    #[serde(default)]
+    prices: BTreeMap<String, crate::prices::ConfigPrice>,
     #[serde(default)]
     llm: LlmSection,
     #[serde(default)]
@@ -197,6 +201,7 @@ impl Config {
             Some(csv) => crate::identities::read(&base.join(csv)).code(exit::CONFIG)?,
             None => HashMap::new(),
         };
+        let prices = crate::prices::PriceBook::new(&file.prices).code(exit::CONFIG)?;
         let mut enabled = BTreeMap::new();
         let mut exec = Vec::new();
         for (name, p) in file.processors {
@@ -240,6 +245,7 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_DB.into()),
             exec,
             identities,
+            prices,
             llm,
             verification,
             busy_timeout: file

@@ -87,6 +87,13 @@ CONFIGURATION:
   [usage]
   enabled = true                      false: left out of --all and --due
   identities = \"users.csv\"            lines key,email; rows then name people
+  [prices.\"MODEL\"]                    a price over the built-in table, in
+                                      dollars per million tokens
+  input = 3.0
+  output = 15.0
+  cache_write_5m = 3.75               else 1.25 x input
+  cache_write_1h = 6.0                else 2 x input
+  cache_read = 0.3                    else 0.1 x input
   [verification]
   enabled = true                      true: warn when it cannot run
   max_sessions = 50                   per run, unless --max-sessions

@@ -19,6 +19,7 @@ pub mod identities;
 pub mod journal;
 pub mod llm;
 pub mod lock;
+pub mod prices;
 pub mod printer;
 pub mod processor;
 pub mod report;

@@ -121,7 +121,10 @@ pub trait Processor: Send + Sync {
 /// Every processor, built-ins first, then the configured ones by name.
 pub fn registry(config: &Config) -> Vec<Box<dyn Processor>> {
     let mut all: Vec<Box<dyn Processor>> = vec![
-        Box::new(usage::Usage::new(config.identities.clone())),
+        Box::new(usage::Usage::new(
+            config.identities.clone(),
+            config.prices.clone(),
+        )),
         Box::new(verification::Verification::new(
             config.llm.clone(),
             config.verification,

@@ -212,6 +212,46 @@ const STEPS: &[(&str, &str)] = &[
     ALTER TABLE usage_session_summary ADD COLUMN git_branch TEXT;
     ",
     ),
+    (
+        "the price each model resolves to, and the cost of each request",
+        "
+    CREATE TABLE usage_model_prices (
+        model                     TEXT PRIMARY KEY,
+        price_key                 TEXT NOT NULL,
+        source                    TEXT NOT NULL,
+        input                     REAL NOT NULL,
+        output                    REAL NOT NULL,
+        cache_write_5m            REAL NOT NULL,
+        cache_write_1h            REAL NOT NULL,
+        cache_read                REAL NOT NULL,
+        input_above_200k          REAL,
+        output_above_200k         REAL,
+        cache_write_5m_above_200k REAL,
+        cache_write_1h_above_200k REAL,
+        cache_read_above_200k     REAL,
+        fast_multiplier           REAL NOT NULL
+    ) WITHOUT ROWID;
+    -- Each kind of token past 200,000 in one request at the long-context
+    -- rate, where the model has one; NULL for a model without a price.
+    CREATE VIEW usage_request_costs AS
+    SELECT r.*, p.price_key,
+        (min(r.input_tokens, 200000) * p.input
+           + max(r.input_tokens - 200000, 0) * coalesce(p.input_above_200k, p.input)
+         + min(r.output_tokens, 200000) * p.output
+           + max(r.output_tokens - 200000, 0) * coalesce(p.output_above_200k, p.output)
+         + min(r.cache_creation_5m_tokens, 200000) * p.cache_write_5m
+           + max(r.cache_creation_5m_tokens - 200000, 0)
+             * coalesce(p.cache_write_5m_above_200k, p.cache_write_5m)
+         + min(r.cache_creation_1h_tokens, 200000) * p.cache_write_1h
+           + max(r.cache_creation_1h_tokens - 200000, 0)
+             * coalesce(p.cache_write_1h_above_200k, p.cache_write_1h)
+         + min(r.cache_read_tokens, 200000) * p.cache_read
+           + max(r.cache_read_tokens - 200000, 0)
+             * coalesce(p.cache_read_above_200k, p.cache_read))
+        * CASE WHEN r.is_fast THEN p.fast_multiplier ELSE 1.0 END AS cost_usd
+    FROM usage_requests AS r LEFT JOIN usage_model_prices AS p ON p.model = r.model;
+    ",
+    ),
 ];
 
 /// Tables of the system sessionpipe replaces, imported by `migrate` and then
@@ -501,12 +541,13 @@ mod tests {
         assert_eq!(released, RELEASED);
     }
 
-    const RELEASED: [&str; 6] = [
+    const RELEASED: [&str; 7] = [
         "1a06a97aca43440161031786cd4af713",
         "ba8a64bdef41d767ee2d4fad3f29362b",
         "884e7934030ae3dfda3bd66846cc0932",
         "85ed5e35f88227e73c7fa5560600f1d7",
         "a70338f6d909446c869478a18cecd92d",
         "d627727bd1a55ac21c468632dfa31b70",
+        "2fca56007a0c5bc913d6af32ce3c0ed4",
     ];
 }

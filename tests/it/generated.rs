@@ -143,7 +143,9 @@ fn the_configuration_in_the_help_is_a_config_file_sessionpipe_accepts() {
         .map(|l| format!("{l}\n"))
         .collect();
     assert!(toml.contains("[processors.NAME]"), "{toml}");
-    let toml = toml.replace("[processors.NAME]", "[processors.x]");
+    let toml = toml
+        .replace("[processors.NAME]", "[processors.x]")
+        .replace("[prices.\"MODEL\"]", "[prices.\"in-house\"]");
     std::fs::write(&env.config, toml).unwrap();
     std::fs::write(env.path("users.csv"), "alice,a@example.com\n").unwrap();
     env.cmd().arg("list").assert().success();

@@ -138,3 +138,141 @@ fn the_summary_names_project_version_and_branch() {
         (&json!("/Users/chip/dev/ai-music"), &json!("1.0.17"))
     );
 }
+
+#[test]
+fn costs_follow_the_price_table_and_the_config_without_a_reprocess() {
+    let env = Env::new();
+    let long = json!({"input_tokens": 250_000, "output_tokens": 1000,
+        "cache_creation_input_tokens": 2000, "cache_read_input_tokens": 300_000,
+        "cache_creation": {"ephemeral_5m_input_tokens": 1000, "ephemeral_1h_input_tokens": 1000}});
+    let small = json!({"input_tokens": 1000, "output_tokens": 1000});
+    env.session(
+        "u/c.jsonl",
+        &lines(&[
+            reply(
+                "2026-01-01T00:00:00Z",
+                Some("m1"),
+                "claude-sonnet-4-20250514",
+                long,
+            ),
+            reply(
+                "2026-01-01T00:00:01Z",
+                Some("m2"),
+                "in-house",
+                small.clone(),
+            ),
+            reply("2026-01-01T00:00:02Z", Some("m3"), "<synthetic>", small),
+        ]),
+    );
+    run_usage(&env);
+    let costs = |env: &Env| -> Vec<Value> {
+        query(
+            env,
+            "SELECT model, cost_usd FROM usage_request_costs ORDER BY line",
+        )
+        .iter()
+        .map(|r| r["cost_usd"].clone())
+        .collect()
+    };
+    // Sonnet 4 past 200,000 tokens of a kind: those tokens at the long-context
+    // rate. Input 200k at $3 and 50k at $6 per million, output $15, cache
+    // writes $3.75 (5 minutes) and $6 (1 hour), reads 200k at $0.30 and 100k
+    // at $0.60: $1.04475. A model without a price costs NULL, never $0.
+    let got = costs(&env);
+    assert!((got[0].as_f64().unwrap() - 1.04475).abs() < 1e-9, "{got:?}");
+    assert_eq!((&got[1], &got[2]), (&Value::Null, &Value::Null));
+
+    // A price in the config applies to what is already stored.
+    env.write_config(
+        &toml::from_str::<toml::Table>("[prices.in-house]\ninput = 1.0\noutput = 2.0\n").unwrap(),
+    );
+    let report = run_usage(&env);
+    assert_eq!(report["processed"], 0, "{report}");
+    let got = costs(&env);
+    assert!((got[1].as_f64().unwrap() - 0.003).abs() < 1e-12, "{got:?}");
+    let source: String =
+        env.scalar("SELECT source FROM usage_model_prices WHERE model = 'in-house'");
+    assert_eq!(source, "config");
+}
+
+#[test]
+fn a_price_that_is_no_price_is_a_config_error() {
+    let env = Env::new();
+    for (section, says) in [
+        (
+            "[prices.m]\ninput = -1.0\noutput = 1.0\n",
+            "input must be zero or more",
+        ),
+        ("[prices.m]\ninput = 1.0\n", "missing field `output`"),
+        (
+            "[prices.m]\ninput = 1.0\noutput = 1.0\ncache = 2.0\n",
+            "unknown field `cache`",
+        ),
+    ] {
+        env.write_config(&toml::from_str::<toml::Table>(section).unwrap());
+        env.cmd()
+            .args(["run", "usage"])
+            .assert()
+            .code(78)
+            .stderr(predicates::str::contains(says));
+    }
+}
+
+fn reference(name: &str) -> Value {
+    let path = std::path::Path::new(crate::util::FIXTURES).join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn within_a_thousandth(ours: f64, theirs: f64, what: &str) {
+    assert!(
+        (ours - theirs).abs() <= theirs.abs() * 1e-3,
+        "{what}: {ours} against ccusage's {theirs}"
+    );
+}
+
+#[test]
+fn cost_per_session_and_per_day_and_model_equals_ccusage() {
+    let env = Env::new();
+    env.copy_fixtures("sniffly", "chip");
+    run_usage(&env);
+    let sessions = reference("ccusage-sniffly.json");
+    for expected in sessions["sessions"].as_array().unwrap() {
+        let file = format!("chip/{}.jsonl", expected["sessionId"].as_str().unwrap());
+        let cost: f64 = env.scalar(&format!(
+            "SELECT sum(cost_usd) FROM usage_request_costs WHERE session_file = '{file}'"
+        ));
+        within_a_thousandth(cost, expected["totalCost"].as_f64().unwrap(), &file);
+    }
+    let daily = reference("ccusage-sniffly-daily.json");
+    let ours = query(
+        &env,
+        "SELECT substr(occurred_at, 1, 10) AS day, model, sum(input_tokens) AS i,
+                sum(output_tokens) AS o, sum(cache_creation_tokens) AS cc,
+                sum(cache_read_tokens) AS cr, sum(cost_usd) AS cost
+         FROM usage_request_costs WHERE model != '<synthetic>'
+         GROUP BY day, model ORDER BY day, model",
+    );
+    let mut theirs = Vec::new();
+    for day in daily["daily"].as_array().unwrap() {
+        for m in day["modelBreakdowns"].as_array().unwrap() {
+            theirs.push((day["date"].clone(), m.clone()));
+        }
+    }
+    assert_eq!(ours.len(), theirs.len(), "{ours:?}");
+    for (row, (date, m)) in ours.iter().zip(&theirs) {
+        assert_eq!((&row["day"], &row["model"]), (date, &m["modelName"]));
+        for (a, b) in [
+            ("i", "inputTokens"),
+            ("o", "outputTokens"),
+            ("cc", "cacheCreationTokens"),
+            ("cr", "cacheReadTokens"),
+        ] {
+            assert_eq!(row[a], m[b], "{date} {a}");
+        }
+        within_a_thousandth(
+            row["cost"].as_f64().unwrap(),
+            m["cost"].as_f64().unwrap(),
+            "day",
+        );
+    }
+}

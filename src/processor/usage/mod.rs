@@ -8,6 +8,7 @@
 //! or duplicate rows. Token totals count each API reply once, however many
 //! lines Claude Code split it into (see [`tokens`]).
 
+mod costs;
 mod extract;
 mod names;
 mod rows;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::{Outcome, Processor, Session};
+use crate::prices::PriceBook;
 use extract::Accumulator;
 pub use extract::{Event, EventType, slash_commands};
 pub use names::{Name, Names, Uuid};
@@ -49,11 +51,12 @@ pub const MEMORY_LIMIT: usize = 8 << 20;
 pub struct Usage {
     /// Folder key -> identity (e.g. email) from the identity map.
     identities: HashMap<String, String>,
+    prices: PriceBook,
 }
 
 impl Usage {
-    pub fn new(identities: HashMap<String, String>) -> Usage {
-        Usage { identities }
+    pub fn new(identities: HashMap<String, String>, prices: PriceBook) -> Usage {
+        Usage { identities, prices }
     }
 }
 
@@ -71,7 +74,8 @@ impl Processor for Usage {
     }
 
     fn prepare(&self, db: &rusqlite::Connection) -> rusqlite::Result<()> {
-        rows::apply_identities(db, &self.identities)
+        rows::apply_identities(db, &self.identities)?;
+        costs::apply(db, &self.prices)
     }
 
     fn forget(&self, db: &rusqlite::Connection, session_file: &str) -> rusqlite::Result<()> {
@@ -91,7 +95,8 @@ impl Processor for Usage {
             .get(session.user)
             .cloned()
             .unwrap_or_else(|| session.user.to_owned());
-        let rows = acc.finish(session.name, &username).map_err(staging)?;
+        let mut rows = acc.finish(session.name, &username).map_err(staging)?;
+        rows.price(&self.prices).map_err(staging)?;
         Ok(Outcome {
             items: rows.len(),
             output: Some(Box::new(rows)),

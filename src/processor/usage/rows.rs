@@ -2,14 +2,17 @@
 //! rows, inside the session's state transaction.
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::VERSION;
+use super::costs::{self, ModelPrice};
 use super::extract::{Event, EventType};
 use super::names::{Names, Uuid};
 use super::scratch::Staged;
 use super::tokens::Request;
+use crate::prices::PriceBook;
 use crate::processor::Output;
 use crate::store::{sql_int, timestamp};
 
@@ -51,6 +54,8 @@ pub struct Summary {
 pub struct Rows {
     pub summary: Summary,
     events: Events,
+    /// The prices of the models the requests name (see [`Rows::price`]).
+    prices: Vec<ModelPrice>,
 }
 
 /// A session's events, de-duplicated, in file order.
@@ -99,6 +104,7 @@ impl Rows {
     ) -> Rows {
         Rows {
             summary,
+            prices: Vec::new(),
             events: Events::Memory {
                 events,
                 ids,
@@ -112,8 +118,23 @@ impl Rows {
     pub(super) fn staged(staged: Staged, summary: Summary) -> Rows {
         Rows {
             summary,
+            prices: Vec::new(),
             events: Events::Staged(staged),
         }
+    }
+
+    /// Resolves the price of each model the requests name, to be written
+    /// with them.
+    pub fn price(&mut self, book: &PriceBook) -> rusqlite::Result<()> {
+        let mut models = BTreeSet::new();
+        self.each_request(|q| {
+            if let Some(m) = &q.model {
+                models.insert(m.clone());
+            }
+            Ok(())
+        })?;
+        self.prices = costs::resolve(book, models.iter().map(String::as_str));
+        Ok(())
     }
 
     /// How many events.
@@ -266,6 +287,7 @@ impl Output for Rows {
     fn write(&self, db: &Connection, session_file: &str) -> rusqlite::Result<()> {
         self.write_events(db, session_file)?;
         self.write_requests(db, session_file)?;
+        costs::write(db, &self.prices)?;
         self.write_summary(db, session_file)
     }
 

@@ -1,0 +1,322 @@
+//! Model prices: the LiteLLM table shipped in `prices/` and the operator's
+//! `[prices."MODEL"]` sections, and how a transcript's model name finds its
+//! price.
+//!
+//! Prices are applied when the tables are read, never stored in a request
+//! row: `usage` keeps `usage_model_prices` (one row per model name seen, with
+//! the rates it resolved to) current with the table and the config, so a
+//! changed price never needs a reprocess. A model that finds no price has no
+//! row there, and its cost is NULL, never $0.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, Result, bail};
+
+use serde::Deserialize;
+
+/// Tokens in one request past which a model's long-context rates apply.
+pub const LONG_CONTEXT: u64 = 200_000;
+
+/// The table, embedded when sessionpipe is built.
+const TABLE: &str = include_str!("../prices/litellm-claude.json");
+
+/// Dollars per token of each kind.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rates {
+    pub input: f64,
+    pub output: f64,
+    pub cache_write_5m: f64,
+    pub cache_write_1h: f64,
+    pub cache_read: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Price {
+    pub base: Rates,
+    /// For the tokens of a kind past [`LONG_CONTEXT`] in one request, where
+    /// the model has a long-context tier.
+    pub above: Option<Rates>,
+    /// What a request in fast mode costs, as a multiple.
+    pub fast_multiplier: f64,
+}
+
+impl Rates {
+    /// Rates from an input and output rate, with the cache rates the
+    /// provider derives from input where none is given: a five-minute write
+    /// 1.25×, a one-hour write 2×, a read 0.1×.
+    fn from(input: f64, output: f64, write_5m: Option<f64>, read: Option<f64>) -> Rates {
+        Rates {
+            input,
+            output,
+            cache_write_5m: write_5m.unwrap_or(input * 1.25),
+            cache_write_1h: input * 2.0,
+            cache_read: read.unwrap_or(input * 0.1),
+        }
+    }
+}
+
+/// Where a price came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Table,
+    Config,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Table => "litellm",
+            Source::Config => "config",
+        }
+    }
+}
+
+/// The prices a run applies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PriceBook {
+    table: BTreeMap<String, Price>,
+    config: BTreeMap<String, Price>,
+}
+
+#[derive(Deserialize)]
+struct TableFile {
+    models: BTreeMap<String, TableEntry>,
+}
+
+#[derive(Deserialize)]
+struct TableEntry {
+    input_cost_per_token: f64,
+    output_cost_per_token: f64,
+    cache_creation_input_token_cost: Option<f64>,
+    cache_read_input_token_cost: Option<f64>,
+    input_cost_per_token_above_200k_tokens: Option<f64>,
+    output_cost_per_token_above_200k_tokens: Option<f64>,
+    cache_creation_input_token_cost_above_200k_tokens: Option<f64>,
+    cache_read_input_token_cost_above_200k_tokens: Option<f64>,
+    fast_multiplier: Option<f64>,
+}
+
+/// A `[prices."MODEL"]` section: dollars per million tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigPrice {
+    input: f64,
+    output: f64,
+    cache_write_5m: Option<f64>,
+    cache_write_1h: Option<f64>,
+    cache_read: Option<f64>,
+    input_above_200k: Option<f64>,
+    output_above_200k: Option<f64>,
+    fast_multiplier: Option<f64>,
+}
+
+impl PriceBook {
+    /// The embedded table with the config's sections over it.
+    pub fn new(config: &BTreeMap<String, ConfigPrice>) -> Result<PriceBook> {
+        let file: TableFile =
+            serde_json::from_str(TABLE).context("the embedded price table is not valid")?;
+        let table = file
+            .models
+            .into_iter()
+            .map(|(name, e)| (name, e.price()))
+            .collect();
+        let config = config
+            .iter()
+            .map(|(name, p)| {
+                Ok((
+                    name.clone(),
+                    p.price().with_context(|| format!("[prices.{name:?}]"))?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok(PriceBook { table, config })
+    }
+
+    /// The price of a model as a transcript names it, and the name it was
+    /// found under: the config's sections first, then the table; each by the
+    /// name as it is, then without a provider prefix (`anthropic/`), a
+    /// bracketed suffix (`[1m]`) and with `.` and `@` read as `-`, then
+    /// without a trailing `-YYYYMMDD` date.
+    pub fn resolve(&self, model: &str) -> Option<(String, Source, Price)> {
+        let bare = model.rsplit('/').next().unwrap_or(model);
+        let bare = bare
+            .split('[')
+            .next()
+            .unwrap_or(bare)
+            .replace(['.', '@'], "-");
+        let undated = strip_date(&bare);
+        let names = [Some(model), Some(bare.as_str()), undated];
+        for (prices, source) in [(&self.config, Source::Config), (&self.table, Source::Table)] {
+            for name in names.iter().flatten() {
+                if let Some(price) = prices.get(*name) {
+                    return Some(((*name).to_owned(), source, *price));
+                }
+            }
+        }
+        None
+    }
+
+    /// Changes whenever a resolution could: the table or the config.
+    pub fn fingerprint(&self) -> String {
+        use md5::{Digest as _, Md5};
+        let text = format!("{:?}{:?}", self.table, self.config);
+        crate::session::hex(&Md5::digest(text.as_bytes()))
+    }
+}
+
+/// `name` without a trailing `-` and eight digits, if it has one.
+fn strip_date(name: &str) -> Option<&str> {
+    let (head, date) = name.rsplit_once('-')?;
+    (date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit())).then_some(head)
+}
+
+impl TableEntry {
+    fn price(&self) -> Price {
+        let base = Rates::from(
+            self.input_cost_per_token,
+            self.output_cost_per_token,
+            self.cache_creation_input_token_cost,
+            self.cache_read_input_token_cost,
+        );
+        let above = self.input_cost_per_token_above_200k_tokens.map(|input| {
+            Rates::from(
+                input,
+                self.output_cost_per_token_above_200k_tokens
+                    .unwrap_or(base.output),
+                self.cache_creation_input_token_cost_above_200k_tokens,
+                self.cache_read_input_token_cost_above_200k_tokens,
+            )
+        });
+        Price {
+            base,
+            above,
+            fast_multiplier: self.fast_multiplier.unwrap_or(1.0),
+        }
+    }
+}
+
+impl Rates {
+    fn per_million(self) -> Rates {
+        let f = |v: f64| v / 1e6;
+        Rates {
+            input: f(self.input),
+            output: f(self.output),
+            cache_write_5m: f(self.cache_write_5m),
+            cache_write_1h: f(self.cache_write_1h),
+            cache_read: f(self.cache_read),
+        }
+    }
+}
+
+impl ConfigPrice {
+    /// The section's price; its figures are dollars per million tokens.
+    fn price(&self) -> Result<Price> {
+        let check = |v: Option<f64>, what: &str| -> Result<Option<f64>> {
+            match v {
+                Some(v) if !v.is_finite() || v < 0.0 => {
+                    bail!("{what} must be zero or more, not {v}")
+                }
+                v => Ok(v),
+            }
+        };
+        let input = check(Some(self.input), "input")?.unwrap_or(0.0);
+        let output = check(Some(self.output), "output")?.unwrap_or(0.0);
+        let mut base = Rates::from(
+            input,
+            output,
+            check(self.cache_write_5m, "cache_write_5m")?,
+            check(self.cache_read, "cache_read")?,
+        );
+        if let Some(v) = check(self.cache_write_1h, "cache_write_1h")? {
+            base.cache_write_1h = v;
+        }
+        let above = check(self.input_above_200k, "input_above_200k")?
+            .map(|input| Rates::from(input, output, None, None));
+        let above = match (above, check(self.output_above_200k, "output_above_200k")?) {
+            (Some(mut a), Some(o)) => {
+                a.output = o;
+                Some(a)
+            }
+            (above, _) => above,
+        };
+        Ok(Price {
+            base: base.per_million(),
+            above: above.map(Rates::per_million),
+            fast_multiplier: check(self.fast_multiplier, "fast_multiplier")?.unwrap_or(1.0),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn book(config: &str) -> PriceBook {
+        let config: BTreeMap<String, ConfigPrice> = toml::from_str(config).unwrap();
+        PriceBook::new(&config).unwrap()
+    }
+
+    #[test]
+    fn names_as_transcripts_write_them_find_the_table() {
+        let b = book("");
+        let key = |m: &str| b.resolve(m).map(|(k, _, _)| k);
+        assert_eq!(
+            key("claude-sonnet-4-5-20250929").as_deref(),
+            Some("claude-sonnet-4-5-20250929")
+        );
+        assert_eq!(
+            key("anthropic/claude-opus-4.5").as_deref(),
+            Some("claude-opus-4-5")
+        );
+        assert_eq!(
+            key("claude-opus-4-6[1m]").as_deref(),
+            Some("claude-opus-4-6")
+        );
+        assert_eq!(
+            key("claude-sonnet-4-6-20990101").as_deref(),
+            Some("claude-sonnet-4-6")
+        );
+        assert_eq!(key("<synthetic>"), None);
+        assert_eq!(key("gpt-4o"), None);
+        let (_, source, p) = b.resolve("claude-sonnet-4-20250514").unwrap();
+        assert_eq!(source, Source::Table);
+        assert_eq!((p.base.input, p.base.cache_write_1h), (3e-6, 6e-6));
+        assert_eq!(p.above.map(|a| a.input), Some(6e-6));
+        assert_eq!(b.resolve("claude-opus-4-8").unwrap().2.fast_multiplier, 2.0);
+    }
+
+    #[test]
+    fn the_config_adds_and_overrides_prices_per_million_tokens() {
+        let b = book(
+            r#"
+            ["claude-sonnet-4-5"]
+            input = 1.0
+            output = 2.0
+            ["in-house-model"]
+            input = 0.5
+            output = 1.5
+            cache_read = 0.01
+            "#,
+        );
+        // The operator's section wins, for the dated name too.
+        let (key, source, p) = b.resolve("claude-sonnet-4-5-20250929").unwrap();
+        assert_eq!(
+            (key.as_str(), source),
+            ("claude-sonnet-4-5", Source::Config)
+        );
+        assert_eq!((p.base.input, p.base.cache_write_5m), (1e-6, 1.25e-6));
+        assert_eq!(
+            book("").resolve("claude-sonnet-4-5").unwrap().2.base.input,
+            3e-6
+        );
+        let (_, _, p3) = b.resolve("in-house-model").unwrap();
+        assert_eq!((p3.base.cache_read, p3.above), (0.01 / 1e6, None));
+        let bad: BTreeMap<String, ConfigPrice> =
+            toml::from_str("[m]\ninput = -1.0\noutput = 1.0").unwrap();
+        let e = PriceBook::new(&bad).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("input must be zero or more"),
+            "{e:#}"
+        );
+    }
+}

@@ -1,0 +1,103 @@
+//! Prices in the database: `usage_model_prices` holds, for every model name
+//! the requests use, the rates it resolves to in the [`PriceBook`], and the
+//! `usage_request_costs` view prices each request from it when read. The
+//! rows follow the price book without any reprocess: a session's write adds
+//! its models, and a run whose table or config changed rebuilds them all.
+
+use std::collections::BTreeSet;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::prices::{Price, PriceBook, Source};
+
+/// A model name and what it resolved to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelPrice {
+    pub model: String,
+    pub key: String,
+    pub source: Source,
+    pub price: Price,
+}
+
+/// The prices of `models`; models without one are left out (their cost is
+/// NULL).
+pub(super) fn resolve<'m>(
+    book: &PriceBook,
+    models: impl IntoIterator<Item = &'m str>,
+) -> Vec<ModelPrice> {
+    models
+        .into_iter()
+        .filter_map(|model| {
+            let (key, source, price) = book.resolve(model)?;
+            Some(ModelPrice {
+                model: model.to_owned(),
+                key,
+                source,
+                price,
+            })
+        })
+        .collect()
+}
+
+/// Rebuilds every model's price when the book differs from the one last
+/// applied (a fingerprint is kept): an unchanged book costs one lookup.
+pub(super) fn apply(db: &Connection, book: &PriceBook) -> rusqlite::Result<()> {
+    let fingerprint = book.fingerprint();
+    let applied: Option<String> = db
+        .query_row(
+            "SELECT value FROM processor_settings
+             WHERE processor_name = ?1 AND key = 'prices'",
+            [super::NAME],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if applied.as_deref() == Some(fingerprint.as_str()) {
+        return Ok(());
+    }
+    // The runs of this processor exclude each other: nothing changes the
+    // fingerprint between the read above and this transaction.
+    let tx = rusqlite::Transaction::new_unchecked(db, rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute(
+        "INSERT OR REPLACE INTO processor_settings (processor_name, key, value)
+         VALUES (?1, 'prices', ?2)",
+        [super::NAME, fingerprint.as_str()],
+    )?;
+    let models: BTreeSet<String> = tx
+        .prepare("SELECT DISTINCT model FROM usage_requests WHERE model IS NOT NULL")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    tx.execute("DELETE FROM usage_model_prices", [])?;
+    write(&tx, &resolve(book, models.iter().map(String::as_str)))?;
+    tx.commit()
+}
+
+/// Records the prices of models, replacing what they had.
+pub(super) fn write(db: &Connection, prices: &[ModelPrice]) -> rusqlite::Result<()> {
+    let mut insert = db.prepare_cached(
+        "INSERT OR REPLACE INTO usage_model_prices (model, price_key, source, input, output,
+             cache_write_5m, cache_write_1h, cache_read, input_above_200k, output_above_200k,
+             cache_write_5m_above_200k, cache_write_1h_above_200k, cache_read_above_200k,
+             fast_multiplier)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?;
+    for m in prices {
+        let (b, a) = (&m.price.base, m.price.above.as_ref());
+        insert.execute(params![
+            m.model,
+            m.key,
+            m.source.as_str(),
+            b.input,
+            b.output,
+            b.cache_write_5m,
+            b.cache_write_1h,
+            b.cache_read,
+            a.map(|a| a.input),
+            a.map(|a| a.output),
+            a.map(|a| a.cache_write_5m),
+            a.map(|a| a.cache_write_1h),
+            a.map(|a| a.cache_read),
+            m.price.fast_multiplier
+        ])?;
+    }
+    Ok(())
+}
