@@ -90,6 +90,52 @@ pub enum Command {
     /// Create or upgrade the database schema; import the legacy table.
     #[command(after_long_help = help::migrate())]
     Migrate(MigrateArgs),
+    /// Tokens and cost by day, week, month or session; by user, model, project.
+    #[command(after_long_help = help::report())]
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The period each row covers, or one row per session file.
+    #[arg(value_enum, default_value_t = Period::Daily)]
+    pub period: Period,
+    /// Split each row further, by any of user, model and project.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "KEYS")]
+    pub by: Vec<GroupBy>,
+    /// Requests on or after this date (YYYY-MM-DD, in --tz).
+    #[arg(long, value_name = "DATE")]
+    pub since: Option<chrono::NaiveDate>,
+    /// Requests on or before this date (YYYY-MM-DD, in --tz).
+    #[arg(long, value_name = "DATE")]
+    pub until: Option<chrono::NaiveDate>,
+    /// The time zone days, weeks and months are counted in (IANA name).
+    #[arg(long, value_name = "ZONE", default_value = "UTC")]
+    pub tz: chrono_tz::Tz,
+    /// Only the sessions of this user folder.
+    #[arg(long, value_name = "KEY")]
+    pub user: Option<String>,
+    /// Print a JSON array of rows on stdout.
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// Print CSV with a header line on stdout.
+    #[arg(long)]
+    pub csv: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Period {
+    Daily,
+    Weekly,
+    Monthly,
+    Session,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum GroupBy {
+    User,
+    Model,
+    Project,
 }
 
 #[derive(Debug, Args)]

@@ -29,6 +29,10 @@ pub fn migrate() -> String {
     page(MIGRATE_EXAMPLES, &["state"])
 }
 
+pub fn report() -> String {
+    page(REPORT_EXAMPLES, &["run", "state"])
+}
+
 /// A subcommand's page: its exit codes, its examples, its neighbours.
 fn page(examples: &str, see: &[&str]) -> String {
     format!(
@@ -117,6 +121,16 @@ CONFIGURATION:
   quarantined after --max-attempts failures on the same content, until the
   content changes or `state requeue`. A command exiting 75 is retried after
   a minute, uncharged.
+";
+
+const REPORT_EXAMPLES: &str = "\
+EXAMPLES:
+  What each of us spent per day this month, on which model:
+    sessionpipe report daily --by user,model --since 2026-12-01
+  Monthly cost per project, in Berlin's calendar, for a spreadsheet:
+    sessionpipe report monthly --by project --tz Europe/Berlin --csv
+  The most expensive sessions of one user, for a script:
+    sessionpipe report session --user alice --json
 ";
 
 const MAIN_EXAMPLES: &str = "\

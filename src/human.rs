@@ -49,6 +49,29 @@ pub fn ago(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
 }
 
 /// `1 session`, `2 sessions`: the count with its noun.
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Dollars to the cent, with thousands separators: `$1,234.57`.
+pub fn dollars(usd: f64) -> String {
+    let cents = (usd * 100.0).round();
+    if !cents.is_finite() || cents < 0.0 || cents >= u64::MAX as f64 {
+        return format!("${usd:.2}");
+    }
+    let cents = cents as u64;
+    format!("${}.{:02}", thousands(cents / 100), cents % 100)
+}
+
 pub fn count(n: u64, noun: &str) -> String {
     if n == 1 {
         format!("1 {noun}")

@@ -27,6 +27,7 @@ pub mod run;
 pub mod scan;
 pub mod session;
 pub mod signals;
+pub mod spend;
 pub mod store;
 pub mod transcript;
 pub mod verdict;

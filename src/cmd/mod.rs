@@ -3,6 +3,7 @@
 
 mod list;
 mod migrate;
+mod report;
 mod run;
 mod state;
 
@@ -23,12 +24,14 @@ pub fn dispatch(cli: Cli, env: &Environment, printer: &Printer) -> Result<i32> {
         Command::List(args) => args.json,
         Command::State(args) => args.json,
         Command::Migrate(_) => false,
+        Command::Report(args) => args.json,
     };
     let result = Config::load(&cli.global.given(), env).and_then(|config| match cli.command {
         Command::Run(args) => run::run(&args, &config, printer),
         Command::List(args) => list::list(&args, &config, printer),
         Command::State(args) => state::state(&args, &config, printer),
         Command::Migrate(args) => migrate::migrate(&args, &config, printer),
+        Command::Report(args) => report::report(&args, &config, printer),
     });
     match result {
         Err(e) if json => {

@@ -1,0 +1,183 @@
+//! What was spent: the `usage_requests` rows, priced by the
+//! `usage_request_costs` view, grouped by day, ISO week, month or session
+//! file, and further by user, model and project, in any time zone.
+//!
+//! Groups are exact sums of requests: a request falls in the period its own
+//! timestamp does, in the zone asked for, so a session that crosses midnight
+//! counts on both days. A group with a request of a model without a price,
+//! and tokens to price, has no cost (`None`), never a partial one.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Datelike, NaiveDate};
+use chrono_tz::Tz;
+use rusqlite::Connection;
+
+use crate::cli::{GroupBy, Period};
+
+/// What is asked for.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub period: Period,
+    pub by: BTreeSet<GroupBy>,
+    pub since: Option<NaiveDate>,
+    pub until: Option<NaiveDate>,
+    pub tz: Tz,
+    /// A user folder key.
+    pub user: Option<String>,
+}
+
+/// A group's keys: the period (or session file), then user, model and
+/// project where asked for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Key {
+    pub period: String,
+    pub user: Option<String>,
+    pub model: Option<String>,
+    pub project: Option<String>,
+}
+
+/// A group's sums.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sums {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_creation_tokens: u64,
+    pub cache_read_tokens: u64,
+    /// `None` when a request in the group has no price.
+    pub cost_usd: Option<f64>,
+}
+
+/// The groups, in key order, their total, and what could not be priced.
+#[derive(Debug, Default)]
+pub struct Spend {
+    pub rows: BTreeMap<Key, Sums>,
+    pub total: Sums,
+    /// Models with tokens and no price.
+    pub unpriced: BTreeSet<String>,
+    /// Requests left out for want of a timestamp: of a period report, or of
+    /// a session report limited to dates.
+    pub undated: u64,
+}
+
+impl Sums {
+    pub fn total_tokens(&self) -> u64 {
+        self.input_tokens
+            .saturating_add(self.output_tokens)
+            .saturating_add(self.cache_creation_tokens)
+            .saturating_add(self.cache_read_tokens)
+    }
+
+    fn add(&mut self, other: &Sums) {
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.cache_creation_tokens = self
+            .cache_creation_tokens
+            .saturating_add(other.cache_creation_tokens);
+        self.cache_read_tokens = self
+            .cache_read_tokens
+            .saturating_add(other.cache_read_tokens);
+        self.cost_usd = self.cost_usd.zip(other.cost_usd).map(|(a, b)| a + b);
+    }
+}
+
+impl Spend {
+    fn empty() -> Spend {
+        Spend {
+            total: Sums {
+                cost_usd: Some(0.0),
+                ..Sums::default()
+            },
+            ..Spend::default()
+        }
+    }
+}
+
+/// Reads and groups the requests `q` asks for.
+pub fn spend(db: &Connection, q: &Query) -> rusqlite::Result<Spend> {
+    let mut stmt = db.prepare(
+        "SELECT r.session_file, r.username, r.model, r.occurred_at, r.input_tokens,
+                r.output_tokens, r.cache_creation_tokens, r.cache_read_tokens, r.cost_usd,
+                s.project
+         FROM usage_request_costs AS r
+         LEFT JOIN usage_session_summary AS s USING (session_file)
+         WHERE ?1 IS NULL OR (r.session_file >= ?1 || '/' AND r.session_file < ?1 || '0')",
+    )?;
+    let mut rows = stmt.query([q.user.as_deref()])?;
+    let mut out = Spend::empty();
+    while let Some(r) = rows.next()? {
+        let n = |i| r.get::<_, i64>(i).map(|v| u64::try_from(v).unwrap_or(0));
+        let model: Option<String> = r.get(2)?;
+        let sums = Sums {
+            input_tokens: n(4)?,
+            output_tokens: n(5)?,
+            cache_creation_tokens: n(6)?,
+            cache_read_tokens: n(7)?,
+            cost_usd: r.get(8)?,
+        };
+        let day = day_of(r.get_ref(3)?.as_str_or_null()?, q.tz);
+        let dated = q.since.is_some() || q.until.is_some() || q.period != Period::Session;
+        let period = match (day, q.period) {
+            (_, Period::Session) if !dated => r.get::<_, String>(0)?,
+            (None, _) => {
+                out.undated += 1;
+                continue;
+            }
+            (Some(day), _) if !in_range(day, q) => continue,
+            (Some(day), period) => match period {
+                Period::Session => r.get::<_, String>(0)?,
+                Period::Daily => day.to_string(),
+                Period::Weekly => {
+                    let w = day.iso_week();
+                    format!("{}-W{:02}", w.year(), w.week())
+                }
+                Period::Monthly => day.format("%Y-%m").to_string(),
+            },
+        };
+        // A request with nothing to price costs nothing, priced or not.
+        let sums = Sums {
+            cost_usd: sums.cost_usd.or((sums.total_tokens() == 0).then_some(0.0)),
+            ..sums
+        };
+        if sums.cost_usd.is_none() {
+            out.unpriced
+                .insert(model.clone().unwrap_or_else(|| "(no model)".into()));
+        }
+        let key = Key {
+            period,
+            user: q
+                .by
+                .contains(&GroupBy::User)
+                .then(|| r.get(1))
+                .transpose()?,
+            model: model.filter(|_| q.by.contains(&GroupBy::Model)),
+            project: match q.by.contains(&GroupBy::Project) {
+                true => Some(r.get::<_, Option<String>>(9)?.unwrap_or_default()),
+                false => None,
+            },
+        };
+        out.total.add(&sums);
+        out.rows
+            .entry(key)
+            .or_insert(Sums {
+                cost_usd: Some(0.0),
+                ..Sums::default()
+            })
+            .add(&sums);
+    }
+    Ok(out)
+}
+
+/// The day of a stored timestamp in `tz`.
+fn day_of(at: Option<&str>, tz: Tz) -> Option<NaiveDate> {
+    Some(
+        DateTime::parse_from_rfc3339(at?)
+            .ok()?
+            .with_timezone(&tz)
+            .date_naive(),
+    )
+}
+
+fn in_range(day: NaiveDate, q: &Query) -> bool {
+    q.since.is_none_or(|s| day >= s) && q.until.is_none_or(|u| day <= u)
+}
