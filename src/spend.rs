@@ -181,3 +181,16 @@ fn day_of(at: Option<&str>, tz: Tz) -> Option<NaiveDate> {
 fn in_range(day: NaiveDate, q: &Query) -> bool {
     q.since.is_none_or(|s| day >= s) && q.until.is_none_or(|u| day <= u)
 }
+
+/// The models requests name, with tokens, that have no price.
+pub fn unpriced_models(db: &Connection) -> rusqlite::Result<Vec<String>> {
+    db.prepare(
+        "SELECT DISTINCT model FROM usage_requests
+         WHERE model IS NOT NULL
+           AND input_tokens + output_tokens + cache_creation_tokens + cache_read_tokens > 0
+           AND model NOT IN (SELECT model FROM usage_model_prices)
+         ORDER BY model",
+    )?
+    .query_map([], |r| r.get(0))?
+    .collect()
+}

@@ -233,6 +233,9 @@ struct Summary {
     /// The oldest such file and how long it has waited.
     oldest_unprocessed: Option<String>,
     oldest_unprocessed_seconds: Option<i64>,
+    /// `usage`: models with tokens and no price.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    unpriced_models: Vec<String>,
     #[serde(skip)]
     cadence_raw: Duration,
     #[serde(skip)]
@@ -297,6 +300,10 @@ fn summarize(
         unprocessed,
         oldest_unprocessed: oldest.map(|(_, f)| f.to_owned()),
         oldest_unprocessed_seconds: oldest.map(|(s, _)| s.max(0)),
+        unpriced_models: match p.name() {
+            crate::processor::usage::NAME => crate::spend::unpriced_models(&store.conn)?,
+            _ => Vec::new(),
+        },
         cadence_raw: p.cadence(),
         finished_raw: finished,
         processed_in_window: runs::processed_since(
@@ -381,6 +388,12 @@ fn print_summary(s: &Summary, printer: &Printer) -> Result<()> {
             "  waiting    {}, the oldest {file} for {}",
             human::count(n, "file"),
             human::duration(Duration::from_secs(secs.unsigned_abs()))
+        ))?;
+    }
+    if !s.unpriced_models.is_empty() {
+        printer.out(format_args!(
+            "  no price   {} (cost n/a; add [prices.\"MODEL\"] to the config)",
+            s.unpriced_models.join(", ")
         ))?;
     }
     Ok(())

@@ -189,6 +189,10 @@ fn bad_arguments_are_usage_errors_and_a_run_in_progress_does_not_block() {
     let conn = env.db();
     conn.execute_batch("BEGIN IMMEDIATE; DELETE FROM usage_requests;")
         .unwrap();
-    assert_eq!(report(&env, &[]).len(), 2, "two days, as before the writer began");
+    assert_eq!(
+        report(&env, &[]).len(),
+        2,
+        "two days, as before the writer began"
+    );
     conn.execute_batch("ROLLBACK").unwrap();
 }
