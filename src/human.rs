@@ -48,7 +48,6 @@ pub fn ago(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
     }
 }
 
-/// `1 session`, `2 sessions`: the count with its noun.
 /// `1234567` as `1,234,567`.
 pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
@@ -72,6 +71,7 @@ pub fn dollars(usd: f64) -> String {
     format!("${}.{:02}", thousands(cents / 100), cents % 100)
 }
 
+/// `1 session`, `2 sessions`: the count with its noun.
 pub fn count(n: u64, noun: &str) -> String {
     if n == 1 {
         format!("1 {noun}")

@@ -178,21 +178,44 @@ impl TableEntry {
             self.cache_creation_input_token_cost,
             self.cache_read_input_token_cost,
         );
-        let above = self.input_cost_per_token_above_200k_tokens.map(|input| {
-            Rates::from(
-                input,
-                self.output_cost_per_token_above_200k_tokens
-                    .unwrap_or(base.output),
-                self.cache_creation_input_token_cost_above_200k_tokens,
-                self.cache_read_input_token_cost_above_200k_tokens,
-            )
-        });
+        let above = long_context(
+            &base,
+            self.input_cost_per_token_above_200k_tokens,
+            self.output_cost_per_token_above_200k_tokens,
+            self.cache_creation_input_token_cost_above_200k_tokens,
+            self.cache_read_input_token_cost_above_200k_tokens,
+        );
         Price {
             base,
             above,
             fast_multiplier: self.fast_multiplier.unwrap_or(1.0),
         }
     }
+}
+
+/// The long-context tier, when any of its rates is given: each kind on its
+/// own, a kind without a rate of its own at the tier's input rate times the
+/// usual factor, or at the base rate.
+fn long_context(
+    base: &Rates,
+    input: Option<f64>,
+    output: Option<f64>,
+    write_5m: Option<f64>,
+    read: Option<f64>,
+) -> Option<Rates> {
+    if input.is_none() && output.is_none() && write_5m.is_none() && read.is_none() {
+        return None;
+    }
+    let mut above = match input {
+        Some(input) => Rates::from(input, base.output, write_5m, read),
+        None => Rates {
+            cache_write_5m: write_5m.unwrap_or(base.cache_write_5m),
+            cache_read: read.unwrap_or(base.cache_read),
+            ..*base
+        },
+    };
+    above.output = output.unwrap_or(base.output);
+    Some(above)
 }
 
 impl Rates {
@@ -208,13 +231,19 @@ impl Rates {
     }
 }
 
+/// The largest rate a config section may give, in dollars per million
+/// tokens: far above any model's, far below what would overflow a cost.
+const MAX_RATE: f64 = 1e6;
+
 impl ConfigPrice {
     /// The section's price; its figures are dollars per million tokens.
     fn price(&self) -> Result<Price> {
         let check = |v: Option<f64>, what: &str| -> Result<Option<f64>> {
             match v {
-                Some(v) if !v.is_finite() || v < 0.0 => {
-                    bail!("{what} must be zero or more, not {v}")
+                Some(v) if !(0.0..=MAX_RATE).contains(&v) => {
+                    bail!(
+                        "{what} must be from 0 to {MAX_RATE} (dollars per million tokens), not {v}"
+                    )
                 }
                 v => Ok(v),
             }
@@ -230,19 +259,23 @@ impl ConfigPrice {
         if let Some(v) = check(self.cache_write_1h, "cache_write_1h")? {
             base.cache_write_1h = v;
         }
-        let above = check(self.input_above_200k, "input_above_200k")?
-            .map(|input| Rates::from(input, output, None, None));
-        let above = match (above, check(self.output_above_200k, "output_above_200k")?) {
-            (Some(mut a), Some(o)) => {
-                a.output = o;
-                Some(a)
+        let above = long_context(
+            &base,
+            check(self.input_above_200k, "input_above_200k")?,
+            check(self.output_above_200k, "output_above_200k")?,
+            None,
+            None,
+        );
+        let fast_multiplier = match self.fast_multiplier {
+            Some(m) if !(0.0..=100.0).contains(&m) => {
+                bail!("fast_multiplier must be from 0 to 100, not {m}")
             }
-            (above, _) => above,
+            m => m.unwrap_or(1.0),
         };
         Ok(Price {
             base: base.per_million(),
             above: above.map(Rates::per_million),
-            fast_multiplier: check(self.fast_multiplier, "fast_multiplier")?.unwrap_or(1.0),
+            fast_multiplier,
         })
     }
 }
@@ -283,6 +316,8 @@ mod tests {
         assert_eq!((p.base.input, p.base.cache_write_1h), (3e-6, 6e-6));
         assert_eq!(p.above.map(|a| a.input), Some(6e-6));
         assert_eq!(b.resolve("claude-opus-4-8").unwrap().2.fast_multiplier, 2.0);
+        // Published where the table has none.
+        assert_eq!(b.resolve("claude-opus-4-6").unwrap().2.fast_multiplier, 6.0);
     }
 
     #[test]
@@ -314,9 +349,16 @@ mod tests {
         let bad: BTreeMap<String, ConfigPrice> =
             toml::from_str("[m]\ninput = -1.0\noutput = 1.0").unwrap();
         let e = PriceBook::new(&bad).unwrap_err();
-        assert!(
-            format!("{e:#}").contains("input must be zero or more"),
-            "{e:#}"
-        );
+        assert!(format!("{e:#}").contains("input must be from 0"), "{e:#}");
+        for bad in ["input = 1e308", "input = nan"] {
+            let config = format!("[m]\n{bad}\noutput = 1.0");
+            let config: BTreeMap<String, ConfigPrice> = toml::from_str(&config).unwrap();
+            assert!(PriceBook::new(&config).is_err(), "{bad}");
+        }
+        // A long-context output rate alone is a tier of its own.
+        let (_, _, p) = book("[m]\ninput = 1.0\noutput = 2.0\noutput_above_200k = 4.0\n")
+            .resolve("m")
+            .unwrap();
+        assert_eq!(p.above.map(|a| (a.input, a.output)), Some((1e-6, 4e-6)));
     }
 }

@@ -50,7 +50,9 @@ pub fn report(args: &ReportArgs, config: &Config, printer: &Printer) -> Result<i
             printer.out(line)?;
         }
     } else {
-        printer.out(table(&query, &spend))?;
+        for line in table(&query, &spend).to_string().lines() {
+            printer.out(line.trim_end())?;
+        }
         for note in notes(&spend) {
             printer.out(note)?;
         }
@@ -139,7 +141,7 @@ fn csv(q: &Query, spend: &Spend) -> Vec<String> {
 }
 
 fn table(q: &Query, spend: &Spend) -> comfy_table::Table {
-    use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
+    use comfy_table::{CellAlignment, ColumnConstraint, ContentArrangement, Table, presets};
     let mut t = Table::new();
     t.load_style(presets::NOTHING)
         .set_content_arrangement(ContentArrangement::Dynamic)
@@ -152,18 +154,16 @@ fn table(q: &Query, spend: &Spend) -> comfy_table::Table {
     };
     let key_columns = keys(q, &probe).len();
     let mut header: Vec<&str> = keys(q, &probe).iter().map(|(_, h, _)| *h).collect();
-    header.extend([
-        "Input",
-        "Output",
-        "Cache write",
-        "Cache read",
-        "Total",
-        "Cost",
-    ]);
+    // Total tokens stay in --json and --csv: the table keeps room for names.
+    header.extend(["Input", "Output", "Cache write", "Cache read", "Cost"]);
     t.set_header(header);
     let row = |labels: Vec<String>, s: &Sums| {
         let mut cells = labels;
-        cells.extend(numbers(s).map(|(_, n)| crate::human::thousands(n)));
+        cells.extend(
+            numbers(s)[..4]
+                .iter()
+                .map(|(_, n)| crate::human::thousands(*n)),
+        );
         cells.push(s.cost_usd.map_or("n/a".into(), crate::human::dollars));
         cells
     };
@@ -177,11 +177,15 @@ fn table(q: &Query, spend: &Spend) -> comfy_table::Table {
     total.resize(key_columns, String::new());
     t.add_row(row(total, &spend.total));
     // Two spaces between columns, none around the table: 100 columns hold
-    // a date, a user, a dated model name and every figure.
-    let last = key_columns + 5;
+    // a date, a user, a dated model name and every figure. Periods and
+    // figures are never broken; names and folders wrap when they must.
+    let last = key_columns + 4;
     for i in 0..=last {
         if let Some(c) = t.column_mut(i) {
             c.set_padding((0, if i == last { 0 } else { 2 }));
+            if i == 0 || i >= key_columns {
+                c.set_constraint(ColumnConstraint::ContentWidth);
+            }
             if i >= key_columns {
                 c.set_cell_alignment(CellAlignment::Right);
             }

@@ -143,6 +143,12 @@ fn days_weeks_and_months_are_those_of_the_time_zone_asked_for() {
 #[test]
 fn the_table_fits_100_columns_totals_and_says_which_models_lack_prices() {
     let env = two_users();
+    // Big figures and a long folder: the folder wraps, figures never do.
+    let sonnet = "claude-sonnet-4-5-20250929";
+    let mut big = request("m9", "2026-01-02T13:00:00Z", sonnet, 1_234_567_890);
+    big["cwd"] = json!("/home/carol/projects/a-rather-long-monorepo-name/services/billing");
+    env.session("carol/c.jsonl", &lines(&[big]));
+    run_usage(&env);
     let out = env
         .cmd()
         .args(["report", "--by", "user,model,project"])
@@ -152,10 +158,15 @@ fn the_table_fits_100_columns_totals_and_says_which_models_lack_prices() {
     let text = String::from_utf8(out.stdout).unwrap();
     for line in text.lines() {
         assert!(line.chars().count() <= 100, "{line:?}");
+        assert_eq!(line, line.trim_end(), "trailing blanks");
     }
+    assert!(
+        text.contains("2026-01-02  carol") && text.contains("1,234,567,890"),
+        "{text}"
+    );
     let total = text.lines().find(|l| l.starts_with("Total")).unwrap();
     assert!(
-        total.contains("3,000,500") && total.ends_with("n/a"),
+        total.contains("1,237,568,390") && total.ends_with("n/a"),
         "{total}"
     );
     assert!(text.contains("$5.03") && text.contains("$10.03"), "{text}");

@@ -201,7 +201,7 @@ fn a_price_that_is_no_price_is_a_config_error() {
     for (section, says) in [
         (
             "[prices.m]\ninput = -1.0\noutput = 1.0\n",
-            "input must be zero or more",
+            "input must be from 0",
         ),
         ("[prices.m]\ninput = 1.0\n", "missing field `output`"),
         (

@@ -30,7 +30,7 @@ pub use rows::{EventRow, Rows, Summary};
 
 pub const NAME: &str = "usage";
 /// Bump when the rows a session yields change: every session is reprocessed.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 const CADENCE: Duration = Duration::from_secs(10 * 60);
 /// Activity blocks split where two timestamps are further apart than this.
 const IDLE_GAP_MS: i64 = 10 * 60 * 1000;
