@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use crate::prices::{Price, PriceBook, Source};
 
@@ -42,26 +42,9 @@ pub(super) fn resolve<'m>(
 /// Rebuilds every model's price when the book differs from the one last
 /// applied (a fingerprint is kept): an unchanged book costs one lookup.
 pub(super) fn apply(db: &Connection, book: &PriceBook) -> rusqlite::Result<()> {
-    let fingerprint = book.fingerprint();
-    let applied: Option<String> = db
-        .query_row(
-            "SELECT value FROM processor_settings
-             WHERE processor_name = ?1 AND key = 'prices'",
-            [super::NAME],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if applied.as_deref() == Some(fingerprint.as_str()) {
+    let Some(tx) = super::settings::changed(db, "prices", &book.fingerprint())? else {
         return Ok(());
-    }
-    // The runs of this processor exclude each other: nothing changes the
-    // fingerprint between the read above and this transaction.
-    let tx = rusqlite::Transaction::new_unchecked(db, rusqlite::TransactionBehavior::Immediate)?;
-    tx.execute(
-        "INSERT OR REPLACE INTO processor_settings (processor_name, key, value)
-         VALUES (?1, 'prices', ?2)",
-        [super::NAME, fingerprint.as_str()],
-    )?;
+    };
     let models: BTreeSet<String> = tx
         .prepare("SELECT DISTINCT model FROM usage_requests WHERE model IS NOT NULL")?
         .query_map([], |r| r.get(0))?

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use super::VERSION;
 use super::costs::{self, ModelPrice};
@@ -230,25 +230,9 @@ pub(super) fn apply_identities(
         }
         crate::session::hex(&md5.finalize())
     };
-    let applied: Option<String> = db
-        .query_row(
-            "SELECT value FROM processor_settings
-             WHERE processor_name = ?1 AND key = 'identities'",
-            [super::NAME],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if applied.as_deref() == Some(fingerprint.as_str()) {
+    let Some(tx) = super::settings::changed(db, "identities", &fingerprint)? else {
         return Ok(());
-    }
-    // The runs of this processor exclude each other: nothing changes the
-    // fingerprint between the read above and this transaction.
-    let tx = rusqlite::Transaction::new_unchecked(db, rusqlite::TransactionBehavior::Immediate)?;
-    tx.execute(
-        "INSERT OR REPLACE INTO processor_settings (processor_name, key, value)
-         VALUES (?1, 'identities', ?2)",
-        [super::NAME, fingerprint.as_str()],
-    )?;
+    };
     let folders: Vec<String> = tx
         .prepare(
             "SELECT DISTINCT substr(session_file, 1, instr(session_file, '/') - 1)

@@ -351,9 +351,7 @@ impl Staged {
         }
         Ok(())
     }
-}
 
-impl Staged {
     /// Calls `f` with each request, in file order.
     pub(super) fn each_request(
         &self,
