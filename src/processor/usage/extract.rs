@@ -5,7 +5,6 @@ use std::collections::HashSet;
 
 use super::NO_EVENTS;
 use super::names::{Name, Names, Uuid};
-use super::scratch::Scratch;
 use super::tokens::{Counted, TokenLine, anonymous, hash128};
 use crate::transcript::{self, Block, Content, Line};
 
@@ -59,9 +58,9 @@ pub struct Event {
     pub occurred_ms: Option<i64>,
 }
 
-/// Everything a session's lines have yielded so far. Held in memory up to
-/// `limit` bytes, then moved to a [`Scratch`] database, so that memory stays
-/// bounded whatever one session holds.
+/// Everything a session's lines have yielded so far, in memory; the
+/// [`super::Reader`] moves it to disk whenever [`Accumulator::held`] grows
+/// past its limit.
 #[derive(Debug)]
 pub(super) struct Accumulator {
     pub(super) session_id: Option<String>,
@@ -82,17 +81,13 @@ pub(super) struct Accumulator {
     pub(super) malformed: u64,
     /// Lines fed so far: the number of the line being read.
     pub(super) lines: u64,
-    /// Bytes held in memory before the rest moves to disk.
-    limit: usize,
     /// Heap bytes of the strings held per record (tool ids, odd uuids,
     /// errored tool ids, skill commands).
     pub(super) heap: usize,
-    /// Where the session's records went once they outgrew `limit`.
-    pub(super) scratch: Option<Scratch>,
 }
 
 impl Accumulator {
-    pub(super) fn new(limit: usize) -> Accumulator {
+    pub(super) fn new() -> Accumulator {
         Accumulator {
             session_id: None,
             project: None,
@@ -107,21 +102,20 @@ impl Accumulator {
             token_lines: Vec::new(),
             malformed: 0,
             lines: 0,
-            limit,
             heap: 0,
-            scratch: None,
         }
     }
 
-    /// Adds a line, moving what is held to the scratch database once it
-    /// exceeds the limit. Fails only when the scratch database does.
-    pub(super) fn feed(&mut self, raw: &[u8]) -> rusqlite::Result<()> {
-        self.lines = self.lines.saturating_add(1);
-        self.add(raw);
-        if self.held() > self.limit {
-            self.spill()?;
-        }
-        Ok(())
+    /// Forgets every record held, once they are staged elsewhere; the
+    /// session's scalars stay.
+    pub(super) fn clear_records(&mut self) {
+        self.events.clear();
+        self.heap = 0;
+        self.times.clear();
+        self.errored_tool_ids.clear();
+        self.skill_commands.clear();
+        self.token_lines.clear();
+        self.names = Names::default();
     }
 
     /// Bytes held in memory, as an estimate good to a small factor.
@@ -137,7 +131,9 @@ impl Accumulator {
             + self.names.bytes()
     }
 
-    fn add(&mut self, raw: &[u8]) {
+    /// Adds the next line of the file.
+    pub(super) fn add(&mut self, raw: &[u8]) {
+        self.lines = self.lines.saturating_add(1);
         if raw.trim_ascii().is_empty() {
             return;
         }

@@ -28,6 +28,7 @@ use extract::Accumulator;
 pub use extract::{Event, EventType, slash_commands};
 pub use names::{Name, Names, Uuid};
 pub use rows::{EventRow, Rows, Summary};
+use scratch::Scratch;
 
 pub const NAME: &str = "usage";
 /// Bump when the rows a session yields change: every session is reprocessed.
@@ -84,19 +85,19 @@ impl Processor for Usage {
     }
 
     fn process(&self, session: &mut Session) -> Result<Outcome> {
-        let mut acc = Accumulator::new(MEMORY_LIMIT);
+        let mut reader = Reader::new(MEMORY_LIMIT);
         let lines = session.lines()?;
         while let Some(line) = lines.next_line()? {
-            acc.feed(line).map_err(staging)?;
+            reader.feed(line).map_err(staging)?;
         }
-        acc.malformed += lines.oversized();
+        reader.acc.malformed += lines.oversized();
         crate::failpoint::hit("in-processor");
         let username = self
             .identities
             .get(session.user)
             .cloned()
             .unwrap_or_else(|| session.user.to_owned());
-        let mut rows = acc.finish(session.name, &username).map_err(staging)?;
+        let mut rows = reader.finish(session.name, &username).map_err(staging)?;
         rows.price(&self.prices).map_err(staging)?;
         Ok(Outcome {
             items: rows.len(),
@@ -122,11 +123,56 @@ pub fn rows_from_lines<'a>(
     username: &str,
     limit: usize,
 ) -> rusqlite::Result<Rows> {
-    let mut acc = Accumulator::new(limit);
+    let mut reader = Reader::new(limit);
     for line in lines {
-        acc.feed(line)?;
+        reader.feed(line)?;
     }
-    acc.finish(session_file, username)
+    reader.finish(session_file, username)
+}
+
+/// A session being read: its records in memory up to `limit` bytes, then
+/// moved to a scratch database (see [`scratch`]) each time they outgrow it.
+struct Reader {
+    acc: Accumulator,
+    limit: usize,
+    scratch: Option<Scratch>,
+}
+
+impl Reader {
+    fn new(limit: usize) -> Reader {
+        Reader {
+            acc: Accumulator::new(),
+            limit,
+            scratch: None,
+        }
+    }
+
+    /// Adds a line. Fails only when the scratch database does.
+    fn feed(&mut self, raw: &[u8]) -> rusqlite::Result<()> {
+        self.acc.add(raw);
+        if self.acc.held() > self.limit {
+            let scratch = match self.scratch.take() {
+                Some(s) => s,
+                None => Scratch::open()?,
+            };
+            let staged = scratch.stage(&mut self.acc);
+            self.scratch = Some(scratch);
+            staged?;
+        }
+        Ok(())
+    }
+
+    /// The session's rows, from memory or from the scratch database.
+    fn finish(mut self, session_file: &str, username: &str) -> rusqlite::Result<Rows> {
+        let session_id = self.acc.session_id(session_file);
+        match self.scratch.take() {
+            Some(scratch) => {
+                scratch.stage(&mut self.acc)?;
+                scratch.finish(self.acc.head(session_id, username))
+            }
+            None => Ok(self.acc.finish_in_memory(session_id, username)),
+        }
+    }
 }
 
 #[cfg(test)]

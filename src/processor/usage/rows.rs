@@ -10,7 +10,6 @@ use super::VERSION;
 use super::costs::{self, ModelPrice};
 use super::extract::{Event, EventType};
 use super::names::{Names, Uuid};
-use super::scratch::Staged;
 use super::tokens::Request;
 use crate::prices::PriceBook;
 use crate::processor::Output;
@@ -71,7 +70,23 @@ enum Events {
         heap: usize,
     },
     /// Too many to hold: in the session's scratch database.
-    Staged(Staged),
+    Staged(Box<dyn Staged>),
+}
+
+/// Rows kept elsewhere than in memory until they are written (see
+/// [`super::scratch`]).
+pub(super) trait Staged: Send + std::fmt::Debug {
+    fn len(&self) -> u64;
+    /// Bytes held in memory at most.
+    fn held(&self) -> u64;
+    fn each(
+        &self,
+        f: &mut dyn FnMut(&EventRow<'_>) -> rusqlite::Result<()>,
+    ) -> rusqlite::Result<()>;
+    fn each_request(
+        &self,
+        f: &mut dyn FnMut(&Request) -> rusqlite::Result<()>,
+    ) -> rusqlite::Result<()>;
 }
 
 /// One `usage_events` row as it is written.
@@ -115,7 +130,7 @@ impl Rows {
         }
     }
 
-    pub(super) fn staged(staged: Staged, summary: Summary) -> Rows {
+    pub(super) fn staged(staged: Box<dyn Staged>, summary: Summary) -> Rows {
         Rows {
             summary,
             prices: Vec::new(),
@@ -172,11 +187,11 @@ impl Rows {
     /// Calls `f` with each request, in file order.
     pub fn each_request(
         &self,
-        f: impl FnMut(&Request) -> rusqlite::Result<()>,
+        mut f: impl FnMut(&Request) -> rusqlite::Result<()>,
     ) -> rusqlite::Result<()> {
         match &self.events {
             Events::Memory { requests, .. } => requests.iter().try_for_each(f),
-            Events::Staged(staged) => staged.each_request(f),
+            Events::Staged(staged) => staged.each_request(&mut f),
         }
     }
 
@@ -189,7 +204,7 @@ impl Rows {
             Events::Memory {
                 events, ids, names, ..
             } => (events, ids, names),
-            Events::Staged(staged) => return staged.each(f),
+            Events::Staged(staged) => return staged.each(&mut f),
         };
         for (id, e) in ids.iter().zip(events) {
             f(&EventRow {

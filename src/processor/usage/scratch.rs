@@ -18,8 +18,8 @@
 use rusqlite::{Connection, Row, params};
 
 use super::extract::{Accumulator, EventType};
-use super::names::{Names, Uuid};
-use super::rows::{EventRow, Rows};
+use super::names::Uuid;
+use super::rows::{self, EventRow, Rows};
 use super::summary::{Counts, Head, Span, event_id};
 use super::tokens::{Counted, Reducer, Request, Tally};
 use crate::transcript::{CacheCreation, Fast, Loose, Num, Usage};
@@ -71,42 +71,27 @@ pub(super) struct Scratch {
 /// A finished session's events, waiting in its scratch database to be
 /// written.
 #[derive(Debug)]
-pub struct Staged {
+struct Staged {
     conn: Connection,
     len: u64,
 }
 
-impl Accumulator {
-    /// Moves every record held in memory to the scratch database (opened on
-    /// the first call), leaving only the session's scalars behind.
-    pub(super) fn spill(&mut self) -> rusqlite::Result<()> {
-        let scratch = match self.scratch.take() {
-            Some(s) => s,
-            None => Scratch::open()?,
-        };
-        let staged = scratch.stage(self);
-        self.scratch = Some(scratch);
-        staged?;
-        self.events.clear();
-        self.heap = 0;
-        self.times.clear();
-        self.errored_tool_ids.clear();
-        self.skill_commands.clear();
-        self.token_lines.clear();
-        self.names = Names::default();
-        Ok(())
-    }
-}
-
 impl Scratch {
-    fn open() -> rusqlite::Result<Scratch> {
+    pub(super) fn open() -> rusqlite::Result<Scratch> {
         let conn = Connection::open("")?;
         conn.execute_batch(&format!("PRAGMA cache_size = -{CACHE_KIB};"))?;
         conn.execute_batch(SCHEMA)?;
         Ok(Scratch { conn })
     }
 
-    fn stage(&self, acc: &Accumulator) -> rusqlite::Result<()> {
+    /// Moves every record `acc` holds here, leaving only its scalars.
+    pub(super) fn stage(&self, acc: &mut Accumulator) -> rusqlite::Result<()> {
+        self.insert(acc)?;
+        acc.clear_records();
+        Ok(())
+    }
+
+    fn insert(&self, acc: &Accumulator) -> rusqlite::Result<()> {
         let tx = self.conn.unchecked_transaction()?;
         let n = &acc.names;
         let mut insert = self.conn.prepare_cached(
@@ -245,7 +230,10 @@ impl Scratch {
             conn: self.conn,
             len: u64::try_from(len).unwrap_or(0),
         };
-        Ok(Rows::staged(staged, head.summary(counts, span, tally)))
+        Ok(Rows::staged(
+            Box::new(staged),
+            head.summary(counts, span, tally),
+        ))
     }
 
     /// Reduces the token lines, staging the requests as they end.
@@ -308,19 +296,19 @@ impl Scratch {
     }
 }
 
-impl Staged {
-    pub(super) fn len(&self) -> u64 {
+impl rows::Staged for Staged {
+    fn len(&self) -> u64 {
         self.len
     }
 
-    /// Bytes it holds in memory at most: its page cache.
-    pub(super) fn held(&self) -> u64 {
+    /// Its page cache.
+    fn held(&self) -> u64 {
         CACHE_KIB * 1024
     }
 
-    pub(super) fn each(
+    fn each(
         &self,
-        mut f: impl FnMut(&EventRow<'_>) -> rusqlite::Result<()>,
+        f: &mut dyn FnMut(&EventRow<'_>) -> rusqlite::Result<()>,
     ) -> rusqlite::Result<()> {
         let mut select = self.conn.prepare(
             "SELECT id, event_uuid, parent_uuid, event_type, tool_name, skill_name,
@@ -352,10 +340,9 @@ impl Staged {
         Ok(())
     }
 
-    /// Calls `f` with each request, in file order.
-    pub(super) fn each_request(
+    fn each_request(
         &self,
-        mut f: impl FnMut(&Request) -> rusqlite::Result<()>,
+        f: &mut dyn FnMut(&Request) -> rusqlite::Result<()>,
     ) -> rusqlite::Result<()> {
         let mut select = self.conn.prepare(
             "SELECT line, model, at, input, output, creation, creation_5m, creation_1h, read,

@@ -49,24 +49,16 @@ impl Span {
 }
 
 impl Accumulator {
-    /// The session's rows: from memory, or from the scratch database once
-    /// the session outgrew the limit.
-    pub(super) fn finish(mut self, session_file: &str, username: &str) -> rusqlite::Result<Rows> {
-        let session_id = self.session_id.take().unwrap_or_else(|| {
+    /// The session's id: that of its first line naming one, else the file's
+    /// name without `.jsonl`.
+    pub(super) fn session_id(&mut self, session_file: &str) -> String {
+        self.session_id.take().unwrap_or_else(|| {
             let name = session_file.rsplit('/').next().unwrap_or(session_file);
             name.strip_suffix(".jsonl").unwrap_or(name).to_owned()
-        });
-        if self.scratch.is_some() {
-            self.spill()?;
-            if let Some(scratch) = self.scratch.take() {
-                let head = self.head(session_id, username);
-                return scratch.finish(head);
-            }
-        }
-        Ok(self.finish_in_memory(session_id, username))
+        })
     }
 
-    fn head<'u>(&mut self, session_id: String, username: &'u str) -> Head<'u> {
+    pub(super) fn head<'u>(&mut self, session_id: String, username: &'u str) -> Head<'u> {
         Head {
             session_id,
             username,
@@ -78,7 +70,7 @@ impl Accumulator {
         }
     }
 
-    fn finish_in_memory(mut self, session_id: String, username: &str) -> Rows {
+    pub(super) fn finish_in_memory(mut self, session_id: String, username: &str) -> Rows {
         // One event per tool use id (the first), then per event id.
         let mut events = std::mem::take(&mut self.events);
         let keep = first_of_each(events.len(), |i| events[i].tool_id.as_ref());

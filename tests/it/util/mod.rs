@@ -199,9 +199,13 @@ impl Env {
     }
 
     /// Copies a fixture folder into the data dir as user `key`.
+    /// Copies a fixture folder's files (not its folders) as user `key`'s.
     pub fn copy_fixtures(&self, folder: &str, key: &str) {
         for entry in fs::read_dir(Path::new(FIXTURES).join(folder)).unwrap() {
             let path = entry.unwrap().path();
+            if path.is_dir() {
+                continue;
+            }
             let name = path.file_name().unwrap().to_str().unwrap();
             self.session(
                 &format!("{key}/{name}"),
