@@ -19,7 +19,8 @@ use crate::printer::Level;
 /// Feeds Claude Code session transcripts through pluggable processors.
 ///
 /// Transcripts live under `<data-dir>/<key>/*.jsonl`, one folder per user
-/// key. Each processor keeps its own state per session file in an embedded
+/// key, with subagent transcripts in `<key>/<session>/subagents/` (read by
+/// `usage`). Each processor keeps its own state per session file in an embedded
 /// SQLite database: an unchanged file costs one stat, a changed one is read
 /// once, and outputs and state are committed in one transaction.
 #[derive(Debug, Parser)]

@@ -68,7 +68,8 @@ ENVIRONMENT:
 
 FILES:
   /etc/sessionpipe/config.toml          config file, read when present
-  /data/user_sessions/<key>/*.jsonl     default data dir layout
+  /data/user_sessions/<key>/*.jsonl     default data dir layout; usage also
+                                        reads <key>/<session>/subagents/agent-*.jsonl
   /var/lib/sessionpipe/state.db         default state database (SQLite, WAL)
   <db>.<processor>.lock                 per-processor lock and attempt journal,
                                         beside the resolved database file

@@ -1,7 +1,9 @@
 //! Finding session files and what `stat` says about them (which of them to
 //! read is [`crate::verdict::must_read`]'s decision).
 //!
-//! The scan lists `<data-dir>/<user>/*.jsonl`, one level deep, and never
+//! The scan lists `<data-dir>/<user>/*.jsonl` and the subagent transcripts
+//! Claude Code writes beside a session, `<user>/<session>/subagents/agent-*.jsonl`
+//! (nothing deeper, nothing else), and never
 //! follows a symlink: a symlinked user folder or session file is skipped with
 //! a warning, so nothing outside the data dir reaches a processor. Names that
 //! are not UTF-8 cannot be session names and are skipped with a warning too.
@@ -41,8 +43,12 @@ fn nanos(secs: i64, nsec: i64) -> i64 {
 /// One session file found by the scan.
 #[derive(Debug, Clone)]
 pub struct SessionFile {
-    /// `<user>/<file>.jsonl`: the session's name in every table.
+    /// `<user>/<file>.jsonl`, or `<user>/<session>/subagents/agent-<id>.jsonl`
+    /// for a subagent's transcript: the file's name in every table.
     pub name: String,
+    /// A subagent transcript's session: `<user>/<session>.jsonl`, whether or
+    /// not that file exists.
+    pub parent: Option<String>,
     /// The user folder's name.
     pub user: String,
     pub path: PathBuf,
@@ -52,13 +58,26 @@ pub struct SessionFile {
 }
 
 /// What a scan found.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Scan {
     /// Every session file, sorted by name.
     pub files: Vec<SessionFile>,
     /// User folders that could not be listed, each with why: an error of the
     /// run, never a silent gap.
     pub problems: Vec<(String, String)>,
+}
+
+impl Scan {
+    /// What a processor sees: subagent transcripts (and the folders of them
+    /// that could not be listed) only if it reads them.
+    pub fn for_processor(mut self, p: &dyn crate::processor::Processor) -> Scan {
+        if !p.reads_subagents() {
+            self.files.retain(|f| f.parent.is_none());
+            self.problems
+                .retain(|(folder, _)| !folder.ends_with("/subagents/"));
+        }
+        self
+    }
 }
 
 /// Lists every session file. Only the data dir itself failing is an error;
@@ -85,7 +104,7 @@ pub fn scan(data_dir: &Path, printer: &Printer) -> Result<Scan> {
             ));
             continue;
         };
-        if let Err(e) = scan_user(&path, &user, &mut found.files, printer) {
+        if let Err(e) = scan_user(&path, &user, &mut found.files, &mut found.problems, printer) {
             found.problems.push((format!("{user}/"), format!("{e:#}")));
         }
     }
@@ -97,10 +116,54 @@ fn scan_user(
     dir: &Path,
     user: &str,
     found: &mut Vec<SessionFile>,
+    problems: &mut Vec<(String, String)>,
     printer: &Printer,
 ) -> Result<()> {
+    for (name, path, meta) in list(dir, printer)? {
+        if meta.is_dir() {
+            // `<session>/subagents/`: a session's subagent transcripts.
+            let folder = path.join("subagents");
+            if !no_link(&folder, "folder", printer).is_some_and(|m| m.is_dir()) {
+                continue;
+            }
+            let parent = format!("{user}/{name}.jsonl");
+            let prefix = format!("{user}/{name}/subagents/");
+            match list(&folder, printer) {
+                Ok(entries) => {
+                    for (file, path, meta) in entries {
+                        if meta.is_file() && file.starts_with("agent-") && file.ends_with(".jsonl")
+                        {
+                            found.push(SessionFile::new(
+                                format!("{prefix}{file}"),
+                                Some(parent.clone()),
+                                user,
+                                path,
+                                &meta,
+                            ));
+                        }
+                    }
+                }
+                Err(e) => problems.push((prefix, format!("{e:#}"))),
+            }
+        } else if meta.is_file() && name.ends_with(".jsonl") {
+            found.push(SessionFile::new(
+                format!("{user}/{name}"),
+                None,
+                user,
+                path,
+                &meta,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A folder's entries with UTF-8 names, each with its metadata; symlinks
+/// are skipped with a warning, entries removed since the listing silently.
+fn list(dir: &Path, printer: &Printer) -> Result<Vec<(String, PathBuf, std::fs::Metadata)>> {
     let entries =
         std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    let mut out = Vec::new();
     for entry in entries {
         let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
         let path = entry.path();
@@ -113,24 +176,41 @@ fn scan_user(
             }
             continue;
         };
-        if !name.ends_with(".jsonl") {
+        // Only what the scan may pick: session files and session folders.
+        let wanted = name.ends_with(".jsonl") || path.join("subagents").exists();
+        if !wanted {
             continue;
         }
-        let Some(meta) = no_link(&path, "file", printer) else {
+        let what = if name.ends_with(".jsonl") {
+            "file"
+        } else {
+            "folder"
+        };
+        let Some(meta) = no_link(&path, what, printer) else {
             continue;
         };
-        if !meta.is_file() {
-            continue;
-        }
-        found.push(SessionFile {
-            name: format!("{user}/{name}"),
+        out.push((name.to_owned(), path, meta));
+    }
+    Ok(out)
+}
+
+impl SessionFile {
+    fn new(
+        name: String,
+        parent: Option<String>,
+        user: &str,
+        path: PathBuf,
+        meta: &std::fs::Metadata,
+    ) -> SessionFile {
+        SessionFile {
+            name,
+            parent,
             user: user.to_owned(),
             path,
-            stat: Stat::of(&meta),
+            stat: Stat::of(meta),
             dev: meta.dev(),
-        });
+        }
     }
-    Ok(())
 }
 
 /// The metadata of an entry just listed, unless it is a symlink (skipped

@@ -2,6 +2,9 @@
 //! `usage_request_costs` view, grouped by day, ISO week, month or session
 //! file, and further by user, model and project, in any time zone.
 //!
+//! A session counts its subagents' requests: `session` rows are per session,
+//! the main transcript and its `subagents/` files together.
+//!
 //! Groups are exact sums of requests: a request falls in the period its own
 //! timestamp does, in the zone asked for, so a session that crosses midnight
 //! counts on both days. A group with a request of a model without a price,
@@ -118,14 +121,14 @@ pub fn spend(db: &Connection, q: &Query) -> rusqlite::Result<Spend> {
         let day = day_of(r.get_ref(3)?.as_str_or_null()?, q.tz);
         let dated = q.since.is_some() || q.until.is_some() || q.period != Period::Session;
         let period = match (day, q.period) {
-            (_, Period::Session) if !dated => r.get::<_, String>(0)?,
+            (_, Period::Session) if !dated => session_of(r.get_ref(0)?.as_str()?).into_owned(),
             (None, _) => {
                 out.undated += 1;
                 continue;
             }
             (Some(day), _) if !in_range(day, q) => continue,
             (Some(day), period) => match period {
-                Period::Session => r.get::<_, String>(0)?,
+                Period::Session => session_of(r.get_ref(0)?.as_str()?).into_owned(),
                 Period::Daily => day.to_string(),
                 Period::Weekly => {
                     let w = day.iso_week();
@@ -166,6 +169,15 @@ pub fn spend(db: &Connection, q: &Query) -> rusqlite::Result<Spend> {
             .add(&sums);
     }
     Ok(out)
+}
+
+/// The session a file belongs to: a subagent transcript's
+/// (`<user>/<session>/subagents/agent-<id>.jsonl`) is `<user>/<session>.jsonl`.
+pub fn session_of(file: &str) -> std::borrow::Cow<'_, str> {
+    match file.split_once("/subagents/") {
+        Some((session, _)) if session.contains('/') => format!("{session}.jsonl").into(),
+        _ => file.into(),
+    }
 }
 
 /// The day of a stored timestamp in `tz`.

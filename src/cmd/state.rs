@@ -54,7 +54,7 @@ pub fn state(args: &StateArgs, config: &Config, printer: &Printer) -> Result<i32
             for (folder, why) in &scan.problems {
                 printer.warn(format_args!("{folder}: {why}"));
             }
-            Some(scan.files)
+            Some(scan)
         }
         Err(e) => {
             printer.warn(format_args!("{e:#}"));
@@ -63,7 +63,10 @@ pub fn state(args: &StateArgs, config: &Config, printer: &Printer) -> Result<i32
     };
     let summaries = chosen
         .iter()
-        .map(|p| summarize(&store, &config.db, *p, files.as_deref()))
+        .map(|p| {
+            let mine = files.clone().map(|scan| scan.for_processor(*p).files);
+            summarize(&store, &config.db, *p, mine.as_deref())
+        })
         .collect::<Result<Vec<_>>>()?;
     if args.check {
         return check(&summaries, args, printer);

@@ -79,6 +79,12 @@ pub trait Processor: Send + Sync {
     fn version(&self) -> u32;
     /// How often it is meant to run (`run --due`, `state --check`).
     fn cadence(&self) -> Duration;
+    /// Whether it also processes subagent transcripts
+    /// (`<user>/<session>/subagents/agent-*.jsonl`); otherwise it never sees
+    /// them. Only `usage` does: they hold tokens and tool uses, not people.
+    fn reads_subagents(&self) -> bool {
+        false
+    }
     /// Whether `process` needs [`Session::digest`] before it reads anything
     /// (an external command is handed the hash and length up front).
     /// Otherwise a new file is read once, hashed as the processor reads it.

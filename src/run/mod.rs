@@ -168,7 +168,8 @@ fn execute(
     report: &mut Report,
 ) -> Result<Option<i32>> {
     let name = ctx.processor.name();
-    let scan::Scan { files, problems } = scan::scan(data_dir, ctx.printer)?;
+    let scan = scan::scan(data_dir, ctx.printer)?.for_processor(ctx.processor);
+    let scan::Scan { files, problems } = scan;
     let unlisted: Vec<&str> = problems.iter().map(|(folder, _)| folder.as_str()).collect();
     let mut rows = state::load(&store.conn, name)?;
     let commit = matches!(ctx.mode, Mode::Commit(_));

@@ -16,6 +16,7 @@ mod overlap;
 mod report;
 mod run;
 mod state;
+mod subagents;
 mod usage;
 mod usage_requests;
 mod usage_tables;

@@ -218,12 +218,12 @@ fn a_price_that_is_no_price_is_a_config_error() {
     }
 }
 
-fn reference(name: &str) -> Value {
+pub(crate) fn reference(name: &str) -> Value {
     let path = std::path::Path::new(crate::util::FIXTURES).join(name);
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-fn within_a_thousandth(ours: f64, theirs: f64, what: &str) {
+pub(crate) fn within_a_thousandth(ours: f64, theirs: f64, what: &str) {
     assert!(
         (ours - theirs).abs() <= theirs.abs() * 1e-3,
         "{what}: {ours} against ccusage's {theirs}"
@@ -275,51 +275,4 @@ fn cost_per_session_and_per_day_and_model_equals_ccusage() {
             "day",
         );
     }
-}
-
-#[test]
-fn claude_code_2_sessions_equal_ccusage_in_tokens_and_cost() {
-    let env = Env::new();
-    let root = "claude-code-log-subagents";
-    for project in ["-src-experiments-claude_p", "-experiments-worktrees"] {
-        env.copy_fixtures(&format!("{root}/{project}"), project);
-    }
-    run_usage(&env);
-    let sessions = reference("ccusage-subagents.json");
-    let mut compared = 0;
-    for expected in sessions["sessions"].as_array().unwrap() {
-        let (id, project) = (
-            expected["sessionId"].as_str().unwrap(),
-            expected["projectPath"].as_str().unwrap(),
-        );
-        // ccusage adds a session's subagents to it; these are compared
-        // once sessionpipe reads subagent files too.
-        let subagents = std::path::Path::new(crate::util::FIXTURES)
-            .join(format!("{root}/{project}/{id}/subagents"));
-        if subagents.exists() {
-            continue;
-        }
-        let file = format!("{project}/{id}.jsonl");
-        let row = &query(
-            &env,
-            &format!(
-                "SELECT sum(input_tokens) AS i, sum(output_tokens) AS o,
-                        sum(cache_creation_tokens) AS cc, sum(cache_read_tokens) AS cr,
-                        sum(cost_usd) AS cost
-                 FROM usage_request_costs WHERE session_file = '{file}'"
-            ),
-        )[0];
-        for (ours, theirs) in [
-            ("i", "inputTokens"),
-            ("o", "outputTokens"),
-            ("cc", "cacheCreationTokens"),
-            ("cr", "cacheReadTokens"),
-        ] {
-            assert_eq!(row[ours], expected[theirs], "{file} {theirs}");
-        }
-        let cost = row["cost"].as_f64().unwrap();
-        within_a_thousandth(cost, expected["totalCost"].as_f64().unwrap(), &file);
-        compared += 1;
-    }
-    assert_eq!(compared, 3);
 }

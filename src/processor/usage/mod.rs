@@ -75,6 +75,10 @@ impl Processor for Usage {
         CADENCE
     }
 
+    fn reads_subagents(&self) -> bool {
+        true
+    }
+
     fn prepare(&self, db: &rusqlite::Connection) -> rusqlite::Result<()> {
         rows::apply_identities(db, &self.identities)?;
         costs::apply(db, &self.prices)

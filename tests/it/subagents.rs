@@ -1,0 +1,202 @@
+//! Subagent transcripts: `<key>/<session>/subagents/agent-<id>.jsonl`,
+//! exactly that pattern, read by `usage` (each file its own state row) and
+//! counted in their session, as ccusage counts them.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+
+use serde_json::{Value, json};
+
+use crate::usage::{lines, run_usage};
+use crate::util::{Env, append, n};
+
+fn reply(id: &str, tokens: u64) -> String {
+    lines(&[
+        json!({"type": "assistant", "timestamp": "2026-01-01T00:00:00Z",
+        "sessionId": "s1", "requestId": id, "isSidechain": true,
+        "message": {"id": id, "model": "claude-haiku-4-5",
+                    "usage": {"input_tokens": tokens, "output_tokens": 1}}}),
+    ])
+}
+
+#[test]
+fn exactly_the_subagent_pattern_is_scanned_and_only_usage_reads_it() {
+    let env = Env::new();
+    env.session("u/s1.jsonl", &reply("main", 1));
+    for (file, tokens) in [
+        ("u/s1/subagents/agent-a.jsonl", 10),
+        ("u/s1/subagents/agent-b.jsonl", 20),
+        // A subagent folder without its session file still counts.
+        ("u/s2/subagents/agent-e.jsonl", 40),
+        // Not the pattern: another name, deeper, another folder.
+        ("u/s1/subagents/notes.jsonl", 1000),
+        ("u/s1/subagents/deep/agent-c.jsonl", 1000),
+        ("u/s1/other/agent-d.jsonl", 1000),
+    ] {
+        env.session(file, &reply(file, tokens));
+    }
+    fs::write(env.data.join("u/s1/subagents/agent-a.meta.json"), "{}").unwrap();
+    // Links are never followed, to a folder or to a file.
+    fs::create_dir_all(env.data.join("u/s3")).unwrap();
+    symlink(
+        env.data.join("u/s1/subagents"),
+        env.data.join("u/s3/subagents"),
+    )
+    .unwrap();
+    symlink(
+        env.data.join("u/s1/subagents/agent-a.jsonl"),
+        env.data.join("u/s1/subagents/agent-link.jsonl"),
+    )
+    .unwrap();
+    env.processors(&[("rec", &env.recorder("true"))]);
+    let out = env.cmd().args(["run", "usage", "rec"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files: Vec<String> = env
+        .db()
+        .prepare(
+            "SELECT session_file FROM session_processor_state WHERE processor_name = 'usage'
+             ORDER BY 1",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        files,
+        [
+            "u/s1.jsonl",
+            "u/s1/subagents/agent-a.jsonl",
+            "u/s1/subagents/agent-b.jsonl",
+            "u/s2/subagents/agent-e.jsonl"
+        ]
+    );
+    // An external command sees sessions, not subagents.
+    let calls = env.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(calls[0].starts_with("u/s1.jsonl "), "{calls:?}");
+    // A session's report row counts its subagents.
+    let sessions = report_sessions(&env);
+    assert_eq!(
+        sessions,
+        [("u/s1.jsonl".into(), 31), ("u/s2.jsonl".into(), 40)]
+    );
+}
+
+fn report_sessions(env: &Env) -> Vec<(String, u64)> {
+    let out = env
+        .cmd()
+        .args(["report", "session", "--json"])
+        .output()
+        .unwrap();
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let file = r["session_file"].as_str().unwrap().to_owned();
+            (file, r["input_tokens"].as_u64().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn a_change_to_one_subagent_file_reprocesses_only_that_file() {
+    let env = Env::new();
+    for (file, id, tokens) in [
+        ("u/s1.jsonl", "main", 1),
+        ("u/s1/subagents/agent-a.jsonl", "a1", 10),
+        ("u/s1/subagents/agent-b.jsonl", "b1", 20),
+    ] {
+        crate::util::age(&env.session(file, &reply(id, tokens)));
+    }
+    run_usage(&env);
+    append(
+        &env.data.join("u/s1/subagents/agent-b.jsonl"),
+        &reply("b2", 300),
+    );
+    let report = run_usage(&env);
+    assert_eq!(n(&report, "processed"), 1, "{report}");
+    assert_eq!(report_sessions(&env), [("u/s1.jsonl".into(), 331)]);
+}
+
+#[test]
+fn sessions_with_subagents_equal_ccusage_per_session_and_per_day_and_model() {
+    let env = Env::new();
+    let root = std::path::Path::new(crate::util::FIXTURES).join("claude-code-log-subagents");
+    for file in crate::util::walk(&root) {
+        let name = file
+            .strip_prefix(&root)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        if name.ends_with(".jsonl") {
+            env.session(&name, &fs::read_to_string(&file).unwrap());
+        }
+    }
+    run_usage(&env);
+    let out = env
+        .cmd()
+        .args(["report", "session", "--json"])
+        .output()
+        .unwrap();
+    let ours: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let theirs = crate::usage_requests::reference("ccusage-subagents.json");
+    let theirs = theirs["sessions"].as_array().unwrap();
+    assert_eq!(ours.len(), theirs.len());
+    for expected in theirs {
+        let file = format!(
+            "{}/{}.jsonl",
+            expected["projectPath"].as_str().unwrap(),
+            expected["sessionId"].as_str().unwrap()
+        );
+        let row = ours
+            .iter()
+            .find(|r| r["session_file"] == file.as_str())
+            .unwrap();
+        for (a, b) in [
+            ("input_tokens", "inputTokens"),
+            ("output_tokens", "outputTokens"),
+            ("cache_creation_tokens", "cacheCreationTokens"),
+            ("cache_read_tokens", "cacheReadTokens"),
+        ] {
+            assert_eq!(row[a], expected[b], "{file} {a}");
+        }
+        crate::usage_requests::within_a_thousandth(
+            row["cost_usd"].as_f64().unwrap(),
+            expected["totalCost"].as_f64().unwrap(),
+            &file,
+        );
+    }
+    let out = env
+        .cmd()
+        .args(["report", "--by", "model", "--json"])
+        .output()
+        .unwrap();
+    let ours: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let daily = crate::usage_requests::reference("ccusage-subagents-daily.json");
+    let mut compared = 0;
+    for day in daily["daily"].as_array().unwrap() {
+        for m in day["modelBreakdowns"].as_array().unwrap() {
+            let row = ours
+                .iter()
+                .find(|r| r["date"] == day["date"] && r["model"] == m["modelName"])
+                .unwrap();
+            assert_eq!(row["input_tokens"], m["inputTokens"]);
+            assert_eq!(row["cache_read_tokens"], m["cacheReadTokens"]);
+            crate::usage_requests::within_a_thousandth(
+                row["cost_usd"].as_f64().unwrap(),
+                m["cost"].as_f64().unwrap(),
+                "day",
+            );
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 3);
+}
