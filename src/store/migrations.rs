@@ -252,6 +252,13 @@ const STEPS: &[(&str, &str)] = &[
     FROM usage_requests AS r LEFT JOIN usage_model_prices AS p ON p.model = r.model;
     ",
     ),
+    (
+        "the agent of each event and request read from a subagent transcript",
+        "
+    ALTER TABLE usage_events ADD COLUMN agent_id TEXT;
+    ALTER TABLE usage_requests ADD COLUMN agent_id TEXT;
+    ",
+    ),
 ];
 
 /// Tables of the system sessionpipe replaces, imported by `migrate` and then
@@ -541,7 +548,7 @@ mod tests {
         assert_eq!(released, RELEASED);
     }
 
-    const RELEASED: [&str; 7] = [
+    const RELEASED: [&str; 8] = [
         "1a06a97aca43440161031786cd4af713",
         "ba8a64bdef41d767ee2d4fad3f29362b",
         "884e7934030ae3dfda3bd66846cc0932",
@@ -549,5 +556,6 @@ mod tests {
         "a70338f6d909446c869478a18cecd92d",
         "d627727bd1a55ac21c468632dfa31b70",
         "2fca56007a0c5bc913d6af32ce3c0ed4",
+        "cbf3606b38277d48b5ed3259889e9123",
     ];
 }

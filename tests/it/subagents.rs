@@ -80,6 +80,20 @@ fn exactly_the_subagent_pattern_is_scanned_and_only_usage_reads_it() {
     let calls = env.calls();
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert!(calls[0].starts_with("u/s1.jsonl "), "{calls:?}");
+    // Rows name their agent.
+    let agents: Vec<(String, Option<String>)> = env
+        .db()
+        .prepare("SELECT session_file, agent_id FROM usage_requests ORDER BY 1")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(agents[0], ("u/s1.jsonl".into(), None));
+    assert_eq!(
+        agents[1],
+        ("u/s1/subagents/agent-a.jsonl".into(), Some("a".into()))
+    );
     // A session's report row counts its subagents.
     let sessions = report_sessions(&env);
     assert_eq!(

@@ -297,14 +297,16 @@ impl Output for Rows {
 
 impl Rows {
     fn write_events(&self, db: &Connection, session_file: &str) -> rusqlite::Result<()> {
+        let agent = agent_of(session_file);
         db.prepare_cached("DELETE FROM usage_events WHERE session_file = ?1")?
             .execute([session_file])?;
         let s = &self.summary;
         let mut insert = db.prepare_cached(
             "INSERT INTO usage_events (id, session_id, session_file, username, event_uuid,
                  parent_uuid, event_type, tool_name, skill_name, subagent_type, command_name,
-                 is_error, model, cwd, is_sidechain, occurred_at, processor_version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                 is_error, model, cwd, is_sidechain, occurred_at, processor_version, agent_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                 ?18)",
         )?;
         self.each(|e| {
             insert
@@ -325,7 +327,8 @@ impl Rows {
                     e.cwd,
                     e.is_sidechain,
                     e.occurred_ms.map(format_ms),
-                    VERSION
+                    VERSION,
+                    agent
                 ])
                 .map(drop)
         })?;
@@ -333,6 +336,7 @@ impl Rows {
     }
 
     fn write_requests(&self, db: &Connection, session_file: &str) -> rusqlite::Result<()> {
+        let agent = agent_of(session_file);
         db.prepare_cached("DELETE FROM usage_requests WHERE session_file = ?1")?
             .execute([session_file])?;
         let s = &self.summary;
@@ -340,8 +344,8 @@ impl Rows {
             "INSERT INTO usage_requests (session_file, line, session_id, username, model,
                  occurred_at, input_tokens, output_tokens, cache_creation_tokens,
                  cache_creation_5m_tokens, cache_creation_1h_tokens, cache_read_tokens,
-                 is_sidechain, is_fast, processor_version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                 is_sidechain, is_fast, processor_version, agent_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         )?;
         self.each_request(|q| {
             insert
@@ -360,7 +364,8 @@ impl Rows {
                     sql_int(q.cache_read_tokens),
                     q.is_sidechain,
                     q.is_fast,
-                    VERSION
+                    VERSION,
+                    agent
                 ])
                 .map(drop)
         })
@@ -411,6 +416,14 @@ impl Rows {
         ])?;
         Ok(())
     }
+}
+
+/// The agent a subagent transcript's name gives
+/// (`<user>/<session>/subagents/agent-<id>.jsonl`); `None` for a session's
+/// own file.
+pub(super) fn agent_of(session_file: &str) -> Option<&str> {
+    let (_, file) = session_file.split_once("/subagents/")?;
+    file.strip_prefix("agent-")?.strip_suffix(".jsonl")
 }
 
 /// Epoch milliseconds as the stored timestamp text.
