@@ -19,9 +19,9 @@ fn reply(id: &str, tokens: u64) -> String {
     ])
 }
 
-#[test]
-fn exactly_the_subagent_pattern_is_scanned_and_only_usage_reads_it() {
-    let env = Env::new();
+/// A session with two subagents, a subagent folder without its session, and
+/// files and links that are not the pattern.
+fn lay_out_subagents(env: &Env) {
     env.session("u/s1.jsonl", &reply("main", 1));
     for (file, tokens) in [
         ("u/s1/subagents/agent-a.jsonl", 10),
@@ -48,6 +48,12 @@ fn exactly_the_subagent_pattern_is_scanned_and_only_usage_reads_it() {
         env.data.join("u/s1/subagents/agent-link.jsonl"),
     )
     .unwrap();
+}
+
+#[test]
+fn exactly_the_subagent_pattern_is_scanned_and_only_usage_reads_it() {
+    let env = Env::new();
+    lay_out_subagents(&env);
     env.processors(&[("rec", &env.recorder("true"))]);
     let out = env.cmd().args(["run", "usage", "rec"]).output().unwrap();
     assert_eq!(
@@ -94,6 +100,10 @@ fn exactly_the_subagent_pattern_is_scanned_and_only_usage_reads_it() {
         agents[1],
         ("u/s1/subagents/agent-a.jsonl".into(), Some("a".into()))
     );
+    // A subagent folder without its session file is a session all the same.
+    let orphan: i64 = env
+        .scalar("SELECT input_tokens FROM usage_session_summary WHERE session_file = 'u/s2.jsonl'");
+    assert_eq!(orphan, 40);
     // A session's report row counts its subagents.
     let sessions = report_sessions(&env);
     assert_eq!(

@@ -13,6 +13,7 @@ mod extract;
 mod names;
 mod rows;
 mod scratch;
+mod sessions;
 mod settings;
 mod summary;
 mod tokens;

@@ -15,7 +15,8 @@ use crate::prices::PriceBook;
 use crate::processor::Output;
 use crate::store::{sql_int, timestamp};
 
-/// The session's `usage_session_summary` row.
+/// The file's `usage_file_summary` row (the session's, for a session of one
+/// file).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Summary {
     pub session_id: String,
@@ -257,7 +258,12 @@ pub(super) fn apply_identities(
         .collect::<rusqlite::Result<_>>()?;
     for folder in folders {
         let name = identities.get(&folder).unwrap_or(&folder);
-        for table in ["usage_events", "usage_requests", "usage_session_summary"] {
+        for table in [
+            "usage_events",
+            "usage_requests",
+            "usage_file_summary",
+            "usage_session_summary",
+        ] {
             tx.prepare_cached(&format!(
                 // The folder's files as a range of the primary key: '0'
                 // sorts right after '/'.
@@ -277,9 +283,9 @@ pub(super) fn forget(db: &Connection, session_file: &str) -> rusqlite::Result<()
         .execute([session_file])?;
     db.prepare_cached("DELETE FROM usage_requests WHERE session_file = ?1")?
         .execute([session_file])?;
-    db.prepare_cached("DELETE FROM usage_session_summary WHERE session_file = ?1")?
+    db.prepare_cached("DELETE FROM usage_file_summary WHERE session_file = ?1")?
         .execute([session_file])?;
-    Ok(())
+    super::sessions::rebuild(db, &crate::spend::session_of(session_file))
 }
 
 impl Output for Rows {
@@ -374,15 +380,15 @@ impl Rows {
     fn write_summary(&self, db: &Connection, session_file: &str) -> rusqlite::Result<()> {
         let s = &self.summary;
         db.prepare_cached(
-            "INSERT OR REPLACE INTO usage_session_summary (session_file, session_id, username,
+            "INSERT OR REPLACE INTO usage_file_summary (session, session_file, session_id, username,
                  started_at, ended_at, wall_seconds, active_seconds, user_prompts,
                  assistant_messages, tool_calls, tool_errors, skill_invocations,
                  subagent_dispatches, mcp_calls, slash_commands, distinct_tools, distinct_skills,
                  primary_model, models, input_tokens, output_tokens, cache_creation_tokens,
                  cache_read_tokens, malformed_lines, processor_version, project, claude_version,
                  git_branch)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                 ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
+             VALUES (?29, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                 ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
         )?
         .execute(params![
             session_file,
@@ -412,8 +418,10 @@ impl Rows {
             VERSION,
             s.project,
             s.claude_version,
-            s.git_branch
+            s.git_branch,
+            crate::spend::session_of(session_file)
         ])?;
+        super::sessions::rebuild(db, &crate::spend::session_of(session_file))?;
         Ok(())
     }
 }

@@ -1,0 +1,102 @@
+//! A session's summary from its files: the main transcript and the
+//! transcripts of its subagents each have a `usage_file_summary` row, and
+//! the session's `usage_session_summary` row, named after the main file
+//! (whether or not it exists), is rebuilt from them in the same transaction
+//! whenever one of them is written or forgotten. A change to one subagent
+//! file therefore reprocesses that file alone and leaves the session exact.
+//!
+//! Counts, replies and tokens add up; start and end are the earliest and
+//! latest of any file; prompts, active time, project, version and branch
+//! are the main transcript's (a subagent's prompts come from the model, and
+//! it works while the session waits); distinct tools and skills count the
+//! events of every file. A session of one file keeps that file's row as is.
+
+use rusqlite::Connection;
+
+/// A sum of integer counts: a file's own for a session of one file, else a
+/// total that saturates (SQLite casts a real past the largest integer to
+/// it) instead of failing on overflow.
+macro_rules! total {
+    ($col:literal) => {
+        concat!(
+            "CASE WHEN count(*) = 1 THEN max(f.",
+            $col,
+            ") ELSE CAST(total(f.",
+            $col,
+            ") AS INTEGER) END"
+        )
+    };
+}
+
+const REBUILD: &str = concat!(
+    "INSERT INTO usage_session_summary (session_file, session_id, username, started_at,
+         ended_at, wall_seconds, active_seconds, user_prompts, assistant_messages, tool_calls,
+         tool_errors, skill_invocations, subagent_dispatches, mcp_calls, slash_commands,
+         distinct_tools, distinct_skills, primary_model, models, input_tokens, output_tokens,
+         cache_creation_tokens, cache_read_tokens, malformed_lines, processor_version, project,
+         claude_version, git_branch)
+     SELECT ?1, coalesce(m.session_id, min(f.session_id)), coalesce(m.username, min(f.username)),
+         min(f.started_at), max(f.ended_at),
+         CASE WHEN count(*) = 1 THEN max(f.wall_seconds)
+              ELSE coalesce((julianday(max(f.ended_at)) - julianday(min(f.started_at)))
+                            * 86400.0, 0.0) END,
+         coalesce(m.active_seconds, max(f.active_seconds)),
+         coalesce(m.user_prompts, 0), ",
+    total!("assistant_messages"),
+    ", ",
+    total!("tool_calls"),
+    ", ",
+    total!("tool_errors"),
+    ", ",
+    total!("skill_invocations"),
+    ", ",
+    total!("subagent_dispatches"),
+    ", ",
+    total!("mcp_calls"),
+    ", ",
+    total!("slash_commands"),
+    ",
+         CASE WHEN count(*) = 1 THEN max(f.distinct_tools) ELSE
+             (SELECT count(DISTINCT tool_name) FROM usage_events
+              WHERE session_file IN (SELECT session_file FROM usage_file_summary
+                                     WHERE session = ?1)) END,
+         CASE WHEN count(*) = 1 THEN max(f.distinct_skills) ELSE
+             (SELECT count(DISTINCT skill_name) FROM usage_events
+              WHERE session_file IN (SELECT session_file FROM usage_file_summary
+                                     WHERE session = ?1)) END,
+         CASE WHEN count(*) = 1 THEN max(f.primary_model) ELSE
+             (SELECT model FROM usage_requests
+              WHERE session_file IN (SELECT session_file FROM usage_file_summary
+                                     WHERE session = ?1)
+                AND model IS NOT NULL AND model != '<synthetic>'
+              GROUP BY model ORDER BY count(*) DESC, model LIMIT 1) END,
+         CASE WHEN count(*) = 1 THEN max(f.models) ELSE
+             (SELECT json_group_array(model) FROM
+                 (SELECT DISTINCT j.value AS model
+                  FROM usage_file_summary AS g, json_each(g.models) AS j
+                  WHERE g.session = ?1 ORDER BY 1)) END, ",
+    total!("input_tokens"),
+    ", ",
+    total!("output_tokens"),
+    ", ",
+    total!("cache_creation_tokens"),
+    ", ",
+    total!("cache_read_tokens"),
+    ", ",
+    total!("malformed_lines"),
+    ",
+         max(f.processor_version), m.project, m.claude_version, m.git_branch
+     FROM usage_file_summary AS f
+     LEFT JOIN usage_file_summary AS m ON m.session_file = ?1
+     WHERE f.session = ?1
+     HAVING count(*) > 0"
+);
+
+/// Rebuilds the summary of `session` (a main file's name) from its files';
+/// none left, no summary.
+pub(super) fn rebuild(db: &Connection, session: &str) -> rusqlite::Result<()> {
+    db.prepare_cached("DELETE FROM usage_session_summary WHERE session_file = ?1")?
+        .execute([session])?;
+    db.prepare_cached(REBUILD)?.execute([session])?;
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! Every earlier schema upgrades to a new database's; released steps never change.
+
+use super::*;
+
+/// Every table, index and column definition, for comparing schemas.
+fn schema(conn: &Connection) -> Vec<String> {
+    let mut stmt = conn
+        .prepare("SELECT type, name, sql FROM sqlite_master ORDER BY type, name")
+        .unwrap();
+    stmt.query_map([], |r| {
+        Ok(format!(
+            "{} {} {}",
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?.unwrap_or_default()
+        ))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+fn fresh() -> Connection {
+    let mut conn = Connection::open_in_memory().unwrap();
+    assert!(create_if_empty(&mut conn).unwrap());
+    conn
+}
+
+#[test]
+fn every_earlier_version_upgrades_to_the_schema_of_a_new_database() {
+    let expected = schema(&fresh());
+    for version in 0..target_version() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        apply_range(&conn, 0, version).unwrap();
+        if version >= 1 {
+            // The state table's name before and after step 5.
+            let table = if version < 5 {
+                "processor_state"
+            } else {
+                "session_processor_state"
+            };
+            conn.execute(
+                &format!(
+                    "INSERT INTO {table} (processor_name, session_file, username, status)
+                     VALUES ('usage', 'u/a.jsonl', 'u', 'ok')"
+                ),
+                [],
+            )
+            .unwrap();
+        }
+        assert!(
+            !create_if_empty(&mut conn).unwrap() || version == 0,
+            "version {version} is refused until migrated"
+        );
+        let done = migrate(&mut conn).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), target_version());
+        assert_eq!(schema(&conn), expected, "upgraded from version {version}");
+        let steps = target_version() - version;
+        assert!(done.len() as u32 == steps || version == 0, "{done:?}");
+        let kept: i64 = conn
+            .query_row("SELECT count(*) FROM session_processor_state", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(
+            kept,
+            i64::from(version >= 1),
+            "rows kept from version {version}"
+        );
+        assert!(
+            migrate(&mut conn).unwrap().is_empty(),
+            "twice changes nothing"
+        );
+    }
+}
+
+#[test]
+fn the_replaced_frameworks_state_table_is_imported_with_its_processors() {
+    let mut conn = Connection::open_in_memory().unwrap();
+    conn.execute_batch(
+        "CREATE TABLE session_processor_state (
+             processor_name TEXT NOT NULL, session_file TEXT NOT NULL, username TEXT,
+             processed_at TEXT, items_extracted INTEGER, file_hash TEXT,
+             PRIMARY KEY (processor_name, session_file));
+         INSERT INTO session_processor_state VALUES
+             ('usage', 'u/a.jsonl', 'u', '2026-01-01T00:00:00Z', 3, 'abc'),
+             ('verification', 'u/a.jsonl', NULL, NULL, NULL, 'abc');",
+    )
+    .unwrap();
+    assert!(!create_if_empty(&mut conn).unwrap(), "needs migrate");
+    let plan = pending(&conn).unwrap();
+    assert!(plan.last().unwrap().contains("import 2 rows"), "{plan:?}");
+    migrate(&mut conn).unwrap();
+    assert_eq!(schema(&conn), schema(&fresh()));
+    let rows: Vec<(String, String, i64, String, String)> = conn
+        .prepare(
+            "SELECT processor_name, username, items_extracted, file_hash, status
+             FROM session_processor_state ORDER BY processor_name",
+        )
+        .unwrap()
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let row = |p: &str, u: &str, n| (p.into(), u.into(), n, "abc".into(), "ok".into());
+    assert_eq!(rows, vec![row("usage", "u", 3), row("verification", "", 0)]);
+}
+
+#[test]
+fn released_steps_are_never_edited() {
+    // MD5 of each released step's SQL: editing or reordering one would
+    // give old databases a schema new ones do not have. Append a step
+    // (and its line here) instead.
+    use md5::{Digest as _, Md5};
+    let released: Vec<String> = STEPS
+        .iter()
+        .map(|(_, sql)| crate::session::hex(&Md5::digest(sql.as_bytes())))
+        .collect();
+    assert_eq!(released, RELEASED);
+}
+
+const RELEASED: [&str; 9] = [
+    "1a06a97aca43440161031786cd4af713",
+    "ba8a64bdef41d767ee2d4fad3f29362b",
+    "884e7934030ae3dfda3bd66846cc0932",
+    "85ed5e35f88227e73c7fa5560600f1d7",
+    "a70338f6d909446c869478a18cecd92d",
+    "d627727bd1a55ac21c468632dfa31b70",
+    "2fca56007a0c5bc913d6af32ce3c0ed4",
+    "cbf3606b38277d48b5ed3259889e9123",
+    "8b68f0873aa5d6b50999402cac415880",
+];
