@@ -103,7 +103,7 @@ pub fn spend(db: &Connection, q: &Query) -> rusqlite::Result<Spend> {
                 r.output_tokens, r.cache_creation_tokens, r.cache_read_tokens, r.cost_usd,
                 s.project
          FROM usage_request_costs AS r
-         LEFT JOIN usage_session_summary AS s USING (session_file)
+         LEFT JOIN usage_file_summary AS s USING (session_file)
          WHERE ?1 IS NULL OR (r.session_file >= ?1 || '/' AND r.session_file < ?1 || '0')",
     )?;
     let mut rows = stmt.query([q.user.as_deref()])?;

@@ -310,6 +310,34 @@ const STEPS: &[(&str, &str)] = &[
         git_branch FROM usage_session_summary;
     ",
     ),
+    (
+        "a request copied into another file of its session counts once",
+        "
+    ALTER TABLE usage_requests ADD COLUMN request_key TEXT;
+    -- 0 for a copy of a request another file of the session counts.
+    ALTER TABLE usage_requests ADD COLUMN counted INTEGER NOT NULL DEFAULT 1;
+    CREATE INDEX usage_requests_uncounted ON usage_requests (session_file) WHERE NOT counted;
+    DROP VIEW usage_request_costs;
+    CREATE VIEW usage_request_costs AS
+    SELECT r.*, p.price_key,
+        (min(r.input_tokens, 200000) * p.input
+           + max(r.input_tokens - 200000, 0) * coalesce(p.input_above_200k, p.input)
+         + min(r.output_tokens, 200000) * p.output
+           + max(r.output_tokens - 200000, 0) * coalesce(p.output_above_200k, p.output)
+         + min(r.cache_creation_5m_tokens, 200000) * p.cache_write_5m
+           + max(r.cache_creation_5m_tokens - 200000, 0)
+             * coalesce(p.cache_write_5m_above_200k, p.cache_write_5m)
+         + min(r.cache_creation_1h_tokens, 200000) * p.cache_write_1h
+           + max(r.cache_creation_1h_tokens - 200000, 0)
+             * coalesce(p.cache_write_1h_above_200k, p.cache_write_1h)
+         + min(r.cache_read_tokens, 200000) * p.cache_read
+           + max(r.cache_read_tokens - 200000, 0)
+             * coalesce(p.cache_read_above_200k, p.cache_read))
+        * CASE WHEN r.is_fast THEN p.fast_multiplier ELSE 1.0 END AS cost_usd
+    FROM usage_requests AS r LEFT JOIN usage_model_prices AS p ON p.model = r.model
+    WHERE r.counted;
+    ",
+    ),
 ];
 
 /// Tables of the system sessionpipe replaces, imported by `migrate` and then

@@ -149,55 +149,39 @@ fn a_change_to_one_subagent_file_reprocesses_only_that_file() {
     assert_eq!(report_sessions(&env), [("u/s1.jsonl".into(), 331)]);
 }
 
-#[test]
-fn sessions_with_subagents_equal_ccusage_per_session_and_per_day_and_model() {
-    let env = Env::new();
-    let root = std::path::Path::new(crate::util::FIXTURES).join("claude-code-log-subagents");
-    for file in crate::util::walk(&root) {
-        let name = file
-            .strip_prefix(&root)
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_owned();
-        if name.ends_with(".jsonl") {
-            env.session(&name, &fs::read_to_string(&file).unwrap());
-        }
-    }
-    run_usage(&env);
-    let out = env
-        .cmd()
-        .args(["report", "session", "--json"])
-        .output()
-        .unwrap();
-    let ours: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
-    let theirs = crate::usage_requests::reference("ccusage-subagents.json");
-    let theirs = theirs["sessions"].as_array().unwrap();
-    assert_eq!(ours.len(), theirs.len());
+/// One summary per session, its subagents included (one per file below),
+/// with ccusage's tokens; the subagents' events name their agent.
+fn summaries_equal(env: &Env, theirs: &[Value]) {
+    let files: i64 = env.scalar("SELECT count(*) FROM usage_file_summary");
+    assert_eq!(files, 12);
+    let explorer: i64 = env.scalar("SELECT count(*) FROM usage_events WHERE agent_id = 'a2271d1'");
+    assert!(explorer > 10, "{explorer} events of the Haiku explorer");
     for expected in theirs {
         let file = format!(
             "{}/{}.jsonl",
             expected["projectPath"].as_str().unwrap(),
             expected["sessionId"].as_str().unwrap()
         );
-        let row = ours
-            .iter()
-            .find(|r| r["session_file"] == file.as_str())
-            .unwrap();
-        for (a, b) in [
-            ("input_tokens", "inputTokens"),
-            ("output_tokens", "outputTokens"),
-            ("cache_creation_tokens", "cacheCreationTokens"),
-            ("cache_read_tokens", "cacheReadTokens"),
-        ] {
-            assert_eq!(row[a], expected[b], "{file} {a}");
-        }
-        crate::usage_requests::within_a_thousandth(
-            row["cost_usd"].as_f64().unwrap(),
-            expected["totalCost"].as_f64().unwrap(),
-            &file,
+        let got: (i64, i64, i64, i64) = env.row(
+            &format!(
+                "SELECT input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens
+                 FROM usage_session_summary WHERE session_file = '{file}'"
+            ),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         );
+        let want = |k: &str| expected[k].as_i64().unwrap();
+        let want = (
+            want("inputTokens"),
+            want("outputTokens"),
+            want("cacheCreationTokens"),
+            want("cacheReadTokens"),
+        );
+        assert_eq!(got, want, "{file}");
     }
+}
+
+/// Per day and model, ccusage's tokens and cost.
+fn days_equal(env: &Env) {
     let out = env
         .cmd()
         .args(["report", "--by", "model", "--json"])
@@ -223,4 +207,112 @@ fn sessions_with_subagents_equal_ccusage_per_session_and_per_day_and_model() {
         }
     }
     assert_eq!(compared, 3);
+}
+
+#[test]
+fn sessions_with_subagents_equal_ccusage_per_session_and_per_day_and_model() {
+    let env = Env::new();
+    let root = std::path::Path::new(crate::util::FIXTURES).join("claude-code-log-subagents");
+    for file in crate::util::walk(&root) {
+        let name = file
+            .strip_prefix(&root)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        if name.ends_with(".jsonl") {
+            env.session(&name, &fs::read_to_string(&file).unwrap());
+        }
+    }
+    run_usage(&env);
+    let out = env
+        .cmd()
+        .args(["report", "session", "--json"])
+        .output()
+        .unwrap();
+    let ours: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let theirs = crate::usage_requests::reference("ccusage-subagents.json");
+    let theirs = theirs["sessions"].as_array().unwrap();
+    assert_eq!(ours.len(), theirs.len());
+    summaries_equal(&env, theirs);
+    for expected in theirs {
+        let file = format!(
+            "{}/{}.jsonl",
+            expected["projectPath"].as_str().unwrap(),
+            expected["sessionId"].as_str().unwrap()
+        );
+        let row = ours
+            .iter()
+            .find(|r| r["session_file"] == file.as_str())
+            .unwrap();
+        for (a, b) in [
+            ("input_tokens", "inputTokens"),
+            ("output_tokens", "outputTokens"),
+            ("cache_creation_tokens", "cacheCreationTokens"),
+            ("cache_read_tokens", "cacheReadTokens"),
+        ] {
+            assert_eq!(row[a], expected[b], "{file} {a}");
+        }
+        crate::usage_requests::within_a_thousandth(
+            row["cost_usd"].as_f64().unwrap(),
+            expected["totalCost"].as_f64().unwrap(),
+            &file,
+        );
+    }
+    days_equal(&env);
+    // A subagent's requests belong to the folder it worked in.
+    let out = env
+        .cmd()
+        .args(["report", "monthly", "--by", "project", "--json"])
+        .output()
+        .unwrap();
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(rows.iter().all(|r| r["project"] != ""), "{rows:?}");
+}
+
+#[test]
+fn a_request_copied_into_another_file_of_the_session_counts_once() {
+    let env = Env::new();
+    let line = |id: &str, sidechain: bool, tokens: u64| {
+        lines(&[
+            json!({"type": "assistant", "timestamp": "2026-01-01T00:00:00Z",
+            "requestId": id, "isSidechain": sidechain,
+            "message": {"id": id, "model": "claude-haiku-4-5",
+                        "usage": {"input_tokens": tokens}}}),
+        ])
+    };
+    // The main file's copy wins over a sidechain's, however large...
+    env.session("u/s1.jsonl", &line("m1", false, 100));
+    env.session(
+        "u/s1/subagents/agent-a.jsonl",
+        &format!("{}{}", line("m1", true, 150), line("m2", true, 30)),
+    );
+    // ...and among sidechain copies, the largest.
+    env.session("u/s1/subagents/agent-b.jsonl", &line("m2", true, 50));
+    // Another session's copy is its own.
+    env.session("u/s9.jsonl", &line("m1", false, 7));
+    run_usage(&env);
+    let input = |env: &Env, file: &str| -> i64 {
+        env.scalar(&format!(
+            "SELECT input_tokens FROM usage_session_summary WHERE session_file = '{file}'"
+        ))
+    };
+    assert_eq!(
+        (input(&env, "u/s1.jsonl"), input(&env, "u/s9.jsonl")),
+        (150, 7)
+    );
+    let counted: i64 = env.scalar("SELECT sum(input_tokens) FROM usage_request_costs");
+    assert_eq!(counted, 157, "the view leaves the copies out");
+    assert_eq!(
+        report_sessions(&env),
+        [("u/s1.jsonl".into(), 150), ("u/s9.jsonl".into(), 7)]
+    );
+    // Without the main file, the subagent's copy is the one counted.
+    fs::remove_file(env.data.join("u/s1.jsonl")).unwrap();
+    run_usage(&env);
+    env.cmd()
+        .args(["state", "prune", "usage", "--gone"])
+        .assert()
+        .success();
+    assert_eq!(input(&env, "u/s1.jsonl"), 200);
 }

@@ -350,8 +350,9 @@ impl Rows {
             "INSERT INTO usage_requests (session_file, line, session_id, username, model,
                  occurred_at, input_tokens, output_tokens, cache_creation_tokens,
                  cache_creation_5m_tokens, cache_creation_1h_tokens, cache_read_tokens,
-                 is_sidechain, is_fast, processor_version, agent_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                 is_sidechain, is_fast, processor_version, agent_id, request_key)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                 ?17)",
         )?;
         self.each_request(|q| {
             insert
@@ -371,7 +372,8 @@ impl Rows {
                     q.is_sidechain,
                     q.is_fast,
                     VERSION,
-                    agent
+                    agent,
+                    q.key
                 ])
                 .map(drop)
         })

@@ -45,7 +45,7 @@ const SCHEMA: &str = "
         read INTEGER NOT NULL, creation_5m INTEGER NOT NULL, creation_1h INTEGER NOT NULL,
         fast INTEGER NOT NULL, line INTEGER NOT NULL, at INTEGER);
     -- The session's requests, as the reducer ends them.
-    CREATE TABLE requests (line INTEGER PRIMARY KEY, model TEXT, at INTEGER,
+    CREATE TABLE requests (line INTEGER PRIMARY KEY, key TEXT, model TEXT, at INTEGER,
         input INTEGER NOT NULL, output INTEGER NOT NULL, creation INTEGER NOT NULL,
         creation_5m INTEGER NOT NULL, creation_1h INTEGER NOT NULL, read INTEGER NOT NULL,
         sidechain INTEGER NOT NULL, fast INTEGER NOT NULL);
@@ -274,8 +274,8 @@ impl Scratch {
     fn stage_requests(&self, requests: &mut Vec<Request>) -> rusqlite::Result<()> {
         let mut insert = self.conn.prepare_cached(
             "INSERT INTO requests (line, model, at, input, output, creation, creation_5m,
-                 creation_1h, read, sidechain, fast)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 creation_1h, read, sidechain, fast, key)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?;
         for q in requests.drain(..) {
             insert.execute(params![
@@ -289,7 +289,8 @@ impl Scratch {
                 q.cache_creation_1h_tokens as i64,
                 q.cache_read_tokens as i64,
                 q.is_sidechain,
-                q.is_fast
+                q.is_fast,
+                q.key
             ])?;
         }
         Ok(())
@@ -346,7 +347,7 @@ impl rows::Staged for Staged {
     ) -> rusqlite::Result<()> {
         let mut select = self.conn.prepare(
             "SELECT line, model, at, input, output, creation, creation_5m, creation_1h, read,
-                 sidechain, fast
+                 sidechain, fast, key
              FROM requests ORDER BY line",
         )?;
         let mut rows = select.query([])?;
@@ -364,6 +365,7 @@ impl rows::Staged for Staged {
                 cache_read_tokens: n(8)?,
                 is_sidechain: r.get(9)?,
                 is_fast: r.get(10)?,
+                key: r.get(11)?,
             })?;
         }
         Ok(())

@@ -10,6 +10,12 @@
 //! are the main transcript's (a subagent's prompts come from the model, and
 //! it works while the session waits); distinct tools and skills count the
 //! events of every file. A session of one file keeps that file's row as is.
+//!
+//! A request found in more than one of a session's files (the same
+//! `message.id` and `requestId`) counts once, as ccusage counts it: the copy
+//! that is not a sidechain's, else the one with the most tokens. The others
+//! keep their rows with `counted = 0`, and the session's tokens and the
+//! `usage_request_costs` view leave them out.
 
 use rusqlite::Connection;
 
@@ -27,6 +33,45 @@ macro_rules! total {
         )
     };
 }
+
+/// A token sum: a file's own for a session of one file, else that of the
+/// requests the session counts.
+macro_rules! counted {
+    ($col:literal) => {
+        concat!(
+            "CASE WHEN count(*) = 1 THEN max(f.",
+            $col,
+            ") ELSE
+                 (SELECT CAST(total(",
+            $col,
+            ") AS INTEGER) FROM usage_requests
+                  WHERE counted AND session_file IN
+                      (SELECT session_file FROM usage_file_summary WHERE session = ?1)) END"
+        )
+    };
+}
+
+/// Marks the copy of each request that the session counts.
+const MARK: &str = "
+    UPDATE usage_requests SET counted = (w.rank = 1)
+    FROM (SELECT session_file AS file, line,
+              row_number() OVER (
+                  PARTITION BY coalesce(request_key, session_file || ' ' || line)
+                  ORDER BY is_sidechain,
+                      input_tokens + output_tokens + cache_creation_tokens
+                          + cache_read_tokens DESC,
+                      session_file, line) AS rank
+          FROM usage_requests
+          WHERE session_file IN (SELECT session_file FROM usage_file_summary WHERE session = ?1))
+        AS w
+    WHERE usage_requests.session_file = w.file AND usage_requests.line = w.line
+      AND usage_requests.counted != (w.rank = 1)";
+
+/// A session of one file counts every request of it.
+const COUNT_ALL: &str = "
+    UPDATE usage_requests SET counted = 1
+    WHERE NOT counted
+      AND session_file IN (SELECT session_file FROM usage_file_summary WHERE session = ?1)";
 
 const REBUILD: &str = concat!(
     "INSERT INTO usage_session_summary (session_file, session_id, username, started_at,
@@ -75,13 +120,13 @@ const REBUILD: &str = concat!(
                  (SELECT DISTINCT j.value AS model
                   FROM usage_file_summary AS g, json_each(g.models) AS j
                   WHERE g.session = ?1 ORDER BY 1)) END, ",
-    total!("input_tokens"),
+    counted!("input_tokens"),
     ", ",
-    total!("output_tokens"),
+    counted!("output_tokens"),
     ", ",
-    total!("cache_creation_tokens"),
+    counted!("cache_creation_tokens"),
     ", ",
-    total!("cache_read_tokens"),
+    counted!("cache_read_tokens"),
     ", ",
     total!("malformed_lines"),
     ",
@@ -95,6 +140,11 @@ const REBUILD: &str = concat!(
 /// Rebuilds the summary of `session` (a main file's name) from its files';
 /// none left, no summary.
 pub(super) fn rebuild(db: &Connection, session: &str) -> rusqlite::Result<()> {
+    let files: i64 = db
+        .prepare_cached("SELECT count(*) FROM usage_file_summary WHERE session = ?1")?
+        .query_row([session], |r| r.get(0))?;
+    db.prepare_cached(if files > 1 { MARK } else { COUNT_ALL })?
+        .execute([session])?;
     db.prepare_cached("DELETE FROM usage_session_summary WHERE session_file = ?1")?
         .execute([session])?;
     db.prepare_cached(REBUILD)?.execute([session])?;

@@ -72,6 +72,8 @@ fn rules_that_span_the_whole_file_hold_across_staging() {
         r#"{"type":"user","message":{"content":[{"type":"tool_result","tool_use_id":"t1","is_error":true}]}}"#.into(),
         r#"{"type":"user","isMeta":true,"parentUuid":"c1","message":{"content":"Base directory for this skill: /s"}}"#.into(),
         r#"{"type":"assistant","message":{"model":"<synthetic>","usage":{"input_tokens":1}}}"#.into(),
+        // Fast mode and cache writes split by lifetime survive staging.
+        r#"{"type":"assistant","requestId":"q","message":{"id":"m9","model":"claude-opus-4-6","usage":{"input_tokens":2,"speed":"fast","cache_creation_input_tokens":5,"cache_creation":{"ephemeral_5m_input_tokens":2,"ephemeral_1h_input_tokens":3}}}}"#.into(),
         "not json".into(),
     ]
     .join("\n");
@@ -89,8 +91,19 @@ fn rules_that_span_the_whole_file_hold_across_staging() {
     );
     assert_eq!(
         (s.input_tokens, s.assistant_messages, s.malformed_lines),
-        (9 + 3 + 1, 3, 1)
+        (9 + 3 + 1 + 2, 4, 1)
     );
+    let mut fast = Vec::new();
+    rows.each_request(|q| {
+        fast.push((
+            q.is_fast,
+            q.cache_creation_5m_tokens,
+            q.cache_creation_1h_tokens,
+        ));
+        Ok(())
+    })
+    .unwrap();
+    assert!(fast.contains(&(true, 2, 3)), "{fast:?}");
 }
 
 #[test]

@@ -45,6 +45,8 @@ pub(super) struct Counted {
 /// One API request: a reply with usage, as `usage_requests` stores it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
+    /// Hashes of its `message.id` and `requestId`; none without `message.id`.
+    pub key: Option<String>,
     /// The number of its first line in the file.
     pub line: u64,
     pub model: Option<String>,
@@ -66,6 +68,10 @@ pub struct Request {
 /// collision of two hashes.
 pub(super) fn anonymous(line: u64) -> u128 {
     (1 << 127) | u128::from(line)
+}
+
+fn is_anonymous(key: u128) -> bool {
+    key >> 64 == 1 << 63
 }
 
 /// Folds lines, given in (`message`, file order), into replies and their
@@ -139,9 +145,9 @@ impl Reducer {
     }
 
     fn end_message(&mut self) {
-        if self.current.take().is_none() {
+        let Some(message) = self.current.take() else {
             return;
-        }
+        };
         let model = self.model.take();
         self.tally.reply(model.as_deref());
         self.by_request.clear();
@@ -149,7 +155,14 @@ impl Reducer {
         for reply in self.replies.drain(..) {
             let u = &reply.usage;
             self.tally.count(u);
+            // The key that finds the same request in the session's other
+            // files: `message.id` and `requestId`, as ccusage keys it.
+            let key = (!is_anonymous(message)).then(|| match reply.request {
+                Some(r) => format!("{message:032x}:{r:016x}"),
+                None => format!("{message:032x}:"),
+            });
             self.requests.push(Request {
+                key,
                 line: reply.line,
                 model: model.clone(),
                 at: reply.at,
