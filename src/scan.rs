@@ -119,33 +119,17 @@ fn scan_user(
     problems: &mut Vec<(String, String)>,
     printer: &Printer,
 ) -> Result<()> {
-    for (name, path, meta) in list(dir, printer)? {
-        if meta.is_dir() {
-            // `<session>/subagents/`: a session's subagent transcripts.
-            let folder = path.join("subagents");
-            if !no_link(&folder, "folder", printer).is_some_and(|m| m.is_dir()) {
-                continue;
+    for (name, path, kind) in list(dir, printer)? {
+        if kind.is_dir() {
+            if !name.ends_with(".jsonl") {
+                scan_subagents(&path, user, &name, found, problems, printer);
             }
-            let parent = format!("{user}/{name}.jsonl");
-            let prefix = format!("{user}/{name}/subagents/");
-            match list(&folder, printer) {
-                Ok(entries) => {
-                    for (file, path, meta) in entries {
-                        if meta.is_file() && file.starts_with("agent-") && file.ends_with(".jsonl")
-                        {
-                            found.push(SessionFile::new(
-                                format!("{prefix}{file}"),
-                                Some(parent.clone()),
-                                user,
-                                path,
-                                &meta,
-                            ));
-                        }
-                    }
-                }
-                Err(e) => problems.push((prefix, format!("{e:#}"))),
-            }
-        } else if meta.is_file() && name.ends_with(".jsonl") {
+            continue;
+        }
+        if !name.ends_with(".jsonl") {
+            continue;
+        }
+        if let Some(meta) = no_link(&path, "file", printer).filter(|m| m.is_file()) {
             found.push(SessionFile::new(
                 format!("{user}/{name}"),
                 None,
@@ -158,9 +142,81 @@ fn scan_user(
     Ok(())
 }
 
-/// A folder's entries with UTF-8 names, each with its metadata; symlinks
-/// are skipped with a warning, entries removed since the listing silently.
-fn list(dir: &Path, printer: &Printer) -> Result<Vec<(String, PathBuf, std::fs::Metadata)>> {
+/// `<session>/subagents/agent-<id>.jsonl` in a session folder. A folder that
+/// is there but cannot be read is a problem of the run, never a silent gap.
+fn scan_subagents(
+    session_dir: &Path,
+    user: &str,
+    session: &str,
+    found: &mut Vec<SessionFile>,
+    problems: &mut Vec<(String, String)>,
+    printer: &Printer,
+) {
+    let folder = session_dir.join("subagents");
+    let prefix = format!("{user}/{session}/subagents/");
+    match std::fs::symlink_metadata(&folder) {
+        Ok(m) if m.file_type().is_symlink() => {
+            printer.warn(format_args!(
+                "skipping symlinked folder {}",
+                folder.display()
+            ));
+            return;
+        }
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return;
+        }
+        Err(e) => {
+            problems.push((prefix, format!("cannot read {}: {e}", folder.display())));
+            return;
+        }
+    }
+    let entries = match list(&folder, printer) {
+        Ok(entries) => entries,
+        Err(e) => {
+            problems.push((prefix, format!("{e:#}")));
+            return;
+        }
+    };
+    let parent = format!("{user}/{session}.jsonl");
+    for (file, path, _) in entries {
+        let name = format!("{prefix}{file}");
+        if subagent(&name).is_none() {
+            continue;
+        }
+        if let Some(meta) = no_link(&path, "file", printer).filter(|m| m.is_file()) {
+            found.push(SessionFile::new(
+                name,
+                Some(parent.clone()),
+                user,
+                path,
+                &meta,
+            ));
+        }
+    }
+}
+
+/// A subagent transcript's name, `<user>/<session>/subagents/agent-<id>.jsonl`,
+/// as its session's file name, `<user>/<session>.jsonl`, and `<id>`.
+pub fn subagent(name: &str) -> Option<(String, &str)> {
+    let mut parts = name.split('/');
+    let (user, session, folder, file) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let id = file.strip_prefix("agent-")?.strip_suffix(".jsonl")?;
+    let whole = parts.next().is_none() && folder == "subagents" && !id.is_empty();
+    let named = !user.is_empty() && !session.is_empty() && !session.ends_with(".jsonl");
+    (whole && named).then(|| (format!("{user}/{session}.jsonl"), id))
+}
+
+/// A folder's entries with UTF-8 names and their type as listed (a link is
+/// a link, never followed).
+fn list(dir: &Path, printer: &Printer) -> Result<Vec<(String, PathBuf, std::fs::FileType)>> {
     let entries =
         std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
     let mut out = Vec::new();
@@ -176,20 +232,15 @@ fn list(dir: &Path, printer: &Printer) -> Result<Vec<(String, PathBuf, std::fs::
             }
             continue;
         };
-        // Only what the scan may pick: session files and session folders.
-        let wanted = name.ends_with(".jsonl") || path.join("subagents").exists();
-        if !wanted {
+        // Removed since the listing: not there.
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_symlink() && name.ends_with(".jsonl") {
+            printer.warn(format_args!("skipping symlinked file {}", path.display()));
             continue;
         }
-        let what = if name.ends_with(".jsonl") {
-            "file"
-        } else {
-            "folder"
-        };
-        let Some(meta) = no_link(&path, what, printer) else {
-            continue;
-        };
-        out.push((name.to_owned(), path, meta));
+        out.push((name.to_owned(), path, kind));
     }
     Ok(out)
 }

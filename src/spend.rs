@@ -174,9 +174,9 @@ pub fn spend(db: &Connection, q: &Query) -> rusqlite::Result<Spend> {
 /// The session a file belongs to: a subagent transcript's
 /// (`<user>/<session>/subagents/agent-<id>.jsonl`) is `<user>/<session>.jsonl`.
 pub fn session_of(file: &str) -> std::borrow::Cow<'_, str> {
-    match file.split_once("/subagents/") {
-        Some((session, _)) if session.contains('/') => format!("{session}.jsonl").into(),
-        _ => file.into(),
+    match crate::scan::subagent(file) {
+        Some((session, _)) => session.into(),
+        None => file.into(),
     }
 }
 

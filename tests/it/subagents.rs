@@ -316,3 +316,54 @@ fn a_request_copied_into_another_file_of_the_session_counts_once() {
         .success();
     assert_eq!(input(&env, "u/s1.jsonl"), 200);
 }
+
+#[test]
+fn odd_names_are_classified_by_the_whole_pattern() {
+    let env = Env::new();
+    for (file, tokens) in [
+        // A session folder may itself be called "subagents".
+        ("u/subagents/subagents/agent-a.jsonl", 1),
+        // No agent id, or a session folder named like a file: not the pattern.
+        ("u/s1/subagents/agent-.jsonl", 1000),
+        ("u/x.jsonl/subagents/agent-q.jsonl", 1000),
+    ] {
+        env.session(file, &reply(file, tokens));
+    }
+    run_usage(&env);
+    let rows: Vec<(String, Option<String>)> = env
+        .db()
+        .prepare("SELECT session_file, agent_id FROM usage_requests")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        rows,
+        [(
+            "u/subagents/subagents/agent-a.jsonl".into(),
+            Some("a".into())
+        )]
+    );
+    assert_eq!(report_sessions(&env), [("u/subagents.jsonl".into(), 1)]);
+}
+
+#[test]
+fn a_session_folder_that_cannot_be_read_is_an_error_that_names_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    env.session("u/s1.jsonl", &reply("main", 1));
+    env.session("u/s1/subagents/agent-a.jsonl", &reply("a1", 10));
+    env.run_one(&["usage"], 0);
+    let shut = env.data.join("u/s1");
+    // Root reads anything: the run is made as nobody.
+    let mut cmd = env.cmd_unprivileged(&[]);
+    fs::set_permissions(&shut, fs::Permissions::from_mode(0o000)).unwrap();
+    let out = cmd.args(["-q", "run", "usage", "--json"]).assert().code(1);
+    fs::set_permissions(&shut, fs::Permissions::from_mode(0o755)).unwrap();
+    let report: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(report["errors_detail"][0]["session"], "u/s1/subagents/");
+    let gone: i64 =
+        env.scalar("SELECT count(*) FROM session_processor_state WHERE status = 'gone'");
+    assert_eq!(gone, 0, "an unreadable folder's files are not gone");
+}

@@ -33,7 +33,7 @@ use scratch::Scratch;
 
 pub const NAME: &str = "usage";
 /// Bump when the rows a session yields change: every session is reprocessed.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 const CADENCE: Duration = Duration::from_secs(10 * 60);
 /// Activity blocks split where two timestamps are further apart than this.
 const IDLE_GAP_MS: i64 = 10 * 60 * 1000;

@@ -432,8 +432,7 @@ impl Rows {
 /// (`<user>/<session>/subagents/agent-<id>.jsonl`); `None` for a session's
 /// own file.
 pub(super) fn agent_of(session_file: &str) -> Option<&str> {
-    let (_, file) = session_file.split_once("/subagents/")?;
-    file.strip_prefix("agent-")?.strip_suffix(".jsonl")
+    crate::scan::subagent(session_file).map(|(_, id)| id)
 }
 
 /// Epoch milliseconds as the stored timestamp text.

@@ -7,7 +7,8 @@
 //!
 //! Counts, replies and tokens add up; start and end are the earliest and
 //! latest of any file; prompts, active time, project, version and branch
-//! are the main transcript's (a subagent's prompts come from the model, and
+//! are the main transcript's (active time the longest subagent's when the
+//! main file is missing) (a subagent's prompts come from the model, and
 //! it works while the session waits); distinct tools and skills count the
 //! events of every file. A session of one file keeps that file's row as is.
 //!
@@ -111,8 +112,8 @@ const REBUILD: &str = concat!(
                                      WHERE session = ?1)) END,
          CASE WHEN count(*) = 1 THEN max(f.primary_model) ELSE
              (SELECT model FROM usage_requests
-              WHERE session_file IN (SELECT session_file FROM usage_file_summary
-                                     WHERE session = ?1)
+              WHERE counted AND session_file IN (SELECT session_file FROM usage_file_summary
+                                                 WHERE session = ?1)
                 AND model IS NOT NULL AND model != '<synthetic>'
               GROUP BY model ORDER BY count(*) DESC, model LIMIT 1) END,
          CASE WHEN count(*) = 1 THEN max(f.models) ELSE
