@@ -220,7 +220,7 @@ pub struct StateArgs {
 pub enum StateAction {
     /// Clear failures so the sessions are processed on the next run.
     Requeue(RequeueArgs),
-    /// Forget every state row of a processor: the next runs reprocess all.
+    /// Forget the state rows of a processor (gone files' stay, for prune): the next runs reprocess all.
     Reset(ResetArgs),
     /// Remove the rows and outputs of sessions whose files are gone.
     Prune(PruneArgs),

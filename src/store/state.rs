@@ -314,9 +314,11 @@ pub fn requeue(conn: &mut Connection, processor: &str, which: Requeue) -> Result
 }
 
 /// Forgets every row of a processor: the next runs reprocess everything.
+/// Rows of files that are gone stay: their outputs are kept, and only
+/// `state prune` removes them, rows and outputs together.
 pub fn reset(conn: &Connection, processor: &str) -> Result<usize> {
     Ok(conn.execute(
-        "DELETE FROM session_processor_state WHERE processor_name = ?1",
+        "DELETE FROM session_processor_state WHERE processor_name = ?1 AND status != 'gone'",
         [processor],
     )?)
 }

@@ -147,6 +147,23 @@ fn reset_forgets_everything() {
         .success();
     assert_eq!(n(&env.run_one(&["count"], 0), "processed"), 1);
     assert_eq!(env.calls().len(), 2);
+    // A gone file's row outlives a reset, so that prune still reaches it.
+    fs::remove_file(env.data.join("u/a.jsonl")).unwrap();
+    // Other content: not a rename of the gone file.
+    env.session("u/b.jsonl", &format!("{LINE}{LINE}"));
+    env.run_one(&["count"], 0);
+    env.cmd()
+        .args(["state", "reset", "count"])
+        .assert()
+        .success();
+    assert_eq!(env.status("count", "u/a.jsonl").as_deref(), Some("gone"));
+    env.cmd()
+        .args(["state", "prune", "count", "--gone"])
+        .assert()
+        .success();
+    let left: i64 =
+        env.scalar("SELECT count(*) FROM session_processor_state WHERE session_file = 'u/a.jsonl'");
+    assert_eq!(left, 0);
 }
 
 #[test]
