@@ -136,7 +136,8 @@ impl PriceBook {
     /// found under: the config's sections first, then the table; each by the
     /// name as it is, then without a provider prefix (`anthropic/`), a
     /// bracketed suffix (`[1m]`) and with `.` and `@` read as `-`, then
-    /// without a trailing `-YYYYMMDD` date.
+    /// without a trailing `-YYYYMMDD` date; last, an undated name as the
+    /// table's latest release of it (`claude-sonnet-4-20250514`).
     pub fn resolve(&self, model: &str) -> Option<(String, Source, Price)> {
         let bare = model.rsplit('/').next().unwrap_or(model);
         let bare = bare
@@ -153,7 +154,14 @@ impl PriceBook {
                 }
             }
         }
-        None
+        // An undated name (`claude-sonnet-4`) is its latest dated release.
+        let dated = format!("{bare}-");
+        self.table
+            .range(dated.clone()..)
+            .take_while(|(k, _)| k.starts_with(&dated))
+            .filter(|(k, _)| strip_date(k) == Some(bare.as_str()))
+            .last()
+            .map(|(k, p)| (k.clone(), Source::Table, *p))
     }
 
     /// Changes whenever a resolution could: the table or the config.
@@ -309,6 +317,11 @@ mod tests {
             key("claude-sonnet-4-6-20990101").as_deref(),
             Some("claude-sonnet-4-6")
         );
+        assert_eq!(
+            key("claude-sonnet-4").as_deref(),
+            Some("claude-sonnet-4-20250514")
+        );
+        assert_eq!(key("claude-sonnet"), None, "no release of that name");
         assert_eq!(key("<synthetic>"), None);
         assert_eq!(key("gpt-4o"), None);
         let (_, source, p) = b.resolve("claude-sonnet-4-20250514").unwrap();
