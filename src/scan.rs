@@ -46,9 +46,6 @@ pub struct SessionFile {
     /// `<user>/<file>.jsonl`, or `<user>/<session>/subagents/agent-<id>.jsonl`
     /// for a subagent's transcript: the file's name in every table.
     pub name: String,
-    /// A subagent transcript's session: `<user>/<session>.jsonl`, whether or
-    /// not that file exists.
-    pub parent: Option<String>,
     /// The user folder's name.
     pub user: String,
     pub path: PathBuf,
@@ -72,7 +69,7 @@ impl Scan {
     /// that could not be listed) only if it reads them.
     pub fn for_processor(mut self, p: &dyn crate::processor::Processor) -> Scan {
         if !p.reads_subagents() {
-            self.files.retain(|f| f.parent.is_none());
+            self.files.retain(|f| subagent(&f.name).is_none());
             self.problems
                 .retain(|(folder, _)| !folder.ends_with("/subagents/"));
         }
@@ -132,7 +129,6 @@ fn scan_user(
         if let Some(meta) = no_link(&path, "file", printer).filter(|m| m.is_file()) {
             found.push(SessionFile::new(
                 format!("{user}/{name}"),
-                None,
                 user,
                 path,
                 &meta,
@@ -184,20 +180,13 @@ fn scan_subagents(
             return;
         }
     };
-    let parent = format!("{user}/{session}.jsonl");
     for (file, path, _) in entries {
         let name = format!("{prefix}{file}");
         if subagent(&name).is_none() {
             continue;
         }
         if let Some(meta) = no_link(&path, "file", printer).filter(|m| m.is_file()) {
-            found.push(SessionFile::new(
-                name,
-                Some(parent.clone()),
-                user,
-                path,
-                &meta,
-            ));
+            found.push(SessionFile::new(name, user, path, &meta));
         }
     }
 }
@@ -212,6 +201,15 @@ pub fn subagent(name: &str) -> Option<(String, &str)> {
     let whole = parts.next().is_none() && folder == "subagents" && !id.is_empty();
     let named = !user.is_empty() && !session.is_empty() && !session.ends_with(".jsonl");
     (whole && named).then(|| (format!("{user}/{session}.jsonl"), id))
+}
+
+/// The session a file belongs to: a subagent transcript's
+/// (`<user>/<session>/subagents/agent-<id>.jsonl`) is `<user>/<session>.jsonl`.
+pub fn session_of(file: &str) -> std::borrow::Cow<'_, str> {
+    match subagent(file) {
+        Some((session, _)) => session.into(),
+        None => file.into(),
+    }
 }
 
 /// A folder's entries with UTF-8 names and their type as listed (a link is
@@ -246,16 +244,9 @@ fn list(dir: &Path, printer: &Printer) -> Result<Vec<(String, PathBuf, std::fs::
 }
 
 impl SessionFile {
-    fn new(
-        name: String,
-        parent: Option<String>,
-        user: &str,
-        path: PathBuf,
-        meta: &std::fs::Metadata,
-    ) -> SessionFile {
+    fn new(name: String, user: &str, path: PathBuf, meta: &std::fs::Metadata) -> SessionFile {
         SessionFile {
             name,
-            parent,
             user: user.to_owned(),
             path,
             stat: Stat::of(meta),

@@ -32,7 +32,7 @@ pub struct Query {
 
 /// A group's keys: the period (or session file), then user, model and
 /// project where asked for.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Key {
     pub period: String,
     pub user: Option<String>,
@@ -121,14 +121,16 @@ pub fn spend(db: &Connection, q: &Query) -> rusqlite::Result<Spend> {
         let day = day_of(r.get_ref(3)?.as_str_or_null()?, q.tz);
         let dated = q.since.is_some() || q.until.is_some() || q.period != Period::Session;
         let period = match (day, q.period) {
-            (_, Period::Session) if !dated => session_of(r.get_ref(0)?.as_str()?).into_owned(),
+            (_, Period::Session) if !dated => {
+                crate::scan::session_of(r.get_ref(0)?.as_str()?).into_owned()
+            }
             (None, _) => {
                 out.undated += 1;
                 continue;
             }
             (Some(day), _) if !in_range(day, q) => continue,
             (Some(day), period) => match period {
-                Period::Session => session_of(r.get_ref(0)?.as_str()?).into_owned(),
+                Period::Session => crate::scan::session_of(r.get_ref(0)?.as_str()?).into_owned(),
                 Period::Daily => day.to_string(),
                 Period::Weekly => {
                     let w = day.iso_week();
@@ -169,15 +171,6 @@ pub fn spend(db: &Connection, q: &Query) -> rusqlite::Result<Spend> {
             .add(&sums);
     }
     Ok(out)
-}
-
-/// The session a file belongs to: a subagent transcript's
-/// (`<user>/<session>/subagents/agent-<id>.jsonl`) is `<user>/<session>.jsonl`.
-pub fn session_of(file: &str) -> std::borrow::Cow<'_, str> {
-    match crate::scan::subagent(file) {
-        Some((session, _)) => session.into(),
-        None => file.into(),
-    }
 }
 
 /// The day of a stored timestamp in `tz`.

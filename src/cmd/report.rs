@@ -121,12 +121,7 @@ fn csv(q: &Query, spend: &Spend) -> Vec<String> {
             v.to_owned()
         }
     };
-    let probe = Key {
-        period: String::new(),
-        user: None,
-        model: None,
-        project: None,
-    };
+    let probe = Key::default();
     let mut header: Vec<&str> = keys(q, &probe).iter().map(|(f, _, _)| *f).collect();
     header.extend(numbers(&Sums::default()).map(|(f, _)| f));
     header.push("cost_usd");
@@ -146,12 +141,7 @@ fn table(q: &Query, spend: &Spend) -> comfy_table::Table {
     t.load_style(presets::NOTHING)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_width(100);
-    let probe = Key {
-        period: String::new(),
-        user: None,
-        model: None,
-        project: None,
-    };
+    let probe = Key::default();
     let key_columns = keys(q, &probe).len();
     let mut header: Vec<&str> = keys(q, &probe).iter().map(|(_, h, _)| *h).collect();
     // Total tokens stay in --json and --csv: the table keeps room for names.

@@ -285,7 +285,7 @@ pub(super) fn forget(db: &Connection, session_file: &str) -> rusqlite::Result<()
         .execute([session_file])?;
     db.prepare_cached("DELETE FROM usage_file_summary WHERE session_file = ?1")?
         .execute([session_file])?;
-    super::sessions::rebuild(db, &crate::spend::session_of(session_file))
+    super::sessions::rebuild(db, &crate::scan::session_of(session_file))
 }
 
 impl Output for Rows {
@@ -381,6 +381,7 @@ impl Rows {
 
     fn write_summary(&self, db: &Connection, session_file: &str) -> rusqlite::Result<()> {
         let s = &self.summary;
+        let session = crate::scan::session_of(session_file);
         db.prepare_cached(
             "INSERT OR REPLACE INTO usage_file_summary (session, session_file, session_id, username,
                  started_at, ended_at, wall_seconds, active_seconds, user_prompts,
@@ -421,9 +422,9 @@ impl Rows {
             s.project,
             s.claude_version,
             s.git_branch,
-            crate::spend::session_of(session_file)
+            session
         ])?;
-        super::sessions::rebuild(db, &crate::spend::session_of(session_file))?;
+        super::sessions::rebuild(db, &session)?;
         Ok(())
     }
 }
