@@ -33,7 +33,8 @@ fn two_users() -> Env {
     env
 }
 
-fn report(env: &Env, args: &[&str]) -> Vec<Value> {
+/// `report ARGS --json`, which must succeed: its rows.
+pub(crate) fn report(env: &Env, args: &[&str]) -> Vec<Value> {
     let out = env
         .cmd()
         .arg("report")

@@ -7,6 +7,7 @@ use std::os::unix::fs::symlink;
 
 use serde_json::{Value, json};
 
+use crate::report::report;
 use crate::usage::{lines, run_usage};
 use crate::util::{Env, append, n};
 
@@ -113,14 +114,7 @@ fn exactly_the_subagent_pattern_is_scanned_and_only_usage_reads_it() {
 }
 
 fn report_sessions(env: &Env) -> Vec<(String, u64)> {
-    let out = env
-        .cmd()
-        .args(["report", "session", "--json"])
-        .output()
-        .unwrap();
-    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
-    rows.as_array()
-        .unwrap()
+    report(env, &["session"])
         .iter()
         .map(|r| {
             let file = r["session_file"].as_str().unwrap().to_owned();
@@ -182,12 +176,7 @@ fn summaries_equal(env: &Env, theirs: &[Value]) {
 
 /// Per day and model, ccusage's tokens and cost.
 fn days_equal(env: &Env) {
-    let out = env
-        .cmd()
-        .args(["report", "--by", "model", "--json"])
-        .output()
-        .unwrap();
-    let ours: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let ours = report(env, &["--by", "model"]);
     let daily = crate::usage_requests::reference("ccusage-subagents-daily.json");
     let mut compared = 0;
     for day in daily["daily"].as_array().unwrap() {
@@ -225,12 +214,7 @@ fn sessions_with_subagents_equal_ccusage_per_session_and_per_day_and_model() {
         }
     }
     run_usage(&env);
-    let out = env
-        .cmd()
-        .args(["report", "session", "--json"])
-        .output()
-        .unwrap();
-    let ours: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let ours = report(&env, &["session"]);
     let theirs = crate::usage_requests::reference("ccusage-subagents.json");
     let theirs = theirs["sessions"].as_array().unwrap();
     assert_eq!(ours.len(), theirs.len());
@@ -261,12 +245,7 @@ fn sessions_with_subagents_equal_ccusage_per_session_and_per_day_and_model() {
     }
     days_equal(&env);
     // A subagent's requests belong to the folder it worked in.
-    let out = env
-        .cmd()
-        .args(["report", "monthly", "--by", "project", "--json"])
-        .output()
-        .unwrap();
-    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = report(&env, &["monthly", "--by", "project"]);
     assert!(rows.iter().all(|r| r["project"] != ""), "{rows:?}");
 }
 
