@@ -54,10 +54,12 @@ pub(super) fn apply(db: &Connection, book: &PriceBook) -> rusqlite::Result<()> {
     tx.commit()
 }
 
-/// Records the prices of models, replacing what they had.
+/// Records the prices of models not recorded yet. A recorded one already
+/// has this book's price: [`apply`] rebuilt them all when the book changed,
+/// so a session's write touches no row its models already have.
 pub(super) fn write(db: &Connection, prices: &[ModelPrice]) -> rusqlite::Result<()> {
     let mut insert = db.prepare_cached(
-        "INSERT OR REPLACE INTO usage_model_prices (model, price_key, source, input, output,
+        "INSERT OR IGNORE INTO usage_model_prices (model, price_key, source, input, output,
              cache_write_5m, cache_write_1h, cache_read, input_above_200k, output_above_200k,
              cache_write_5m_above_200k, cache_write_1h_above_200k, cache_read_above_200k,
              fast_multiplier)
