@@ -165,6 +165,10 @@ pub struct RunArgs {
     /// Process at most N sessions (free skips of unchanged files don't count).
     #[arg(long, value_name = "N")]
     pub max_sessions: Option<u64>,
+    /// Take no new session once the run's LLM calls have cost USD dollars
+    /// (calls under way finish).
+    #[arg(long, value_name = "USD", value_parser = dollars)]
+    pub max_cost: Option<f64>,
     /// Stop visiting new candidates once DUR has passed.
     #[arg(long, value_name = "DUR", value_parser = duration::parse)]
     pub time_budget: Option<Duration>,
@@ -267,4 +271,14 @@ pub struct MigrateArgs {
     /// Print current and target schema version and pending steps; change nothing.
     #[arg(long)]
     pub status: bool,
+}
+
+/// A dollar amount: a finite number, 0 or more.
+pub fn dollars(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!(
+            "{text:?} is not an amount of dollars (0 or more, e.g. 2.50)"
+        )),
+    }
 }

@@ -21,6 +21,7 @@ use crate::duration;
 use crate::env::{self, Environment};
 use crate::exit::{self, Coded};
 use crate::llm::{LlmConfig, LlmSection};
+use crate::verdict::Settle;
 
 pub const DEFAULT_CONFIG: &str = "/etc/sessionpipe/config.toml";
 pub const DEFAULT_DATA_DIR: &str = "/data/user_sessions";
@@ -48,9 +49,9 @@ pub struct Config {
     pub identities: HashMap<String, String>,
     /// `usage`: the price table with the `[prices."MODEL"]` sections over it.
     pub prices: crate::prices::PriceBook,
-    /// `verification`: the model to ask, and its per-run limits.
+    /// `verification`: the model to ask, and its settings.
     pub llm: LlmConfig,
-    pub verification: Budgets,
+    pub verification: VerificationSettings,
     /// How long to wait for another writer of the database.
     pub busy_timeout: Duration,
     /// How long a file must be quiet for a final line without a newline to
@@ -69,18 +70,33 @@ pub struct Config {
     pub given: Vec<(&'static str, PathBuf)>,
 }
 
-/// Per-run limits of a processor, applied unless `run` is given its own.
+/// `verification`'s settings: its per-run limits (applied unless `run` is
+/// given its own), how long a conversation settles before it is sent, and
+/// how much of what was sent before a grown session's call repeats.
 #[derive(Debug, Clone, Copy)]
-pub struct Budgets {
+pub struct VerificationSettings {
     pub max_sessions: u64,
     pub time_budget: Duration,
+    pub max_cost: Option<f64>,
+    pub settle: Settle,
+    pub context_turns: usize,
 }
 
-impl Budgets {
-    /// `verification` makes one LLM call per session: a run is kept short.
-    pub const VERIFICATION: Budgets = Budgets {
+/// The most turns of context a grown session's call may repeat.
+pub const MAX_CONTEXT_TURNS: u64 = 100;
+
+impl VerificationSettings {
+    /// One LLM call per session: a run is kept short, and a conversation is
+    /// judged once it has ended (or after a working day).
+    pub const DEFAULT: VerificationSettings = VerificationSettings {
         max_sessions: 50,
         time_budget: Duration::from_secs(10 * 60),
+        max_cost: None,
+        settle: Settle {
+            quiet: Duration::from_secs(30 * 60),
+            max_wait: Duration::from_secs(6 * 3600),
+        },
+        context_turns: 10,
     };
 }
 
@@ -114,26 +130,61 @@ struct FileConfig {
     #[serde(default)]
     llm: LlmSection,
     #[serde(default)]
-    verification: FileBudgets,
+    verification: FileVerification,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileBudgets {
+struct FileVerification {
     enabled: Option<bool>,
     max_sessions: Option<u64>,
     #[serde(default, deserialize_with = "duration::de_opt")]
     time_budget: Option<Duration>,
+    max_cost_per_run: Option<f64>,
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    settle: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    max_wait: Option<Duration>,
+    context_turns: Option<u64>,
 }
 
-impl FileBudgets {
-    /// The section over `verification`'s defaults.
-    fn budgets(&self) -> Budgets {
-        let defaults = Budgets::VERIFICATION;
-        Budgets {
+impl FileVerification {
+    /// The section over `verification`'s defaults, checked.
+    fn settings(&self) -> Result<VerificationSettings> {
+        let defaults = VerificationSettings::DEFAULT;
+        let max_cost = match self.max_cost_per_run {
+            Some(v) if !(v.is_finite() && v >= 0.0) => {
+                return Err(exit::fail(
+                    exit::CONFIG,
+                    format!(
+                        "config: verification.max_cost_per_run = {v} must be 0 or more dollars"
+                    ),
+                ));
+            }
+            other => other,
+        };
+        let context_turns = match self.context_turns {
+            Some(n) if n > MAX_CONTEXT_TURNS => {
+                return Err(exit::fail(
+                    exit::CONFIG,
+                    format!(
+                        "config: verification.context_turns = {n} is more than {MAX_CONTEXT_TURNS}"
+                    ),
+                ));
+            }
+            Some(n) => n as usize,
+            None => defaults.context_turns,
+        };
+        Ok(VerificationSettings {
             max_sessions: self.max_sessions.unwrap_or(defaults.max_sessions),
             time_budget: self.time_budget.unwrap_or(defaults.time_budget),
-        }
+            max_cost,
+            settle: Settle {
+                quiet: self.settle.unwrap_or(defaults.settle.quiet),
+                max_wait: self.max_wait.unwrap_or(defaults.settle.max_wait),
+            },
+            context_turns,
+        })
     }
 }
 
@@ -235,7 +286,7 @@ impl Config {
         .into_iter()
         .filter_map(|(flag, path)| Some((flag, absolute(path.as_ref()?))))
         .collect();
-        let verification = file.verification.budgets();
+        let verification = file.verification.settings()?;
         Ok(Config {
             data_dir: data_dir
                 .or(file.data_dir.map(|d| base.join(d)))

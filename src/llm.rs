@@ -236,22 +236,29 @@ impl Client {
         &self.config.model
     }
 
-    /// Asks the model to fill `schema` from `prompt`; returns the JSON object
-    /// it produced.
+    /// Asks the model to fill `schema` from `prompt`. An error means no call
+    /// was answered; an answer holds the tokens it cost and the JSON object
+    /// it produced, or why it holds none.
+    ///
+    /// On Anthropic the system prompt is marked for prompt caching: it and
+    /// the tool schema before it are the same in every call, so repeated
+    /// calls pay the cache-read rate for them. OpenAI caches long prefixes
+    /// by itself.
     pub fn extract(
         &self,
         system: &str,
         prompt: &str,
         tool: &str,
         schema: &Value,
-    ) -> Result<Value, LlmError> {
+    ) -> Result<Answer, LlmError> {
         let (url, body) = match self.config.provider {
             Provider::Anthropic => (
                 format!("{}/v1/messages", self.config.base_url.trim_end_matches('/')),
                 json!({
                     "model": self.config.model,
                     "max_tokens": 4096,
-                    "system": system,
+                    "system": [{"type": "text", "text": system,
+                                "cache_control": {"type": "ephemeral"}}],
                     "messages": [{"role": "user", "content": prompt}],
                     "tools": [{"name": tool, "description": "Record what the user verified.",
                                "input_schema": schema}],
@@ -273,12 +280,27 @@ impl Client {
             ),
         };
         let text = self.post(&url, &body.to_string())?;
-        let reply: Value = serde_json::from_str(&text)
-            .map_err(|e| LlmError::Unusable(format!("the LLM answer is not JSON: {e}")))?;
-        match self.config.provider {
-            Provider::Anthropic => anthropic_output(&reply, tool),
-            Provider::OpenAi => openai_output(&reply),
-        }
+        let reply: Value = match serde_json::from_str(&text) {
+            Ok(reply) => reply,
+            Err(e) => {
+                return Ok(Answer {
+                    usage: Usage::default(),
+                    output: Err(LlmError::Unusable(format!(
+                        "the LLM answer is not JSON: {e}"
+                    ))),
+                });
+            }
+        };
+        Ok(match self.config.provider {
+            Provider::Anthropic => Answer {
+                usage: Usage::anthropic(&reply["usage"]),
+                output: anthropic_output(&reply, tool),
+            },
+            Provider::OpenAi => Answer {
+                usage: Usage::openai(&reply["usage"]),
+                output: openai_output(&reply),
+            },
+        })
     }
 
     /// POSTs with retries; returns the body of a 2xx answer.
@@ -349,6 +371,53 @@ impl Client {
         match body.char_indices().nth(BODY_EXCERPT) {
             Some((i, _)) => format!("{}…", &body[..i]),
             None => body,
+        }
+    }
+}
+
+/// What an answered call produced.
+#[derive(Debug)]
+pub struct Answer {
+    /// The tokens it cost, paid whether the output is usable or not.
+    pub usage: Usage,
+    pub output: Result<Value, LlmError>,
+}
+
+/// Tokens one call used, as the API reported them; a count it left out (or
+/// gave as anything but a whole number) is 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Input tokens neither written to nor read from the prompt cache.
+    pub input: u64,
+    pub output: u64,
+    pub cache_creation: u64,
+    pub cache_read: u64,
+}
+
+impl Usage {
+    /// Anthropic reports the three kinds of input apart.
+    fn anthropic(usage: &Value) -> Usage {
+        let n = |k: &str| usage[k].as_u64().unwrap_or(0);
+        Usage {
+            input: n("input_tokens"),
+            output: n("output_tokens"),
+            cache_creation: n("cache_creation_input_tokens"),
+            cache_read: n("cache_read_input_tokens"),
+        }
+    }
+
+    /// OpenAI's prompt tokens include the cached ones.
+    fn openai(usage: &Value) -> Usage {
+        let prompt = usage["prompt_tokens"].as_u64().unwrap_or(0);
+        let cached = usage["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap_or(0)
+            .min(prompt);
+        Usage {
+            input: prompt - cached,
+            output: usage["completion_tokens"].as_u64().unwrap_or(0),
+            cache_creation: 0,
+            cache_read: cached,
         }
     }
 }
@@ -437,6 +506,22 @@ mod tests {
         assert_eq!(json_in_text("```json\n{\"a\":2}\n```").unwrap()["a"], 2);
         assert_eq!(json_in_text("Here it is: {\"a\":3} done").unwrap()["a"], 3);
         assert!(json_in_text("no json here").is_err());
+    }
+
+    #[test]
+    fn usage_as_each_api_reports_it() {
+        let a = Usage::anthropic(&serde_json::json!({"input_tokens": 12, "output_tokens": 5,
+            "cache_creation_input_tokens": 700, "cache_read_input_tokens": -3}));
+        assert_eq!(
+            (a.input, a.output, a.cache_creation, a.cache_read),
+            (12, 5, 700, 0)
+        );
+        let o = Usage::openai(
+            &serde_json::json!({"prompt_tokens": 1000, "completion_tokens": 9,
+            "prompt_tokens_details": {"cached_tokens": 5000}}),
+        );
+        assert_eq!((o.input, o.output, o.cache_read), (0, 9, 1000));
+        assert_eq!(Usage::openai(&Value::Null), Usage::default());
     }
 
     #[test]

@@ -55,6 +55,23 @@ impl Rates {
     }
 }
 
+impl Price {
+    /// Dollars for one request's tokens (cache writes at the five-minute
+    /// rate, what an API call writes unless told otherwise): each kind past
+    /// [`LONG_CONTEXT`] at the long-context rate, where there is one.
+    pub fn cost(&self, input: u64, output: u64, cache_write: u64, cache_read: u64) -> f64 {
+        let split = |tokens: u64, rate: fn(&Rates) -> f64| {
+            let below = tokens.min(LONG_CONTEXT) as f64;
+            let above = tokens.saturating_sub(LONG_CONTEXT) as f64;
+            below * rate(&self.base) + above * rate(self.above.as_ref().unwrap_or(&self.base))
+        };
+        split(input, |r| r.input)
+            + split(output, |r| r.output)
+            + split(cache_write, |r| r.cache_write_5m)
+            + split(cache_read, |r| r.cache_read)
+    }
+}
+
 /// Where a price came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -331,6 +348,15 @@ mod tests {
         assert_eq!(b.resolve("claude-opus-4-8").unwrap().2.fast_multiplier, 2.0);
         // Published where the table has none.
         assert_eq!(b.resolve("claude-opus-4-6").unwrap().2.fast_multiplier, 6.0);
+    }
+
+    #[test]
+    fn a_call_costs_its_tokens_at_the_rates_of_its_kind() {
+        let book = PriceBook::new(&BTreeMap::new()).unwrap();
+        let (_, _, haiku) = book.resolve("claude-haiku-4-5").unwrap();
+        // $1 / $5 / $1.25 / $0.10 per million tokens.
+        let cost = haiku.cost(1_000_000, 100_000, 200_000, 2_000_000);
+        assert!((cost - (1.0 + 0.5 + 0.25 + 0.2)).abs() < 1e-9, "{cost}");
     }
 
     #[test]

@@ -16,13 +16,20 @@ pub struct Report {
     pub processed: u64,
     /// Candidates whose content had not changed (or that wait for a retry).
     pub skipped: u64,
-    /// Candidates left for the next run by `--max-sessions` or `--time-budget`.
+    /// Candidates left for the next run by `--max-sessions`, `--max-cost`
+    /// or `--time-budget`.
     pub capped: u64,
+    /// Changed files left to settle (see [`crate::verdict::Settle`]): not
+    /// candidates, and not a problem.
+    pub settling: u64,
     /// Failed attempts in this run.
     pub errors: u64,
     /// Sessions quarantined by this run.
     pub quarantined: u64,
     pub items_extracted: u64,
+    /// What the run's paid calls cost, for a processor that makes them.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub spend: Option<crate::processor::Spend>,
     pub errors_detail: Vec<SessionError>,
     pub started_at: String,
     pub duration_ms: u64,

@@ -20,6 +20,7 @@ use std::path::Path;
 
 use md5::{Digest as _, Md5};
 
+use crate::processor::Spend;
 use crate::scan::SessionFile;
 
 /// The hash of a file's complete-line prefix, and that prefix's length.
@@ -125,6 +126,10 @@ pub struct Session<'a> {
     /// The file has been quiet long enough for a final line without a
     /// newline to count, and its size then (see [`Lines::final_line`]).
     settled: Option<u64>,
+    /// The content this processor last processed, at its current version.
+    previous: Option<Digest>,
+    /// What the processor's paid calls on this session cost.
+    spent: Spend,
     lines: Option<Lines>,
 }
 
@@ -139,8 +144,32 @@ impl<'a> Session<'a> {
             inode: file.stat.inode,
             probes: Vec::new(),
             settled: None,
+            previous: None,
+            spent: Spend::default(),
             lines: None,
         }
+    }
+
+    /// Tells the processor what it last processed of this file (at its
+    /// current version), so that it can tell growth from a rewrite: the file
+    /// grew when the lines up to `previous.bytes` still hash to
+    /// `previous.hash` (probe that length; see [`Lines::noted`]).
+    pub fn processed_before(&mut self, previous: Option<Digest>) {
+        self.previous = previous;
+    }
+
+    pub fn previous(&self) -> Option<&Digest> {
+        self.previous.as_ref()
+    }
+
+    /// Records what a paid call made for this session cost: the run counts
+    /// it whether the session then succeeds or fails.
+    pub fn charge(&mut self, spend: &Spend) {
+        self.spent.add(spend);
+    }
+
+    pub fn spent(&self) -> Spend {
+        self.spent
     }
 
     /// The file has been quiet for the settle time: a final line without a
@@ -153,11 +182,12 @@ impl<'a> Session<'a> {
     /// Also note the hash of the lines handed over up to each of these
     /// lengths (those that fall on a line's end): how a file that holds an
     /// earlier file's content, grown or not, is recognised under its new
-    /// name. Only before the lines are first read.
-    pub fn probe(&mut self, mut lengths: Vec<u64>) {
-        lengths.sort_unstable();
-        lengths.dedup();
-        self.probes = lengths;
+    /// name. Adds to the lengths already asked for; only before the lines
+    /// are first read.
+    pub fn probe(&mut self, lengths: Vec<u64>) {
+        self.probes.extend(lengths);
+        self.probes.sort_unstable();
+        self.probes.dedup();
     }
 
     /// The file itself, opened again and checked to be the one the scan saw:
@@ -412,6 +442,17 @@ impl Lines {
                 bytes: self.consumed,
             });
         }
+    }
+
+    /// How many bytes the lines passed so far hold: where the next line
+    /// starts, unless an oversized line is skipped first.
+    pub fn position(&self) -> u64 {
+        self.consumed
+    }
+
+    /// The digests of the probed prefixes passed so far.
+    pub fn noted(&self) -> &[Digest] {
+        &self.prefixes
     }
 
     /// Lines skipped for being longer than [`MAX_LINE`].

@@ -104,6 +104,9 @@ pub struct Row {
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// When a run first saw the file.
     pub first_seen_at: Option<DateTime<Utc>>,
+    /// When a run first saw the file waiting to settle (see [`Settle`]);
+    /// cleared by a success.
+    pub waiting_since: Option<DateTime<Utc>>,
 }
 
 /// What a read saw: the stat tuple, and whether the read was racy.
@@ -147,6 +150,48 @@ pub fn is_due(last: Option<DateTime<Utc>>, cadence: Duration, now: DateTime<Utc>
     // A cadence beyond the calendar is never due again.
     last.checked_add_signed(cadence)
         .is_some_and(|due_at| now + slack >= due_at)
+}
+
+/// How a processor that waits for a conversation to end waits: a changed
+/// file is processed once nothing has written to it for `quiet`, or once it
+/// has waited `max_wait` since a run first saw it waiting, so that a session
+/// active all day is still processed. Until then it is *settling*: neither
+/// read nor attempted nor counted as unprocessed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settle {
+    pub quiet: Duration,
+    pub max_wait: Duration,
+}
+
+/// Whether a file the prefilter picked waits to settle at `now`;
+/// `waiting_since` is `None` when no run has seen it waiting yet (it then
+/// starts to wait now). A wait that began in the future (a clock that was
+/// ahead) is over: waiting for the clock to catch up would stall the file.
+pub fn is_settling(
+    waiting_since: Option<DateTime<Utc>>,
+    stat: &Stat,
+    now: DateTime<Utc>,
+    settle: Settle,
+) -> bool {
+    if settled(stat, now, settle.quiet) {
+        return false;
+    }
+    let since = waiting_since.unwrap_or(now);
+    let window = chrono::Duration::from_std(RACY_WINDOW).unwrap_or(chrono::Duration::MAX);
+    if now.checked_add_signed(window).is_some_and(|n| since > n) {
+        return false;
+    }
+    let max_wait = chrono::Duration::from_std(settle.max_wait).unwrap_or(chrono::Duration::MAX);
+    now.signed_duration_since(since) < max_wait
+}
+
+/// What the processor last processed of a file, when it was at the current
+/// version: how it tells a file that grew from one that was rewritten.
+/// `None` when there is no such content, or after a requeue (which asks for
+/// the file to be processed as new).
+pub fn processed_before(row: Option<&Row>, version: u32) -> Option<(&str, u64)> {
+    let row = row.filter(|r| r.status != Status::Pending && r.processor_version == version)?;
+    row.file_hash.as_deref().map(|hash| (hash, row.bytes))
 }
 
 /// What a read at `now` of a file with this stat records.

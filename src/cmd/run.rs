@@ -57,6 +57,7 @@ pub fn run(args: &RunArgs, config: &Config, printer: &Printer) -> Result<i32> {
             max_attempts: args.max_attempts,
             max_sessions: args.max_sessions.or(p.default_max_sessions()),
             time_budget: args.time_budget.or(p.default_time_budget()),
+            max_cost: args.max_cost.or(p.default_max_cost()),
             jobs: usize::from(args.jobs),
             fragment_settle: config.fragment_settle,
         };

@@ -9,6 +9,7 @@
 //! runs them again.
 
 pub mod exec;
+mod spend;
 pub mod usage;
 pub mod verification;
 
@@ -19,6 +20,8 @@ use rusqlite::Connection;
 
 use crate::config::Config;
 pub use crate::session::Session;
+pub use crate::verdict::Settle;
+pub use spend::Spend;
 
 /// A failure that is not the session's fault. Returned (inside an
 /// `anyhow::Error`) by `process`, it changes what the runner does:
@@ -99,6 +102,21 @@ pub trait Processor: Send + Sync {
     fn default_time_budget(&self) -> Option<Duration> {
         None
     }
+    /// `--max-cost` when `run` is not given one.
+    fn default_max_cost(&self) -> Option<f64> {
+        None
+    }
+    /// Whether it makes paid calls (see [`Session::charge`]): its runs then
+    /// report what they spent.
+    fn spends(&self) -> bool {
+        false
+    }
+    /// Whether a changed file waits to be quiet before it is processed, and
+    /// for how long at most (see [`Settle`]). A file that waits is neither
+    /// attempted nor counted as a candidate.
+    fn settle(&self) -> Option<Settle> {
+        None
+    }
     /// Why it cannot run here, if it cannot.
     fn unavailable(&self) -> Option<String> {
         None
@@ -134,6 +152,7 @@ pub fn registry(config: &Config) -> Vec<Box<dyn Processor>> {
         Box::new(verification::Verification::new(
             config.llm.clone(),
             config.verification,
+            config.prices.clone(),
         )),
     ];
     for spec in &config.exec {

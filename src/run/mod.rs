@@ -29,7 +29,7 @@ mod writer;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -40,7 +40,7 @@ use crate::exit;
 use crate::journal::{self, Journal};
 use crate::lock::ProcessorLock;
 use crate::printer::Printer;
-use crate::processor::Processor;
+use crate::processor::{Processor, Spend};
 use crate::report::{Report, SessionError};
 use crate::scan::{self, SessionFile};
 use crate::store::{Store, runs, state, timestamp};
@@ -52,6 +52,9 @@ pub struct Options {
     pub max_attempts: u32,
     pub max_sessions: Option<u64>,
     pub time_budget: Option<Duration>,
+    /// Dollars the processor's paid calls may cost in one run: once spent,
+    /// the rest is capped (calls already under way finish).
+    pub max_cost: Option<f64>,
     /// Sessions read and processed at once.
     pub jobs: usize,
     /// How long a file must be quiet for its final line without a newline
@@ -86,6 +89,25 @@ struct Context<'a> {
     transient: Streak,
     /// Processing attempts so far, for `--max-sessions`.
     attempts_made: AtomicU64,
+    /// What the paid calls of the run have cost so far, for `--max-cost`.
+    spent: Mutex<Spend>,
+}
+
+impl Context<'_> {
+    /// Whether the run has spent what `--max-cost` allows.
+    fn cost_cap_reached(&self) -> bool {
+        self.opts.max_cost.is_some_and(|cap| {
+            self.spent
+                .lock()
+                .map_or(true, |spent| spent.cost_usd >= cap)
+        })
+    }
+
+    fn charge(&self, spend: &Spend) {
+        if let Ok(mut spent) = self.spent.lock() {
+            spent.add(spend);
+        }
+    }
 }
 
 /// Transient failures in a row, counted as attempts return: the one count
@@ -124,6 +146,7 @@ pub fn run(
         stop: AtomicBool::new(false),
         transient: Streak::default(),
         attempts_made: AtomicU64::new(0),
+        spent: Mutex::new(Spend::default()),
     };
     let mut report = Report {
         processor: processor.name().to_owned(),
@@ -142,6 +165,9 @@ pub fn run(
         }
     };
     let result = execute(&ctx, store, data_dir, &mut report);
+    if processor.spends() {
+        report.spend = Some(ctx.spent.lock().map_or_else(|_| Spend::default(), |s| *s));
+    }
     report.duration_ms = u64::try_from(ctx.clock.elapsed().as_millis()).unwrap_or(u64::MAX);
     report.exit_code = match &result {
         Ok(Some(code)) => *code,
@@ -174,9 +200,6 @@ fn execute(
     let mut rows = state::load(&store.conn, name)?;
     let commit = matches!(ctx.mode, Mode::Commit(_));
     moves::mark_vanished(&mut store.conn, name, &files, &unlisted, &mut rows, commit)?;
-    if commit {
-        note_seen(store, name, &files, &rows)?;
-    }
     for (folder, why) in problems {
         ctx.printer.error(format_args!("{name}: {folder}: {why}"));
         report.errors += 1;
@@ -195,6 +218,16 @@ fn execute(
             verdict::must_read(*row, &f.stat, version, now, ctx.opts.fragment_settle)
         })
         .collect();
+    let (settling, candidates): (Vec<_>, Vec<_>) = candidates.into_iter().partition(|(f, row)| {
+        ctx.processor.settle().is_some_and(|settle| {
+            verdict::is_settling(row.and_then(|r| r.waiting_since), &f.stat, now, settle)
+        })
+    });
+    if commit {
+        let settling: Vec<&str> = settling.iter().map(|(f, _)| f.name.as_str()).collect();
+        note_seen(store, name, &files, &rows, &settling)?;
+    }
+    report.settling = settling.len() as u64;
     report.scanned = files.len() as u64;
     report.candidates = candidates.len() as u64;
     ctx.printer.info(format_args!(
@@ -218,23 +251,31 @@ fn execute(
 }
 
 /// Notes the files no run has seen before, so that `state --check` can tell
-/// how long they have waited (one statement per new file, once).
+/// how long they have waited, and when the files that wait to settle began
+/// to (one statement per file, once).
 fn note_seen(
     store: &mut Store,
     processor: &str,
     files: &[SessionFile],
     rows: &std::collections::HashMap<String, Row>,
+    settling: &[&str],
 ) -> Result<()> {
     let new: Vec<(&str, &str)> = files
         .iter()
         .filter(|f| !rows.contains_key(&f.name))
         .map(|f| (f.name.as_str(), f.user.as_str()))
         .collect();
-    if !new.is_empty() {
+    let waiting: Vec<&str> = settling
+        .iter()
+        .filter(|f| rows.get(**f).is_none_or(|r| r.waiting_since.is_none()))
+        .copied()
+        .collect();
+    if !new.is_empty() || !waiting.is_empty() {
         let tx = store
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         state::note_seen(&tx, processor, &new)?;
+        state::note_waiting(&tx, processor, &waiting)?;
         tx.commit()?;
     }
     Ok(())

@@ -90,6 +90,9 @@ struct Attempt<'a> {
     new: bool,
     /// Quiet long enough for a final line without a newline to count.
     settled: bool,
+    /// What the processor last processed of the file (see
+    /// [`verdict::processed_before`]).
+    previous: Option<Digest>,
 }
 
 /// What a visit comes to.
@@ -159,6 +162,10 @@ impl<'a> Workers<'a> {
         let version = processor.version();
         let settled = verdict::settled(&file.stat, Utc::now(), self.ctx.opts.fragment_settle);
         let plan = verdict::plan(row, version, processor.needs_digest_first());
+        let previous = verdict::processed_before(row, version).map(|(hash, bytes)| Digest {
+            hash: hash.to_owned(),
+            bytes,
+        });
         if plan == Plan::HashWhileProcessing {
             return Visit::Attempt(Attempt {
                 file,
@@ -167,6 +174,7 @@ impl<'a> Workers<'a> {
                 seen: verdict::seen(file.stat, Utc::now()),
                 new: verdict::is_unseen(row),
                 settled,
+                previous,
             });
         }
         let seen = verdict::seen(file.stat, Utc::now());
@@ -222,6 +230,7 @@ impl<'a> Workers<'a> {
                 seen,
                 new: verdict::is_unseen(row),
                 settled,
+                previous,
             }),
         }
     }
@@ -230,7 +239,7 @@ impl<'a> Workers<'a> {
     /// journal slot, runs the processor, clears the slot.
     fn attempt(&self, worker: usize, attempt: Attempt<'a>) -> Msg<'a> {
         let made = self.ctx.attempts_made.fetch_add(1, Ordering::SeqCst);
-        if self.ctx.opts.max_sessions.is_some_and(|m| made >= m) {
+        if self.ctx.opts.max_sessions.is_some_and(|m| made >= m) || self.ctx.cost_cap_reached() {
             return Msg::Capped;
         }
         let Attempt {
@@ -240,6 +249,7 @@ impl<'a> Workers<'a> {
             seen,
             new,
             settled,
+            previous,
         } = attempt;
         let journal = match self.ctx.mode {
             Mode::Commit(lock) => Journal::new(lock),
@@ -254,6 +264,7 @@ impl<'a> Workers<'a> {
         };
         let mut session = Session::new(file, digest.as_ref());
         session.settled(settled.then_some(file.stat.size));
+        session.processed_before(previous);
         if new {
             session.probe(self.lengths.to_vec());
         }
@@ -273,6 +284,8 @@ impl<'a> Workers<'a> {
         {
             result = Err(Interruption::StopRun(exit::IO, format!("{e:#}")).into());
         }
+        // Paid for whatever becomes of the attempt.
+        self.ctx.charge(&session.spent());
         let handover = session.handed_over();
         if result.as_ref().is_err_and(session::is_gone) {
             // Renamed or replaced while it waited: not this session's doing.

@@ -75,8 +75,8 @@ impl<'a> Writer<'a> {
         }
         let r = &self.report;
         ctx.printer.info(format_args!(
-            "{name}: {} processed, {} skipped, {} capped, {} errors, {} quarantined",
-            r.processed, r.skipped, r.capped, r.errors, r.quarantined
+            "{name}: {} processed, {} skipped, {} capped, {} settling, {} errors, {} quarantined",
+            r.processed, r.skipped, r.capped, r.settling, r.errors, r.quarantined
         ));
         if let (None, Some(signal)) = (&self.error, signals::received()) {
             let why = format!("interrupted by {}", signals::name(signal));

@@ -338,6 +338,30 @@ const STEPS: &[(&str, &str)] = &[
     WHERE r.counted;
     ",
     ),
+    (
+        "when a settling file's wait began, and what the LLM calls of verification cost, \
+         per session and per run",
+        "
+    -- Set while a file waits to settle (see `[verification] settle`).
+    ALTER TABLE session_processor_state ADD COLUMN waiting_since TEXT;
+    ALTER TABLE verification_sessions ADD COLUMN llm_calls INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE verification_sessions ADD COLUMN llm_input_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE verification_sessions ADD COLUMN llm_output_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE verification_sessions
+        ADD COLUMN llm_cache_creation_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE verification_sessions ADD COLUMN llm_cache_read_tokens INTEGER NOT NULL DEFAULT 0;
+    -- The calls whose model has a price, and the number of those without.
+    ALTER TABLE verification_sessions ADD COLUMN llm_cost_usd REAL NOT NULL DEFAULT 0;
+    ALTER TABLE verification_sessions ADD COLUMN llm_unpriced_calls INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN llm_calls INTEGER;
+    ALTER TABLE runs ADD COLUMN llm_input_tokens INTEGER;
+    ALTER TABLE runs ADD COLUMN llm_output_tokens INTEGER;
+    ALTER TABLE runs ADD COLUMN llm_cache_creation_tokens INTEGER;
+    ALTER TABLE runs ADD COLUMN llm_cache_read_tokens INTEGER;
+    ALTER TABLE runs ADD COLUMN llm_cost_usd REAL;
+    ALTER TABLE runs ADD COLUMN llm_unpriced_calls INTEGER;
+    ",
+    ),
 ];
 
 /// Tables of the system sessionpipe replaces, imported by `migrate` and then

@@ -7,6 +7,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use super::{parse_timestamp, sql_int, timestamp};
+use crate::processor::Spend;
 use crate::report::Report;
 
 /// Records that a run started, and which process it is (so that `state`
@@ -29,10 +30,13 @@ pub fn finish(
     report: &Report,
     finished_at: DateTime<Utc>,
 ) -> Result<()> {
+    let spend = report.spend.as_ref();
     conn.execute(
         "UPDATE runs SET finished_at = ?2, duration_ms = ?3, scanned = ?4, candidates = ?5,
              processed = ?6, skipped = ?7, capped = ?8, errors = ?9, quarantined = ?10,
-             items_extracted = ?11, exit_code = ?12
+             items_extracted = ?11, exit_code = ?12, llm_calls = ?13, llm_input_tokens = ?14,
+             llm_output_tokens = ?15, llm_cache_creation_tokens = ?16,
+             llm_cache_read_tokens = ?17, llm_cost_usd = ?18, llm_unpriced_calls = ?19
          WHERE id = ?1",
         params![
             id,
@@ -46,7 +50,14 @@ pub fn finish(
             sql_int(report.errors),
             sql_int(report.quarantined),
             sql_int(report.items_extracted),
-            report.exit_code
+            report.exit_code,
+            spend.map(|s| sql_int(s.calls)),
+            spend.map(|s| sql_int(s.input_tokens)),
+            spend.map(|s| sql_int(s.output_tokens)),
+            spend.map(|s| sql_int(s.cache_creation_tokens)),
+            spend.map(|s| sql_int(s.cache_read_tokens)),
+            spend.map(|s| s.cost_usd),
+            spend.map(|s| sql_int(s.unpriced_calls)),
         ],
     )?;
     let mut insert = conn.prepare_cached(
@@ -109,13 +120,18 @@ pub struct LastRun {
     pub errors: Option<i64>,
     pub quarantined: Option<i64>,
     pub exit_code: Option<i32>,
+    /// What its paid calls cost, for a processor that makes them.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub spend: Option<Spend>,
     /// `finished`, or `unfinished`: running, or died (`state` tells which
     /// by the processor's lock).
     pub status: &'static str,
 }
 
 const LAST_RUN_COLUMNS: &str = "started_at, finished_at, duration_ms, scanned, processed, \
-     skipped, capped, errors, quarantined, exit_code";
+     skipped, capped, errors, quarantined, exit_code, llm_calls, llm_input_tokens, \
+     llm_output_tokens, llm_cache_creation_tokens, llm_cache_read_tokens, llm_cost_usd, \
+     llm_unpriced_calls";
 
 fn last_run_from(r: &rusqlite::Row) -> rusqlite::Result<LastRun> {
     Ok(LastRun {
@@ -129,11 +145,31 @@ fn last_run_from(r: &rusqlite::Row) -> rusqlite::Result<LastRun> {
         errors: r.get(7)?,
         quarantined: r.get(8)?,
         exit_code: r.get(9)?,
+        spend: spend_from(r, 10)?,
         status: match r.get::<_, Option<String>>(1)? {
             Some(_) => "finished",
             None => "unfinished",
         },
     })
+}
+
+/// The spend in the seven columns from `first`, if the run recorded one.
+pub fn spend_from(r: &rusqlite::Row, first: usize) -> rusqlite::Result<Option<Spend>> {
+    let count = |i: usize| -> rusqlite::Result<u64> {
+        Ok(u64::try_from(r.get::<_, Option<i64>>(first + i)?.unwrap_or(0)).unwrap_or(0))
+    };
+    if r.get::<_, Option<i64>>(first)?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Spend {
+        calls: count(0)?,
+        input_tokens: count(1)?,
+        output_tokens: count(2)?,
+        cache_creation_tokens: count(3)?,
+        cache_read_tokens: count(4)?,
+        cost_usd: r.get::<_, Option<f64>>(first + 5)?.unwrap_or(0.0),
+        unpriced_calls: count(6)?,
+    }))
 }
 
 /// The most recent run, finished or not.

@@ -20,7 +20,7 @@ pub fn load(conn: &Connection, processor: &str) -> Result<HashMap<String, Row>> 
     let mut stmt = conn.prepare(
         "SELECT session_file, status, processor_version, file_hash, file_size, mtime_ns,
                 ctime_ns, inode, read_racy, attempts, attempt_hash, next_attempt_at,
-                bytes_processed, first_seen_at
+                bytes_processed, first_seen_at, waiting_since
          FROM session_processor_state WHERE processor_name = ?1",
     )?;
     let rows = stmt.query_map([processor], |r| {
@@ -34,7 +34,11 @@ pub fn load(conn: &Connection, processor: &str) -> Result<HashMap<String, Row>> 
             }),
             _ => None,
         };
-        let next: Option<String> = r.get(11)?;
+        let time = |i: usize| -> rusqlite::Result<Option<DateTime<Utc>>> {
+            Ok(r.get::<_, Option<String>>(i)?
+                .as_deref()
+                .and_then(parse_timestamp))
+        };
         Ok((
             r.get::<_, String>(0)?,
             Row {
@@ -47,11 +51,9 @@ pub fn load(conn: &Connection, processor: &str) -> Result<HashMap<String, Row>> 
                 settling: r.get::<_, i64>(8)? & READ_SETTLING != 0,
                 attempts: r.get(9)?,
                 attempt_hash: r.get(10)?,
-                next_attempt_at: next.as_deref().and_then(parse_timestamp),
-                first_seen_at: r
-                    .get::<_, Option<String>>(13)?
-                    .as_deref()
-                    .and_then(parse_timestamp),
+                next_attempt_at: time(11)?,
+                first_seen_at: time(13)?,
+                waiting_since: time(14)?,
             },
         ))
     })?;
@@ -141,14 +143,15 @@ pub fn record_success(conn: &Connection, id: RowId, s: &Success) -> Result<()> {
         "INSERT INTO session_processor_state (processor_name, session_file, username, processed_at,
              items_extracted, file_hash, bytes_processed, processor_version, file_size,
              mtime_ns, ctime_ns, inode, read_racy, status, attempts, attempt_hash,
-             last_error, next_attempt_at, first_seen_at)
+             last_error, next_attempt_at, first_seen_at, waiting_since)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'ok', 0, NULL, NULL, NULL,
-             strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+             strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), NULL)
          ON CONFLICT (processor_name, session_file) DO UPDATE SET
              username = ?3, processed_at = ?4, items_extracted = ?5, file_hash = ?6,
              bytes_processed = ?7, processor_version = ?8, file_size = ?9, mtime_ns = ?10,
              ctime_ns = ?11, inode = ?12, read_racy = ?13, status = 'ok', attempts = 0,
-             attempt_hash = NULL, last_error = NULL, next_attempt_at = NULL",
+             attempt_hash = NULL, last_error = NULL, next_attempt_at = NULL,
+             waiting_since = NULL",
         id,
         &[
             &timestamp(s.now),
@@ -227,6 +230,20 @@ pub fn note_seen(conn: &Connection, processor: &str, files: &[(&str, &str)]) -> 
     ))?;
     for (file, user) in files {
         stmt.execute([processor, file, user])?;
+    }
+    Ok(())
+}
+
+/// Notes, for files that wait to settle and whose row does not say so yet,
+/// that their wait begins now (once per wait: a file that stays live costs
+/// no write on later runs). Their rows exist: [`note_seen`] made them.
+pub fn note_waiting(conn: &Connection, processor: &str, files: &[&str]) -> Result<()> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "UPDATE session_processor_state SET waiting_since = {NOW}
+         WHERE processor_name = ?1 AND session_file = ?2 AND waiting_since IS NULL"
+    ))?;
+    for file in files {
+        stmt.execute([processor, file])?;
     }
     Ok(())
 }

@@ -39,6 +39,7 @@ fn ok() -> Row {
         attempt_hash: None,
         next_attempt_at: None,
         first_seen_at: None,
+        waiting_since: None,
     }
 }
 
@@ -347,4 +348,64 @@ fn due_after_the_cadence_or_when_the_last_start_lies_in_the_future() {
         "a start in the future: the clock was ahead"
     );
     assert!(!is_due(at(-1), Duration::MAX, now()));
+}
+
+#[test]
+fn a_file_settles_once_quiet_or_once_it_has_waited_long_enough() {
+    let settle = Settle {
+        quiet: Duration::from_secs(1800),
+        max_wait: Duration::from_secs(6 * 3600),
+    };
+    let written = |ago: i64| Stat {
+        mtime_ns: (now() - chrono::Duration::seconds(ago))
+            .timestamp_nanos_opt()
+            .unwrap_or(0),
+        ..stat()
+    };
+    let since = |ago_hours: i64| Some(now() - chrono::Duration::hours(ago_hours));
+    assert!(
+        is_settling(None, &written(60), now(), settle),
+        "just written"
+    );
+    assert!(is_settling(since(5), &written(60), now(), settle));
+    assert!(
+        !is_settling(since(6), &written(60), now(), settle),
+        "waited six hours"
+    );
+    assert!(
+        !is_settling(None, &written(1800), now(), settle),
+        "quiet for the settle time"
+    );
+    assert!(
+        !is_settling(None, &written(-7200), now(), settle),
+        "dated two hours ahead: settled, or it would wait for ever"
+    );
+    assert!(
+        !is_settling(
+            Some(now() + chrono::Duration::hours(3)),
+            &written(60),
+            now(),
+            settle
+        ),
+        "a wait that began in the future is over"
+    );
+    let never_wait = Settle {
+        max_wait: Duration::ZERO,
+        ..settle
+    };
+    assert!(!is_settling(None, &written(60), now(), never_wait));
+}
+
+#[test]
+fn what_was_processed_before_is_known_only_at_the_same_version_and_not_after_a_requeue() {
+    assert_eq!(processed_before(Some(&ok()), VERSION), Some(("h1", 10)));
+    let failed = failing(Status::Failed, 1, Some("h2"));
+    assert_eq!(processed_before(Some(&failed), VERSION), Some(("h1", 10)));
+    assert_eq!(processed_before(Some(&ok()), VERSION + 1), None);
+    let requeued = Row {
+        status: Status::Pending,
+        ..ok()
+    };
+    assert_eq!(processed_before(Some(&requeued), VERSION), None);
+    assert_eq!(processed_before(None, VERSION), None);
 }

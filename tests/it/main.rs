@@ -22,3 +22,4 @@ mod usage_requests;
 mod usage_tables;
 mod util;
 mod verification;
+mod verification_cost;

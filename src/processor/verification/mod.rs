@@ -10,6 +10,13 @@
 //! Item ids come from the fact's text and evidence is unique per (item, user,
 //! session), so reprocessing a session, or the same fact from another user,
 //! never duplicates anything. A failed call never marks a session done.
+//!
+//! What it costs is bounded: a session is sent once it has settled (see
+//! [`crate::verdict::Settle`]); a session that grew since is sent only its
+//! new turns, with a few before them as context, and keeps what it gave
+//! before; a session rewritten since is judged afresh, and its evidence
+//! that the new content no longer yields goes. Every call's tokens and
+//! dollars are recorded with the session and the run.
 
 mod evidence;
 mod items;
@@ -20,11 +27,13 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use serde_json::Value;
 
-use super::{Interruption, Outcome, Processor, Session};
-use crate::config::Budgets;
+use super::{Interruption, Outcome, Processor, Session, Settle, Spend};
+use crate::config::VerificationSettings;
 use crate::exit;
-use crate::llm::{Client, LlmConfig, LlmError};
+use crate::llm::{Answer, Client, LlmConfig, LlmError, Usage};
+use crate::prices::PriceBook;
 use evidence::Rows;
+pub use evidence::total_spend;
 pub use items::Item;
 use turns::normalize_space;
 pub use turns::{Role, Turn, Turns, prompt};
@@ -36,14 +45,37 @@ const CADENCE: Duration = Duration::from_secs(15 * 60);
 
 pub struct Verification {
     client: Result<Client, String>,
-    budgets: Budgets,
+    settings: VerificationSettings,
+    prices: PriceBook,
 }
 
 impl Verification {
-    pub fn new(llm: LlmConfig, budgets: Budgets) -> Verification {
+    pub fn new(llm: LlmConfig, settings: VerificationSettings, prices: PriceBook) -> Verification {
         Verification {
             client: Client::new(llm),
-            budgets,
+            settings,
+            prices,
+        }
+    }
+
+    /// What a call's tokens cost at the model's price, if it has one.
+    fn spend(&self, model: &str, usage: Usage) -> Spend {
+        let price = self.prices.resolve(model).map(|(_, _, price)| price);
+        Spend {
+            calls: 1,
+            input_tokens: usage.input,
+            output_tokens: usage.output,
+            cache_creation_tokens: usage.cache_creation,
+            cache_read_tokens: usage.cache_read,
+            cost_usd: price.map_or(0.0, |p| {
+                p.cost(
+                    usage.input,
+                    usage.output,
+                    usage.cache_creation,
+                    usage.cache_read,
+                )
+            }),
+            unpriced_calls: u64::from(price.is_none()),
         }
     }
 }
@@ -62,15 +94,37 @@ impl Processor for Verification {
     }
 
     fn unavailable(&self) -> Option<String> {
-        self.client.as_ref().err().cloned()
+        let client = match &self.client {
+            Ok(client) => client,
+            Err(why) => return Some(why.clone()),
+        };
+        let model = client.model();
+        (self.settings.max_cost.is_some() && self.prices.resolve(model).is_none()).then(|| {
+            format!(
+                "verification.max_cost_per_run is set, but the model {model:?} has no price: \
+                 add [prices.{model:?}] to the config"
+            )
+        })
     }
 
     fn default_max_sessions(&self) -> Option<u64> {
-        Some(self.budgets.max_sessions)
+        Some(self.settings.max_sessions)
     }
 
     fn default_time_budget(&self) -> Option<Duration> {
-        Some(self.budgets.time_budget)
+        Some(self.settings.time_budget)
+    }
+
+    fn default_max_cost(&self) -> Option<f64> {
+        self.settings.max_cost
+    }
+
+    fn spends(&self) -> bool {
+        true
+    }
+
+    fn settle(&self) -> Option<Settle> {
+        Some(self.settings.settle).filter(|s| !s.quiet.is_zero())
     }
 
     fn forget(&self, db: &rusqlite::Connection, session_file: &str) -> rusqlite::Result<()> {
@@ -82,15 +136,12 @@ impl Processor for Verification {
             Ok(c) => c,
             Err(why) => bail!("{why}"),
         };
-        let mut turns = Turns::default();
-        let lines = session.lines()?;
-        while let Some(line) = lines.next_line()? {
-            turns.add(line);
-        }
-        let turns = turns.finish();
+        let (turns, grew) = read(session, self.settings.context_turns)?;
         let mut rows = Rows {
             source_user: session.user.to_owned(),
             model: client.model().to_owned(),
+            // Judged afresh: what the session gave before and no longer does goes.
+            replace: !grew,
             ..Rows::default()
         };
         if let Some(signal) = crate::signals::received() {
@@ -99,10 +150,13 @@ impl Processor for Verification {
                 crate::signals::name(signal)
             );
         }
-        // Nothing a user said: nothing to ask about.
-        if turns.iter().any(|t| t.role == Role::User) {
+        // Nothing new a user said: nothing to ask about.
+        if turns.iter().any(|t| t.role == Role::User && !t.context) {
             let answer = ask(client, &turns)?;
-            keep_supported(&answer, &turns, &mut rows)?;
+            rows.spend = self.spend(client.model(), answer.usage);
+            session.charge(&rows.spend);
+            let found = answer.output.map_err(classify)?;
+            keep_supported(&found, &turns, &mut rows)?;
         }
         Ok(Outcome {
             items: rows.items.len() as u64,
@@ -111,10 +165,31 @@ impl Processor for Verification {
     }
 }
 
-/// One call to the model; its failures classified for the run.
+/// The turns to show, and whether the session grew from what was judged
+/// before (the lines up to its length still hash the same).
+fn read(session: &mut Session, context_turns: usize) -> Result<(Vec<Turn>, bool)> {
+    let previous = session.previous().cloned();
+    if let Some(p) = &previous {
+        session.probe(vec![p.bytes]);
+    }
+    let mut turns = Turns::new(context_turns);
+    let lines = session.lines()?;
+    loop {
+        let start = lines.position();
+        let Some(line) = lines.next_line()? else {
+            break;
+        };
+        turns.add(line, previous.as_ref().is_some_and(|p| start < p.bytes));
+    }
+    let grew = previous.as_ref().is_some_and(|p| lines.noted().contains(p));
+    Ok((turns.finish(grew), grew))
+}
+
+/// One call to the model. An error means no answer came; an answer holds
+/// the tokens it cost, whatever its output.
 /// The call runs on a thread of its own, so that a stopping signal ends the
 /// wait at once (the call is abandoned; the process is about to exit).
-fn ask(client: &Client, turns: &[Turn]) -> Result<Value> {
+fn ask(client: &Client, turns: &[Turn]) -> Result<Answer> {
     let (tx, rx) = std::sync::mpsc::channel();
     let (client, prompt) = (client.clone(), prompt(turns));
     std::thread::spawn(move || {
@@ -136,22 +211,28 @@ fn ask(client: &Client, turns: &[Turn]) -> Result<Value> {
             }
         }
     };
-    answer.map_err(|e| match e {
+    answer.map_err(classify)
+}
+
+/// A failed call, classified for the run.
+fn classify(e: LlmError) -> anyhow::Error {
+    match e {
         LlmError::Transient(m) => anyhow::Error::new(Interruption::Transient(m)),
         LlmError::Rejected(m) => anyhow::Error::new(Interruption::StopRun(exit::CONFIG, m)),
         LlmError::Unusable(m) => anyhow::anyhow!(m),
-    })
+    }
 }
 
-/// Keeps the facts that pass the checks and quote what a user really said;
-/// counts the others.
+/// Keeps the facts that pass the checks and quote what a user really said
+/// in a turn shown for judging (not one shown as context); counts the
+/// others.
 fn keep_supported(answer: &Value, turns: &[Turn], rows: &mut Rows) -> Result<()> {
     let Some(found) = answer.get("verifications").and_then(Value::as_array) else {
         bail!("the LLM answer has no \"verifications\" list");
     };
     let user_text: Vec<String> = turns
         .iter()
-        .filter(|t| t.role == Role::User)
+        .filter(|t| t.role == Role::User && !t.context)
         .map(|t| normalize_space(&t.text))
         .collect();
     for v in found {

@@ -43,6 +43,14 @@ impl Reply {
         )
     }
 
+    /// The same answer, reporting `usage` as the API's usage object.
+    pub fn usage(mut self, usage: Value) -> Reply {
+        let mut body: Value = serde_json::from_str(&self.body).unwrap();
+        body["usage"] = usage;
+        self.body = body.to_string();
+        self
+    }
+
     /// An OpenAI chat completion whose content is `text`.
     pub fn openai(text: &str) -> Reply {
         Reply::json(

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 
 use crate::cli::{StateAction, StateArgs};
 use crate::config::Config;
@@ -15,10 +14,13 @@ use crate::exit;
 use crate::human;
 use crate::printer::Printer;
 use crate::processor::Processor;
-use crate::scan::{self, SessionFile};
-use crate::store::state::{self as rows, Counts, Requeue};
+use crate::scan;
+use crate::store::state::{self as rows, Requeue};
 use crate::store::{Need, Store, parse_timestamp, runs};
 use crate::verdict;
+use summary::{Summary, print_summary, summarize, wait_limit};
+
+mod summary;
 
 pub fn state(args: &StateArgs, config: &Config, printer: &Printer) -> Result<i32> {
     let all = crate::processor::registry(config);
@@ -215,219 +217,6 @@ fn act(
             ))?;
             Ok(exit::SUCCESS)
         }
-    }
-}
-
-#[derive(Serialize)]
-struct Summary {
-    processor: String,
-    kind: &'static str,
-    version: u32,
-    cadence: String,
-    available: bool,
-    #[serde(flatten)]
-    counts: Counts,
-    last_run: Option<runs::LastRun>,
-    last_finished_at: Option<String>,
-    /// Newest file mtime minus the last processing time, in seconds.
-    lag_seconds: Option<i64>,
-    /// Files changed since they were last processed (or never processed).
-    unprocessed: Option<u64>,
-    /// The oldest such file and how long it has waited.
-    oldest_unprocessed: Option<String>,
-    oldest_unprocessed_seconds: Option<i64>,
-    /// `usage`: models with tokens and no price.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    unpriced_models: Vec<String>,
-    #[serde(skip)]
-    cadence_raw: Duration,
-    #[serde(skip)]
-    finished_raw: Option<DateTime<Utc>>,
-    /// Sessions processed by runs started within the waiting limit.
-    #[serde(skip)]
-    processed_in_window: u64,
-}
-
-fn summarize(
-    store: &Store,
-    db: &std::path::Path,
-    p: &dyn Processor,
-    files: Option<&[SessionFile]>,
-) -> Result<Summary> {
-    let counts = rows::counts(&store.conn, p.name())?;
-    let finished = runs::last_finished(&store.conn, p.name())?;
-    let now = Utc::now();
-    let mut lag = None;
-    let mut unprocessed = None;
-    let mut oldest: Option<(i64, &str)> = None;
-    if let Some(files) = files {
-        let state = rows::load(&store.conn, p.name())?;
-        // A file dated ahead of the clock counts as changed now, no later.
-        let now_ns = now.timestamp_nanos_opt().unwrap_or(i64::MAX);
-        let newest = files.iter().map(|f| f.stat.mtime_ns.min(now_ns)).max();
-        let processed = counts
-            .last_processed_at
-            .as_deref()
-            .and_then(parse_timestamp);
-        lag = match (newest, processed) {
-            (Some(newest), Some(done)) => {
-                Some(((newest / 1_000_000_000) - done.timestamp()).max(0))
-            }
-            (Some(_), None) => None,
-            (None, _) => Some(0),
-        };
-        let (n, first) = waiting(files, &state, p.version(), now);
-        unprocessed = Some(n);
-        oldest = first;
-    }
-    Ok(Summary {
-        processor: p.name().to_owned(),
-        kind: p.kind(),
-        version: p.version(),
-        cadence: duration::format(p.cadence()),
-        available: p.unavailable().is_none(),
-        counts,
-        last_run: runs::last(&store.conn, p.name())?.map(|mut run| {
-            if run.status == "unfinished" {
-                // Running, if a run holds the lock; else it died.
-                run.status = if crate::lock::is_held(db, p.name()) {
-                    "running"
-                } else {
-                    "interrupted"
-                };
-            }
-            run
-        }),
-        last_finished_at: finished.map(crate::store::timestamp),
-        lag_seconds: lag,
-        unprocessed,
-        oldest_unprocessed: oldest.map(|(_, f)| f.to_owned()),
-        oldest_unprocessed_seconds: oldest.map(|(s, _)| s.max(0)),
-        unpriced_models: match p.name() {
-            crate::processor::usage::NAME => crate::spend::unpriced_models(&store.conn)?,
-            _ => Vec::new(),
-        },
-        cadence_raw: p.cadence(),
-        finished_raw: finished,
-        processed_in_window: runs::processed_since(
-            &store.conn,
-            p.name(),
-            now.checked_sub_signed(
-                chrono::Duration::from_std(wait_limit(p.cadence()))
-                    .unwrap_or(chrono::Duration::MAX),
-            )
-            .unwrap_or(DateTime::<Utc>::MIN_UTC),
-        )?,
-    })
-}
-
-/// How many files wait for the processor, and the one that has waited
-/// longest, with for how many seconds. A new file waits since a run first
-/// saw it (before any run, since its mtime); a processed one since it last
-/// changed.
-fn waiting<'f>(
-    files: &'f [SessionFile],
-    state: &std::collections::HashMap<String, verdict::Row>,
-    version: u32,
-    now: DateTime<Utc>,
-) -> (u64, Option<(i64, &'f str)>) {
-    let mut count = 0;
-    let mut oldest: Option<(i64, &str)> = None;
-    for f in files {
-        let row = state.get(&f.name);
-        if !verdict::is_waiting(row, &f.stat, version) {
-            continue;
-        }
-        count += 1;
-        let mtime = f.stat.mtime_ns / 1_000_000_000;
-        let since = match row {
-            Some(r) if r.file_hash.is_none() => r.first_seen_at.map_or(mtime, |t| t.timestamp()),
-            _ => mtime,
-        };
-        let secs = now.timestamp().saturating_sub(since);
-        if oldest.is_none_or(|(s, _)| secs > s) {
-            oldest = Some((secs, &f.name));
-        }
-    }
-    (count, oldest)
-}
-
-/// How long a file may wait before `state --check` minds: four cadences.
-fn wait_limit(cadence: Duration) -> Duration {
-    cadence.saturating_mul(4)
-}
-
-fn print_summary(s: &Summary, printer: &Printer) -> Result<()> {
-    let now = Utc::now();
-    printer.out(format_args!(
-        "{}  ({} v{}, every {}{})",
-        s.processor,
-        s.kind,
-        s.version,
-        s.cadence,
-        if s.available { "" } else { ", unavailable" }
-    ))?;
-    let c = &s.counts;
-    printer.out(format_args!(
-        "  sessions   {} tracked, {} processed, {} failing, {} quarantined, {} gone",
-        c.tracked, c.processed, c.failing, c.quarantined, c.gone
-    ))?;
-    match &s.last_run {
-        None => printer.out(format_args!("  last run   never"))?,
-        Some(r) => print_last_run(r, now, printer)?,
-    }
-    if let Some(lag) = s.lag_seconds {
-        printer.out(format_args!(
-            "  behind     {} (the newest change to a file, after the last processing)",
-            human::duration(Duration::from_secs(lag.unsigned_abs()))
-        ))?;
-    }
-    if let (Some(n), Some(file), Some(secs)) = (
-        s.unprocessed,
-        &s.oldest_unprocessed,
-        s.oldest_unprocessed_seconds,
-    ) {
-        printer.out(format_args!(
-            "  waiting    {}, the oldest {file} for {}",
-            human::count(n, "file"),
-            human::duration(Duration::from_secs(secs.unsigned_abs()))
-        ))?;
-    }
-    if !s.unpriced_models.is_empty() {
-        printer.out(format_args!(
-            "  no price   {} (cost n/a; add [prices.\"MODEL\"] to the config)",
-            s.unpriced_models.join(", ")
-        ))?;
-    }
-    Ok(())
-}
-
-/// `  last run   <when> (<ago>), <how long>, <counts>, exit <code>`.
-fn print_last_run(r: &runs::LastRun, now: DateTime<Utc>, printer: &Printer) -> Result<()> {
-    let when = match parse_timestamp(&r.started_at) {
-        Some(t) => format!("{} ({})", r.started_at, human::ago(t, now)),
-        None => r.started_at.clone(),
-    };
-    let count = |n: Option<i64>, noun: &str| {
-        human::count(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0), noun)
-    };
-    match (r.finished_at.as_ref(), r.exit_code) {
-        (Some(_), Some(code)) => printer.out(format_args!(
-            "  last run   {when}, took {}, {} processed, {} skipped, {} capped, {}, exit {code}",
-            human::duration(Duration::from_millis(
-                r.duration_ms
-                    .and_then(|d| u64::try_from(d).ok())
-                    .unwrap_or(0)
-            )),
-            r.processed.unwrap_or(0),
-            r.skipped.unwrap_or(0),
-            r.capped.unwrap_or(0),
-            count(r.errors, "error"),
-        )),
-        _ if r.status == "running" => printer.out(format_args!("  last run   {when}, running")),
-        _ => printer.out(format_args!(
-            "  last run   {when}, interrupted: it died before it finished"
-        )),
     }
 }
 
