@@ -428,20 +428,34 @@ impl Lines {
         true
     }
 
-    /// Notes the digest of the lines passed when their length is a probe.
+    /// Notes the digest of the lines passed when their length is a probe. A
+    /// probe may also fall just before the newline of the line just passed:
+    /// a final line once counted without one, since completed.
     fn note_probes(&mut self) {
-        while self.probes.front().is_some_and(|&p| p < self.consumed) {
+        let before_newline = self
+            .consumed
+            .checked_sub(1)
+            .filter(|_| self.start > self.hashed && self.buf[self.start - 1] == b'\n');
+        while let Some(p) = self.probes.front().copied() {
+            if p == self.consumed {
+                self.note(self.start, p);
+            } else if Some(p) == before_newline {
+                self.note(self.start - 1, p);
+            } else if p > self.consumed {
+                break;
+            }
             self.probes.pop_front();
         }
-        if self.probes.front() == Some(&self.consumed) {
-            self.probes.pop_front();
-            let mut md5 = self.md5.clone();
-            md5.update(&self.buf[self.hashed..self.start]);
-            self.prefixes.push(Digest {
-                hash: hex(&md5.finalize()),
-                bytes: self.consumed,
-            });
-        }
+    }
+
+    /// Notes the digest of the lines passed up to `buf[end]`, `bytes` long.
+    fn note(&mut self, end: usize, bytes: u64) {
+        let mut md5 = self.md5.clone();
+        md5.update(&self.buf[self.hashed..end]);
+        self.prefixes.push(Digest {
+            hash: hex(&md5.finalize()),
+            bytes,
+        });
     }
 
     /// How many bytes the lines passed so far hold: where the next line

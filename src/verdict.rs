@@ -165,15 +165,19 @@ pub struct Settle {
 
 /// Whether a file the prefilter picked waits to settle at `now`;
 /// `waiting_since` is `None` when no run has seen it waiting yet (it then
-/// starts to wait now). A wait that began in the future (a clock that was
-/// ahead) is over: waiting for the clock to catch up would stall the file.
+/// starts to wait now). A file dated in the future (a writer's clock ahead
+/// of ours) is not quiet: it waits, at most `max_wait`. A wait that began in
+/// the future (our clock was ahead) is over: waiting for the clock to catch
+/// up would stall the file.
 pub fn is_settling(
     waiting_since: Option<DateTime<Utc>>,
     stat: &Stat,
     now: DateTime<Utc>,
     settle: Settle,
 ) -> bool {
-    if settled(stat, now, settle.quiet) {
+    let now_ns = now.timestamp_nanos_opt().unwrap_or(i64::MAX);
+    let quiet_ns = i64::try_from(settle.quiet.as_nanos()).unwrap_or(i64::MAX);
+    if stat.mtime_ns.saturating_add(quiet_ns) <= now_ns {
         return false;
     }
     let since = waiting_since.unwrap_or(now);

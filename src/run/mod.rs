@@ -94,12 +94,13 @@ struct Context<'a> {
 }
 
 impl Context<'_> {
-    /// Whether the run has spent what `--max-cost` allows.
+    /// Whether the run has spent what `--max-cost` allows. A call without a
+    /// price reaches it: what it cost cannot be counted.
     fn cost_cap_reached(&self) -> bool {
         self.opts.max_cost.is_some_and(|cap| {
-            self.spent
-                .lock()
-                .map_or(true, |spent| spent.cost_usd >= cap)
+            self.spent.lock().map_or(true, |spent| {
+                spent.cost_usd >= cap || spent.unpriced_calls > 0
+            })
         })
     }
 

@@ -194,6 +194,28 @@ fn probes_note_the_hash_of_each_prefix_that_ends_a_line() {
 }
 
 #[test]
+fn a_final_line_counted_without_its_newline_is_still_a_prefix_once_completed() {
+    let before = b"{\"a\":1}\n{\"b\":2}";
+    let settled = digest(file_with(before), Some(before.len() as u64)).unwrap();
+    let (_dir, file) = scanned(b"{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n");
+    let mut session = Session::new(&file, None);
+    session.probe(vec![settled.bytes, 7]);
+    let lines = session.lines().unwrap();
+    while lines.next_line().unwrap().is_some() {}
+    let prefixes = session.handed_over().prefixes;
+    assert_eq!(
+        prefixes,
+        [
+            Digest {
+                hash: md5_hex(b"{\"a\":1}"),
+                bytes: 7
+            },
+            settled
+        ]
+    );
+}
+
+#[test]
 fn hex_is_lowercase_pairs() {
     assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
 }

@@ -53,7 +53,11 @@ pub fn load(conn: &Connection, processor: &str) -> Result<HashMap<String, Row>> 
                 attempt_hash: r.get(10)?,
                 next_attempt_at: time(11)?,
                 first_seen_at: time(13)?,
-                waiting_since: time(14)?,
+                // Text that is no time (a hand edit): the wait is over, so
+                // that it cannot restart on every run.
+                waiting_since: r
+                    .get::<_, Option<String>>(14)?
+                    .map(|text| parse_timestamp(&text).unwrap_or(DateTime::<Utc>::MIN_UTC)),
             },
         ))
     })?;
@@ -176,6 +180,7 @@ pub struct Failure<'a> {
 }
 
 /// Records a failure; the outputs and the last success are left as they are.
+/// A wait to settle is over: the next change waits afresh.
 pub fn record_failure(conn: &Connection, id: RowId, f: &Failure) -> Result<()> {
     let status = if f.quarantined {
         Status::Quarantined
@@ -191,7 +196,7 @@ pub fn record_failure(conn: &Connection, id: RowId, f: &Failure) -> Result<()> {
          ON CONFLICT (processor_name, session_file) DO UPDATE SET
              status = ?4, attempts = ?5, attempt_hash = ?6, last_error = ?7,
              next_attempt_at = ?8, file_size = ?9, mtime_ns = ?10, ctime_ns = ?11,
-             inode = ?12, read_racy = ?13",
+             inode = ?12, read_racy = ?13, waiting_since = NULL",
         id,
         &[
             &status.as_str(),
@@ -205,12 +210,13 @@ pub fn record_failure(conn: &Connection, id: RowId, f: &Failure) -> Result<()> {
 }
 
 /// A free skip: the content is what the row already describes; only the
-/// stat tuple (and its raciness) is brought up to date.
+/// stat tuple (and its raciness) is brought up to date, and a wait to settle
+/// is over.
 pub fn refresh_stat(conn: &Connection, id: RowId, seen: &Seen) -> Result<()> {
     write_row(
         conn,
         "UPDATE session_processor_state SET username = ?3, file_size = ?4, mtime_ns = ?5,
-             ctime_ns = ?6, inode = ?7, read_racy = ?8,
+             ctime_ns = ?6, inode = ?7, read_racy = ?8, waiting_since = NULL,
              status = CASE status WHEN 'gone' THEN 'ok' ELSE status END
          WHERE processor_name = ?1 AND session_file = ?2",
         id,

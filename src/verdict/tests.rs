@@ -377,8 +377,12 @@ fn a_file_settles_once_quiet_or_once_it_has_waited_long_enough() {
         "quiet for the settle time"
     );
     assert!(
-        !is_settling(None, &written(-7200), now(), settle),
-        "dated two hours ahead: settled, or it would wait for ever"
+        is_settling(None, &written(-7200), now(), settle),
+        "dated two hours ahead: no telling it is quiet"
+    );
+    assert!(
+        !is_settling(since(6), &written(-7200), now(), settle),
+        "...so it waits no longer than the longest wait"
     );
     assert!(
         !is_settling(

@@ -42,7 +42,7 @@ fn close(a: f64, b: f64) -> bool {
 }
 
 #[test]
-fn a_live_session_settles_silently_and_is_sent_once_quiet_or_after_the_longest_wait() {
+fn a_live_session_settles_silently_is_not_stalled_and_is_sent_once_quiet() {
     let env = Env::new();
     let path = env.session("alice/s1.jsonl", &churn_session());
     touch_now(&path);
@@ -99,6 +99,29 @@ fn a_live_session_settles_silently_and_is_sent_once_quiet_or_after_the_longest_w
     let r = report(&run_verification(&env, &llm, "anthropic", &[]));
     assert_eq!((n(&r, "processed"), n(&r, "settling")), (1, 0));
     assert_eq!(llm.requests().len(), 1);
+    let waiting: Option<String> = env.scalar("SELECT waiting_since FROM session_processor_state");
+    assert_eq!(waiting, None);
+}
+
+#[test]
+fn a_wait_ends_with_a_free_skip_and_a_session_live_all_day_is_sent_after_the_longest_wait() {
+    let env = Env::new();
+    let path = env.session("alice/s1.jsonl", &churn_session());
+    let llm = FakeLlm::start(vec![
+        Reply::anthropic(json!([churn_item()])),
+        Reply::anthropic(json!([])),
+    ]);
+    let r = report(&run_verification(&env, &llm, "anthropic", &[]));
+    assert_eq!(n(&r, "processed"), 1);
+
+    // Touched while live, then left alone: a free skip ends that wait, so
+    // the next change waits afresh.
+    touch_now(&path);
+    let r = report(&run_verification(&env, &llm, "anthropic", &[]));
+    assert_eq!(n(&r, "settling"), 1);
+    age(&path);
+    let r = report(&run_verification(&env, &llm, "anthropic", &[]));
+    assert_eq!((n(&r, "skipped"), n(&r, "processed")), (1, 0));
     let waiting: Option<String> = env.scalar("SELECT waiting_since FROM session_processor_state");
     assert_eq!(waiting, None);
 
@@ -221,6 +244,7 @@ fn a_rewritten_session_loses_the_evidence_it_no_longer_yields_and_items_left_wit
         Reply::anthropic(json!([churn_item()])),
         Reply::anthropic(json!([churn_item()])),
         Reply::anthropic(json!([])),
+        Reply::anthropic(json!([])),
     ]);
     run_verification(&env, &llm, "anthropic", &["--jobs", "1"]);
     assert_eq!(
@@ -261,18 +285,18 @@ fn a_rewritten_session_loses_the_evidence_it_no_longer_yields_and_items_left_wit
     fs::write(&alice, user("Never mind.")).unwrap();
     age(&alice);
     run_verification(&env, &llm, "anthropic", &[]);
-    let left: Vec<(String, String)> = {
-        let db = env.db();
-        let mut stmt = db
-            .prepare("SELECT source_user, source_ref FROM verification_evidence")
-            .unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
-    };
-    assert_eq!(left, [("bob".to_owned(), "bob/s2.jsonl".to_owned())]);
+    let left: String = env.scalar("SELECT group_concat(source_ref) FROM verification_evidence");
+    assert_eq!(left, "bob/s2.jsonl");
     assert_eq!(count(&env, "knowledge_items"), 1);
+
+    // Requeued, nothing judged before is known: judged afresh, it only adds.
+    env.cmd()
+        .args(["state", "requeue", "verification", "bob/s2.jsonl"])
+        .assert()
+        .success();
+    let r = report(&run_verification(&env, &llm, "anthropic", &[]));
+    assert_eq!((n(&r, "processed"), n(&r, "items_extracted")), (1, 0));
+    assert_eq!(count(&env, "verification_evidence"), 1);
     assert_eq!(
         env.scalar::<i64>("SELECT items FROM verification_sessions WHERE username = 'alice'"),
         0
@@ -460,6 +484,37 @@ fn a_cap_that_cannot_be_counted_makes_verification_unavailable() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("\"house-model-7b\" has no price"), "{err}");
     assert!(llm.requests().is_empty());
+
+    // Capped by the flag alone, a call without a price reaches the cap.
+    fs::write(&env.config, "").unwrap();
+    env.session("bob/s2.jsonl", &churn_session());
+    env.session("carol/s3.jsonl", &churn_session());
+    llm.push(Reply::anthropic(json!([])));
+    let out = env
+        .cmd()
+        .env("SESSIONPIPE_LLM_BASE_URL", &llm.url)
+        .env("SESSIONPIPE_LLM_API_KEY", KEY)
+        .env("SESSIONPIPE_LLM_MODEL", "house-model-7b")
+        .args([
+            "run",
+            "verification",
+            "--json",
+            "--jobs",
+            "1",
+            "--max-cost",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    let r = report(&out);
+    assert_eq!(
+        (
+            n(&r, "processed"),
+            n(&r, "capped"),
+            n(&r, "llm_unpriced_calls")
+        ),
+        (1, 2, 1)
+    );
     for (key, value) in [("context_turns", "101"), ("max_cost_per_run", "-2")] {
         fs::write(&env.config, format!("[verification]\n{key} = {value}\n")).unwrap();
         let out = env.cmd().args(["run", "verification"]).output().unwrap();

@@ -136,12 +136,12 @@ impl Processor for Verification {
             Ok(c) => c,
             Err(why) => bail!("{why}"),
         };
-        let (turns, grew) = read(session, self.settings.context_turns)?;
+        let (turns, history) = read(session, self.settings.context_turns)?;
         let mut rows = Rows {
             source_user: session.user.to_owned(),
             model: client.model().to_owned(),
-            // Judged afresh: what the session gave before and no longer does goes.
-            replace: !grew,
+            // What a rewritten session gave before and no longer does goes.
+            replace: history == History::Rewritten,
             ..Rows::default()
         };
         if let Some(signal) = crate::signals::received() {
@@ -165,9 +165,20 @@ impl Processor for Verification {
     }
 }
 
-/// The turns to show, and whether the session grew from what was judged
-/// before (the lines up to its length still hash the same).
-fn read(session: &mut Session, context_turns: usize) -> Result<(Vec<Turn>, bool)> {
+/// How a session stands to what was judged of it before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum History {
+    /// The lines judged before are still its first lines.
+    Grew,
+    /// They are not: truncated, edited or replaced.
+    Rewritten,
+    /// Nothing judged before is known: new, requeued, moved, or judged by
+    /// another version. Judged afresh, adding to what it gave.
+    Unknown,
+}
+
+/// The turns to show, and how the session stands to what was judged before.
+fn read(session: &mut Session, context_turns: usize) -> Result<(Vec<Turn>, History)> {
     let previous = session.previous().cloned();
     if let Some(p) = &previous {
         session.probe(vec![p.bytes]);
@@ -181,8 +192,12 @@ fn read(session: &mut Session, context_turns: usize) -> Result<(Vec<Turn>, bool)
         };
         turns.add(line, previous.as_ref().is_some_and(|p| start < p.bytes));
     }
-    let grew = previous.as_ref().is_some_and(|p| lines.noted().contains(p));
-    Ok((turns.finish(grew), grew))
+    let history = match &previous {
+        Some(p) if lines.noted().contains(p) => History::Grew,
+        Some(_) => History::Rewritten,
+        None => History::Unknown,
+    };
+    Ok((turns.finish(history == History::Grew), history))
 }
 
 /// One call to the model. An error means no answer came; an answer holds
