@@ -2,13 +2,20 @@
 # Benchmarks sessionpipe against references measured in the same run, and
 # prints every figure as a ratio. Usage: bench/run.sh [WORK_DIR]
 #
-# Needs: cargo, md5sum, find, /usr/bin/time; ccusage 20.0.24 is installed
-# from npm into WORK_DIR when npm is available (skipped with a note if not).
-# Takes a few minutes and about 4 GB of disk (BENCH_SKIP_HUGE=1 skips the
-# 2 GiB transcript, BENCH_SKIP_100K=1 the 100,000-file tree).
+# Two corpora of 2,000 transcripts each, written by examples/gen_corpus.rs:
+# a dense one (~300 tool uses per MiB, small tool results: the costliest
+# bytes to read) and a real-shaped one (~64 per MiB, large tool results, as
+# real transcripts are), both with subagent transcripts beside some sessions.
+#
+# Needs: cargo, md5sum, find, /usr/bin/time, python3; ccusage 20.0.24 is
+# installed from npm into WORK_DIR when npm is available (skipped with a note
+# if not). Takes about ten minutes and 6 GB of disk. BENCH_RUNS (default 5)
+# sets how many runs each median is of; BENCH_SKIP_HUGE=1 skips the 1 and
+# 2 GiB transcripts, BENCH_SKIP_100K=1 the 100,000-file tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-${TMPDIR:-/tmp}/sessionpipe-bench}
+RUNS=${BENCH_RUNS:-5}
 mkdir -p "$WORK"
 cargo build --release --quiet --bin sessionpipe --example gen_corpus
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
@@ -17,7 +24,6 @@ GEN=$TARGET/release/examples/gen_corpus
 CONFIG=$WORK/empty.toml
 : > "$CONFIG"
 chmod 600 "$CONFIG"
-DATA=$WORK/corpus
 DB=$WORK/state.db
 
 # Seconds (with ns resolution) a command takes, output discarded.
@@ -29,15 +35,16 @@ seconds() {
   awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3f", (e - s) / 1e9 }'
 }
 
-# Median of three timings of a command; PREP (a shell function name or
+# Median of $RUNS timings of a command; PREP (a shell function name or
 # "true") runs untimed before each.
-median3() {
+median() {
   local prep=$1; shift
-  local a b c
-  $prep; a=$(seconds "$@")
-  $prep; b=$(seconds "$@")
-  $prep; c=$(seconds "$@")
-  printf '%s\n%s\n%s\n' "$a" "$b" "$c" | sort -n | sed -n 2p
+  local i
+  for i in $(seq "$RUNS"); do
+    $prep
+    seconds "$@"
+    echo
+  done | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
 }
 
 # Peak RSS in MiB of one run of a program (not a shell function).
@@ -49,28 +56,21 @@ peak_mib() {
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 report() { # name ours reference-name reference target
-  printf '%-44s %8ss vs %-22s %8ss = %5sx  (target %s)\n' "$1" "$2" "$3" "$4" "$(ratio "$2" "$4")" "$5"
+  printf '%-46s %8ss vs %-20s %8ss = %5sx  (target %s)\n' "$1" "$2" "$3" "$4" "$(ratio "$2" "$4")" "$5"
 }
 
 sp() { "$BIN" --config "$CONFIG" --data-dir "$1" --db "$2" "${@:3}"; }
 fresh_db() { rm -f "$DB" "$DB"-wal "$DB"-shm; }
+sql() { python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])' "$@" 2>/dev/null || echo "?"; }
+files_of() { find "$1" -name '*.jsonl' -print0; }
+megabytes() { find "$1" -name '*.jsonl' -printf '%s\n' | awk '{ s += $1 } END { printf "%.0f", s / 1048576 }'; }
 
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-
-if [ ! -f "$DATA/.done" ]; then
-  rm -rf "$DATA"
-  echo "corpus: $("$GEN" "$DATA" --users 100 --files 2000) in 2000 files"
-  touch "$DATA/.done"
-fi
-echo "corpus: $(du -sm "$DATA" | cut -f1) MB, $(find "$DATA" -name '*.jsonl' | wc -l) files, largest $(find "$DATA" -name '*.jsonl' -printf '%s\n' | sort -n | tail -1 | awk '{ printf "%.1f MB", $1 / 1048576 }')"
-cat "$DATA"/*/*.jsonl > /dev/null   # page cache warm for everyone
-
-md5_all() { find "$DATA" -name '*.jsonl' -print0 | xargs -0 md5sum; }
-walk() { find "$DATA" -name '*.jsonl' -printf '%s %T@\n'; }
-
-MD5=$(median3 true md5_all)
-COLD=$(median3 fresh_db sp "$DATA" "$DB" run usage)
-report "cold run usage (empty database)" "$COLD" "md5sum" "$MD5" "<= 1.5x"
+# Writes a corpus once: DIR, then gen_corpus's flags.
+corpus() {
+  local dir=$1; shift
+  [ -f "$dir/.done" ] || { rm -rf "$dir"; "$GEN" "$dir" "$@" > /dev/null; touch "$dir/.done"; }
+  files_of "$dir" | xargs -0 cat > /dev/null   # page cache warm for everyone
+}
 
 CCUSAGE=${CCUSAGE:-}
 if [ -z "$CCUSAGE" ] && command -v npm > /dev/null; then
@@ -79,69 +79,99 @@ if [ -z "$CCUSAGE" ] && command -v npm > /dev/null; then
   fi
   [ -x "$WORK/npm/node_modules/.bin/ccusage" ] && CCUSAGE=$WORK/npm/node_modules/.bin/ccusage
 fi
-if [ -n "$CCUSAGE" ]; then
-  mkdir -p "$WORK/claude"
-  ln -sfn "$DATA" "$WORK/claude/projects"
-  cc() { CLAUDE_CONFIG_DIR="$WORK/claude" "$CCUSAGE" claude session --json --offline; }
-  CC=$(median3 true cc)
-  report "cold run usage" "$COLD" "ccusage session" "$CC" "<= 1.0x"
-  # Same token totals, as a check that the comparison is fair.
-  cc > "$WORK/ccusage.json"
-  theirs=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))["totals"]; print(d["inputTokens"]+d["outputTokens"]+d["cacheCreationTokens"]+d["cacheReadTokens"])' "$WORK/ccusage.json" 2>/dev/null || echo "?")
-  fresh_db; sp "$DATA" "$DB" run usage
-  ours=$(python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("select sum(input_tokens+output_tokens+cache_creation_tokens+cache_read_tokens) from usage_session_summary").fetchone()[0])' "$DB" 2>/dev/null || echo "?")
-  echo "token totals: sessionpipe $ours, ccusage $theirs"
-else
-  echo "cold run usage vs ccusage: skipped (ccusage 20.0.24 not found and npm unavailable)"
-fi
 
-fresh_db; sp "$DATA" "$DB" run usage
-sleep 2   # past the racy window, as a cron tick would be
-sp "$DATA" "$DB" run usage
-UNCHANGED=$(median3 true sp "$DATA" "$DB" run usage)
-WALK=$(median3 true walk)
-report "unchanged rerun" "$UNCHANGED" "find -printf walk" "$WALK" "<= 3x"
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); medians of $RUNS runs"
+
+# Every cold-pass figure of one corpus: NAME DIR.
+cold_figures() {
+  local name=$1 data=$2
+  md5_all() { files_of "$data" | xargs -0 md5sum; }
+  local md5 cold mb events
+  md5=$(median true md5_all)
+  cold=$(median fresh_db sp "$data" "$DB" run usage)
+  mb=$(megabytes "$data")
+  events=$(sql "$DB" "select count(*) from usage_events")
+  sql "$DB" "pragma wal_checkpoint(truncate)" > /dev/null
+  echo "$name corpus: $mb MiB in $(files_of "$data" | tr -cd '\0' | wc -c) files ($(find "$data" -path '*/subagents/*' -name '*.jsonl' | wc -l) subagent transcripts), $events events = $(awk -v e="$events" -v m="$mb" 'BEGIN { printf "%.0f", e / m }') per MiB"
+  report "$name: cold run usage" "$cold" "md5sum" "$md5" "<= 1.5x"
+  printf -v "COLD_$name" '%s' "$cold"
+  if [ -n "$CCUSAGE" ]; then
+    mkdir -p "$WORK/claude-$name"
+    ln -sfn "$data" "$WORK/claude-$name/projects"
+    cc() { CLAUDE_CONFIG_DIR="$WORK/claude-$name" "$CCUSAGE" claude session --json --offline; }
+    local ccs
+    ccs=$(median true cc)
+    report "$name: cold run usage" "$cold" "ccusage session" "$ccs" "<= 1.0x"
+    # The same token totals: the comparison is fair.
+    cc > "$WORK/ccusage.json"
+    local theirs ours
+    theirs=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))["totals"]; print(d["inputTokens"]+d["outputTokens"]+d["cacheCreationTokens"]+d["cacheReadTokens"])' "$WORK/ccusage.json" 2>/dev/null || echo "?")
+    ours=$(sql "$DB" "select sum(input_tokens+output_tokens+cache_creation_tokens+cache_read_tokens) from usage_session_summary")
+    echo "$name: token totals: sessionpipe $ours, ccusage $theirs"
+  else
+    echo "$name: cold run vs ccusage: skipped (ccusage 20.0.24 not found and npm unavailable)"
+  fi
+  local db_mb
+  db_mb=$(du -m "$DB" | cut -f1)
+  printf '%-46s %8s MB per GB of transcripts  (informative)\n' "$name: database size" "$(awk -v d="$db_mb" -v m="$mb" 'BEGIN { printf "%.0f", d * 1024 / m }')"
+  sleep 2   # past the racy window, as a cron tick would be
+  sp "$data" "$DB" run usage
+  walk() { find "$data" -name '*.jsonl' -printf '%s %T@\n'; }
+  report "$name: unchanged rerun" "$(median true sp "$data" "$DB" run usage)" "find -printf walk" "$(median true walk)" "<= 1.5x"
+}
+
+DENSE=$WORK/dense
+REAL=$WORK/real
+corpus "$DENSE" --shape dense --users 100 --files 2000
+corpus "$REAL" --shape real --users 100 --files 2000
+cold_figures dense "$DENSE"
+cold_figures real "$REAL"
+
+J1=$(median fresh_db sp "$DENSE" "$DB" run usage --jobs 1)
+J2=$(median fresh_db sp "$DENSE" "$DB" run usage --jobs 2)
+report "dense: cold run usage --jobs 1" "$J1" "--jobs 2" "$J2" ">= 1.3x"
 
 append_1pct() {
-  find "$DATA" -name '*.jsonl' | sort | awk 'NR % 100 == 0' | while read -r f; do
+  find "$DENSE" -name '*.jsonl' | sort | awk 'NR % 100 == 0' | while read -r f; do
     printf '{"type":"user","timestamp":"2026-01-01T00:00:00Z","message":{"role":"user","content":"more"}}\n' >> "$f"
   done
 }
+fresh_db; sp "$DENSE" "$DB" run usage
+sleep 2; sp "$DENSE" "$DB" run usage
 append_1pct
-APPEND=$(seconds sp "$DATA" "$DB" run usage)
-report "rerun after appending to 1% of the files" "$APPEND" "cold run" "$COLD" "(informative)"
+report "dense: rerun after appending to 1% of files" "$(seconds sp "$DENSE" "$DB" run usage)" "cold run" "$COLD_dense" "(informative)"
 
 for jobs in 1 2 4; do
   fresh_db
-  printf '%-44s %8s MiB  (target <= 64 MiB)\n' "peak RSS, cold run, --jobs $jobs" "$(peak_mib "$BIN" --config "$CONFIG" --data-dir "$DATA" --db "$DB" run usage --jobs "$jobs")"
+  printf '%-46s %8s MiB  (target <= 64 MiB)\n' "peak RSS, dense cold run, --jobs $jobs" "$(peak_mib "$BIN" --config "$CONFIG" --data-dir "$DENSE" --db "$DB" run usage --jobs "$jobs")"
 done
 
 if [ "${BENCH_SKIP_HUGE:-}" != 1 ]; then
-  # One dense session: small tool results, ~390 events per MB, 800,000 events.
+  # One real-shaped 1 GiB session: the reading of one file, start to end.
+  GIG=$WORK/gig
+  corpus "$GIG" --shape real --subagents 0 --one-file-mb 1024
+  gig_cold() { rm -f "$WORK/gig.db"*; sp "$GIG" "$WORK/gig.db" run usage; }
+  report "one 1 GiB real-shaped session, cold" "$(median true gig_cold)" "md5sum" "$(median true md5sum "$GIG/big/huge.jsonl")" "<= 1.5x"
+  # One dense 2 GiB session: more records than memory may hold.
   HUGE=$WORK/huge
-  [ -f "$HUGE/.done" ] || { rm -rf "$HUGE"; "$GEN" "$HUGE" --one-file-mb 2048 --result-words 20 > /dev/null; touch "$HUGE/.done"; }
+  corpus "$HUGE" --one-file-mb 2048 --result-words 20
   for jobs in 1 2; do
     rm -f "$WORK/huge.db"*
-    printf '%-44s %8s MiB  (target <= %s MiB)\n' "peak RSS, one 2 GiB transcript, --jobs $jobs" \
-      "$(peak_mib "$BIN" --config "$CONFIG" --data-dir "$HUGE" --db "$WORK/huge.db" run usage --jobs "$jobs")" \
-      "$([ "$jobs" = 1 ] && echo 64 || echo 128)"
+    printf '%-46s %8s MiB  (target <= 64 MiB)\n' "peak RSS, one dense 2 GiB session, --jobs $jobs" \
+      "$(peak_mib "$BIN" --config "$CONFIG" --data-dir "$HUGE" --db "$WORK/huge.db" run usage --jobs "$jobs")"
   done
   huge_cold() { rm -f "$WORK/huge.db"*; sp "$HUGE" "$WORK/huge.db" run usage; }
-  H_OURS=$(seconds huge_cold)
-  H_MD5=$(seconds md5sum "$HUGE/big/huge.jsonl")
-  report "cold run, one 2 GiB transcript" "$H_OURS" "md5sum" "$H_MD5" "(informative)"
-  echo "events in it: $(python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("select count(*) from usage_events").fetchone()[0])' "$WORK/huge.db" 2>/dev/null || echo "?")"
+  report "one dense 2 GiB session, cold" "$(seconds huge_cold)" "md5sum" "$(seconds md5sum "$HUGE/big/huge.jsonl")" "(informative)"
+  echo "events in it: $(sql "$WORK/huge.db" "select count(*) from usage_events")"
 fi
 
 if [ "${BENCH_SKIP_100K:-}" != 1 ]; then
   WIDE=$WORK/wide
-  [ -f "$WIDE/.done" ] || { rm -rf "$WIDE"; "$GEN" "$WIDE" --users 500 --files 100000 --median-kb 1 > /dev/null; touch "$WIDE/.done"; }
+  [ -f "$WIDE/.done" ] || { rm -rf "$WIDE"; "$GEN" "$WIDE" --users 1000 --files 100000 --median-kb 1 > /dev/null; touch "$WIDE/.done"; }
   rm -f "$WORK/wide.db"*
   sp "$WIDE" "$WORK/wide.db" run usage
   sleep 2
   sp "$WIDE" "$WORK/wide.db" run usage
   wide_walk() { find "$WIDE" -name '*.jsonl' -printf '%s %T@\n'; }
-  W_OURS=$(median3 true sp "$WIDE" "$WORK/wide.db" run usage)
-  W_WALK=$(median3 true wide_walk)
-  report "unchanged rerun, 100,000 files" "$W_OURS" "find -printf walk" "$W_WALK" "(informative)"
+  report "unchanged rerun, 100,000 files in 1,000 folders" "$(median true sp "$WIDE" "$WORK/wide.db" run usage)" "find -printf walk" "$(median true wide_walk)" "<= 1.5x"
 fi

@@ -31,6 +31,9 @@ pub struct Digest {
 }
 
 const CHUNK: usize = 256 * 1024;
+/// The smallest first read: most session files are far smaller than
+/// [`CHUNK`], and a buffer of their size costs less to allocate and zero.
+const FIRST_CHUNK: usize = 4096;
 
 /// Lines longer than this are not handed to the processor (they are still
 /// hashed, and counted in [`Lines::oversized`]): memory stays bounded by it
@@ -261,6 +264,8 @@ pub struct Handover {
 pub struct Lines {
     file: io::Take<File>,
     buf: Vec<u8>,
+    /// The size of the first read: what the file holds, within bounds.
+    first: usize,
     /// The next line starts here...
     start: usize,
     /// ...and has no newline before here...
@@ -293,9 +298,13 @@ pub struct Lines {
 impl Lines {
     /// Reads `file` from its start, no further than `limit` bytes.
     pub fn new(file: File, limit: Option<u64>) -> Lines {
+        let size = file.metadata().map_or(u64::MAX, |m| m.len());
+        let expected = size.min(limit.unwrap_or(u64::MAX)).saturating_add(1);
+        let first = usize::try_from(expected).map_or(CHUNK, |n| n.clamp(FIRST_CHUNK, CHUNK));
         Lines {
             file: file.take(limit.unwrap_or(u64::MAX)),
             buf: Vec::new(),
+            first,
             start: 0,
             scan: 0,
             end: 0,
@@ -382,8 +391,13 @@ impl Lines {
         }
         self.scan = self.end;
         self.hashed = 0;
-        if self.buf.len() < self.end + CHUNK {
-            self.buf.resize(self.end + CHUNK, 0);
+        let chunk = if self.buf.is_empty() {
+            self.first
+        } else {
+            CHUNK
+        };
+        if self.buf.len() < self.end + chunk {
+            self.buf.resize(self.end + chunk, 0);
         }
         let n = loop {
             match self.file.read(&mut self.buf[self.end..]) {

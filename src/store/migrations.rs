@@ -362,6 +362,41 @@ const STEPS: &[(&str, &str)] = &[
     ALTER TABLE runs ADD COLUMN llm_unpriced_calls INTEGER;
     ",
     ),
+    (
+        "leaner usage events: ids of 128 bits, rows in the order they are written, and only \
+         the indexes the documented queries use",
+        "
+    CREATE TABLE usage_events_lean (
+        id                TEXT NOT NULL,
+        session_id        TEXT NOT NULL,
+        session_file      TEXT NOT NULL,
+        username          TEXT NOT NULL,
+        event_uuid        TEXT,
+        parent_uuid       TEXT,
+        event_type        TEXT NOT NULL,
+        tool_name         TEXT,
+        skill_name        TEXT,
+        subagent_type     TEXT,
+        command_name      TEXT,
+        is_error          INTEGER NOT NULL,
+        model             TEXT,
+        cwd               TEXT,
+        is_sidechain      INTEGER NOT NULL,
+        occurred_at       TEXT,
+        processor_version INTEGER NOT NULL,
+        agent_id          TEXT
+    );
+    -- The same events, their ids cut to the first 32 hex digits as new ones are.
+    INSERT INTO usage_events_lean SELECT substr(id, 1, 32), session_id, session_file, username,
+        event_uuid, parent_uuid, event_type, tool_name, skill_name, subagent_type, command_name,
+        is_error, model, cwd, is_sidechain, occurred_at, processor_version, agent_id
+        FROM usage_events ORDER BY session_file;
+    DROP TABLE usage_events;
+    ALTER TABLE usage_events_lean RENAME TO usage_events;
+    CREATE INDEX usage_events_by_file ON usage_events (session_file);
+    CREATE INDEX usage_events_skill ON usage_events (skill_name) WHERE skill_name IS NOT NULL;
+    ",
+    ),
 ];
 
 /// Tables of the system sessionpipe replaces, imported by `migrate` and then

@@ -112,7 +112,7 @@ fn tool_uses_are_classified() {
     assert_eq!(ev[1]["occurred_at"], "2026-05-12T15:00:01.000Z");
     assert_eq!(ev[1]["username"], "agnes");
     assert_eq!(ev[1]["session_id"], "sess-mixed");
-    assert_eq!(ev[1]["id"].as_str().unwrap().len(), 64);
+    assert_eq!(ev[1]["id"].as_str().unwrap().len(), 32);
     let s = summary(&env, "agnes/mixed.jsonl");
     assert_eq!(s["tool_calls"], 3, "tool_use events, Skill included");
     assert_eq!(

@@ -83,15 +83,19 @@ impl Uuid {
         match self {
             Uuid::Other(s) => Cow::Borrowed(s),
             Uuid::Canonical(b) => {
+                // 8-4-4-4-12 hex digits, built directly: one per event row.
                 let h = crate::session::hex(b);
-                Cow::Owned(format!(
-                    "{}-{}-{}-{}-{}",
-                    &h[..8],
-                    &h[8..12],
-                    &h[12..16],
-                    &h[16..20],
-                    &h[20..]
-                ))
+                let mut out = String::with_capacity(36);
+                for (i, part) in [&h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]]
+                    .into_iter()
+                    .enumerate()
+                {
+                    if i > 0 {
+                        out.push('-');
+                    }
+                    out.push_str(part);
+                }
+                Cow::Owned(out)
             }
         }
     }

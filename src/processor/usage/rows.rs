@@ -13,7 +13,7 @@ use super::names::{Names, Uuid};
 use super::tokens::Request;
 use crate::prices::PriceBook;
 use crate::processor::Output;
-use crate::store::{sql_int, timestamp};
+use crate::store::sql_int;
 
 /// The file's `usage_file_summary` row (the session's, for a session of one
 /// file).
@@ -89,6 +89,10 @@ pub(super) trait Staged: Send + std::fmt::Debug {
         f: &mut dyn FnMut(&Request) -> rusqlite::Result<()>,
     ) -> rusqlite::Result<()>;
 }
+
+/// The bytes of an event's SHA-256 its id keeps: 128 bits, as 32 hex
+/// digits, make a collision among a team's events as likely as none.
+pub(super) const ID_BYTES: usize = 16;
 
 /// One `usage_events` row as it is written.
 #[derive(Debug, Clone, PartialEq)]
@@ -209,7 +213,7 @@ impl Rows {
         };
         for (id, e) in ids.iter().zip(events) {
             f(&EventRow {
-                id: Cow::Owned(crate::session::hex(id)),
+                id: Cow::Owned(crate::session::hex(&id[..ID_BYTES])),
                 event_uuid: e.event_uuid.as_ref().map(Uuid::text),
                 parent_uuid: e.parent_uuid.as_ref().map(Uuid::text),
                 event_type: e.event_type,
@@ -438,7 +442,5 @@ pub(super) fn agent_of(session_file: &str) -> Option<&str> {
 
 /// Epoch milliseconds as the stored timestamp text.
 pub(super) fn format_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(timestamp)
-        .unwrap_or_default()
+    crate::store::timestamp_ms(ms)
 }

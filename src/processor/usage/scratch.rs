@@ -323,7 +323,7 @@ impl rows::Staged for Staged {
                 |i| -> rusqlite::Result<Option<&str>> { Ok(r.get_ref(i)?.as_str_or_null()?) };
             let kind = r.get_ref(3)?.as_str()?;
             f(&EventRow {
-                id: crate::session::hex(&id).into(),
+                id: crate::session::hex(&id[..rows::ID_BYTES]).into(),
                 event_uuid: text(1)?.map(Into::into),
                 parent_uuid: text(2)?.map(Into::into),
                 event_type: EventType::parse(kind).ok_or_else(|| bad_type(kind))?,

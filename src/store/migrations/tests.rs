@@ -121,7 +121,7 @@ fn released_steps_are_never_edited() {
     assert_eq!(released, RELEASED);
 }
 
-const RELEASED: [&str; 11] = [
+const RELEASED: [&str; 12] = [
     "1a06a97aca43440161031786cd4af713",
     "ba8a64bdef41d767ee2d4fad3f29362b",
     "884e7934030ae3dfda3bd66846cc0932",
@@ -133,4 +133,39 @@ const RELEASED: [&str; 11] = [
     "8b68f0873aa5d6b50999402cac415880",
     "0ea9ebf31ac242e1d09994826cb83ec8",
     "344b657c4a5ff68c96868fa195bdddb3",
+    "bd760ea3ce009cd7e692a1905b202e92",
 ];
+
+#[test]
+fn events_keep_their_rows_and_the_first_half_of_their_ids_in_the_leaner_table() {
+    let conn = Connection::open_in_memory().unwrap();
+    apply_range(&conn, 0, 11).unwrap();
+    let id = "ab".repeat(32);
+    conn.execute(
+        "INSERT INTO usage_events (id, session_id, session_file, username, event_type,
+             tool_name, skill_name, is_error, is_sidechain, occurred_at, processor_version,
+             agent_id)
+         VALUES (?1, 's', 'u/f.jsonl', 'u', 'tool_use', 'Skill', 'pdf', 1, 0,
+             '2026-01-01T00:00:00.000Z', 4, 'a1')",
+        [&id],
+    )
+    .unwrap();
+    apply_range(&conn, 11, 12).unwrap();
+    let row: (String, String, String, i64, String) = conn
+        .query_row(
+            "SELECT id, session_file, skill_name, is_error, agent_id FROM usage_events",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        row,
+        (
+            "ab".repeat(16),
+            "u/f.jsonl".into(),
+            "pdf".into(),
+            1,
+            "a1".into()
+        )
+    );
+}
