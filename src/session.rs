@@ -20,6 +20,8 @@ use std::path::Path;
 
 use md5::{Digest as _, Md5};
 
+use hasher::Hasher;
+
 use crate::processor::Spend;
 use crate::scan::SessionFile;
 
@@ -31,6 +33,9 @@ pub struct Digest {
 }
 
 const CHUNK: usize = 256 * 1024;
+/// Files larger than this are hashed on a thread of their own (see
+/// [`hasher`]).
+const HASH_ON_A_THREAD_OVER: u64 = 1 << 20;
 /// The smallest first read: most session files are far smaller than
 /// [`CHUNK`], and a buffer of their size costs less to allocate and zero.
 const FIRST_CHUNK: usize = 4096;
@@ -281,13 +286,15 @@ pub struct Lines {
     /// ...and the length of the one passed.
     last_len: usize,
     /// MD5 of every passed line before `buf[hashed]`...
-    md5: Md5,
+    md5: Hasher,
     hashed: usize,
     /// ...and how many bytes those passed lines hold.
     consumed: u64,
     /// Inside a line longer than [`MAX_LINE`], whose start was dropped from
     /// the buffer: the hash including the dropped part, and its length.
     skipping: Option<(Md5, u64)>,
+    /// Large enough for hashing on a thread of its own to pay.
+    large: bool,
     oversized: u64,
     /// Prefix lengths still to note the hash at, shortest first...
     probes: std::collections::VecDeque<u64>,
@@ -305,6 +312,7 @@ impl Lines {
             file: file.take(limit.unwrap_or(u64::MAX)),
             buf: Vec::new(),
             first,
+            large: size.min(limit.unwrap_or(u64::MAX)) > HASH_ON_A_THREAD_OVER,
             start: 0,
             scan: 0,
             end: 0,
@@ -312,7 +320,7 @@ impl Lines {
             done: false,
             final_line: None,
             last_len: 0,
-            md5: Md5::new(),
+            md5: Hasher::new(),
             hashed: 0,
             consumed: 0,
             skipping: None,
@@ -335,7 +343,7 @@ impl Lines {
                     Some((md5, dropped)) => {
                         // The hash already holds the dropped part; the rest
                         // of the line is hashed from the buffer, as usual.
-                        self.md5 = md5;
+                        self.md5 = md5.into();
                         len += dropped;
                         true
                     }
@@ -379,7 +387,7 @@ impl Lines {
             let (mut md5, dropped) = self
                 .skipping
                 .take()
-                .unwrap_or_else(|| (self.md5.clone(), 0));
+                .unwrap_or_else(|| (self.md5.here().clone(), 0));
             md5.update(&self.buf[self.start..self.end]);
             self.skipping = Some((md5, dropped + (self.end - self.start) as u64));
             self.start = 0;
@@ -392,6 +400,9 @@ impl Lines {
         self.scan = self.end;
         self.hashed = 0;
         let chunk = if self.buf.is_empty() {
+            if self.large {
+                self.md5.off_thread();
+            }
             self.first
         } else {
             CHUNK
@@ -464,7 +475,7 @@ impl Lines {
 
     /// Notes the digest of the lines passed up to `buf[end]`, `bytes` long.
     fn note(&mut self, end: usize, bytes: u64) {
-        let mut md5 = self.md5.clone();
+        let mut md5 = self.md5.here().clone();
         md5.update(&self.buf[self.hashed..end]);
         self.prefixes.push(Digest {
             hash: hex(&md5.finalize()),
@@ -489,10 +500,9 @@ impl Lines {
     }
 
     /// The digest of the lines passed so far.
-    pub fn finish(mut self) -> Digest {
-        self.md5.update(&self.buf[self.hashed..self.start]);
+    pub fn finish(self) -> Digest {
         Digest {
-            hash: hex(&self.md5.finalize()),
+            hash: hex(&self.md5.finish(&self.buf[self.hashed..self.start])),
             bytes: self.consumed,
         }
     }
@@ -505,5 +515,6 @@ impl Lines {
     }
 }
 
+mod hasher;
 #[cfg(test)]
 mod tests;

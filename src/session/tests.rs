@@ -254,3 +254,42 @@ fn a_settled_final_json_value_is_a_line_and_anything_else_is_not() {
     while lines.next_line().unwrap().is_some() {}
     assert_eq!(lines.finish().bytes, 8);
 }
+
+#[test]
+fn a_large_file_hashed_on_a_thread_gives_the_same_digests() {
+    let mut content = Vec::new();
+    let mut ends = Vec::new();
+    for i in 0..60_000 {
+        content.extend_from_slice(
+            format!("{{\"n\":{i},\"pad\":\"{}\"}}\n", "y".repeat(i % 97)).as_bytes(),
+        );
+        ends.push(content.len() as u64);
+    }
+    content.extend_from_slice(b"{\"fragment\":");
+    assert!(content.len() as u64 > HASH_ON_A_THREAD_OVER * 3);
+    let (_dir, file) = scanned(&content);
+    let mut session = Session::new(&file, None);
+    let (early, late) = (ends[10], ends[50_000]);
+    session.probe(vec![late, early]);
+    let lines = session.lines().unwrap();
+    let mut n = 0;
+    while lines.next_line().unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 60_000);
+    let handover = session.handed_over();
+    let whole = ends[59_999] as usize;
+    assert_eq!(handover.digest.hash, md5_hex(&content[..whole]));
+    assert_eq!(
+        handover.prefixes,
+        [early, late]
+            .iter()
+            .map(|&b| Digest {
+                hash: md5_hex(&content[..b as usize]),
+                bytes: b
+            })
+            .collect::<Vec<_>>()
+    );
+    let first = File::open(&file.path).unwrap();
+    assert_eq!(digest(first, None).unwrap(), handover.digest);
+}

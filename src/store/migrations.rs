@@ -397,6 +397,14 @@ const STEPS: &[(&str, &str)] = &[
     CREATE INDEX usage_events_skill ON usage_events (skill_name) WHERE skill_name IS NOT NULL;
     ",
     ),
+    (
+        "requests without an index by time",
+        "
+    -- Requests are summed by scanning them: an index by time costs every
+    -- write and serves no documented query.
+    DROP INDEX usage_requests_time;
+    ",
+    ),
 ];
 
 /// Tables of the system sessionpipe replaces, imported by `migrate` and then
