@@ -195,10 +195,19 @@ fn execute(
     report: &mut Report,
 ) -> Result<Option<i32>> {
     let name = ctx.processor.name();
-    let scan = scan::scan(data_dir, ctx.printer)?.for_processor(ctx.processor);
-    let scan::Scan { files, problems } = scan;
+    // The walk and the state rows, at once: on an unchanged tree they are
+    // the whole run.
+    let (scan, rows) = std::thread::scope(|scope| {
+        let walking = scope.spawn(|| scan::scan(data_dir, ctx.printer));
+        let rows = state::load(&store.conn, name);
+        match walking.join() {
+            Ok(scan) => (scan, rows),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    });
+    let scan::Scan { files, problems } = scan?.for_processor(ctx.processor);
+    let mut rows = rows?;
     let unlisted: Vec<&str> = problems.iter().map(|(folder, _)| folder.as_str()).collect();
-    let mut rows = state::load(&store.conn, name)?;
     let commit = matches!(ctx.mode, Mode::Commit(_));
     moves::mark_vanished(&mut store.conn, name, &files, &unlisted, &mut rows, commit)?;
     for (folder, why) in problems {

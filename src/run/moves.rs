@@ -27,7 +27,8 @@ pub fn mark_vanished(
     rows: &mut HashMap<String, Row>,
     commit: bool,
 ) -> Result<()> {
-    let present: HashSet<&str> = files.iter().map(|f| f.name.as_str()).collect();
+    let mut present: HashSet<&str> = HashSet::with_capacity(files.len());
+    present.extend(files.iter().map(|f| f.name.as_str()));
     let unlisted = |name: &str| unlisted.iter().any(|folder| name.starts_with(folder));
     let tracked: Vec<&String> = rows
         .iter()

@@ -225,9 +225,49 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 }
 
 pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
+    // What [`timestamp`] writes, read without the general parser: `state`
+    // loads one per row of every processor.
+    parse_own(text).or_else(|| {
+        DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` exactly, as [`timestamp`] writes it.
+fn parse_own(text: &str) -> Option<DateTime<Utc>> {
+    let b = text.as_bytes();
+    if b.len() != 24 || b[23] != b'Z' {
+        return None;
+    }
+    let seps = [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+    ];
+    if seps.iter().any(|&(i, c)| b[i] != c) {
+        return None;
+    }
+    let num = |from: usize, to: usize| -> Option<i64> {
+        b[from..to].iter().try_fold(0i64, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))
+        })
+    };
+    let date = chrono::NaiveDate::from_ymd_opt(
+        i32::try_from(num(0, 4)?).ok()?,
+        u32::try_from(num(5, 7)?).ok()?,
+        u32::try_from(num(8, 10)?).ok()?,
+    )?;
+    let time = chrono::NaiveTime::from_hms_milli_opt(
+        u32::try_from(num(11, 13)?).ok()?,
+        u32::try_from(num(14, 16)?).ok()?,
+        u32::try_from(num(17, 19)?).ok()?,
+        u32::try_from(num(20, 23)?).ok()?,
+    )?;
+    Some(date.and_time(time).and_utc())
 }
 
 #[cfg(test)]
@@ -263,7 +303,31 @@ mod tests {
             cases.push((x % 4_000_000_000_000) as i64);
         }
         for ms in cases {
-            assert_eq!(timestamp_ms(ms), chrono_text(ms), "{ms}");
+            let text = timestamp_ms(ms);
+            assert_eq!(text, chrono_text(ms), "{ms}");
+            if text.len() == 24 {
+                assert_eq!(
+                    parse_timestamp(&text).map(|t| t.timestamp_millis()),
+                    Some(ms),
+                    "{text}"
+                );
+            }
+        }
+        for other in ["2026-01-01T00:00:00Z", "2026-01-01T01:00:00.5+01:00"] {
+            assert_eq!(
+                parse_timestamp(other),
+                DateTime::parse_from_rfc3339(other)
+                    .ok()
+                    .map(|t| t.with_timezone(&Utc))
+            );
+        }
+        for bad in [
+            "2026-13-01T00:00:00.000Z",
+            "2026-02-30T00:00:00.000Z",
+            "2026-01-01T24:00:00.000Z",
+            "+026-01-01T00:00:00.000Z",
+        ] {
+            assert_eq!(parse_timestamp(bad), None, "{bad}");
         }
     }
 }

@@ -42,7 +42,7 @@ pub fn load(conn: &Connection, processor: &str) -> Result<HashMap<String, Row>> 
         Ok((
             r.get::<_, String>(0)?,
             Row {
-                status: Status::parse(&r.get::<_, String>(1)?),
+                status: Status::parse(r.get_ref(1)?.as_str()?),
                 processor_version: r.get(2)?,
                 file_hash: r.get(3)?,
                 bytes: u64::try_from(r.get::<_, i64>(12)?).unwrap_or(0),
@@ -61,7 +61,21 @@ pub fn load(conn: &Connection, processor: &str) -> Result<HashMap<String, Row>> 
             },
         ))
     })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    // Sized once: growing a map of 100,000 rows rehashes it many times.
+    let mut map = HashMap::with_capacity(count(conn, processor)?);
+    for row in rows {
+        let (name, row) = row?;
+        map.insert(name, row);
+    }
+    Ok(map)
+}
+
+/// How many rows a processor has.
+fn count(conn: &Connection, processor: &str) -> Result<usize> {
+    let n: i64 = conn
+        .prepare_cached("SELECT count(*) FROM session_processor_state WHERE processor_name = ?1")?
+        .query_row([processor], |r| r.get(0))?;
+    Ok(usize::try_from(n).unwrap_or(0))
 }
 
 /// Identifies one row (and names the user it belongs to).
