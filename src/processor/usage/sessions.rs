@@ -138,14 +138,39 @@ const REBUILD: &str = concat!(
      HAVING count(*) > 0"
 );
 
+/// The summary of a session whose only file is its main transcript: that
+/// file's row as is (what [`REBUILD`] makes of it, at a fraction of the cost,
+/// for the common case of a session without subagents).
+const COPY: &str = "
+    INSERT OR REPLACE INTO usage_session_summary (session_file, session_id, username,
+         started_at, ended_at, wall_seconds, active_seconds, user_prompts, assistant_messages,
+         tool_calls, tool_errors, skill_invocations, subagent_dispatches, mcp_calls,
+         slash_commands, distinct_tools, distinct_skills, primary_model, models, input_tokens,
+         output_tokens, cache_creation_tokens, cache_read_tokens, malformed_lines,
+         processor_version, project, claude_version, git_branch)
+     SELECT session_file, session_id, username, started_at, ended_at, wall_seconds,
+         active_seconds, user_prompts, assistant_messages, tool_calls, tool_errors,
+         skill_invocations, subagent_dispatches, mcp_calls, slash_commands, distinct_tools,
+         distinct_skills, primary_model, models, input_tokens, output_tokens,
+         cache_creation_tokens, cache_read_tokens, malformed_lines, processor_version, project,
+         claude_version, git_branch
+     FROM usage_file_summary WHERE session_file = ?1 AND session = ?1";
+
 /// Rebuilds the summary of `session` (a main file's name) from its files';
 /// none left, no summary.
 pub(super) fn rebuild(db: &Connection, session: &str) -> rusqlite::Result<()> {
-    let files: i64 = db
-        .prepare_cached("SELECT count(*) FROM usage_file_summary WHERE session = ?1")?
-        .query_row([session], |r| r.get(0))?;
+    let (files, main): (i64, bool) = db
+        .prepare_cached(
+            "SELECT count(*), count(*) FILTER (WHERE session_file = ?1) > 0
+             FROM usage_file_summary WHERE session = ?1",
+        )?
+        .query_row([session], |r| Ok((r.get(0)?, r.get(1)?)))?;
     db.prepare_cached(if files > 1 { MARK } else { COUNT_ALL })?
         .execute([session])?;
+    if files == 1 && main {
+        db.prepare_cached(COPY)?.execute([session])?;
+        return Ok(());
+    }
     db.prepare_cached("DELETE FROM usage_session_summary WHERE session_file = ?1")?
         .execute([session])?;
     db.prepare_cached(REBUILD)?.execute([session])?;
