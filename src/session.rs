@@ -11,7 +11,8 @@
 //! The digest a run records is [`Session::handed_over`]: the hash of the
 //! lines the processor was given, computed as they were given. A processor
 //! that stops reading early is recorded as having processed that prefix,
-//! never the bytes it did not see.
+//! never the bytes it did not see. A file over 1 MiB is hashed on a thread
+//! of its own while its lines are handed out (see [`hasher`]).
 
 use std::fs::File;
 use std::io::{self, Read};

@@ -3,7 +3,9 @@
 //! database), so that each rule has one home and one table of tests.
 //!
 //! The questions, in the order a run asks them:
-//! 1. [`must_read`]: from `stat` alone, must the file be read at all?
+//! 1. [`must_read`]: from `stat` alone, must the file be read at all? And
+//!    for a processor that waits for a conversation to end,
+//!    [`is_settling`]: must it wait longer?
 //! 2. [`plan`]: hash it before processing, or hash while processing?
 //! 3. [`after_hash`]: with the hash known, a free skip, attempt n, or give up
 //!    (quarantine without trying again)?
@@ -11,7 +13,8 @@
 //!    next try is ([`backoff`]), and when it is quarantine.
 //!
 //! And for `state`: [`is_waiting`], whether the processor still owes the file
-//! its current content.
+//! its current content. For the processor itself: [`processed_before`],
+//! what it last processed of the file, to tell growth from a rewrite.
 
 use std::time::Duration;
 

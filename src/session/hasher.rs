@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use md5::{Digest as _, Md5};
 
 /// Chunks sent and not yet hashed, at most.
-const IN_FLIGHT: usize = 4;
+const IN_FLIGHT: usize = 2;
 
 pub(super) enum Hasher {
     Here(Md5),
