@@ -103,7 +103,10 @@ pub fn scan(data_dir: &Path, printer: &Printer) -> Result<Scan> {
         .map_or(1, usize::from)
         .clamp(1, WALKERS);
     let mut found = std::thread::scope(|scope| {
-        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(walk)).collect();
+        // A thread that cannot start leaves its share to the others.
+        let helpers: Vec<_> = (1..threads)
+            .filter_map(|_| std::thread::Builder::new().spawn_scoped(scope, walk).ok())
+            .collect();
         let mut found = walk();
         for helper in helpers {
             match helper.join() {

@@ -345,6 +345,9 @@ impl Lines {
                         // The hash already holds the dropped part; the rest
                         // of the line is hashed from the buffer, as usual.
                         self.md5 = md5.into();
+                        if self.large {
+                            self.md5.off_thread();
+                        }
                         len += dropped;
                         true
                     }
@@ -477,6 +480,9 @@ impl Lines {
     /// Notes the digest of the lines passed up to `buf[end]`, `bytes` long.
     fn note(&mut self, end: usize, bytes: u64) {
         let mut md5 = self.md5.here().clone();
+        if self.large {
+            self.md5.off_thread();
+        }
         md5.update(&self.buf[self.hashed..end]);
         self.prefixes.push(Digest {
             hash: hex(&md5.finalize()),

@@ -60,6 +60,11 @@ fn a_200_mb_line_costs_bounded_memory() {
 /// Runs `sessionpipe run usage` over `data`, its files limited to
 /// `max_file_bytes` (as a full disk would stop them); the exit code.
 fn run(dir: &Path, data: &Path, db: &Path, max_file_bytes: Option<u64>) -> i32 {
+    run_measured(dir, data, db, max_file_bytes).0
+}
+
+/// [`run`], and the peak RSS of that run alone, in MiB.
+fn run_measured(dir: &Path, data: &Path, db: &Path, max_file_bytes: Option<u64>) -> (i32, i64) {
     let config = dir.join("config.toml");
     fs::write(&config, "").unwrap();
     fs::set_permissions(&config, fs::Permissions::from_mode(0o600)).unwrap();
@@ -94,7 +99,61 @@ fn run(dir: &Path, data: &Path, db: &Path, max_file_bytes: Option<u64>) -> i32 {
             });
         }
     }
-    cmd.status().unwrap().code().unwrap_or(-1)
+    // Reaped by wait4 below, which also gives this child's own peak RSS.
+    #[allow(clippy::zombie_processes)]
+    let child = cmd.spawn().unwrap();
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: wait4 writes into the status and struct it is given; the
+    // child is reaped here, and `child` is never waited for again.
+    let (status, usage) = unsafe {
+        let mut status = 0;
+        let mut usage: libc::rusage = std::mem::zeroed();
+        assert_eq!(libc::wait4(pid, &mut status, 0, &mut usage), pid);
+        (status, usage)
+    };
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    (code, usage.ru_maxrss / 1024)
+}
+
+#[test]
+fn lines_of_megabytes_hashed_on_a_thread_keep_memory_near_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let path = data.join("u/long-results.jsonl");
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    {
+        let mut f = std::io::BufWriter::new(fs::File::create(&path).unwrap());
+        let result = "r".repeat(6 << 20);
+        for i in 0..8 {
+            writeln!(
+                f,
+                r#"{{"type":"user","uuid":"u{i}","message":{{"content":[{{"type":"tool_result","tool_use_id":"t{i}","content":"{result}"}}]}}}}"#
+            )
+            .unwrap();
+        }
+    }
+    let db = dir.path().join("state.db");
+    let (code, peak_mib) = run_measured(dir.path(), &data, &db, None);
+    assert_eq!(code, 0);
+    // A line of 6 MiB and the chunk behind it, and little more: the
+    // hashing thread's buffers stay a fraction of a line.
+    assert!(peak_mib < 32, "peak RSS {peak_mib} MiB");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let hash: String = conn
+        .query_row("SELECT file_hash FROM session_processor_state", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    use md5::Digest as _;
+    let want: String = md5::Md5::digest(fs::read(&path).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(hash, want);
 }
 
 /// A session of `n` tool uses, each its own reply of 3 input tokens, then

@@ -197,8 +197,12 @@ fn execute(
     let name = ctx.processor.name();
     // The walk and the state rows, at once: on an unchanged tree they are
     // the whole run.
+    let walk = || scan::scan(data_dir, ctx.printer);
     let (scan, rows) = std::thread::scope(|scope| {
-        let walking = scope.spawn(|| scan::scan(data_dir, ctx.printer));
+        // Without a thread to spare, one after the other.
+        let Ok(walking) = std::thread::Builder::new().spawn_scoped(scope, walk) else {
+            return (walk(), state::load(&store.conn, name));
+        };
         let rows = state::load(&store.conn, name);
         match walking.join() {
             Ok(scan) => (scan, rows),

@@ -13,8 +13,11 @@ use std::thread::JoinHandle;
 
 use md5::{Digest as _, Md5};
 
-/// Chunks sent and not yet hashed, at most.
+/// Chunks sent and not yet hashed, at most...
 const IN_FLIGHT: usize = 2;
+/// ...each this long at most, whatever one update holds (a line of
+/// megabytes is sent in pieces), so that the buffers reused stay small.
+const PIECE: usize = 256 * 1024;
 
 pub(super) enum Hasher {
     Here(Md5),
@@ -65,23 +68,29 @@ impl Hasher {
         if bytes.is_empty() {
             return;
         }
-        let sent = match self {
-            Hasher::Here(md5) => {
-                md5.update(bytes);
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let (piece, after) = rest.split_at(rest.len().min(PIECE));
+            let sent = match self {
+                Hasher::Here(md5) => {
+                    md5.update(rest);
+                    return;
+                }
+                Hasher::There { chunks, spent, .. } => {
+                    let mut chunk = spent.try_recv().unwrap_or_default();
+                    chunk.clear();
+                    chunk.extend_from_slice(piece);
+                    chunks.send(chunk).is_ok()
+                }
+                Hasher::Moving => unreachable_state(),
+            };
+            if !sent {
+                // The thread is gone: bring back what it knows (its panic,
+                // should it have had one) and hash here.
+                self.here().update(rest);
                 return;
             }
-            Hasher::There { chunks, spent, .. } => {
-                let mut chunk = spent.try_recv().unwrap_or_default();
-                chunk.clear();
-                chunk.extend_from_slice(bytes);
-                chunks.send(chunk).is_ok()
-            }
-            Hasher::Moving => unreachable_state(),
-        };
-        if !sent {
-            // The thread is gone: bring back what it knows (its panic,
-            // should it have had one) and hash here.
-            self.here().update(bytes);
+            rest = after;
         }
     }
 
