@@ -42,6 +42,29 @@ impl Spend {
         self.unpriced_calls = self.unpriced_calls.saturating_add(other.unpriced_calls);
     }
 
+    /// The spend a query row holds in seven columns from `first`: calls,
+    /// input, output, cache-write and cache-read tokens, dollars, unpriced
+    /// calls (the order of the `llm_*` columns of `runs` and
+    /// `verification_sessions`); `None` when the calls column is NULL (a
+    /// run that recorded no spend).
+    pub fn from_columns(r: &rusqlite::Row, first: usize) -> rusqlite::Result<Option<Spend>> {
+        let count = |i: usize| -> rusqlite::Result<u64> {
+            Ok(u64::try_from(r.get::<_, Option<i64>>(first + i)?.unwrap_or(0)).unwrap_or(0))
+        };
+        if r.get::<_, Option<i64>>(first)?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Spend {
+            calls: count(0)?,
+            input_tokens: count(1)?,
+            output_tokens: count(2)?,
+            cache_creation_tokens: count(3)?,
+            cache_read_tokens: count(4)?,
+            cost_usd: r.get::<_, Option<f64>>(first + 5)?.unwrap_or(0.0),
+            unpriced_calls: count(6)?,
+        }))
+    }
+
     /// The dollars, when every call had a price.
     pub fn known_cost(&self) -> Option<f64> {
         (self.unpriced_calls == 0).then_some(self.cost_usd)

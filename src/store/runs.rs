@@ -145,31 +145,12 @@ fn last_run_from(r: &rusqlite::Row) -> rusqlite::Result<LastRun> {
         errors: r.get(7)?,
         quarantined: r.get(8)?,
         exit_code: r.get(9)?,
-        spend: spend_from(r, 10)?,
+        spend: Spend::from_columns(r, 10)?,
         status: match r.get::<_, Option<String>>(1)? {
             Some(_) => "finished",
             None => "unfinished",
         },
     })
-}
-
-/// The spend in the seven columns from `first`, if the run recorded one.
-pub fn spend_from(r: &rusqlite::Row, first: usize) -> rusqlite::Result<Option<Spend>> {
-    let count = |i: usize| -> rusqlite::Result<u64> {
-        Ok(u64::try_from(r.get::<_, Option<i64>>(first + i)?.unwrap_or(0)).unwrap_or(0))
-    };
-    if r.get::<_, Option<i64>>(first)?.is_none() {
-        return Ok(None);
-    }
-    Ok(Some(Spend {
-        calls: count(0)?,
-        input_tokens: count(1)?,
-        output_tokens: count(2)?,
-        cache_creation_tokens: count(3)?,
-        cache_read_tokens: count(4)?,
-        cost_usd: r.get::<_, Option<f64>>(first + 5)?.unwrap_or(0.0),
-        unpriced_calls: count(6)?,
-    }))
 }
 
 /// The most recent run, finished or not.

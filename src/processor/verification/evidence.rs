@@ -213,28 +213,16 @@ fn link_similar(db: &Connection, id: &str, item: &Item, now: &str) -> rusqlite::
 
 /// What the calls cost that gave the sessions held now.
 pub fn total_spend(db: &Connection) -> rusqlite::Result<Spend> {
-    db.query_row(
-        "SELECT count(*), coalesce(sum(llm_calls), 0), coalesce(sum(llm_input_tokens), 0),
+    let total = db.query_row(
+        "SELECT coalesce(sum(llm_calls), 0), coalesce(sum(llm_input_tokens), 0),
              coalesce(sum(llm_output_tokens), 0), coalesce(sum(llm_cache_creation_tokens), 0),
              coalesce(sum(llm_cache_read_tokens), 0), coalesce(sum(llm_cost_usd), 0.0),
              coalesce(sum(llm_unpriced_calls), 0)
          FROM verification_sessions",
         [],
-        |r| {
-            let n = |i: usize| -> rusqlite::Result<u64> {
-                Ok(u64::try_from(r.get::<_, i64>(i)?).unwrap_or(0))
-            };
-            Ok(Spend {
-                calls: n(1)?,
-                input_tokens: n(2)?,
-                output_tokens: n(3)?,
-                cache_creation_tokens: n(4)?,
-                cache_read_tokens: n(5)?,
-                cost_usd: r.get(6)?,
-                unpriced_calls: n(7)?,
-            })
-        },
-    )
+        |r| Spend::from_columns(r, 0),
+    )?;
+    Ok(total.unwrap_or_default())
 }
 
 /// Removes what one session contributed: its evidence, the items left with
