@@ -232,8 +232,9 @@ fn execute(
             verdict::must_read(*row, &f.stat, version, now, ctx.opts.fragment_settle)
         })
         .collect();
+    let settle = ctx.processor.settle();
     let (settling, candidates): (Vec<_>, Vec<_>) = candidates.into_iter().partition(|(f, row)| {
-        ctx.processor.settle().is_some_and(|settle| {
+        settle.is_some_and(|settle| {
             verdict::is_settling(row.and_then(|r| r.waiting_since), &f.stat, now, settle)
         })
     });
