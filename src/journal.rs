@@ -16,11 +16,11 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 
 use anyhow::{Context, Result};
-use rusqlite::{Connection, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
 use crate::lock::ProcessorLock;
 use crate::scan::Stat;
+use crate::store::sql::Db;
 use crate::store::state::{self, RowId};
 use crate::verdict::{self, Seen};
 
@@ -107,10 +107,10 @@ impl<'a> Journal<'a> {
 /// session that was in flight alone is charged (`processing`); sessions in
 /// flight together are all `suspect` and charged nothing, to be retried one
 /// at a time (see [`crate::verdict::recovered`]).
-pub fn recover(conn: &mut Connection, processor: &str, journal: &Journal) -> Result<()> {
+pub fn recover(db: &dyn Db, processor: &str, journal: &Journal) -> Result<()> {
     let entries = journal.left_by_dead_run()?;
     if !entries.is_empty() {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = db.transaction()?;
         for entry in &entries {
             let (status, attempts) = verdict::recovered(entry.attempts, entries.len());
             let id = RowId {
@@ -123,7 +123,7 @@ pub fn recover(conn: &mut Connection, processor: &str, journal: &Journal) -> Res
                 racy: false,
                 settling: false,
             };
-            state::record_attempt(&tx, id, status, entry.hash.as_deref(), attempts, &seen)?;
+            state::record_attempt(&*tx, id, status, entry.hash.as_deref(), attempts, &seen)?;
         }
         tx.commit()?;
     }

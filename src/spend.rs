@@ -12,9 +12,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::args;
+use crate::store::sql::Db;
 use chrono::{DateTime, Datelike, NaiveDate};
 use chrono_tz::Tz;
-use rusqlite::Connection;
 
 use crate::cli::{GroupBy, Period};
 
@@ -97,79 +98,80 @@ impl Spend {
 }
 
 /// Reads and groups the requests `q` asks for.
-pub fn spend(db: &Connection, q: &Query) -> rusqlite::Result<Spend> {
-    let mut stmt = db.prepare(
+pub fn spend(db: &dyn Db, q: &Query) -> anyhow::Result<Spend> {
+    let mut out = Spend::empty();
+    db.query(
         "SELECT r.session_file, r.username, r.model, r.occurred_at, r.input_tokens,
                 r.output_tokens, r.cache_creation_tokens, r.cache_read_tokens, r.cost_usd,
                 s.project
          FROM usage_request_costs AS r
          LEFT JOIN usage_file_summary AS s USING (session_file)
          WHERE ?1 IS NULL OR (r.session_file >= ?1 || '/' AND r.session_file < ?1 || '0')",
-    )?;
-    let mut rows = stmt.query([q.user.as_deref()])?;
-    let mut out = Spend::empty();
-    while let Some(r) = rows.next()? {
-        let n = |i| r.get::<_, i64>(i).map(|v| u64::try_from(v).unwrap_or(0));
-        let model: Option<String> = r.get(2)?;
-        let sums = Sums {
-            input_tokens: n(4)?,
-            output_tokens: n(5)?,
-            cache_creation_tokens: n(6)?,
-            cache_read_tokens: n(7)?,
-            cost_usd: r.get(8)?,
-        };
-        let day = day_of(r.get_ref(3)?.as_str_or_null()?, q.tz);
-        let dated = q.since.is_some() || q.until.is_some() || q.period != Period::Session;
-        let period = match (day, q.period) {
-            (_, Period::Session) if !dated => {
-                crate::scan::session_of(r.get_ref(0)?.as_str()?).into_owned()
-            }
-            (None, _) => {
-                out.undated += 1;
-                continue;
-            }
-            (Some(day), _) if !in_range(day, q) => continue,
-            (Some(day), period) => match period {
-                Period::Session => crate::scan::session_of(r.get_ref(0)?.as_str()?).into_owned(),
-                Period::Daily => day.to_string(),
-                Period::Weekly => {
-                    let w = day.iso_week();
-                    format!("{}-W{:02}", w.year(), w.week())
+        args![q.user.as_deref()],
+        &mut |r| {
+            let n = |i| r.get::<i64>(i).map(|v| u64::try_from(v).unwrap_or(0));
+            let model: Option<String> = r.get(2)?;
+            let sums = Sums {
+                input_tokens: n(4)?,
+                output_tokens: n(5)?,
+                cache_creation_tokens: n(6)?,
+                cache_read_tokens: n(7)?,
+                cost_usd: r.get(8)?,
+            };
+            let day = day_of(r.get::<Option<String>>(3)?.as_deref(), q.tz);
+            let dated = q.since.is_some() || q.until.is_some() || q.period != Period::Session;
+            let period = match (day, q.period) {
+                (_, Period::Session) if !dated => {
+                    crate::scan::session_of(&r.get::<String>(0)?).into_owned()
                 }
-                Period::Monthly => day.format("%Y-%m").to_string(),
-            },
-        };
-        // A request with nothing to price costs nothing, priced or not.
-        let sums = Sums {
-            cost_usd: sums.cost_usd.or((sums.total_tokens() == 0).then_some(0.0)),
-            ..sums
-        };
-        if sums.cost_usd.is_none() {
-            out.unpriced
-                .insert(model.clone().unwrap_or_else(|| "(no model)".into()));
-        }
-        let key = Key {
-            period,
-            user: q
-                .by
-                .contains(&GroupBy::User)
-                .then(|| r.get(1))
-                .transpose()?,
-            model: model.filter(|_| q.by.contains(&GroupBy::Model)),
-            project: match q.by.contains(&GroupBy::Project) {
-                true => Some(r.get::<_, Option<String>>(9)?.unwrap_or_default()),
-                false => None,
-            },
-        };
-        out.total.add(&sums);
-        out.rows
-            .entry(key)
-            .or_insert(Sums {
-                cost_usd: Some(0.0),
-                ..Sums::default()
-            })
-            .add(&sums);
-    }
+                (None, _) => {
+                    out.undated += 1;
+                    return Ok(());
+                }
+                (Some(day), _) if !in_range(day, q) => return Ok(()),
+                (Some(day), period) => match period {
+                    Period::Session => crate::scan::session_of(&r.get::<String>(0)?).into_owned(),
+                    Period::Daily => day.to_string(),
+                    Period::Weekly => {
+                        let w = day.iso_week();
+                        format!("{}-W{:02}", w.year(), w.week())
+                    }
+                    Period::Monthly => day.format("%Y-%m").to_string(),
+                },
+            };
+            // A request with nothing to price costs nothing, priced or not.
+            let sums = Sums {
+                cost_usd: sums.cost_usd.or((sums.total_tokens() == 0).then_some(0.0)),
+                ..sums
+            };
+            if sums.cost_usd.is_none() {
+                out.unpriced
+                    .insert(model.clone().unwrap_or_else(|| "(no model)".into()));
+            }
+            let key = Key {
+                period,
+                user: q
+                    .by
+                    .contains(&GroupBy::User)
+                    .then(|| r.get(1))
+                    .transpose()?,
+                model: model.filter(|_| q.by.contains(&GroupBy::Model)),
+                project: match q.by.contains(&GroupBy::Project) {
+                    true => Some(r.get::<Option<String>>(9)?.unwrap_or_default()),
+                    false => None,
+                },
+            };
+            out.total.add(&sums);
+            out.rows
+                .entry(key)
+                .or_insert(Sums {
+                    cost_usd: Some(0.0),
+                    ..Sums::default()
+                })
+                .add(&sums);
+            Ok(())
+        },
+    )?;
     Ok(out)
 }
 
@@ -188,14 +190,14 @@ fn in_range(day: NaiveDate, q: &Query) -> bool {
 }
 
 /// The models requests name, with tokens, that have no price.
-pub fn unpriced_models(db: &Connection) -> rusqlite::Result<Vec<String>> {
-    db.prepare(
+pub fn unpriced_models(db: &dyn Db) -> anyhow::Result<Vec<String>> {
+    db.rows(
         "SELECT DISTINCT model FROM usage_requests
          WHERE model IS NOT NULL
            AND input_tokens + output_tokens + cache_creation_tokens + cache_read_tokens > 0
            AND model NOT IN (SELECT model FROM usage_model_prices)
          ORDER BY model",
-    )?
-    .query_map([], |r| r.get(0))?
-    .collect()
+        &[],
+        |r| r.get(0),
+    )
 }

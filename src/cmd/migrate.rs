@@ -20,11 +20,11 @@ pub fn migrate(args: &MigrateArgs, config: &Config, printer: &Printer) -> Result
             return Ok(exit::SUCCESS);
         }
         let store = Store::open(&config.db, Need::Any, config.busy_timeout)?;
-        let current = migrations::user_version(&store.conn)?;
+        let current = store.schema_version()?;
         printer.out(format_args!(
             "database {shown}: schema version {current}, this sessionpipe: {target}"
         ))?;
-        let pending = migrations::pending(&store.conn)?;
+        let pending = store.pending()?;
         if pending.is_empty() {
             printer.out(format_args!("nothing pending"))?;
         }
@@ -34,7 +34,7 @@ pub fn migrate(args: &MigrateArgs, config: &Config, printer: &Printer) -> Result
         return Ok(exit::SUCCESS);
     }
     let mut store = Store::open(&config.db, Need::Any, config.busy_timeout)?;
-    let done = migrations::migrate(&mut store.conn)?;
+    let done = store.migrate()?;
     if done.is_empty() {
         printer.out(format_args!(
             "database {shown} is up to date (schema version {target})"

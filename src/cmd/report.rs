@@ -37,7 +37,7 @@ pub fn report(args: &ReportArgs, config: &Config, printer: &Printer) -> Result<i
         tz: args.tz,
         user: args.user.clone(),
     };
-    let spend = spend::spend(&store.conn, &query)?;
+    let spend = spend::spend(store.db(), &query)?;
     if args.json {
         let rows: Vec<Value> = spend
             .rows

@@ -172,6 +172,6 @@ fn emit(args: &RunArgs, report: &Report, printer: &Printer) -> Result<i32> {
 
 /// Due when the cadence has passed since the last run started (or never ran).
 fn is_due(store: &Store, p: &dyn Processor) -> Result<bool> {
-    let last = runs::last_started(&store.conn, p.name())?;
+    let last = runs::last_started(store.db(), p.name())?;
     Ok(crate::verdict::is_due(last, p.cadence(), Utc::now()))
 }

@@ -15,8 +15,8 @@ pub mod verification;
 
 use std::time::Duration;
 
+use crate::store::sql::Db;
 use anyhow::Result;
-use rusqlite::Connection;
 
 use crate::config::Config;
 pub use crate::session::Session;
@@ -64,7 +64,7 @@ pub struct Outcome {
 pub trait Output: Send {
     /// Replaces whatever the processor held for `session_file` by these rows.
     /// Called inside the transaction that also writes the session's state.
-    fn write(&self, db: &Connection, session_file: &str) -> rusqlite::Result<()>;
+    fn write(&self, db: &dyn Db, session_file: &str) -> anyhow::Result<()>;
     /// Bytes the rows hold in memory, roughly: what waits for the writer is
     /// bounded by it.
     fn held(&self) -> u64 {
@@ -126,13 +126,13 @@ pub trait Processor: Send + Sync {
     /// committing run processes anything, under the processor's lock. It
     /// opens a transaction of its own only when there is something to
     /// change: an unchanged setting must not cost a cron tick a write.
-    fn prepare(&self, _db: &Connection) -> rusqlite::Result<()> {
+    fn prepare(&self, _db: &dyn Db) -> anyhow::Result<()> {
         Ok(())
     }
     /// Removes every output a session file gave (built-ins; an external
     /// command's outputs are its own). Called inside the transaction that
     /// also removes the session's state row.
-    fn forget(&self, _db: &Connection, _session_file: &str) -> rusqlite::Result<()> {
+    fn forget(&self, _db: &dyn Db, _session_file: &str) -> anyhow::Result<()> {
         Ok(())
     }
     /// Processes one session. What it reads through [`Session::lines`] is

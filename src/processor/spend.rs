@@ -7,6 +7,8 @@
 
 use serde::Serialize;
 
+use crate::store::sql::Row;
+
 /// The spend of one call, or of many summed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Spend {
@@ -47,11 +49,11 @@ impl Spend {
     /// calls (the order of the `llm_*` columns of `runs` and
     /// `verification_sessions`); `None` when the calls column is NULL (a
     /// run that recorded no spend).
-    pub fn from_columns(r: &rusqlite::Row, first: usize) -> rusqlite::Result<Option<Spend>> {
-        let count = |i: usize| -> rusqlite::Result<u64> {
-            Ok(u64::try_from(r.get::<_, Option<i64>>(first + i)?.unwrap_or(0)).unwrap_or(0))
+    pub fn from_columns(r: &dyn Row, first: usize) -> anyhow::Result<Option<Spend>> {
+        let count = |i: usize| -> anyhow::Result<u64> {
+            Ok(u64::try_from(r.get::<Option<i64>>(first + i)?.unwrap_or(0)).unwrap_or(0))
         };
-        if r.get::<_, Option<i64>>(first)?.is_none() {
+        if r.get::<Option<i64>>(first)?.is_none() {
             return Ok(None);
         }
         Ok(Some(Spend {
@@ -60,7 +62,7 @@ impl Spend {
             output_tokens: count(2)?,
             cache_creation_tokens: count(3)?,
             cache_read_tokens: count(4)?,
-            cost_usd: r.get::<_, Option<f64>>(first + 5)?.unwrap_or(0.0),
+            cost_usd: r.get::<Option<f64>>(first + 5)?.unwrap_or(0.0),
             unpriced_calls: count(6)?,
         }))
     }

@@ -34,7 +34,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use chrono::Utc;
-use rusqlite::TransactionBehavior;
 
 use crate::exit;
 use crate::journal::{self, Journal};
@@ -156,9 +155,9 @@ pub fn run(
     };
     let run_id = match mode {
         Mode::Commit(lock) => {
-            journal::recover(&mut store.conn, processor.name(), &Journal::new(lock))?;
-            processor.prepare(&store.conn)?;
-            Some(runs::start(&store.conn, processor.name(), started)?)
+            journal::recover(store.db(), processor.name(), &Journal::new(lock))?;
+            processor.prepare(store.db())?;
+            Some(runs::start(store.db(), processor.name(), started)?)
         }
         Mode::DryRun => {
             report.would_process = Some(Vec::new());
@@ -177,7 +176,7 @@ pub fn run(
     };
     if let Some(id) = run_id {
         // Best effort after a database error: the error itself is what matters.
-        let finished = runs::finish(&store.conn, id, &report, Utc::now());
+        let finished = runs::finish(store.db(), id, &report, Utc::now());
         result?;
         finished?;
     } else {
@@ -201,9 +200,9 @@ fn execute(
     let (scan, rows) = std::thread::scope(|scope| {
         // Without a thread to spare, one after the other.
         let Ok(walking) = std::thread::Builder::new().spawn_scoped(scope, walk) else {
-            return (walk(), state::load(&store.conn, name));
+            return (walk(), state::load(store.db(), name));
         };
-        let rows = state::load(&store.conn, name);
+        let rows = state::load(store.db(), name);
         match walking.join() {
             Ok(scan) => (scan, rows),
             Err(panic) => std::panic::resume_unwind(panic),
@@ -213,7 +212,7 @@ fn execute(
     let mut rows = rows?;
     let unlisted: Vec<&str> = problems.iter().map(|(folder, _)| folder.as_str()).collect();
     let commit = matches!(ctx.mode, Mode::Commit(_));
-    moves::mark_vanished(&mut store.conn, name, &files, &unlisted, &mut rows, commit)?;
+    moves::mark_vanished(store.db(), name, &files, &unlisted, &mut rows, commit)?;
     for (folder, why) in problems {
         ctx.printer.error(format_args!("{name}: {folder}: {why}"));
         report.errors += 1;
@@ -257,7 +256,7 @@ fn execute(
         .into_iter()
         .partition(|(_, row)| verdict::is_isolated(*row));
     let lengths = moves.lengths();
-    let mut writer = writer::Writer::new(ctx, &store.conn, report, moves);
+    let mut writer = writer::Writer::new(ctx, store.db(), report, moves);
     for (phase, jobs) in [(&alone, 1), (&together, ctx.opts.jobs)] {
         process(ctx, phase, jobs, &lengths, &mut writer, total);
     }
@@ -286,11 +285,9 @@ fn note_seen(
         .copied()
         .collect();
     if !new.is_empty() || !waiting.is_empty() {
-        let tx = store
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        state::note_seen(&tx, processor, &new)?;
-        state::note_waiting(&tx, processor, &waiting)?;
+        let tx = store.db().transaction()?;
+        state::note_seen(&*tx, processor, &new)?;
+        state::note_waiting(&*tx, processor, &waiting)?;
         tx.commit()?;
     }
     Ok(())

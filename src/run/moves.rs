@@ -7,11 +7,11 @@
 use std::collections::{HashMap, HashSet};
 
 use anyhow::Result;
-use rusqlite::{Connection, TransactionBehavior};
 
 use crate::exit;
 use crate::scan::SessionFile;
 use crate::session::Digest;
+use crate::store::sql::Db;
 use crate::store::state;
 use crate::verdict::{self, Row, Status, Vanished};
 
@@ -20,7 +20,7 @@ use crate::verdict::{self, Row, Status, Vanished};
 /// in folders the scan could not list (`unlisted`, `"<user>/"`) are not
 /// gone: they could not be looked for.
 pub fn mark_vanished(
-    conn: &mut Connection,
+    db: &dyn Db,
     processor: &str,
     files: &[SessionFile],
     unlisted: &[&str],
@@ -54,9 +54,9 @@ pub fn mark_vanished(
         return Ok(());
     }
     if commit {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = db.transaction()?;
         let names: Vec<&str> = vanished.iter().map(String::as_str).collect();
-        state::mark_gone(&tx, processor, &names)?;
+        state::mark_gone(&*tx, processor, &names)?;
         tx.commit()?;
     }
     for name in &vanished {

@@ -5,7 +5,6 @@ use std::sync::atomic::Ordering;
 
 use anyhow::{Result, anyhow};
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::moves::Moves;
 use super::worker::{Done, Msg};
@@ -17,12 +16,13 @@ use crate::report::{Report, SessionError};
 use crate::scan::SessionFile;
 use crate::session::Handover;
 use crate::signals;
+use crate::store::sql::Db;
 use crate::store::state::{self, Failure, RowId, Success};
 use crate::verdict::{self, Retry, Seen, Unreadable};
 
 pub struct Writer<'a> {
     ctx: &'a Context<'a>,
-    db: &'a Connection,
+    db: &'a dyn Db,
     report: &'a mut Report,
     /// Candidates whose visit has ended.
     ended: u64,
@@ -44,7 +44,7 @@ struct Charge<'h> {
 impl<'a> Writer<'a> {
     pub fn new(
         ctx: &'a Context<'a>,
-        db: &'a Connection,
+        db: &'a dyn Db,
         report: &'a mut Report,
         moves: Moves,
     ) -> Writer<'a> {
@@ -126,9 +126,9 @@ impl<'a> Writer<'a> {
             }
             return Ok(());
         }
-        let tx = Transaction::new_unchecked(self.db, TransactionBehavior::Immediate)?;
+        let tx = self.db.transaction()?;
         for msg in batch {
-            self.handle(&tx, msg)?;
+            self.handle(&*tx, msg)?;
         }
         failpoint::hit("during-commit");
         failpoint::error("commit-error")?;
@@ -136,7 +136,7 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
-    fn handle(&mut self, db: &Connection, msg: Msg) -> Result<()> {
+    fn handle(&mut self, db: &dyn Db, msg: Msg) -> Result<()> {
         match msg {
             Msg::Skip { file, seen } => {
                 self.report.skipped += 1;
@@ -202,7 +202,7 @@ impl<'a> Writer<'a> {
         }
     }
 
-    fn done(&mut self, db: &Connection, done: Done) -> Result<()> {
+    fn done(&mut self, db: &dyn Db, done: Done) -> Result<()> {
         let Done {
             file,
             attempts,
@@ -266,7 +266,7 @@ impl<'a> Writer<'a> {
     /// moved: the gone file's outputs and row go, in this transaction.
     fn replace_moved(
         &mut self,
-        db: &Connection,
+        db: &dyn Db,
         file: &SessionFile,
         handover: &Handover,
     ) -> Result<()> {
@@ -293,7 +293,7 @@ impl<'a> Writer<'a> {
     /// the next run tries again. Returns the error's text.
     fn uncharged(
         &mut self,
-        db: &Connection,
+        db: &dyn Db,
         file: &SessionFile,
         charge: Charge,
         retry_at: Option<DateTime<Utc>>,
@@ -316,7 +316,7 @@ impl<'a> Writer<'a> {
 
     /// The session's own failure: charged, retried with backoff, quarantined
     /// after `--max-attempts`.
-    fn fail(&mut self, db: &Connection, file: &SessionFile, charge: Charge) -> Result<()> {
+    fn fail(&mut self, db: &dyn Db, file: &SessionFile, charge: Charge) -> Result<()> {
         let retry = verdict::after_failure(charge.attempts, self.ctx.opts.max_attempts, Utc::now());
         let attempts = charge.attempts;
         self.record(db, file, charge, attempts, retry).map(drop)
@@ -326,7 +326,7 @@ impl<'a> Writer<'a> {
     /// counts it; returns the error's text.
     fn record(
         &mut self,
-        db: &Connection,
+        db: &dyn Db,
         file: &SessionFile,
         charge: Charge,
         attempts: u32,

@@ -3,42 +3,37 @@
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
+use super::sql::{Db, Row};
 use super::{parse_timestamp, sql_int, timestamp};
+use crate::args;
 use crate::processor::Spend;
 use crate::report::Report;
 
 /// Records that a run started, and which process it is (so that `state`
 /// can tell a run still going from one that died).
-pub fn start(conn: &Connection, processor: &str, started_at: DateTime<Utc>) -> Result<i64> {
-    conn.execute(
-        "INSERT INTO runs (processor_name, started_at, pid) VALUES (?1, ?2, ?3)",
-        params![processor, timestamp(started_at), std::process::id()],
-    )?;
-    Ok(conn.last_insert_rowid())
+pub fn start(db: &dyn Db, processor: &str, started_at: DateTime<Utc>) -> Result<i64> {
+    db.one(
+        "INSERT INTO runs (processor_name, started_at, pid) VALUES (?1, ?2, ?3) RETURNING id",
+        args![processor, timestamp(started_at), std::process::id()],
+    )
 }
 
 /// The per-session errors kept of one run, at most: a run where everything
 /// fails still writes a bounded history.
 const KEPT_ERRORS: usize = 1000;
 
-pub fn finish(
-    conn: &Connection,
-    id: i64,
-    report: &Report,
-    finished_at: DateTime<Utc>,
-) -> Result<()> {
+pub fn finish(db: &dyn Db, id: i64, report: &Report, finished_at: DateTime<Utc>) -> Result<()> {
     let spend = report.spend.as_ref();
-    conn.execute(
+    db.execute(
         "UPDATE runs SET finished_at = ?2, duration_ms = ?3, scanned = ?4, candidates = ?5,
              processed = ?6, skipped = ?7, capped = ?8, errors = ?9, quarantined = ?10,
              items_extracted = ?11, exit_code = ?12, llm_calls = ?13, llm_input_tokens = ?14,
              llm_output_tokens = ?15, llm_cache_creation_tokens = ?16,
              llm_cache_read_tokens = ?17, llm_cost_usd = ?18, llm_unpriced_calls = ?19
          WHERE id = ?1",
-        params![
+        args![
             id,
             timestamp(finished_at),
             sql_int(report.duration_ms),
@@ -60,51 +55,47 @@ pub fn finish(
             spend.map(|s| sql_int(s.unpriced_calls)),
         ],
     )?;
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO run_errors (run_id, session_file, error) VALUES (?1, ?2, ?3)",
-    )?;
+    let mut insert =
+        db.prepare("INSERT INTO run_errors (run_id, session_file, error) VALUES (?1, ?2, ?3)")?;
     for e in report.errors_detail.iter().take(KEPT_ERRORS) {
-        insert.execute(params![id, e.session, e.error])?;
+        insert.execute(args![id, e.session, e.error])?;
     }
-    prune(conn, &report.processor)
+    prune(db, &report.processor)
 }
 
 /// Runs kept per processor: a run a minute for a week.
 const KEPT_RUNS: i64 = 10_080;
 
 /// Forgets the runs (and their errors) beyond the last [`KEPT_RUNS`].
-fn prune(conn: &Connection, processor: &str) -> Result<()> {
-    let oldest_kept: Option<i64> = conn
-        .query_row(
-            "SELECT id FROM runs WHERE processor_name = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2",
-            params![processor, KEPT_RUNS - 1],
-            |r| r.get(0),
-        )
-        .optional()?;
+fn prune(db: &dyn Db, processor: &str) -> Result<()> {
+    let oldest_kept: Option<i64> = db.one(
+        "SELECT id FROM runs WHERE processor_name = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2",
+        args![processor, KEPT_RUNS - 1],
+    )?;
     if let Some(id) = oldest_kept {
-        conn.execute(
+        db.execute(
             "DELETE FROM run_errors WHERE run_id IN
                  (SELECT id FROM runs WHERE processor_name = ?1 AND id < ?2)",
-            params![processor, id],
+            args![processor, id],
         )?;
-        conn.execute(
+        db.execute(
             "DELETE FROM runs WHERE processor_name = ?1 AND id < ?2",
-            params![processor, id],
+            args![processor, id],
         )?;
     }
     Ok(())
 }
 
 /// The per-session errors of the last finished run.
-pub fn last_errors(conn: &Connection, processor: &str) -> Result<Vec<(String, String)>> {
-    let mut stmt = conn.prepare(
+pub fn last_errors(db: &dyn Db, processor: &str) -> Result<Vec<(String, String)>> {
+    db.rows(
         "SELECT session_file, error FROM run_errors WHERE run_id = (
              SELECT id FROM runs WHERE processor_name = ?1 AND finished_at IS NOT NULL
              ORDER BY started_at DESC LIMIT 1)
-         ORDER BY rowid",
-    )?;
-    let rows = stmt.query_map([processor], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+         ORDER BY session_file, error",
+        args![processor],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
 }
 
 /// The last run of a processor, as `state` shows it.
@@ -133,7 +124,7 @@ const LAST_RUN_COLUMNS: &str = "started_at, finished_at, duration_ms, scanned, p
      llm_output_tokens, llm_cache_creation_tokens, llm_cache_read_tokens, llm_cost_usd, \
      llm_unpriced_calls";
 
-fn last_run_from(r: &rusqlite::Row) -> rusqlite::Result<LastRun> {
+fn last_run_from(r: &dyn Row) -> Result<LastRun> {
     Ok(LastRun {
         started_at: r.get(0)?,
         finished_at: r.get(1)?,
@@ -146,7 +137,7 @@ fn last_run_from(r: &rusqlite::Row) -> rusqlite::Result<LastRun> {
         quarantined: r.get(8)?,
         exit_code: r.get(9)?,
         spend: Spend::from_columns(r, 10)?,
-        status: match r.get::<_, Option<String>>(1)? {
+        status: match r.get::<Option<String>>(1)? {
             Some(_) => "finished",
             None => "unfinished",
         },
@@ -154,50 +145,43 @@ fn last_run_from(r: &rusqlite::Row) -> rusqlite::Result<LastRun> {
 }
 
 /// The most recent run, finished or not.
-pub fn last(conn: &Connection, processor: &str) -> Result<Option<LastRun>> {
-    Ok(conn
-        .query_row(
-            &format!(
-                "SELECT {LAST_RUN_COLUMNS} FROM runs WHERE processor_name = ?1
-                 ORDER BY id DESC LIMIT 1"
-            ),
-            [processor],
-            last_run_from,
-        )
-        .optional()?)
+pub fn last(db: &dyn Db, processor: &str) -> Result<Option<LastRun>> {
+    db.row(
+        &format!(
+            "SELECT {LAST_RUN_COLUMNS} FROM runs WHERE processor_name = ?1
+             ORDER BY id DESC LIMIT 1"
+        ),
+        args![processor],
+        last_run_from,
+    )
 }
 
 /// Sessions processed by the runs started since `since`.
-pub fn processed_since(conn: &Connection, processor: &str, since: DateTime<Utc>) -> Result<u64> {
-    let n: i64 = conn.query_row(
-        "SELECT coalesce(sum(processed), 0) FROM runs
+pub fn processed_since(db: &dyn Db, processor: &str, since: DateTime<Utc>) -> Result<u64> {
+    let n: i64 = db.one(
+        "SELECT CAST(coalesce(sum(processed), 0) AS BIGINT) FROM runs
          WHERE processor_name = ?1 AND started_at >= ?2",
-        params![processor, timestamp(since)],
-        |r| r.get(0),
+        args![processor, timestamp(since)],
     )?;
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
 /// When the most recent finished run ended.
-pub fn last_finished(conn: &Connection, processor: &str) -> Result<Option<DateTime<Utc>>> {
-    latest(conn, processor, "finished_at")
+pub fn last_finished(db: &dyn Db, processor: &str) -> Result<Option<DateTime<Utc>>> {
+    latest(db, processor, "finished_at")
 }
 
 /// When the most recent run started, finished or not (for `run --due`).
-pub fn last_started(conn: &Connection, processor: &str) -> Result<Option<DateTime<Utc>>> {
-    latest(conn, processor, "started_at")
+pub fn last_started(db: &dyn Db, processor: &str) -> Result<Option<DateTime<Utc>>> {
+    latest(db, processor, "started_at")
 }
 
 /// The latest time in one of the runs table's timestamp columns.
-fn latest(conn: &Connection, processor: &str, column: &str) -> Result<Option<DateTime<Utc>>> {
-    let text: Option<String> = conn
-        .query_row(
-            &format!("SELECT max({column}) FROM runs WHERE processor_name = ?1"),
-            [processor],
-            |r| r.get(0),
-        )
-        .optional()?
-        .flatten();
+fn latest(db: &dyn Db, processor: &str, column: &str) -> Result<Option<DateTime<Utc>>> {
+    let text: Option<String> = db.one(
+        &format!("SELECT max({column}) FROM runs WHERE processor_name = ?1"),
+        args![processor],
+    )?;
     Ok(text.as_deref().and_then(parse_timestamp))
 }
 
@@ -209,9 +193,9 @@ mod tests {
     #[test]
     fn history_keeps_the_last_runs_and_their_errors_only() {
         let store = crate::store::Store::in_memory().unwrap();
-        let conn = &store.conn;
+        let conn = store.db();
         let now = Utc::now();
-        conn.execute_batch(&format!(
+        conn.batch(&format!(
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {KEPT_RUNS})
              INSERT INTO runs (processor_name, started_at, finished_at)
              SELECT 'usage', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:01.000Z' FROM n;
@@ -229,7 +213,7 @@ mod tests {
             ..Report::default()
         };
         finish(conn, id, &report, now).unwrap();
-        let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        let count = |sql: &str| -> i64 { conn.one(sql, &[]).unwrap() };
         assert_eq!(
             count("SELECT count(*) FROM runs WHERE processor_name = 'usage'"),
             KEPT_RUNS

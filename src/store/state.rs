@@ -9,72 +9,78 @@ use std::collections::HashMap;
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, ToSql};
 
+use super::sql::{Db, Param, Row as SqlRow, Value};
 use super::{parse_timestamp, sql_int, timestamp};
+use crate::args;
 use crate::scan::Stat;
 use crate::verdict::{Row, Seen, Status};
 
 /// Loads every row of one processor in a single query, keyed by session file.
-pub fn load(conn: &Connection, processor: &str) -> Result<HashMap<String, Row>> {
-    let mut stmt = conn.prepare(
+pub fn load(db: &dyn Db, processor: &str) -> Result<HashMap<String, Row>> {
+    // Sized once: growing a map of 100,000 rows rehashes it many times.
+    let mut map = HashMap::with_capacity(count(db, processor)?);
+    db.query(
         "SELECT session_file, status, processor_version, file_hash, file_size, mtime_ns,
                 ctime_ns, inode, read_racy, attempts, attempt_hash, next_attempt_at,
                 bytes_processed, first_seen_at, waiting_since
          FROM session_processor_state WHERE processor_name = ?1",
+        args![processor],
+        &mut |r| {
+            let (name, row) = from_row(r)?;
+            map.insert(name, row);
+            Ok(())
+        },
     )?;
-    let rows = stmt.query_map([processor], |r| {
-        let size: Option<i64> = r.get(4)?;
-        let stat = match (size, r.get(5)?, r.get(6)?, r.get::<_, Option<i64>>(7)?) {
-            (Some(size), Some(mtime_ns), Some(ctime_ns), Some(inode)) => Some(Stat {
-                size: size as u64,
-                mtime_ns,
-                ctime_ns,
-                inode: inode as u64,
-            }),
-            _ => None,
-        };
-        let time = |i: usize| -> rusqlite::Result<Option<DateTime<Utc>>> {
-            Ok(r.get::<_, Option<String>>(i)?
-                .as_deref()
-                .and_then(parse_timestamp))
-        };
-        Ok((
-            r.get::<_, String>(0)?,
-            Row {
-                status: Status::parse(r.get_ref(1)?.as_str()?),
-                processor_version: r.get(2)?,
-                file_hash: r.get(3)?,
-                bytes: u64::try_from(r.get::<_, i64>(12)?).unwrap_or(0),
-                stat,
-                racy: r.get::<_, i64>(8)? & READ_RACY != 0,
-                settling: r.get::<_, i64>(8)? & READ_SETTLING != 0,
-                attempts: r.get(9)?,
-                attempt_hash: r.get(10)?,
-                next_attempt_at: time(11)?,
-                first_seen_at: time(13)?,
-                // Text that is no time (a hand edit): the wait is over, so
-                // that it cannot restart on every run.
-                waiting_since: r
-                    .get::<_, Option<String>>(14)?
-                    .map(|text| parse_timestamp(&text).unwrap_or(DateTime::<Utc>::MIN_UTC)),
-            },
-        ))
-    })?;
-    // Sized once: growing a map of 100,000 rows rehashes it many times.
-    let mut map = HashMap::with_capacity(count(conn, processor)?);
-    for row in rows {
-        let (name, row) = row?;
-        map.insert(name, row);
-    }
     Ok(map)
 }
 
+/// One row of [`load`]'s query.
+fn from_row(r: &dyn SqlRow) -> Result<(String, Row)> {
+    let size: Option<i64> = r.get(4)?;
+    let stat = match (size, r.get(5)?, r.get(6)?, r.get::<Option<i64>>(7)?) {
+        (Some(size), Some(mtime_ns), Some(ctime_ns), Some(inode)) => Some(Stat {
+            size: size as u64,
+            mtime_ns,
+            ctime_ns,
+            inode: inode as u64,
+        }),
+        _ => None,
+    };
+    let time = |i: usize| -> Result<Option<DateTime<Utc>>> {
+        Ok(r.get::<Option<String>>(i)?
+            .as_deref()
+            .and_then(parse_timestamp))
+    };
+    Ok((
+        r.get::<String>(0)?,
+        Row {
+            status: Status::parse(&r.get::<String>(1)?),
+            processor_version: r.get(2)?,
+            file_hash: r.get(3)?,
+            bytes: u64::try_from(r.get::<i64>(12)?).unwrap_or(0),
+            stat,
+            racy: r.get::<i64>(8)? & READ_RACY != 0,
+            settling: r.get::<i64>(8)? & READ_SETTLING != 0,
+            attempts: r.get(9)?,
+            attempt_hash: r.get(10)?,
+            next_attempt_at: time(11)?,
+            first_seen_at: time(13)?,
+            // Text that is no time (a hand edit): the wait is over, so
+            // that it cannot restart on every run.
+            waiting_since: r
+                .get::<Option<String>>(14)?
+                .map(|text| parse_timestamp(&text).unwrap_or(DateTime::<Utc>::MIN_UTC)),
+        },
+    ))
+}
+
 /// How many rows a processor has.
-fn count(conn: &Connection, processor: &str) -> Result<usize> {
-    let n: i64 = conn
-        .prepare_cached("SELECT count(*) FROM session_processor_state WHERE processor_name = ?1")?
-        .query_row([processor], |r| r.get(0))?;
+fn count(db: &dyn Db, processor: &str) -> Result<usize> {
+    let n: i64 = db.one(
+        "SELECT count(*) FROM session_processor_state WHERE processor_name = ?1",
+        args![processor],
+    )?;
     Ok(usize::try_from(n).unwrap_or(0))
 }
 
@@ -95,25 +101,19 @@ const READ_SETTLING: i64 = 2;
 /// file and user, then come `values`, and the last five are the stat tuple
 /// (size, mtime, ctime, inode, racy). Size and inode are stored bit for bit
 /// (`as` both ways), so even values above `i64::MAX` compare exactly.
-fn write_row(
-    conn: &Connection,
-    sql: &str,
-    id: RowId,
-    values: &[&dyn ToSql],
-    seen: &Seen,
-) -> Result<()> {
+fn write_row(db: &dyn Db, sql: &str, id: RowId, values: &[&dyn Param], seen: &Seen) -> Result<()> {
     let stat = [
         seen.stat.size as i64,
         seen.stat.mtime_ns,
         seen.stat.ctime_ns,
         seen.stat.inode as i64,
     ];
-    let mut all: Vec<&dyn ToSql> = vec![&id.processor, &id.session_file, &id.username];
+    let mut all: Vec<&dyn Param> = vec![&id.processor, &id.session_file, &id.username];
     all.extend_from_slice(values);
-    all.extend(stat.iter().map(|v| v as &dyn ToSql));
+    all.extend(stat.iter().map(|v| v as &dyn Param));
     let flags = i64::from(seen.racy) * READ_RACY + i64::from(seen.settling) * READ_SETTLING;
     all.push(&flags);
-    conn.prepare_cached(sql)?.execute(&all[..])?;
+    db.execute(sql, &all)?;
     Ok(())
 }
 
@@ -123,7 +123,7 @@ fn write_row(
 /// `None` when the file was being hashed while processed; the stat tuple then
 /// tells whether a later attempt is on the same content.
 pub fn record_attempt(
-    conn: &Connection,
+    db: &dyn Db,
     id: RowId,
     status: Status,
     hash: Option<&str>,
@@ -131,7 +131,7 @@ pub fn record_attempt(
     seen: &Seen,
 ) -> Result<()> {
     write_row(
-        conn,
+        db,
         "INSERT INTO session_processor_state (processor_name, session_file, username, status,
              attempts, attempt_hash, file_size, mtime_ns, ctime_ns, inode, read_racy,
              first_seen_at)
@@ -155,9 +155,9 @@ pub struct Success<'a> {
     pub now: DateTime<Utc>,
 }
 
-pub fn record_success(conn: &Connection, id: RowId, s: &Success) -> Result<()> {
+pub fn record_success(db: &dyn Db, id: RowId, s: &Success) -> Result<()> {
     write_row(
-        conn,
+        db,
         "INSERT INTO session_processor_state (processor_name, session_file, username, processed_at,
              items_extracted, file_hash, bytes_processed, processor_version, file_size,
              mtime_ns, ctime_ns, inode, read_racy, status, attempts, attempt_hash,
@@ -195,14 +195,14 @@ pub struct Failure<'a> {
 
 /// Records a failure; the outputs and the last success are left as they are.
 /// A wait to settle is over: the next change waits afresh.
-pub fn record_failure(conn: &Connection, id: RowId, f: &Failure) -> Result<()> {
+pub fn record_failure(db: &dyn Db, id: RowId, f: &Failure) -> Result<()> {
     let status = if f.quarantined {
         Status::Quarantined
     } else {
         Status::Failed
     };
     write_row(
-        conn,
+        db,
         "INSERT INTO session_processor_state (processor_name, session_file, username, status,
              attempts, attempt_hash, last_error, next_attempt_at, file_size, mtime_ns,
              ctime_ns, inode, read_racy, first_seen_at)
@@ -226,9 +226,9 @@ pub fn record_failure(conn: &Connection, id: RowId, f: &Failure) -> Result<()> {
 /// A free skip: the content is what the row already describes; only the
 /// stat tuple (and its raciness) is brought up to date, and a wait to settle
 /// is over.
-pub fn refresh_stat(conn: &Connection, id: RowId, seen: &Seen) -> Result<()> {
+pub fn refresh_stat(db: &dyn Db, id: RowId, seen: &Seen) -> Result<()> {
     write_row(
-        conn,
+        db,
         "UPDATE session_processor_state SET username = ?3, file_size = ?4, mtime_ns = ?5,
              ctime_ns = ?6, inode = ?7, read_racy = ?8, waiting_since = NULL,
              status = CASE status WHEN 'gone' THEN 'ok' ELSE status END
@@ -242,14 +242,14 @@ pub fn refresh_stat(conn: &Connection, id: RowId, seen: &Seen) -> Result<()> {
 /// Notes, for files that have no row yet, that a run has seen them
 /// (`pending`, with `first_seen_at`): how long a file has waited is
 /// measured from then, not from its mtime.
-pub fn note_seen(conn: &Connection, processor: &str, files: &[(&str, &str)]) -> Result<()> {
-    let mut stmt = conn.prepare_cached(&format!(
+pub fn note_seen(db: &dyn Db, processor: &str, files: &[(&str, &str)]) -> Result<()> {
+    let mut stmt = db.prepare(&format!(
         "INSERT OR IGNORE INTO session_processor_state (processor_name, session_file, username, status,
              first_seen_at)
          VALUES (?1, ?2, ?3, 'pending', {NOW})"
     ))?;
     for (file, user) in files {
-        stmt.execute([processor, file, user])?;
+        stmt.execute(args![processor, file, user])?;
     }
     Ok(())
 }
@@ -257,13 +257,13 @@ pub fn note_seen(conn: &Connection, processor: &str, files: &[(&str, &str)]) -> 
 /// Notes, for files that wait to settle and whose row does not say so yet,
 /// that their wait begins now (once per wait: a file that stays live costs
 /// no write on later runs). Their rows exist: [`note_seen`] made them.
-pub fn note_waiting(conn: &Connection, processor: &str, files: &[&str]) -> Result<()> {
-    let mut stmt = conn.prepare_cached(&format!(
+pub fn note_waiting(db: &dyn Db, processor: &str, files: &[&str]) -> Result<()> {
+    let mut stmt = db.prepare(&format!(
         "UPDATE session_processor_state SET waiting_since = {NOW}
          WHERE processor_name = ?1 AND session_file = ?2 AND waiting_since IS NULL"
     ))?;
     for file in files {
-        stmt.execute([processor, file])?;
+        stmt.execute(args![processor, file])?;
     }
     Ok(())
 }
@@ -272,43 +272,37 @@ pub fn note_waiting(conn: &Connection, processor: &str, files: &[&str]) -> Resul
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
 /// Marks files a scan no longer found as `gone`; their outputs stay.
-pub fn mark_gone(conn: &Connection, processor: &str, files: &[&str]) -> Result<()> {
-    let mut stmt = conn.prepare_cached(
+pub fn mark_gone(db: &dyn Db, processor: &str, files: &[&str]) -> Result<()> {
+    let mut stmt = db.prepare(
         "UPDATE session_processor_state SET status = 'gone'
          WHERE processor_name = ?1 AND session_file = ?2",
     )?;
     for file in files {
-        stmt.execute([processor, file])?;
+        stmt.execute(args![processor, file])?;
     }
     Ok(())
 }
 
 /// Removes one row (its outputs are the processor's to remove).
-pub fn delete(conn: &Connection, processor: &str, session_file: &str) -> Result<()> {
-    conn.prepare_cached(
+pub fn delete(db: &dyn Db, processor: &str, session_file: &str) -> Result<()> {
+    db.execute(
         "DELETE FROM session_processor_state WHERE processor_name = ?1 AND session_file = ?2",
-    )?
-    .execute([processor, session_file])?;
+        args![processor, session_file],
+    )?;
     Ok(())
 }
 
 /// The gone rows `state prune` removes: all of them, or those last
 /// processed before `before`.
-pub fn gone(
-    conn: &Connection,
-    processor: &str,
-    before: Option<DateTime<Utc>>,
-) -> Result<Vec<String>> {
-    let mut stmt = conn.prepare(
+pub fn gone(db: &dyn Db, processor: &str, before: Option<DateTime<Utc>>) -> Result<Vec<String>> {
+    db.rows(
         "SELECT session_file FROM session_processor_state
          WHERE processor_name = ?1 AND status = 'gone'
            AND (?2 IS NULL OR processed_at IS NULL OR processed_at < ?2)
          ORDER BY session_file",
-    )?;
-    let rows = stmt.query_map(rusqlite::params![processor, before.map(timestamp)], |r| {
-        r.get(0)
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+        args![processor, before.map(timestamp)],
+        |r| r.get(0),
+    )
 }
 
 /// The statuses of a session that is failing but not quarantined, as SQL:
@@ -325,23 +319,27 @@ pub enum Requeue<'a> {
 
 /// Clears failures (and, for named files, the last success too) so the next
 /// run processes those sessions. Returns how many rows changed.
-pub fn requeue(conn: &mut Connection, processor: &str, which: Requeue) -> Result<usize> {
+pub fn requeue(db: &dyn Db, processor: &str, which: Requeue) -> Result<u64> {
     const SET: &str = "UPDATE session_processor_state SET status = 'pending', attempts = 0,
         attempt_hash = NULL, next_attempt_at = NULL, file_size = NULL
         WHERE processor_name = ?1";
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let tx = db.transaction()?;
     let n = match which {
         Requeue::Failed => tx.execute(
             &format!("{SET} AND status IN ({FAILING}, 'quarantined')"),
-            [processor],
+            args![processor],
         )?,
-        Requeue::Quarantined => {
-            tx.execute(&format!("{SET} AND status = 'quarantined'"), [processor])?
-        }
+        Requeue::Quarantined => tx.execute(
+            &format!("{SET} AND status = 'quarantined'"),
+            args![processor],
+        )?,
         Requeue::Files(files) => {
             let mut n = 0;
             for file in files {
-                n += tx.execute(&format!("{SET} AND session_file = ?2"), [processor, file])?;
+                n += tx.execute(
+                    &format!("{SET} AND session_file = ?2"),
+                    args![processor, file],
+                )?;
             }
             n
         }
@@ -353,11 +351,11 @@ pub fn requeue(conn: &mut Connection, processor: &str, which: Requeue) -> Result
 /// Forgets every row of a processor: the next runs reprocess everything.
 /// Rows of files that are gone stay: their outputs are kept, and only
 /// `state prune` removes them, rows and outputs together.
-pub fn reset(conn: &Connection, processor: &str) -> Result<usize> {
-    Ok(conn.execute(
+pub fn reset(db: &dyn Db, processor: &str) -> Result<u64> {
+    db.execute(
         "DELETE FROM session_processor_state WHERE processor_name = ?1 AND status != 'gone'",
-        [processor],
-    )?)
+        args![processor],
+    )
 }
 
 /// Counts per status, for `state`.
@@ -371,8 +369,8 @@ pub struct Counts {
     pub last_processed_at: Option<String>,
 }
 
-pub fn counts(conn: &Connection, processor: &str) -> Result<Counts> {
-    Ok(conn.query_row(
+pub fn counts(db: &dyn Db, processor: &str) -> Result<Counts> {
+    let counts = db.row(
         &format!(
             "SELECT count(*),
                 count(*) FILTER (WHERE status = 'ok'),
@@ -382,10 +380,10 @@ pub fn counts(conn: &Connection, processor: &str) -> Result<Counts> {
                 max(processed_at)
              FROM session_processor_state WHERE processor_name = ?1"
         ),
-        [processor],
+        args![processor],
         |r| {
-            let count = |i: usize| -> rusqlite::Result<u64> {
-                Ok(u64::try_from(r.get::<_, i64>(i)?).unwrap_or(0))
+            let count = |i: usize| -> Result<u64> {
+                Ok(u64::try_from(r.get::<Option<i64>>(i)?.unwrap_or(0)).unwrap_or(0))
             };
             Ok(Counts {
                 tracked: count(0)?,
@@ -396,7 +394,8 @@ pub fn counts(conn: &Connection, processor: &str) -> Result<Counts> {
                 last_processed_at: r.get(5)?,
             })
         },
-    )?)
+    )?;
+    Ok(counts.unwrap_or_default())
 }
 
 /// A failing or quarantined session, for `state --failed`.
@@ -409,50 +408,48 @@ pub struct FailedRow {
     pub next_attempt_at: Option<String>,
 }
 
-pub fn failed(conn: &Connection, processor: &str) -> Result<Vec<FailedRow>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT session_file, status, attempts, last_error, next_attempt_at
+pub fn failed(db: &dyn Db, processor: &str) -> Result<Vec<FailedRow>> {
+    db.rows(
+        &format!(
+            "SELECT session_file, status, attempts, last_error, next_attempt_at
          FROM session_processor_state
          WHERE processor_name = ?1 AND status IN ({FAILING}, 'quarantined')
          ORDER BY session_file"
-    ))?;
-    let rows = stmt.query_map([processor], |r| {
-        Ok(FailedRow {
-            session_file: r.get(0)?,
-            status: r.get(1)?,
-            attempts: r.get(2)?,
-            last_error: r.get(3)?,
-            next_attempt_at: r.get(4)?,
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+        ),
+        args![processor],
+        |r| {
+            Ok(FailedRow {
+                session_file: r.get(0)?,
+                status: r.get(1)?,
+                attempts: r.get(2)?,
+                last_error: r.get(3)?,
+                next_attempt_at: r.get(4)?,
+            })
+        },
+    )
 }
 
 /// Every column of one row, for `state --session`.
 pub fn one(
-    conn: &Connection,
+    db: &dyn Db,
     processor: &str,
     session_file: &str,
 ) -> Result<Option<serde_json::Map<String, serde_json::Value>>> {
-    let mut stmt = conn.prepare(
+    db.row(
         "SELECT * FROM session_processor_state WHERE processor_name = ?1 AND session_file = ?2",
-    )?;
-    let names: Vec<String> = stmt.column_names().map(str::to_owned).collect();
-    Ok(stmt
-        .query_row([processor, session_file], |r| {
+        args![processor, session_file],
+        |r| {
             let mut map = serde_json::Map::new();
-            for (i, name) in names.iter().enumerate() {
-                let value = match r.get_ref(i)? {
-                    rusqlite::types::ValueRef::Null => serde_json::Value::Null,
-                    rusqlite::types::ValueRef::Integer(n) => n.into(),
-                    rusqlite::types::ValueRef::Real(x) => x.into(),
-                    rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
-                        String::from_utf8_lossy(t).into_owned().into()
-                    }
+            for i in 0..r.len() {
+                let value = match r.value(i)? {
+                    Value::Null => serde_json::Value::Null,
+                    Value::Int(n) => n.into(),
+                    Value::Real(x) => x.into(),
+                    Value::Text(t) => t.into(),
                 };
-                map.insert(name.clone(), value);
+                map.insert(r.name(i).to_owned(), value);
             }
             Ok(map)
-        })
-        .optional()?)
+        },
+    )
 }

@@ -147,14 +147,12 @@ fn unhealthy(s: &Summary, args: &StateArgs, now: DateTime<Utc>) -> Vec<String> {
 
 /// Removes the gone sessions (processed before `before`), rows and outputs,
 /// in one transaction.
-fn prune(store: &mut Store, p: &dyn Processor, before: Option<DateTime<Utc>>) -> Result<usize> {
-    let tx = store
-        .conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let names = rows::gone(&tx, p.name(), before)?;
+fn prune(store: &Store, p: &dyn Processor, before: Option<DateTime<Utc>>) -> Result<usize> {
+    let tx = store.db().transaction()?;
+    let names = rows::gone(&*tx, p.name(), before)?;
     for name in &names {
-        p.forget(&tx, name)?;
-        rows::delete(&tx, p.name(), name)?;
+        p.forget(&*tx, name)?;
+        rows::delete(&*tx, p.name(), name)?;
     }
     tx.commit()?;
     Ok(names.len())
@@ -170,7 +168,7 @@ fn act(
     match action {
         StateAction::Requeue(r) => {
             let p = super::find(all, &r.processor)?;
-            let mut store = Store::open(&config.db, Need::Current, config.busy_timeout)?;
+            let store = Store::open(&config.db, Need::Current, config.busy_timeout)?;
             let which = if r.failed {
                 Requeue::Failed
             } else if r.quarantined {
@@ -178,24 +176,28 @@ fn act(
             } else {
                 Requeue::Files(&r.files)
             };
-            let n = rows::requeue(&mut store.conn, p.name(), which)?;
+            let n = rows::requeue(store.db(), p.name(), which)?;
             printer.out(format_args!("{}: requeued {n} sessions", p.name()))?;
             let named = if r.failed || r.quarantined {
                 0
             } else {
                 r.files.len()
             };
-            if n < named {
+            if n < named as u64 {
                 return Err(exit::fail(
                     exit::USAGE,
-                    format!("{}: {} of the files have no state row", p.name(), named - n),
+                    format!(
+                        "{}: {} of the files have no state row",
+                        p.name(),
+                        named as u64 - n
+                    ),
                 ));
             }
             Ok(exit::SUCCESS)
         }
         StateAction::Prune(r) => {
             let p = super::find(all, &r.processor)?;
-            let mut store = Store::open(&config.db, Need::Current, config.busy_timeout)?;
+            let store = Store::open(&config.db, Need::Current, config.busy_timeout)?;
             // Older than the calendar reaches: only rows never processed.
             let before = r.older_than.map(|d| {
                 chrono::Duration::from_std(d)
@@ -203,14 +205,14 @@ fn act(
                     .and_then(|d| Utc::now().checked_sub_signed(d))
                     .unwrap_or(DateTime::<Utc>::MIN_UTC)
             });
-            let n = prune(&mut store, p, before)?;
+            let n = prune(&store, p, before)?;
             printer.out(format_args!("{}: pruned {n} gone sessions", p.name()))?;
             Ok(exit::SUCCESS)
         }
         StateAction::Reset(r) => {
             let p = super::find(all, &r.processor)?;
             let store = Store::open(&config.db, Need::Current, config.busy_timeout)?;
-            let n = rows::reset(&store.conn, p.name())?;
+            let n = rows::reset(store.db(), p.name())?;
             printer.out(format_args!(
                 "{}: forgot {n} sessions; the next runs reprocess everything",
                 p.name()
@@ -252,8 +254,8 @@ fn failed(store: &Store, chosen: &[&dyn Processor], json: bool, printer: &Printe
     let mut all = Vec::new();
     let mut last = Vec::new();
     for p in chosen {
-        let failing = rows::failed(&store.conn, p.name())?;
-        for (session, error) in runs::last_errors(&store.conn, p.name())? {
+        let failing = rows::failed(store.db(), p.name())?;
+        for (session, error) in runs::last_errors(store.db(), p.name())? {
             if !failing.iter().any(|r| r.session_file == session) {
                 last.push((p.name(), session, error));
             }
@@ -300,7 +302,7 @@ fn session(
 ) -> Result<i32> {
     let mut found = Vec::new();
     for p in chosen {
-        if let Some(row) = rows::one(&store.conn, p.name(), file)? {
+        if let Some(row) = rows::one(store.db(), p.name(), file)? {
             found.push((*p, row));
         }
     }

@@ -59,15 +59,15 @@ pub(super) fn summarize(
     p: &dyn Processor,
     files: Option<&[SessionFile]>,
 ) -> Result<Summary> {
-    let counts = rows::counts(&store.conn, p.name())?;
-    let finished = runs::last_finished(&store.conn, p.name())?;
+    let counts = rows::counts(store.db(), p.name())?;
+    let finished = runs::last_finished(store.db(), p.name())?;
     let now = Utc::now();
     let mut lag = None;
     let mut unprocessed = None;
     let mut settling = None;
     let mut oldest: Option<(i64, &str)> = None;
     if let Some(files) = files {
-        let state = rows::load(&store.conn, p.name())?;
+        let state = rows::load(store.db(), p.name())?;
         let processed = counts
             .last_processed_at
             .as_deref()
@@ -85,7 +85,7 @@ pub(super) fn summarize(
         cadence: duration::format(p.cadence()),
         available: p.unavailable().is_none(),
         counts,
-        last_run: runs::last(&store.conn, p.name())?.map(|mut run| {
+        last_run: runs::last(store.db(), p.name())?.map(|mut run| {
             if run.status == "unfinished" {
                 // Running, if a run holds the lock; else it died.
                 run.status = if crate::lock::is_held(db, p.name()) {
@@ -103,19 +103,19 @@ pub(super) fn summarize(
         oldest_unprocessed_seconds: oldest.map(|(s, _)| s.max(0)),
         settling,
         unpriced_models: match p.name() {
-            crate::processor::usage::NAME => crate::spend::unpriced_models(&store.conn)?,
+            crate::processor::usage::NAME => crate::spend::unpriced_models(store.db())?,
             _ => Vec::new(),
         },
         total_spend: match p.name() {
             crate::processor::verification::NAME => {
-                Some(crate::processor::verification::total_spend(&store.conn)?)
+                Some(crate::processor::verification::total_spend(store.db())?)
             }
             _ => None,
         },
         cadence_raw: p.cadence(),
         finished_raw: finished,
         processed_in_window: runs::processed_since(
-            &store.conn,
+            store.db(),
             p.name(),
             now.checked_sub_signed(
                 chrono::Duration::from_std(wait_limit(p.cadence()))

@@ -6,9 +6,11 @@
 
 use std::collections::BTreeSet;
 
-use rusqlite::{Connection, params};
+use anyhow::Result;
 
+use crate::args;
 use crate::prices::{Price, PriceBook, Source};
+use crate::store::sql::Db;
 
 /// A model name and what it resolved to.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,24 +43,28 @@ pub(super) fn resolve<'m>(
 
 /// Rebuilds every model's price when the book differs from the one last
 /// applied (a fingerprint is kept): an unchanged book costs one lookup.
-pub(super) fn apply(db: &Connection, book: &PriceBook) -> rusqlite::Result<()> {
+pub(super) fn apply(db: &dyn Db, book: &PriceBook) -> Result<()> {
     let Some(tx) = super::settings::changed(db, "prices", &book.fingerprint())? else {
         return Ok(());
     };
     let models: BTreeSet<String> = tx
-        .prepare("SELECT DISTINCT model FROM usage_requests WHERE model IS NOT NULL")?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    tx.execute("DELETE FROM usage_model_prices", [])?;
-    write(&tx, &resolve(book, models.iter().map(String::as_str)))?;
+        .rows(
+            "SELECT DISTINCT model FROM usage_requests WHERE model IS NOT NULL",
+            &[],
+            |r| r.get(0),
+        )?
+        .into_iter()
+        .collect();
+    tx.execute("DELETE FROM usage_model_prices", &[])?;
+    write(&*tx, &resolve(book, models.iter().map(String::as_str)))?;
     tx.commit()
 }
 
 /// Records the prices of models not recorded yet. A recorded one already
 /// has this book's price: [`apply`] rebuilt them all when the book changed,
 /// so a session's write touches no row its models already have.
-pub(super) fn write(db: &Connection, prices: &[ModelPrice]) -> rusqlite::Result<()> {
-    let mut insert = db.prepare_cached(
+pub(super) fn write(db: &dyn Db, prices: &[ModelPrice]) -> Result<()> {
+    let mut insert = db.prepare(
         "INSERT OR IGNORE INTO usage_model_prices (model, price_key, source, input, output,
              cache_write_5m, cache_write_1h, cache_read, input_above_200k, output_above_200k,
              cache_write_5m_above_200k, cache_write_1h_above_200k, cache_read_above_200k,
@@ -67,7 +73,7 @@ pub(super) fn write(db: &Connection, prices: &[ModelPrice]) -> rusqlite::Result<
     )?;
     for m in prices {
         let (b, a) = (&m.price.base, m.price.above.as_ref());
-        insert.execute(params![
+        insert.execute(args![
             m.model,
             m.key,
             m.source.as_str(),

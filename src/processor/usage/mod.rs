@@ -80,12 +80,12 @@ impl Processor for Usage {
         true
     }
 
-    fn prepare(&self, db: &rusqlite::Connection) -> rusqlite::Result<()> {
+    fn prepare(&self, db: &dyn crate::store::sql::Db) -> Result<()> {
         rows::apply_identities(db, &self.identities)?;
         costs::apply(db, &self.prices)
     }
 
-    fn forget(&self, db: &rusqlite::Connection, session_file: &str) -> rusqlite::Result<()> {
+    fn forget(&self, db: &dyn crate::store::sql::Db, session_file: &str) -> Result<()> {
         rows::forget(db, session_file)
     }
 
@@ -113,7 +113,7 @@ impl Processor for Usage {
 
 /// A scratch database that fails (a full temporary folder) is the machine's
 /// fault, not the session's: the run stops with 74 and charges nobody.
-fn staging(e: rusqlite::Error) -> anyhow::Error {
+fn staging(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::Error::new(super::Interruption::StopRun(
         crate::exit::IO,
         format!("cannot stage a large session in the temporary folder: {e}"),

@@ -4,15 +4,17 @@
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 
-use rusqlite::{Connection, params};
+use anyhow::Result;
 
 use super::VERSION;
 use super::costs::{self, ModelPrice};
 use super::extract::{Event, EventType};
 use super::names::{Names, Uuid};
 use super::tokens::Request;
+use crate::args;
 use crate::prices::PriceBook;
 use crate::processor::Output;
+use crate::store::sql::{Db, Dialect};
 use crate::store::sql_int;
 
 /// The file's `usage_file_summary` row (the session's, for a session of one
@@ -80,14 +82,8 @@ pub(super) trait Staged: Send + std::fmt::Debug {
     fn len(&self) -> u64;
     /// Bytes held in memory at most.
     fn held(&self) -> u64;
-    fn each(
-        &self,
-        f: &mut dyn FnMut(&EventRow<'_>) -> rusqlite::Result<()>,
-    ) -> rusqlite::Result<()>;
-    fn each_request(
-        &self,
-        f: &mut dyn FnMut(&Request) -> rusqlite::Result<()>,
-    ) -> rusqlite::Result<()>;
+    fn each(&self, f: &mut dyn FnMut(&EventRow<'_>) -> Result<()>) -> Result<()>;
+    fn each_request(&self, f: &mut dyn FnMut(&Request) -> Result<()>) -> Result<()>;
 }
 
 /// The bytes of an event's SHA-256 its id keeps: 128 bits, as 32 hex
@@ -145,7 +141,7 @@ impl Rows {
 
     /// Resolves the price of each model the requests name, to be written
     /// with them.
-    pub fn price(&mut self, book: &PriceBook) -> rusqlite::Result<()> {
+    pub fn price(&mut self, book: &PriceBook) -> Result<()> {
         let mut models = BTreeSet::new();
         self.each_request(|q| {
             if let Some(m) = &q.model {
@@ -190,10 +186,7 @@ impl Rows {
     }
 
     /// Calls `f` with each request, in file order.
-    pub fn each_request(
-        &self,
-        mut f: impl FnMut(&Request) -> rusqlite::Result<()>,
-    ) -> rusqlite::Result<()> {
+    pub fn each_request(&self, mut f: impl FnMut(&Request) -> Result<()>) -> Result<()> {
         match &self.events {
             Events::Memory { requests, .. } => requests.iter().try_for_each(f),
             Events::Staged(staged) => staged.each_request(&mut f),
@@ -201,10 +194,7 @@ impl Rows {
     }
 
     /// Calls `f` with each event, in file order.
-    pub fn each(
-        &self,
-        mut f: impl FnMut(&EventRow<'_>) -> rusqlite::Result<()>,
-    ) -> rusqlite::Result<()> {
+    pub fn each(&self, mut f: impl FnMut(&EventRow<'_>) -> Result<()>) -> Result<()> {
         let (events, ids, n) = match &self.events {
             Events::Memory {
                 events, ids, names, ..
@@ -237,9 +227,9 @@ impl Rows {
 /// Only when the map differs from the one last applied (a fingerprint is
 /// kept): an unchanged map costs one lookup per run.
 pub(super) fn apply_identities(
-    db: &Connection,
+    db: &dyn Db,
     identities: &std::collections::HashMap<String, String>,
-) -> rusqlite::Result<()> {
+) -> Result<()> {
     let mut pairs: Vec<(&String, &String)> = identities.iter().collect();
     pairs.sort();
     let fingerprint = {
@@ -253,13 +243,15 @@ pub(super) fn apply_identities(
     let Some(tx) = super::settings::changed(db, "identities", &fingerprint)? else {
         return Ok(());
     };
-    let folders: Vec<String> = tx
-        .prepare(
-            "SELECT DISTINCT substr(session_file, 1, instr(session_file, '/') - 1)
-             FROM usage_session_summary",
-        )?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+    let folder = match tx.dialect() {
+        Dialect::Sqlite => "substr(session_file, 1, instr(session_file, '/') - 1)",
+        Dialect::Postgres => "split_part(session_file, '/', 1)",
+    };
+    let folders: Vec<String> = tx.rows(
+        &format!("SELECT DISTINCT {folder} FROM usage_session_summary"),
+        &[],
+        |r| r.get(0),
+    )?;
     for folder in folders {
         let name = identities.get(&folder).unwrap_or(&folder);
         for table in [
@@ -268,32 +260,34 @@ pub(super) fn apply_identities(
             "usage_file_summary",
             "usage_session_summary",
         ] {
-            tx.prepare_cached(&format!(
-                // The folder's files as a range of the primary key: '0'
-                // sorts right after '/'.
-                "UPDATE {table} SET username = ?2
-                 WHERE session_file >= ?1 || '/' AND session_file < ?1 || '0'
-                   AND username != ?2"
-            ))?
-            .execute([&folder, name])?;
+            tx.execute(
+                &format!(
+                    // The folder's files as a range of the primary key: '0'
+                    // sorts right after '/'.
+                    "UPDATE {table} SET username = ?2
+                     WHERE session_file >= ?1 || '/' AND session_file < ?1 || '0'
+                       AND username != ?2"
+                ),
+                args![folder, name],
+            )?;
         }
     }
     tx.commit()
 }
 
 /// Removes every row one session file holds.
-pub(super) fn forget(db: &Connection, session_file: &str) -> rusqlite::Result<()> {
-    db.prepare_cached("DELETE FROM usage_events WHERE session_file = ?1")?
-        .execute([session_file])?;
-    db.prepare_cached("DELETE FROM usage_requests WHERE session_file = ?1")?
-        .execute([session_file])?;
-    db.prepare_cached("DELETE FROM usage_file_summary WHERE session_file = ?1")?
-        .execute([session_file])?;
+pub(super) fn forget(db: &dyn Db, session_file: &str) -> Result<()> {
+    for table in ["usage_events", "usage_requests", "usage_file_summary"] {
+        db.execute(
+            &format!("DELETE FROM {table} WHERE session_file = ?1"),
+            args![session_file],
+        )?;
+    }
     super::sessions::rebuild(db, &crate::scan::session_of(session_file))
 }
 
 impl Output for Rows {
-    fn write(&self, db: &Connection, session_file: &str) -> rusqlite::Result<()> {
+    fn write(&self, db: &dyn Db, session_file: &str) -> Result<()> {
         self.write_events(db, session_file)?;
         self.write_requests(db, session_file)?;
         costs::write(db, &self.prices)?;
@@ -306,12 +300,14 @@ impl Output for Rows {
 }
 
 impl Rows {
-    fn write_events(&self, db: &Connection, session_file: &str) -> rusqlite::Result<()> {
+    fn write_events(&self, db: &dyn Db, session_file: &str) -> Result<()> {
         let agent = agent_of(session_file);
-        db.prepare_cached("DELETE FROM usage_events WHERE session_file = ?1")?
-            .execute([session_file])?;
+        db.execute(
+            "DELETE FROM usage_events WHERE session_file = ?1",
+            args![session_file],
+        )?;
         let s = &self.summary;
-        let mut insert = db.prepare_cached(
+        let mut insert = db.prepare(
             "INSERT INTO usage_events (id, session_id, session_file, username, event_uuid,
                  parent_uuid, event_type, tool_name, skill_name, subagent_type, command_name,
                  is_error, model, cwd, is_sidechain, occurred_at, processor_version, agent_id)
@@ -320,7 +316,7 @@ impl Rows {
         )?;
         self.each(|e| {
             insert
-                .execute(params![
+                .execute(args![
                     e.id,
                     s.session_id,
                     session_file,
@@ -345,12 +341,14 @@ impl Rows {
         Ok(())
     }
 
-    fn write_requests(&self, db: &Connection, session_file: &str) -> rusqlite::Result<()> {
+    fn write_requests(&self, db: &dyn Db, session_file: &str) -> Result<()> {
         let agent = agent_of(session_file);
-        db.prepare_cached("DELETE FROM usage_requests WHERE session_file = ?1")?
-            .execute([session_file])?;
+        db.execute(
+            "DELETE FROM usage_requests WHERE session_file = ?1",
+            args![session_file],
+        )?;
         let s = &self.summary;
-        let mut insert = db.prepare_cached(
+        let mut insert = db.prepare(
             "INSERT INTO usage_requests (session_file, line, session_id, username, model,
                  occurred_at, input_tokens, output_tokens, cache_creation_tokens,
                  cache_creation_5m_tokens, cache_creation_1h_tokens, cache_read_tokens,
@@ -360,7 +358,7 @@ impl Rows {
         )?;
         self.each_request(|q| {
             insert
-                .execute(params![
+                .execute(args![
                     session_file,
                     sql_int(q.line),
                     s.session_id,
@@ -383,11 +381,15 @@ impl Rows {
         })
     }
 
-    fn write_summary(&self, db: &Connection, session_file: &str) -> rusqlite::Result<()> {
+    fn write_summary(&self, db: &dyn Db, session_file: &str) -> Result<()> {
         let s = &self.summary;
         let session = crate::scan::session_of(session_file);
-        db.prepare_cached(
-            "INSERT OR REPLACE INTO usage_file_summary (session, session_file, session_id, username,
+        db.execute(
+            "DELETE FROM usage_file_summary WHERE session_file = ?1",
+            args![session_file],
+        )?;
+        db.execute(
+            "INSERT INTO usage_file_summary (session, session_file, session_id, username,
                  started_at, ended_at, wall_seconds, active_seconds, user_prompts,
                  assistant_messages, tool_calls, tool_errors, skill_invocations,
                  subagent_dispatches, mcp_calls, slash_commands, distinct_tools, distinct_skills,
@@ -396,38 +398,38 @@ impl Rows {
                  git_branch)
              VALUES (?29, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
                  ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
-        )?
-        .execute(params![
-            session_file,
-            s.session_id,
-            s.username,
-            s.started_at,
-            s.ended_at,
-            s.wall_seconds,
-            s.active_seconds,
-            sql_int(s.user_prompts),
-            sql_int(s.assistant_messages),
-            sql_int(s.tool_calls),
-            sql_int(s.tool_errors),
-            sql_int(s.skill_invocations),
-            sql_int(s.subagent_dispatches),
-            sql_int(s.mcp_calls),
-            sql_int(s.slash_commands),
-            sql_int(s.distinct_tools),
-            sql_int(s.distinct_skills),
-            s.primary_model,
-            serde_json::to_string(&s.models).unwrap_or_else(|_| "[]".into()),
-            sql_int(s.input_tokens),
-            sql_int(s.output_tokens),
-            sql_int(s.cache_creation_tokens),
-            sql_int(s.cache_read_tokens),
-            sql_int(s.malformed_lines),
-            VERSION,
-            s.project,
-            s.claude_version,
-            s.git_branch,
-            session
-        ])?;
+            args![
+                session_file,
+                s.session_id,
+                s.username,
+                s.started_at,
+                s.ended_at,
+                s.wall_seconds,
+                s.active_seconds,
+                sql_int(s.user_prompts),
+                sql_int(s.assistant_messages),
+                sql_int(s.tool_calls),
+                sql_int(s.tool_errors),
+                sql_int(s.skill_invocations),
+                sql_int(s.subagent_dispatches),
+                sql_int(s.mcp_calls),
+                sql_int(s.slash_commands),
+                sql_int(s.distinct_tools),
+                sql_int(s.distinct_skills),
+                s.primary_model,
+                serde_json::to_string(&s.models).unwrap_or_else(|_| "[]".into()),
+                sql_int(s.input_tokens),
+                sql_int(s.output_tokens),
+                sql_int(s.cache_creation_tokens),
+                sql_int(s.cache_read_tokens),
+                sql_int(s.malformed_lines),
+                VERSION,
+                s.project,
+                s.claude_version,
+                s.git_branch,
+                session
+            ],
+        )?;
         super::sessions::rebuild(db, &session)?;
         Ok(())
     }

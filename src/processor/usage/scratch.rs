@@ -307,10 +307,7 @@ impl rows::Staged for Staged {
         CACHE_KIB * 1024
     }
 
-    fn each(
-        &self,
-        f: &mut dyn FnMut(&EventRow<'_>) -> rusqlite::Result<()>,
-    ) -> rusqlite::Result<()> {
+    fn each(&self, f: &mut dyn FnMut(&EventRow<'_>) -> anyhow::Result<()>) -> anyhow::Result<()> {
         let mut select = self.conn.prepare(
             "SELECT id, event_uuid, parent_uuid, event_type, tool_name, skill_name,
                  subagent_type, command_name, model, cwd, is_error, is_sidechain, occurred_ms
@@ -343,8 +340,8 @@ impl rows::Staged for Staged {
 
     fn each_request(
         &self,
-        f: &mut dyn FnMut(&Request) -> rusqlite::Result<()>,
-    ) -> rusqlite::Result<()> {
+        f: &mut dyn FnMut(&Request) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
         let mut select = self.conn.prepare(
             "SELECT line, model, at, input, output, creation, creation_5m, creation_1h, read,
                  sidechain, fast, key

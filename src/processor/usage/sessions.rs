@@ -18,38 +18,46 @@
 //! keep their rows with `counted = 0`, and the session's tokens and the
 //! `usage_request_costs` view leave them out.
 
-use rusqlite::Connection;
+use std::sync::OnceLock;
 
-/// A sum of integer counts: a file's own for a session of one file, else a
-/// total that saturates (SQLite casts a real past the largest integer to
-/// it) instead of failing on overflow.
-macro_rules! total {
-    ($col:literal) => {
-        concat!(
-            "CASE WHEN count(*) = 1 THEN max(f.",
-            $col,
-            ") ELSE CAST(total(f.",
-            $col,
-            ") AS INTEGER) END"
-        )
-    };
+use anyhow::Result;
+
+use crate::args;
+use crate::store::sql::{Db, Dialect};
+
+/// A sum of integer counts over a session's files, as the engine writes
+/// one that saturates (SQLite casts a real past the largest integer to it)
+/// instead of failing on overflow.
+fn sum(d: Dialect, expr: &str) -> String {
+    match d {
+        Dialect::Sqlite => format!("CAST(total({expr}) AS INTEGER)"),
+        Dialect::Postgres => {
+            format!(
+                "CAST(LEAST(coalesce(sum({expr}), 0), {}) AS BIGINT)",
+                i64::MAX
+            )
+        }
+    }
+}
+
+/// A count summed over the files: a file's own for a session of one file.
+fn total(d: Dialect, col: &str) -> String {
+    format!(
+        "CASE WHEN count(*) = 1 THEN max(f.{col}) ELSE {} END",
+        sum(d, &format!("f.{col}"))
+    )
 }
 
 /// A token sum: a file's own for a session of one file, else that of the
 /// requests the session counts.
-macro_rules! counted {
-    ($col:literal) => {
-        concat!(
-            "CASE WHEN count(*) = 1 THEN max(f.",
-            $col,
-            ") ELSE
-                 (SELECT CAST(total(",
-            $col,
-            ") AS INTEGER) FROM usage_requests
-                  WHERE counted AND session_file IN
-                      (SELECT session_file FROM usage_file_summary WHERE session = ?1)) END"
-        )
-    };
+fn counted(d: Dialect, col: &str) -> String {
+    format!(
+        "CASE WHEN count(*) = 1 THEN max(f.{col}) ELSE
+             (SELECT {} FROM usage_requests
+              WHERE counted AND session_file IN
+                  (SELECT session_file FROM usage_file_summary WHERE session = ?1)) END",
+        sum(d, col)
+    )
 }
 
 /// Marks the copy of each request that the session counts.
@@ -70,79 +78,114 @@ const MARK: &str = "
 
 /// A session of one file counts every request of it.
 const COUNT_ALL: &str = "
-    UPDATE usage_requests SET counted = 1
+    UPDATE usage_requests SET counted = TRUE
     WHERE NOT counted
       AND session_file IN (SELECT session_file FROM usage_file_summary WHERE session = ?1)";
 
-const REBUILD: &str = concat!(
-    "INSERT INTO usage_session_summary (session_file, session_id, username, started_at,
-         ended_at, wall_seconds, active_seconds, user_prompts, assistant_messages, tool_calls,
-         tool_errors, skill_invocations, subagent_dispatches, mcp_calls, slash_commands,
-         distinct_tools, distinct_skills, primary_model, models, input_tokens, output_tokens,
-         cache_creation_tokens, cache_read_tokens, malformed_lines, processor_version, project,
-         claude_version, git_branch)
-     SELECT ?1, coalesce(m.session_id, min(f.session_id)), coalesce(m.username, min(f.username)),
-         min(f.started_at), max(f.ended_at),
-         CASE WHEN count(*) = 1 THEN max(f.wall_seconds)
-              ELSE coalesce((julianday(max(f.ended_at)) - julianday(min(f.started_at)))
-                            * 86400.0, 0.0) END,
-         coalesce(m.active_seconds, max(f.active_seconds)),
-         coalesce(m.user_prompts, 0), ",
-    total!("assistant_messages"),
-    ", ",
-    total!("tool_calls"),
-    ", ",
-    total!("tool_errors"),
-    ", ",
-    total!("skill_invocations"),
-    ", ",
-    total!("subagent_dispatches"),
-    ", ",
-    total!("mcp_calls"),
-    ", ",
-    total!("slash_commands"),
-    ",
-         CASE WHEN count(*) = 1 THEN max(f.distinct_tools) ELSE
-             (SELECT count(DISTINCT tool_name) FROM usage_events
-              WHERE session_file IN (SELECT session_file FROM usage_file_summary
-                                     WHERE session = ?1)) END,
-         CASE WHEN count(*) = 1 THEN max(f.distinct_skills) ELSE
-             (SELECT count(DISTINCT skill_name) FROM usage_events
-              WHERE session_file IN (SELECT session_file FROM usage_file_summary
-                                     WHERE session = ?1)) END,
-         CASE WHEN count(*) = 1 THEN max(f.primary_model) ELSE
-             (SELECT model FROM usage_requests
-              WHERE counted AND session_file IN (SELECT session_file FROM usage_file_summary
-                                                 WHERE session = ?1)
-                AND model IS NOT NULL AND model != '<synthetic>'
-              GROUP BY model ORDER BY count(*) DESC, model LIMIT 1) END,
-         CASE WHEN count(*) = 1 THEN max(f.models) ELSE
-             (SELECT json_group_array(model) FROM
+/// The session's wall time from its files' first start and last end.
+fn wall(d: Dialect) -> &'static str {
+    match d {
+        Dialect::Sqlite => "(julianday(max(f.ended_at)) - julianday(min(f.started_at))) * 86400.0",
+        Dialect::Postgres => {
+            "EXTRACT(EPOCH FROM CAST(max(f.ended_at) AS timestamptz)
+                 - CAST(min(f.started_at) AS timestamptz))::float8"
+        }
+    }
+}
+
+/// The distinct models of a session's files, as the JSON array text one
+/// file's summary holds (sorted, no spaces).
+fn models(d: Dialect) -> &'static str {
+    match d {
+        Dialect::Sqlite => {
+            "(SELECT json_group_array(model) FROM
                  (SELECT DISTINCT j.value AS model
                   FROM usage_file_summary AS g, json_each(g.models) AS j
-                  WHERE g.session = ?1 ORDER BY 1)) END, ",
-    counted!("input_tokens"),
-    ", ",
-    counted!("output_tokens"),
-    ", ",
-    counted!("cache_creation_tokens"),
-    ", ",
-    counted!("cache_read_tokens"),
-    ", ",
-    total!("malformed_lines"),
-    ",
-         max(f.processor_version), m.project, m.claude_version, m.git_branch
-     FROM usage_file_summary AS f
-     LEFT JOIN usage_file_summary AS m ON m.session_file = ?1
-     WHERE f.session = ?1
-     HAVING count(*) > 0"
-);
+                  WHERE g.session = ?1 ORDER BY 1))"
+        }
+        Dialect::Postgres => {
+            "(SELECT '[' || coalesce(string_agg(to_json(model)::text, ',' ORDER BY model), '')
+                     || ']' FROM
+                 (SELECT DISTINCT j AS model
+                  FROM usage_file_summary AS g, json_array_elements_text(g.models::json) AS j
+                  WHERE g.session = ?1) AS m)"
+        }
+    }
+}
+
+/// The rebuild of a session's summary from its files' rows.
+fn rebuild_sql(d: Dialect) -> String {
+    let t = |col| total(d, col);
+    let c = |col| counted(d, col);
+    format!(
+        "INSERT INTO usage_session_summary (session_file, session_id, username, started_at,
+             ended_at, wall_seconds, active_seconds, user_prompts, assistant_messages, tool_calls,
+             tool_errors, skill_invocations, subagent_dispatches, mcp_calls, slash_commands,
+             distinct_tools, distinct_skills, primary_model, models, input_tokens, output_tokens,
+             cache_creation_tokens, cache_read_tokens, malformed_lines, processor_version,
+             project, claude_version, git_branch)
+         SELECT ?1, coalesce(m.session_id, min(f.session_id)),
+             coalesce(m.username, min(f.username)), min(f.started_at), max(f.ended_at),
+             CASE WHEN count(*) = 1 THEN max(f.wall_seconds)
+                  ELSE coalesce({wall}, 0.0) END,
+             coalesce(m.active_seconds, max(f.active_seconds)),
+             coalesce(m.user_prompts, 0), {}, {}, {}, {}, {}, {}, {},
+             CASE WHEN count(*) = 1 THEN max(f.distinct_tools) ELSE
+                 (SELECT count(DISTINCT tool_name) FROM usage_events
+                  WHERE session_file IN (SELECT session_file FROM usage_file_summary
+                                         WHERE session = ?1)) END,
+             CASE WHEN count(*) = 1 THEN max(f.distinct_skills) ELSE
+                 (SELECT count(DISTINCT skill_name) FROM usage_events
+                  WHERE session_file IN (SELECT session_file FROM usage_file_summary
+                                         WHERE session = ?1)) END,
+             CASE WHEN count(*) = 1 THEN max(f.primary_model) ELSE
+                 (SELECT model FROM usage_requests
+                  WHERE counted AND session_file IN (SELECT session_file FROM usage_file_summary
+                                                     WHERE session = ?1)
+                    AND model IS NOT NULL AND model != '<synthetic>'
+                  GROUP BY model ORDER BY count(*) DESC, model LIMIT 1) END,
+             CASE WHEN count(*) = 1 THEN max(f.models) ELSE {models} END,
+             {}, {}, {}, {}, {},
+             max(f.processor_version), m.project, m.claude_version, m.git_branch
+         FROM usage_file_summary AS f
+         LEFT JOIN usage_file_summary AS m ON m.session_file = ?1
+         WHERE f.session = ?1
+         GROUP BY m.session_id, m.username, m.active_seconds, m.user_prompts, m.project,
+             m.claude_version, m.git_branch
+         HAVING count(*) > 0",
+        t("assistant_messages"),
+        t("tool_calls"),
+        t("tool_errors"),
+        t("skill_invocations"),
+        t("subagent_dispatches"),
+        t("mcp_calls"),
+        t("slash_commands"),
+        c("input_tokens"),
+        c("output_tokens"),
+        c("cache_creation_tokens"),
+        c("cache_read_tokens"),
+        t("malformed_lines"),
+        wall = wall(d),
+        models = models(d),
+    )
+}
+
+/// [`rebuild_sql`] for each engine, built once.
+fn rebuild_for(d: Dialect) -> &'static str {
+    static SQLITE: OnceLock<String> = OnceLock::new();
+    static POSTGRES: OnceLock<String> = OnceLock::new();
+    let cell = match d {
+        Dialect::Sqlite => &SQLITE,
+        Dialect::Postgres => &POSTGRES,
+    };
+    cell.get_or_init(|| rebuild_sql(d))
+}
 
 /// The summary of a session whose only file is its main transcript: that
-/// file's row as is (what [`REBUILD`] makes of it, at a fraction of the cost,
-/// for the common case of a session without subagents).
+/// file's row as is (what [`rebuild_sql`] makes of it, at a fraction of the
+/// cost, for the common case of a session without subagents).
 const COPY: &str = "
-    INSERT OR REPLACE INTO usage_session_summary (session_file, session_id, username,
+    INSERT INTO usage_session_summary (session_file, session_id, username,
          started_at, ended_at, wall_seconds, active_seconds, user_prompts, assistant_messages,
          tool_calls, tool_errors, skill_invocations, subagent_dispatches, mcp_calls,
          slash_commands, distinct_tools, distinct_skills, primary_model, models, input_tokens,
@@ -158,21 +201,24 @@ const COPY: &str = "
 
 /// Rebuilds the summary of `session` (a main file's name) from its files';
 /// none left, no summary.
-pub(super) fn rebuild(db: &Connection, session: &str) -> rusqlite::Result<()> {
+pub(super) fn rebuild(db: &dyn Db, session: &str) -> Result<()> {
     let (files, main): (i64, bool) = db
-        .prepare_cached(
+        .row(
             "SELECT count(*), count(*) FILTER (WHERE session_file = ?1) > 0
              FROM usage_file_summary WHERE session = ?1",
+            args![session],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?
-        .query_row([session], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    db.prepare_cached(if files > 1 { MARK } else { COUNT_ALL })?
-        .execute([session])?;
+        .unwrap_or((0, false));
+    db.execute(if files > 1 { MARK } else { COUNT_ALL }, args![session])?;
+    db.execute(
+        "DELETE FROM usage_session_summary WHERE session_file = ?1",
+        args![session],
+    )?;
     if files == 1 && main {
-        db.prepare_cached(COPY)?.execute([session])?;
+        db.execute(COPY, args![session])?;
         return Ok(());
     }
-    db.prepare_cached("DELETE FROM usage_session_summary WHERE session_file = ?1")?
-        .execute([session])?;
-    db.prepare_cached(REBUILD)?.execute([session])?;
+    db.execute(rebuild_for(db.dialect()), args![session])?;
     Ok(())
 }

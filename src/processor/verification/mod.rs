@@ -127,7 +127,7 @@ impl Processor for Verification {
         Some(self.settings.settle).filter(|s| !s.quiet.is_zero())
     }
 
-    fn forget(&self, db: &rusqlite::Connection, session_file: &str) -> rusqlite::Result<()> {
+    fn forget(&self, db: &dyn crate::store::sql::Db, session_file: &str) -> Result<()> {
         evidence::forget(db, session_file)
     }
 
