@@ -47,9 +47,10 @@ pub struct GlobalArgs {
     /// [env: SESSION_DATA_DIR].
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// State database; default /var/lib/sessionpipe/state.db
+    /// State database: a SQLite file (default /var/lib/sessionpipe/state.db)
+    /// or a PostgreSQL address, postgresql://USER@HOST/DB
     /// [env: SESSIONPIPE_DB].
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE|URL")]
     pub db: Option<PathBuf>,
     /// Log what happens to stderr (a progress bar too, when stderr is a terminal).
     #[arg(short, long, global = true, conflicts_with = "quiet")]

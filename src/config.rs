@@ -21,6 +21,7 @@ use crate::duration;
 use crate::env::{self, Environment};
 use crate::exit::{self, Coded};
 use crate::llm::{LlmConfig, LlmSection};
+use crate::store::Location;
 use crate::verdict::Settle;
 
 pub const DEFAULT_CONFIG: &str = "/etc/sessionpipe/config.toml";
@@ -43,7 +44,7 @@ pub struct Given {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
-    pub db: PathBuf,
+    pub db: Location,
     pub exec: Vec<ExecSpec>,
     /// `usage`: user folder key -> identity (e.g. email), from `[usage] identities`.
     pub identities: HashMap<String, String>,
@@ -291,9 +292,7 @@ impl Config {
             data_dir: data_dir
                 .or(file.data_dir.map(|d| base.join(d)))
                 .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
-            db: db
-                .or(file.db.map(|d| base.join(d)))
-                .unwrap_or_else(|| DEFAULT_DB.into()),
+            db: location(db, file.db, base),
             exec,
             identities,
             prices,
@@ -335,8 +334,25 @@ impl Config {
 }
 
 /// A path as seen from anywhere: cron does not start where we were.
+/// The database: the flag (or variable), else the config file's `db` (a
+/// path relative to the file's folder, or an address), else the default.
+fn location(given: Option<PathBuf>, in_file: Option<PathBuf>, base: &Path) -> Location {
+    let in_file = in_file.map(|d| if is_address(&d) { d } else { base.join(d) });
+    Location::parse(given.or(in_file).unwrap_or_else(|| DEFAULT_DB.into()))
+}
+
+/// A path made absolute; a database address as it is, without its
+/// password (what is shown of it is pasted into crontabs).
 fn absolute(path: &Path) -> PathBuf {
+    if is_address(path) {
+        return crate::store::postgres::connect::shown(&path.to_string_lossy()).into();
+    }
     std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
+fn is_address(path: &Path) -> bool {
+    path.to_str()
+        .is_some_and(crate::store::postgres::connect::is_address)
 }
 
 /// One `[processors.NAME]` section, checked.

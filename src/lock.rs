@@ -16,7 +16,7 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::linux::net::SocketAddrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::net::{SocketAddr, UnixListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -245,6 +245,37 @@ fn open_lock_file(path: &Path) -> Result<File> {
         );
     }
     Ok(file)
+}
+
+/// For a PostgreSQL database: the file this host's attempt journal and
+/// file lock hang on, in a folder of the temporary directory that is ours
+/// alone (mode 0700, owned by us, not a symlink: a folder someone else made
+/// there first is refused, not used). The server's advisory lock is what
+/// excludes runs on other hosts; the journal is this host's, so a run that
+/// dies is charged by this host's next run.
+pub fn journal_anchor(address: &str) -> Result<PathBuf> {
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let dir = std::env::temp_dir().join(format!("sessionpipe-{me}"));
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
+    }
+    let meta = std::fs::symlink_metadata(&dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?;
+    if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o077 != 0 {
+        bail!(
+            "{} is not a private folder of ours (owner uid {}, mode {:o}): remove it",
+            dir.display(),
+            meta.uid(),
+            meta.mode() & 0o7777
+        );
+    }
+    let name = crate::session::hex(&Md5::digest(address.as_bytes()));
+    let anchor = dir.join(format!("{name}.db"));
+    open_lock_file(&anchor)?;
+    Ok(anchor)
 }
 
 /// The abstract socket name of one processor's lock on one database file.

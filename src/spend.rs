@@ -97,7 +97,9 @@ impl Spend {
     }
 }
 
-/// Reads and groups the requests `q` asks for.
+/// Reads and groups the requests `q` asks for. They are read in key
+/// order, so that dollars are added up in the same order, to the same last
+/// bit, on either engine.
 pub fn spend(db: &dyn Db, q: &Query) -> anyhow::Result<Spend> {
     let mut out = Spend::empty();
     db.query(
@@ -106,7 +108,10 @@ pub fn spend(db: &dyn Db, q: &Query) -> anyhow::Result<Spend> {
                 s.project
          FROM usage_request_costs AS r
          LEFT JOIN usage_file_summary AS s USING (session_file)
-         WHERE ?1 IS NULL OR (r.session_file >= ?1 || '/' AND r.session_file < ?1 || '0')",
+         WHERE CAST(?1 AS TEXT) IS NULL
+            OR (r.session_file >= CAST(?1 AS TEXT) || '/'
+                AND r.session_file < CAST(?1 AS TEXT) || '0')
+         ORDER BY r.session_file, r.line",
         args![q.user.as_deref()],
         &mut |r| {
             let n = |i| r.get::<i64>(i).map(|v| u64::try_from(v).unwrap_or(0));

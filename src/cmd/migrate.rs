@@ -10,17 +10,18 @@ use crate::printer::Printer;
 use crate::store::{Need, Store, migrations};
 
 pub fn migrate(args: &MigrateArgs, config: &Config, printer: &Printer) -> Result<i32> {
-    let target = migrations::target_version();
-    let shown = config.db.display();
+    let shown = &config.db;
     if args.status {
         if !config.db.exists() {
             printer.out(format_args!(
-                "database {shown} does not exist; migrate creates it at version {target}"
+                "database {shown} does not exist; migrate creates it at version {}",
+                migrations::target_version()
             ))?;
             return Ok(exit::SUCCESS);
         }
         let store = Store::open(&config.db, Need::Any, config.busy_timeout)?;
         let current = store.schema_version()?;
+        let target = store.target_version();
         printer.out(format_args!(
             "database {shown}: schema version {current}, this sessionpipe: {target}"
         ))?;
@@ -35,6 +36,7 @@ pub fn migrate(args: &MigrateArgs, config: &Config, printer: &Printer) -> Result
     }
     let mut store = Store::open(&config.db, Need::Any, config.busy_timeout)?;
     let done = store.migrate()?;
+    let target = store.target_version();
     if done.is_empty() {
         printer.out(format_args!(
             "database {shown} is up to date (schema version {target})"

@@ -25,7 +25,7 @@ pub fn report(args: &ReportArgs, config: &Config, printer: &Printer) -> Result<i
     } else {
         printer.warn(format_args!(
             "no database at {}: no run has used it yet",
-            config.db.display()
+            config.db
         ));
         Store::in_memory()?
     };

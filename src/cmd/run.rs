@@ -120,7 +120,7 @@ fn run_one(
         let report = run::run(store, p, Mode::DryRun, data_dir, opts, printer);
         return Some(report.unwrap_or_else(|e| failed(p, e, printer)));
     }
-    let lock = match lock::acquire(&config.db, p.name(), args.wait) {
+    let lock = match take_lock(store, p, args, config) {
         Ok(Some(lock)) => lock,
         Ok(None) if args.due => {
             printer.info(format_args!(
@@ -139,7 +139,34 @@ fn run_one(
         Err(e) => return Some(failed(p, e, printer)),
     };
     let report = run::run(store, p, Mode::Commit(&lock), data_dir, opts, printer);
+    let unlocked = store.unlock(p.name());
+    let report = report.and_then(|r| unlocked.map(|()| r));
     Some(report.unwrap_or_else(|e| failed(p, e, printer)))
+}
+
+/// The processor's lock: on PostgreSQL the server's advisory lock, then the
+/// attempt journal's file lock on this host; on SQLite the lock file beside
+/// the database. `None` when another run holds it.
+fn take_lock(
+    store: &Store,
+    p: &dyn Processor,
+    args: &RunArgs,
+    config: &Config,
+) -> Result<Option<lock::ProcessorLock>> {
+    let anchor = match config.db.file() {
+        Some(file) => file.to_owned(),
+        None => {
+            if !store.lock(p.name(), args.wait)? {
+                return Ok(None);
+            }
+            lock::journal_anchor(&config.db.to_string())?
+        }
+    };
+    let held = lock::acquire(&anchor, p.name(), args.wait);
+    if !matches!(held, Ok(Some(_))) {
+        store.unlock(p.name())?;
+    }
+    held
 }
 
 fn failed(p: &dyn Processor, e: anyhow::Error, printer: &Printer) -> Report {

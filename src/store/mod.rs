@@ -4,13 +4,14 @@
 //! Both hold the same tables, columns and meanings; what differs (opening,
 //! the schema's versioning, locking) stays inside each engine's module.
 
+pub mod postgres;
 pub mod runs;
 pub mod sql;
 pub mod sqlite;
 pub mod state;
 mod time;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -32,6 +33,51 @@ pub struct Store {
 
 enum Engine {
     Sqlite(sqlite::Sqlite),
+    Postgres(Box<postgres::Postgres>),
+}
+
+/// Where the store is: a SQLite file, or a PostgreSQL server's database
+/// (`postgresql://…`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    File(PathBuf),
+    Server(String),
+}
+
+impl Location {
+    /// A `--db` value: an address, else a file's path.
+    pub fn parse(value: PathBuf) -> Location {
+        match value.to_str() {
+            Some(text) if postgres::connect::is_address(text) => Location::Server(text.to_owned()),
+            _ => Location::File(value),
+        }
+    }
+
+    /// Whether there is a database to read. A server is asked when opened.
+    pub fn exists(&self) -> bool {
+        match self {
+            Location::File(path) => path.exists(),
+            Location::Server(_) => true,
+        }
+    }
+
+    /// The file, for what lives beside it.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            Location::File(path) => Some(path),
+            Location::Server(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    /// A file's path, or an address without its password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::File(path) => write!(f, "{}", path.display()),
+            Location::Server(address) => f.write_str(&postgres::connect::shown(address)),
+        }
+    }
 }
 
 /// What the caller needs from the schema.
@@ -44,12 +90,17 @@ pub enum Need {
 }
 
 impl Store {
-    /// Opens (creating when missing) the database at `path`; a statement
+    /// Opens (creating when missing) the database at `at`; a statement
     /// waits up to `busy` for another writer.
-    pub fn open(path: &Path, need: Need, busy: Duration) -> Result<Store> {
-        Ok(Store {
-            engine: Engine::Sqlite(sqlite::open(path, need, busy)?),
-        })
+    pub fn open(at: &Location, need: Need, busy: Duration) -> Result<Store> {
+        let engine = match at {
+            Location::File(path) => Engine::Sqlite(sqlite::open(path, need, busy)?),
+            Location::Server(address) => {
+                let env = crate::env::Environment::from_process();
+                Engine::Postgres(Box::new(postgres::open(address, need, busy, &env)?))
+            }
+        };
+        Ok(Store { engine })
     }
 
     /// An empty database in memory at the current schema, for read-only
@@ -63,6 +114,7 @@ impl Store {
     pub fn db(&self) -> &dyn Db {
         match &self.engine {
             Engine::Sqlite(s) => s,
+            Engine::Postgres(p) => p.as_ref(),
         }
     }
 
@@ -70,6 +122,7 @@ impl Store {
     pub fn schema_version(&self) -> Result<u32> {
         match &self.engine {
             Engine::Sqlite(s) => Ok(migrations::user_version(&s.conn)?),
+            Engine::Postgres(p) => p.schema_version(),
         }
     }
 
@@ -77,6 +130,7 @@ impl Store {
     pub fn target_version(&self) -> u32 {
         match &self.engine {
             Engine::Sqlite(_) => migrations::target_version(),
+            Engine::Postgres(_) => postgres::target_version(),
         }
     }
 
@@ -84,6 +138,35 @@ impl Store {
     pub fn pending(&self) -> Result<Vec<String>> {
         match &self.engine {
             Engine::Sqlite(s) => migrations::pending(&s.conn),
+            Engine::Postgres(p) => p.pending(),
+        }
+    }
+
+    /// On PostgreSQL, takes `processor`'s advisory lock (see
+    /// [`postgres::Postgres::lock`]); `false` when a run elsewhere holds it.
+    /// On SQLite always `true`: the lock file beside the database
+    /// ([`crate::lock`]) is the lock.
+    pub fn lock(&self, processor: &str, wait: Option<Duration>) -> Result<bool> {
+        match &self.engine {
+            Engine::Sqlite(_) => Ok(true),
+            Engine::Postgres(p) => p.lock(processor, wait),
+        }
+    }
+
+    /// Releases what [`Store::lock`] took.
+    pub fn unlock(&self, processor: &str) -> Result<()> {
+        match &self.engine {
+            Engine::Sqlite(_) => Ok(()),
+            Engine::Postgres(p) => p.unlock(processor),
+        }
+    }
+
+    /// Whether a run of `processor` holds its lock now: on PostgreSQL the
+    /// server's word; on SQLite `None` (ask [`crate::lock::is_held`]).
+    pub fn is_locked(&self, processor: &str) -> Result<Option<bool>> {
+        match &self.engine {
+            Engine::Sqlite(_) => Ok(None),
+            Engine::Postgres(p) => p.is_locked(processor).map(Some),
         }
     }
 
@@ -91,6 +174,7 @@ impl Store {
     pub fn migrate(&mut self) -> Result<Vec<String>> {
         match &mut self.engine {
             Engine::Sqlite(s) => migrations::migrate(&mut s.conn),
+            Engine::Postgres(p) => p.migrate(),
         }
     }
 }

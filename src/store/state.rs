@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 
-use super::sql::{Db, Param, Row as SqlRow, Value};
+use super::sql::{Db, NOW, Param, Row as SqlRow, Value};
 use super::{parse_timestamp, sql_int, timestamp};
 use crate::args;
 use crate::scan::Stat;
@@ -267,9 +267,6 @@ pub fn note_waiting(db: &dyn Db, processor: &str, files: &[&str]) -> Result<()> 
     }
     Ok(())
 }
-
-/// The clock of SQLite, as [`super::timestamp`] writes times.
-const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
 /// Marks files a scan no longer found as `gone`; their outputs stay.
 pub fn mark_gone(db: &dyn Db, processor: &str, files: &[&str]) -> Result<()> {

@@ -13,6 +13,7 @@ mod migrate;
 mod moves;
 mod output;
 mod overlap;
+mod postgres;
 mod report;
 mod run;
 mod state;

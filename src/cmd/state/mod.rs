@@ -37,7 +37,7 @@ pub fn state(args: &StateArgs, config: &Config, printer: &Printer) -> Result<i32
     let store = if missing {
         printer.warn(format_args!(
             "no database at {}: no run has used it yet",
-            config.db.display()
+            config.db
         ));
         Store::in_memory()?
     } else {

@@ -55,7 +55,7 @@ pub(super) struct Summary {
 
 pub(super) fn summarize(
     store: &Store,
-    db: &std::path::Path,
+    db: &crate::store::Location,
     p: &dyn Processor,
     files: Option<&[SessionFile]>,
 ) -> Result<Summary> {
@@ -88,11 +88,12 @@ pub(super) fn summarize(
         last_run: runs::last(store.db(), p.name())?.map(|mut run| {
             if run.status == "unfinished" {
                 // Running, if a run holds the lock; else it died.
-                run.status = if crate::lock::is_held(db, p.name()) {
-                    "running"
-                } else {
-                    "interrupted"
+                let held = match (store.is_locked(p.name()), db.file()) {
+                    (Ok(Some(held)), _) => held,
+                    (_, Some(file)) => crate::lock::is_held(file, p.name()),
+                    (_, None) => false,
                 };
+                run.status = if held { "running" } else { "interrupted" };
             }
             run
         }),

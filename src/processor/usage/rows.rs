@@ -265,7 +265,8 @@ pub(super) fn apply_identities(
                     // The folder's files as a range of the primary key: '0'
                     // sorts right after '/'.
                     "UPDATE {table} SET username = ?2
-                     WHERE session_file >= ?1 || '/' AND session_file < ?1 || '0'
+                     WHERE session_file >= CAST(?1 AS TEXT) || '/'
+                       AND session_file < CAST(?1 AS TEXT) || '0'
                        AND username != ?2"
                 ),
                 args![folder, name],

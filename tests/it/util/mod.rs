@@ -1,6 +1,7 @@
 //! A temporary data dir, database and config file around the built binary.
 
 pub mod llm;
+pub mod pg;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
