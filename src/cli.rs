@@ -177,6 +177,11 @@ pub struct RunArgs {
     #[arg(long, short = 'j', value_name = "N", default_value_t = default_jobs(),
           hide_default_value = true, value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: u16,
+    /// Process only the user folders of shard K of N (PostgreSQL only): N
+    /// hosts over one data dir, running shards 1/N to N/N, together process
+    /// every session once. Each shard has its own lock.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<crate::shard::Shard>,
     /// List what would be processed; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -270,8 +275,20 @@ pub struct PruneArgs {
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
     /// Print current and target schema version and pending steps; change nothing.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "from")]
     pub status: bool,
+    /// Copy a SQLite database (state, run history, outputs) into the
+    /// PostgreSQL database --db names, in one transaction: sqlite:PATH.
+    #[arg(long, value_name = "sqlite:PATH", value_parser = sqlite_source)]
+    pub from: Option<std::path::PathBuf>,
+}
+
+/// `sqlite:PATH`: the SQLite database `migrate --from` copies.
+fn sqlite_source(text: &str) -> Result<std::path::PathBuf, String> {
+    match text.strip_prefix("sqlite:") {
+        Some(path) if !path.is_empty() => Ok(path.into()),
+        _ => Err(format!("{text:?} is not sqlite:PATH")),
+    }
 }
 
 /// A dollar amount: a finite number, 0 or more.

@@ -26,6 +26,7 @@ pub mod report;
 pub mod run;
 pub mod scan;
 pub mod session;
+pub mod shard;
 pub mod signals;
 pub mod spend;
 pub mod store;

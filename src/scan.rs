@@ -247,6 +247,11 @@ fn scan_subagents(
     }
 }
 
+/// The user folder a session file's name (`<user>/...`) is in.
+pub fn user_of(name: &str) -> &str {
+    name.split('/').next().unwrap_or("")
+}
+
 /// A subagent transcript's name, `<user>/<session>/subagents/agent-<id>.jsonl`,
 /// as its session's file name, `<user>/<session>.jsonl`, and `<id>`.
 pub fn subagent(name: &str) -> Option<(String, &str)> {

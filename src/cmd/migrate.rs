@@ -10,6 +10,9 @@ use crate::printer::Printer;
 use crate::store::{Need, Store, migrations};
 
 pub fn migrate(args: &MigrateArgs, config: &Config, printer: &Printer) -> Result<i32> {
+    if let Some(from) = &args.from {
+        return copy_from(from, config, printer);
+    }
     let shown = &config.db;
     if args.status {
         if !config.db.exists() {
@@ -44,6 +47,22 @@ pub fn migrate(args: &MigrateArgs, config: &Config, printer: &Printer) -> Result
     }
     for step in done {
         printer.out(format_args!("applied: {step}"))?;
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// `--from sqlite:PATH`: the SQLite database copied into the PostgreSQL one.
+fn copy_from(from: &std::path::Path, config: &Config, printer: &Printer) -> Result<i32> {
+    if config.db.file().is_some() {
+        return Err(exit::fail(
+            exit::USAGE,
+            "--from copies a SQLite database into PostgreSQL: --db must be postgresql://…",
+        ));
+    }
+    let source = crate::store::copy::open_source(from, config.busy_timeout)?;
+    let target = Store::open(&config.db, Need::Current, config.busy_timeout)?;
+    for (table, rows) in crate::store::copy::copy(&source, &target, &config.db)? {
+        printer.out(format_args!("copied {rows} rows of {table}"))?;
     }
     Ok(exit::SUCCESS)
 }

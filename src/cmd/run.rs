@@ -36,6 +36,13 @@ pub fn run(args: &RunArgs, config: &Config, printer: &Printer) -> Result<i32> {
             .collect();
     }
     config.require_data_dir()?;
+    if args.shard.is_some() && config.db.file().is_some() {
+        return Err(exit::fail(
+            exit::USAGE,
+            "--shard needs a PostgreSQL database (--db postgresql://…): hosts that \
+             split a data dir share the database, and a SQLite file cannot be shared",
+        ));
+    }
     signals::install()?;
     crate::processor::exec::hide_this_process();
     // Opened when first needed: an unavailable processor leaves no database.
@@ -60,6 +67,7 @@ pub fn run(args: &RunArgs, config: &Config, printer: &Printer) -> Result<i32> {
             max_cost: args.max_cost.or(p.default_max_cost()),
             jobs: usize::from(args.jobs),
             fragment_settle: config.fragment_settle,
+            shard: args.shard,
         };
         let store = open(&mut slot, args, config)?;
         if let Some(report) = run_one(store, p, &opts, args, config, printer) {
@@ -139,34 +147,51 @@ fn run_one(
         Err(e) => return Some(failed(p, e, printer)),
     };
     let report = run::run(store, p, Mode::Commit(&lock), data_dir, opts, printer);
-    let unlocked = store.unlock(p.name());
+    let unlocked = unlock(store, p, args);
     let report = report.and_then(|r| unlocked.map(|()| r));
     Some(report.unwrap_or_else(|e| failed(p, e, printer)))
 }
 
-/// The processor's lock: on PostgreSQL the server's advisory lock, then the
-/// attempt journal's file lock on this host; on SQLite the lock file beside
-/// the database. `None` when another run holds it.
+/// The processor's lock: on SQLite the lock file beside the database; on
+/// PostgreSQL the server's advisory locks, then the attempt journal's file
+/// lock on this host. A shard's run holds the processor's lock shared and
+/// its shard's exclusive, so shards run side by side and a run of the whole
+/// processor excludes them all. `None` when another run holds it.
 fn take_lock(
     store: &Store,
     p: &dyn Processor,
     args: &RunArgs,
     config: &Config,
 ) -> Result<Option<lock::ProcessorLock>> {
+    let own = args.shard.map(|s| s.lock_name(p.name()));
     let anchor = match config.db.file() {
         Some(file) => file.to_owned(),
         None => {
-            if !store.lock(p.name(), args.wait)? {
+            if !store.lock(p.name(), own.is_some(), args.wait)? {
+                return Ok(None);
+            }
+            if let Some(own) = &own
+                && !store.lock(own, false, args.wait)?
+            {
+                store.unlock(p.name(), true)?;
                 return Ok(None);
             }
             lock::journal_anchor(&config.db.to_string())?
         }
     };
-    let held = lock::acquire(&anchor, p.name(), args.wait);
+    let held = lock::acquire(&anchor, own.as_deref().unwrap_or(p.name()), args.wait);
     if !matches!(held, Ok(Some(_))) {
-        store.unlock(p.name())?;
+        unlock(store, p, args)?;
     }
     held
+}
+
+/// Releases the server's locks [`take_lock`] took (nothing on SQLite).
+fn unlock(store: &Store, p: &dyn Processor, args: &RunArgs) -> Result<()> {
+    if let Some(shard) = args.shard {
+        store.unlock(&shard.lock_name(p.name()), false)?;
+    }
+    store.unlock(p.name(), args.shard.is_some())
 }
 
 fn failed(p: &dyn Processor, e: anyhow::Error, printer: &Printer) -> Report {

@@ -42,6 +42,7 @@ use crate::printer::Printer;
 use crate::processor::{Processor, Spend};
 use crate::report::{Report, SessionError};
 use crate::scan::{self, SessionFile};
+use crate::shard::Shard;
 use crate::store::{Store, runs, state, timestamp};
 use crate::verdict::{self, Row};
 
@@ -59,6 +60,8 @@ pub struct Options {
     /// How long a file must be quiet for its final line without a newline
     /// to count.
     pub fragment_settle: Duration,
+    /// The user folders this run is for; `None`: all.
+    pub shard: Option<Shard>,
 }
 
 /// Whether the run changes anything.
@@ -194,22 +197,7 @@ fn execute(
     report: &mut Report,
 ) -> Result<Option<i32>> {
     let name = ctx.processor.name();
-    // The walk and the state rows, at once: on an unchanged tree they are
-    // the whole run.
-    let walk = || scan::scan(data_dir, ctx.printer);
-    let (scan, rows) = std::thread::scope(|scope| {
-        // Without a thread to spare, one after the other.
-        let Ok(walking) = std::thread::Builder::new().spawn_scoped(scope, walk) else {
-            return (walk(), state::load(store.db(), name));
-        };
-        let rows = state::load(store.db(), name);
-        match walking.join() {
-            Ok(scan) => (scan, rows),
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    });
-    let scan::Scan { files, problems } = scan?.for_processor(ctx.processor);
-    let mut rows = rows?;
+    let (scan::Scan { files, problems }, mut rows) = survey(ctx, store, data_dir)?;
     let unlisted: Vec<&str> = problems.iter().map(|(folder, _)| folder.as_str()).collect();
     let commit = matches!(ctx.mode, Mode::Commit(_));
     moves::mark_vanished(store.db(), name, &files, &unlisted, &mut rows, commit)?;
@@ -262,6 +250,40 @@ fn execute(
     }
     ctx.printer.end_progress();
     writer.finish(total)
+}
+
+/// The processor's files and state rows (this shard's, under `--shard`).
+fn survey(
+    ctx: &Context,
+    store: &Store,
+    data_dir: &Path,
+) -> Result<(scan::Scan, std::collections::HashMap<String, Row>)> {
+    let name = ctx.processor.name();
+    // The walk and the state rows, at once: on an unchanged tree they are
+    // the whole run.
+    let walk = || scan::scan(data_dir, ctx.printer);
+    let (scan, rows) = std::thread::scope(|scope| {
+        // Without a thread to spare, one after the other.
+        let Ok(walking) = std::thread::Builder::new().spawn_scoped(scope, walk) else {
+            return (walk(), state::load(store.db(), name));
+        };
+        let rows = state::load(store.db(), name);
+        match walking.join() {
+            Ok(scan) => (scan, rows),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    });
+    let mut scan = scan?.for_processor(ctx.processor);
+    let mut rows = rows?;
+    if let Some(shard) = ctx.opts.shard {
+        // Another shard's folders are not this run's to process, to find
+        // gone or to report.
+        scan.files.retain(|f| shard.contains(&f.user));
+        rows.retain(|name, _| shard.contains(scan::user_of(name)));
+        scan.problems
+            .retain(|(folder, _)| shard.contains(scan::user_of(folder)));
+    }
+    Ok((scan, rows))
 }
 
 /// Notes the files no run has seen before, so that `state --check` can tell

@@ -4,6 +4,7 @@
 //! Both hold the same tables, columns and meanings; what differs (opening,
 //! the schema's versioning, locking) stays inside each engine's module.
 
+pub mod copy;
 pub mod postgres;
 pub mod runs;
 pub mod sql;
@@ -142,22 +143,22 @@ impl Store {
         }
     }
 
-    /// On PostgreSQL, takes `processor`'s advisory lock (see
-    /// [`postgres::Postgres::lock`]); `false` when a run elsewhere holds it.
-    /// On SQLite always `true`: the lock file beside the database
-    /// ([`crate::lock`]) is the lock.
-    pub fn lock(&self, processor: &str, wait: Option<Duration>) -> Result<bool> {
+    /// On PostgreSQL, takes the advisory lock `name`, exclusive or
+    /// `shared` (see [`postgres::Postgres::lock`]); `false` when a run
+    /// elsewhere holds it. On SQLite always `true`: the lock file beside
+    /// the database ([`crate::lock`]) is the lock.
+    pub fn lock(&self, name: &str, shared: bool, wait: Option<Duration>) -> Result<bool> {
         match &self.engine {
             Engine::Sqlite(_) => Ok(true),
-            Engine::Postgres(p) => p.lock(processor, wait),
+            Engine::Postgres(p) => p.lock(name, shared, wait),
         }
     }
 
     /// Releases what [`Store::lock`] took.
-    pub fn unlock(&self, processor: &str) -> Result<()> {
+    pub fn unlock(&self, name: &str, shared: bool) -> Result<()> {
         match &self.engine {
             Engine::Sqlite(_) => Ok(()),
-            Engine::Postgres(p) => p.unlock(processor),
+            Engine::Postgres(p) => p.unlock(name, shared),
         }
     }
 

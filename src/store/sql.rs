@@ -74,6 +74,11 @@ impl Param for String {
         Value::Text(self)
     }
 }
+impl Param for Value<'_> {
+    fn value(&self) -> Value<'_> {
+        *self
+    }
+}
 impl Param for std::borrow::Cow<'_, str> {
     fn value(&self) -> Value<'_> {
         Value::Text(self)
@@ -186,6 +191,15 @@ pub trait Statement {
     fn execute(&mut self, params: &[&dyn Param]) -> Result<u64>;
 }
 
+/// Many rows into one table (a writer's events): one prepared insert per
+/// row on SQLite, `COPY` on PostgreSQL, where a statement per row would be
+/// a round trip per row. Rows pushed are written by [`Bulk::finish`] at the
+/// latest, inside the caller's transaction.
+pub trait Bulk {
+    fn push(&mut self, row: &[&dyn Param]) -> Result<()>;
+    fn finish(self: Box<Self>) -> Result<()>;
+}
+
 /// A database of either engine.
 pub trait Db {
     fn dialect(&self) -> Dialect;
@@ -200,6 +214,8 @@ pub trait Db {
     ) -> Result<()>;
     /// Runs statements without parameters (schema, transaction control).
     fn batch(&self, sql: &str) -> Result<()>;
+    /// Starts writing rows of `columns` into `table`.
+    fn bulk<'s>(&'s self, table: &str, columns: &[&str]) -> Result<Box<dyn Bulk + 's>>;
     /// Prepares (or finds already prepared) a statement.
     fn prepare<'s>(&'s self, sql: &str) -> Result<Box<dyn Statement + 's>>;
     /// Starts a transaction that takes the write lock at once (SQLite's

@@ -77,6 +77,22 @@ fn on(env: &Env, address: &str) -> assert_cmd::Command {
     assert_cmd::Command::from_std(env.std_cmd_on(Path::new(address)))
 }
 
+/// `run ARGS --json` on the server: its one report, after exit 0.
+fn run_on(env: &Env, address: &str, args: &[&str]) -> serde_json::Value {
+    let out = on(env, address)
+        .arg("run")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn runs_on_postgres_leave_the_tables_a_sqlite_file_holds() {
     let cluster = Cluster::start();
@@ -231,4 +247,178 @@ fn an_unreachable_server_is_74_and_the_password_is_never_shown() {
         .unwrap();
     assert_eq!(out.status.code(), Some(74));
     assert!(String::from_utf8_lossy(&out.stderr).contains("sslmode=verify-ca"));
+}
+
+#[test]
+fn two_hosts_running_shards_one_and_two_process_every_session_once() {
+    let cluster = Cluster::start();
+    let address = cluster.database("shards");
+    let env = Env::new();
+    for u in 0..24 {
+        env.session(&format!("user{u}/s.jsonl"), crate::util::LINE);
+    }
+    // Slow enough that the runs overlap.
+    env.processors(&[("tally", &env.recorder("sleep 0.1"))]);
+    // Each "host" has a temporary folder of its own: only the server is
+    // shared, as between machines.
+    let host = |shard: &str, tmp: &Path| {
+        let mut cmd = env.std_cmd_on(Path::new(&address));
+        cmd.env("TMPDIR", tmp)
+            .args(["run", "tally", "--json", "--shard", shard])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    };
+    let (a, b, c) = (env.path("host-a"), env.path("host-b"), env.path("host-c"));
+    for dir in [&a, &b, &c] {
+        std::fs::create_dir(dir).unwrap();
+    }
+    let one = host("1/2", &a).spawn().unwrap();
+    let two = host("2/2", &b).spawn().unwrap();
+    // A third host on shard 1 while the first holds it: busy.
+    let in_shard_one =
+        |call: &String| sessionpipe::shard::of(call.split('/').next().unwrap(), 2) == 1;
+    while !env.calls().iter().any(in_shard_one) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let again = host("1/2", &c).output().unwrap();
+    assert_eq!(
+        again.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    // The whole processor, unsharded, is busy too while shards run.
+    on(&env, &address).args(["run", "tally"]).assert().code(75);
+    let mut processed = 0;
+    for child in [one, two] {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(n(&report, "processed") > 0, "a shard did nothing: {report}");
+        processed += n(&report, "processed");
+    }
+    assert_eq!(processed, 24);
+    let mut calls: Vec<String> = env
+        .calls()
+        .iter()
+        .map(|c| c.split(' ').next().unwrap().to_owned())
+        .collect();
+    calls.sort();
+    let expected: Vec<String> = {
+        let mut all: Vec<String> = (0..24).map(|u| format!("user{u}/s.jsonl")).collect();
+        all.sort();
+        all
+    };
+    assert_eq!(calls, expected, "each session exactly once");
+    // Every session is done: nothing left for the whole processor, and the
+    // shards did not mark each other's files gone.
+    let report = run_on(&env, &address, &["tally"]);
+    assert_eq!(n(&report, "processed"), 0);
+    assert_eq!(
+        cluster.psql(
+            "shards",
+            "SELECT status, count(*) FROM session_processor_state GROUP BY status"
+        ),
+        "ok|24\n"
+    );
+}
+
+#[test]
+fn shards_are_refused_on_sqlite_and_bad_shards_are_usage_errors() {
+    let env = Env::new();
+    env.session("u/a.jsonl", crate::util::LINE);
+    env.cmd()
+        .args(["run", "usage", "--shard", "1/2"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains(
+            "--shard needs a PostgreSQL database",
+        ));
+    for bad in ["0/2", "3/2", "1/0", "x", "1/99999"] {
+        env.cmd()
+            .args(["run", "usage", "--shard", bad])
+            .assert()
+            .code(2)
+            .stderr(predicates::str::contains("K/N"));
+    }
+}
+
+#[test]
+fn migrate_from_sqlite_copies_everything_and_nothing_is_reprocessed() {
+    let cluster = Cluster::start();
+    let address = cluster.database("moved");
+    let env = Env::new();
+    env.fixture_corpus();
+    env.session("u/bad.jsonl", crate::util::LINE);
+    env.processors(&[(
+        "picky",
+        "case \"$SESSIONPIPE_SESSION_FILE\" in u/*) exit 3;; esac",
+    )]);
+    env.cmd().args(["run", "usage"]).assert().success();
+    env.cmd().args(["run", "picky"]).assert().code(1);
+    let out = on(&env, &address)
+        .arg("migrate")
+        .arg("--from")
+        .arg(format!("sqlite:{}", env.db.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8(out.stdout).unwrap();
+    assert!(said.contains("rows of usage_events"), "{said}");
+    let (file, server) = (
+        Location::File(env.db.clone()),
+        Location::Server(address.clone()),
+    );
+    let every = [
+        COMPARED,
+        &[
+            "SELECT * FROM runs ORDER BY id",
+            "SELECT * FROM run_errors ORDER BY run_id, session_file",
+            "SELECT * FROM session_processor_state ORDER BY processor_name, session_file",
+        ],
+    ]
+    .concat();
+    for sql in &every {
+        let (a, b) = (rows(&file, sql), rows(&server, sql));
+        assert!(!a.is_empty(), "{sql}: no rows");
+        assert_eq!(a, b, "{sql}");
+    }
+    // Nothing to redo, and the run history goes on after the copied runs.
+    let report = run_on(&env, &address, &["usage"]);
+    assert_eq!(n(&report, "processed"), 0);
+    assert_eq!(
+        cluster.psql("moved", "SELECT count(*), count(DISTINCT id) FROM runs"),
+        "3|3\n"
+    );
+    // A second copy would mix two histories: refused, and nothing changes.
+    on(&env, &address)
+        .arg("migrate")
+        .arg("--from")
+        .arg(format!("sqlite:{}", env.db.display()))
+        .assert()
+        .code(78)
+        .stderr(predicates::str::contains("already holds rows"));
+    assert_eq!(cluster.psql("moved", "SELECT count(*) FROM runs"), "3\n");
+    // Into a SQLite file, or from nowhere: said, with the codes of the table.
+    env.cmd()
+        .args(["migrate", "--from", &format!("sqlite:{}", env.db.display())])
+        .assert()
+        .code(2);
+    on(&env, &address)
+        .args(["migrate", "--from", "sqlite:/nonexistent/state.db"])
+        .assert()
+        .code(78);
+    on(&env, &address)
+        .args(["migrate", "--from", "/some/file"])
+        .assert()
+        .code(2);
 }

@@ -276,23 +276,87 @@ pub(super) fn apply_identities(
     tx.commit()
 }
 
+/// A file's summary row; `?1` is its name.
+const FILE_SUMMARY: &str = "INSERT INTO usage_file_summary (session, session_file, session_id,
+     username, started_at, ended_at, wall_seconds, active_seconds, user_prompts,
+     assistant_messages, tool_calls, tool_errors, skill_invocations, subagent_dispatches,
+     mcp_calls, slash_commands, distinct_tools, distinct_skills, primary_model, models,
+     input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, malformed_lines,
+     processor_version, project, claude_version, git_branch)
+     VALUES (?29, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+         ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)";
+
+/// [`clear`] and [`FILE_SUMMARY`] as one PostgreSQL statement: the events
+/// and requests go, and the summary row is replaced in place.
+fn clear_and_upsert_pg() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let list = FILE_SUMMARY
+            .split_once('(')
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map_or("", |(columns, _)| columns);
+        let columns: Vec<&str> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|c| *c != "session_file")
+            .collect();
+        let excluded: Vec<String> = columns.iter().map(|c| format!("excluded.{c}")).collect();
+        format!(
+            "WITH e AS (DELETE FROM usage_events WHERE session_file = ?1),
+                  r AS (DELETE FROM usage_requests WHERE session_file = ?1)
+             {FILE_SUMMARY}
+             ON CONFLICT (session_file) DO UPDATE SET ({}) = ROW({})",
+            columns.join(", "),
+            excluded.join(", ")
+        )
+    })
+}
+
+/// Removes a file's events, requests and summary (not its session's
+/// summary): on PostgreSQL in one statement, since each is a round trip.
+fn clear(db: &dyn Db, session_file: &str) -> Result<()> {
+    match db.dialect() {
+        Dialect::Sqlite => {
+            for table in ["usage_events", "usage_requests", "usage_file_summary"] {
+                db.execute(
+                    &format!("DELETE FROM {table} WHERE session_file = ?1"),
+                    args![session_file],
+                )?;
+            }
+        }
+        Dialect::Postgres => {
+            db.execute(
+                "WITH e AS (DELETE FROM usage_events WHERE session_file = ?1),
+                      r AS (DELETE FROM usage_requests WHERE session_file = ?1)
+                 DELETE FROM usage_file_summary WHERE session_file = ?1",
+                args![session_file],
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// Removes every row one session file holds.
 pub(super) fn forget(db: &dyn Db, session_file: &str) -> Result<()> {
-    for table in ["usage_events", "usage_requests", "usage_file_summary"] {
-        db.execute(
-            &format!("DELETE FROM {table} WHERE session_file = ?1"),
-            args![session_file],
-        )?;
-    }
+    clear(db, session_file)?;
     super::sessions::rebuild(db, &crate::scan::session_of(session_file))
 }
 
 impl Output for Rows {
     fn write(&self, db: &dyn Db, session_file: &str) -> Result<()> {
+        // The file's old rows go first; on PostgreSQL with the summary's
+        // upsert, in one statement (each is a round trip there).
+        match db.dialect() {
+            Dialect::Sqlite => {
+                clear(db, session_file)?;
+                self.write_summary(db, session_file, FILE_SUMMARY)?;
+            }
+            Dialect::Postgres => self.write_summary(db, session_file, clear_and_upsert_pg())?,
+        }
         self.write_events(db, session_file)?;
         self.write_requests(db, session_file)?;
         costs::write(db, &self.prices)?;
-        self.write_summary(db, session_file)
+        super::sessions::rebuild(db, &crate::scan::session_of(session_file))
     }
 
     fn held(&self) -> u64 {
@@ -303,102 +367,68 @@ impl Output for Rows {
 impl Rows {
     fn write_events(&self, db: &dyn Db, session_file: &str) -> Result<()> {
         let agent = agent_of(session_file);
-        db.execute(
-            "DELETE FROM usage_events WHERE session_file = ?1",
-            args![session_file],
-        )?;
         let s = &self.summary;
-        let mut insert = db.prepare(
-            "INSERT INTO usage_events (id, session_id, session_file, username, event_uuid,
-                 parent_uuid, event_type, tool_name, skill_name, subagent_type, command_name,
-                 is_error, model, cwd, is_sidechain, occurred_at, processor_version, agent_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                 ?18)",
-        )?;
+        let mut insert = db.bulk("usage_events", &EVENT_COLUMNS)?;
         self.each(|e| {
-            insert
-                .execute(args![
-                    e.id,
-                    s.session_id,
-                    session_file,
-                    s.username,
-                    e.event_uuid,
-                    e.parent_uuid,
-                    e.event_type.as_str(),
-                    e.tool_name,
-                    e.skill_name,
-                    e.subagent_type,
-                    e.command_name,
-                    e.is_error,
-                    e.model,
-                    e.cwd,
-                    e.is_sidechain,
-                    e.occurred_ms.map(format_ms),
-                    VERSION,
-                    agent
-                ])
-                .map(drop)
+            insert.push(args![
+                e.id,
+                s.session_id,
+                session_file,
+                s.username,
+                e.event_uuid,
+                e.parent_uuid,
+                e.event_type.as_str(),
+                e.tool_name,
+                e.skill_name,
+                e.subagent_type,
+                e.command_name,
+                e.is_error,
+                e.model,
+                e.cwd,
+                e.is_sidechain,
+                e.occurred_ms.map(format_ms),
+                VERSION,
+                agent
+            ])
         })?;
-        Ok(())
+        insert.finish()
     }
 
     fn write_requests(&self, db: &dyn Db, session_file: &str) -> Result<()> {
         let agent = agent_of(session_file);
-        db.execute(
-            "DELETE FROM usage_requests WHERE session_file = ?1",
-            args![session_file],
-        )?;
         let s = &self.summary;
-        let mut insert = db.prepare(
-            "INSERT INTO usage_requests (session_file, line, session_id, username, model,
-                 occurred_at, input_tokens, output_tokens, cache_creation_tokens,
-                 cache_creation_5m_tokens, cache_creation_1h_tokens, cache_read_tokens,
-                 is_sidechain, is_fast, processor_version, agent_id, request_key)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                 ?17)",
-        )?;
+        let mut insert = db.bulk("usage_requests", &REQUEST_COLUMNS)?;
         self.each_request(|q| {
-            insert
-                .execute(args![
-                    session_file,
-                    sql_int(q.line),
-                    s.session_id,
-                    s.username,
-                    q.model,
-                    q.at.map(format_ms),
-                    sql_int(q.input_tokens),
-                    sql_int(q.output_tokens),
-                    sql_int(q.cache_creation_tokens),
-                    sql_int(q.cache_creation_5m_tokens),
-                    sql_int(q.cache_creation_1h_tokens),
-                    sql_int(q.cache_read_tokens),
-                    q.is_sidechain,
-                    q.is_fast,
-                    VERSION,
-                    agent,
-                    q.key
-                ])
-                .map(drop)
-        })
+            insert.push(args![
+                session_file,
+                sql_int(q.line),
+                s.session_id,
+                s.username,
+                q.model,
+                q.at.map(format_ms),
+                sql_int(q.input_tokens),
+                sql_int(q.output_tokens),
+                sql_int(q.cache_creation_tokens),
+                sql_int(q.cache_creation_5m_tokens),
+                sql_int(q.cache_creation_1h_tokens),
+                sql_int(q.cache_read_tokens),
+                q.is_sidechain,
+                q.is_fast,
+                VERSION,
+                agent,
+                q.key
+            ])
+        })?;
+        insert.finish()
     }
 
-    fn write_summary(&self, db: &dyn Db, session_file: &str) -> Result<()> {
+    /// The file's summary row, by `sql` ([`FILE_SUMMARY`] or a statement
+    /// around it).
+    fn write_summary(&self, db: &dyn Db, session_file: &str, sql: &str) -> Result<()> {
         let s = &self.summary;
         let session = crate::scan::session_of(session_file);
         db.execute(
-            "DELETE FROM usage_file_summary WHERE session_file = ?1",
-            args![session_file],
-        )?;
-        db.execute(
-            "INSERT INTO usage_file_summary (session, session_file, session_id, username,
-                 started_at, ended_at, wall_seconds, active_seconds, user_prompts,
-                 assistant_messages, tool_calls, tool_errors, skill_invocations,
-                 subagent_dispatches, mcp_calls, slash_commands, distinct_tools, distinct_skills,
-                 primary_model, models, input_tokens, output_tokens, cache_creation_tokens,
-                 cache_read_tokens, malformed_lines, processor_version, project, claude_version,
-                 git_branch)
-             VALUES (?29, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                 ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
+            sql,
             args![
                 session_file,
                 s.session_id,
@@ -431,10 +461,54 @@ impl Rows {
                 session
             ],
         )?;
-        super::sessions::rebuild(db, &session)?;
         Ok(())
     }
 }
+
+/// The `usage_events` columns a session's events are written to, in the
+/// order [`Rows::write_events`] gives them.
+const EVENT_COLUMNS: [&str; 18] = [
+    "id",
+    "session_id",
+    "session_file",
+    "username",
+    "event_uuid",
+    "parent_uuid",
+    "event_type",
+    "tool_name",
+    "skill_name",
+    "subagent_type",
+    "command_name",
+    "is_error",
+    "model",
+    "cwd",
+    "is_sidechain",
+    "occurred_at",
+    "processor_version",
+    "agent_id",
+];
+
+/// The `usage_requests` columns, in the order [`Rows::write_requests`]
+/// gives them.
+const REQUEST_COLUMNS: [&str; 17] = [
+    "session_file",
+    "line",
+    "session_id",
+    "username",
+    "model",
+    "occurred_at",
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_tokens",
+    "cache_creation_5m_tokens",
+    "cache_creation_1h_tokens",
+    "cache_read_tokens",
+    "is_sidechain",
+    "is_fast",
+    "processor_version",
+    "agent_id",
+    "request_key",
+];
 
 /// The agent a subagent transcript's name gives
 /// (`<user>/<session>/subagents/agent-<id>.jsonl`); `None` for a session's

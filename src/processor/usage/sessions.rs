@@ -181,23 +181,46 @@ fn rebuild_for(d: Dialect) -> &'static str {
     cell.get_or_init(|| rebuild_sql(d))
 }
 
+/// The columns a session's summary shares with its main file's.
+macro_rules! summary_columns {
+    () => {
+        "session_file, session_id, username, started_at, ended_at, wall_seconds, \
+         active_seconds, user_prompts, assistant_messages, tool_calls, tool_errors, \
+         skill_invocations, subagent_dispatches, mcp_calls, slash_commands, distinct_tools, \
+         distinct_skills, primary_model, models, input_tokens, output_tokens, \
+         cache_creation_tokens, cache_read_tokens, malformed_lines, processor_version, \
+         project, claude_version, git_branch"
+    };
+}
+
 /// The summary of a session whose only file is its main transcript: that
 /// file's row as is (what [`rebuild_sql`] makes of it, at a fraction of the
 /// cost, for the common case of a session without subagents).
-const COPY: &str = "
-    INSERT INTO usage_session_summary (session_file, session_id, username,
-         started_at, ended_at, wall_seconds, active_seconds, user_prompts, assistant_messages,
-         tool_calls, tool_errors, skill_invocations, subagent_dispatches, mcp_calls,
-         slash_commands, distinct_tools, distinct_skills, primary_model, models, input_tokens,
-         output_tokens, cache_creation_tokens, cache_read_tokens, malformed_lines,
-         processor_version, project, claude_version, git_branch)
-     SELECT session_file, session_id, username, started_at, ended_at, wall_seconds,
-         active_seconds, user_prompts, assistant_messages, tool_calls, tool_errors,
-         skill_invocations, subagent_dispatches, mcp_calls, slash_commands, distinct_tools,
-         distinct_skills, primary_model, models, input_tokens, output_tokens,
-         cache_creation_tokens, cache_read_tokens, malformed_lines, processor_version, project,
-         claude_version, git_branch
-     FROM usage_file_summary WHERE session_file = ?1 AND session = ?1";
+const COPY: &str = concat!(
+    "INSERT INTO usage_session_summary (",
+    summary_columns!(),
+    ") SELECT ",
+    summary_columns!(),
+    " FROM usage_file_summary WHERE session_file = ?1 AND session = ?1"
+);
+
+/// [`COUNT_ALL`] and [`COPY`] as one PostgreSQL statement (a statement is a
+/// round trip there): the copy replaces the old summary in place.
+fn count_all_and_copy_pg() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        let columns = summary_columns!();
+        let excluded: Vec<String> = columns
+            .split(", ")
+            .map(|c| format!("excluded.{}", c.trim()))
+            .collect();
+        format!(
+            "WITH counted AS ({COUNT_ALL}) {COPY}
+             ON CONFLICT (session_file) DO UPDATE SET ({columns}) = ROW({})",
+            excluded.join(", ")
+        )
+    })
+}
 
 /// Rebuilds the summary of `session` (a main file's name) from its files';
 /// none left, no summary.
@@ -210,6 +233,10 @@ pub(super) fn rebuild(db: &dyn Db, session: &str) -> Result<()> {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?
         .unwrap_or((0, false));
+    if files == 1 && main && db.dialect() == Dialect::Postgres {
+        db.execute(count_all_and_copy_pg(), args![session])?;
+        return Ok(());
+    }
     db.execute(if files > 1 { MARK } else { COUNT_ALL }, args![session])?;
     db.execute(
         "DELETE FROM usage_session_summary WHERE session_file = ?1",

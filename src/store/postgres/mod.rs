@@ -11,10 +11,11 @@
 //! (`lock_timeout`) rather than hanging a cron tick.
 
 pub mod connect;
+mod copy;
 pub mod schema;
 mod types;
 
-use std::cell::RefCell;
+use std::cell::{RefCell, RefMut};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ use postgres::Client;
 use postgres::types::ToSql;
 
 use super::Need;
-use super::sql::{Db, Dialect, Param, Row, Statement, Value};
+use super::sql::{Bulk, Db, Dialect, Param, Row, Statement, Value};
 use crate::env::Environment;
 
 /// A connected PostgreSQL database.
@@ -166,16 +167,22 @@ impl Postgres {
         Ok(())
     }
 
-    /// Takes the session-level advisory lock of `processor` on this
-    /// connection, waiting up to `wait`: `false` when another connection
-    /// (a run on any host) holds it. The server releases it when this
-    /// connection ends, however the process ends.
-    pub fn lock(&self, processor: &str, wait: Option<Duration>) -> Result<bool> {
+    /// Takes the session-level advisory lock `name` on this connection,
+    /// exclusive or `shared`, waiting up to `wait`: `false` when another
+    /// connection (a run on any host) holds it in a conflicting mode. The
+    /// server releases it when this connection ends, however the process
+    /// ends.
+    pub fn lock(&self, name: &str, shared: bool, wait: Option<Duration>) -> Result<bool> {
         let deadline = wait.map(|w| std::time::Instant::now().checked_add(w));
+        let sql = if shared {
+            "SELECT pg_try_advisory_lock_shared(?1, ?2)"
+        } else {
+            "SELECT pg_try_advisory_lock(?1, ?2)"
+        };
         loop {
-            let (k1, k2) = lock_key(processor);
+            let (k1, k2) = lock_key(name);
             let db: &dyn Db = self;
-            if db.one::<bool>("SELECT pg_try_advisory_lock(?1, ?2)", crate::args![k1, k2])? {
+            if db.one::<bool>(sql, crate::args![k1, k2])? {
                 return Ok(true);
             }
             match deadline {
@@ -197,10 +204,15 @@ impl Postgres {
     }
 
     /// Releases what [`Postgres::lock`] took.
-    pub fn unlock(&self, processor: &str) -> Result<()> {
-        let (k1, k2) = lock_key(processor);
+    pub fn unlock(&self, name: &str, shared: bool) -> Result<()> {
+        let (k1, k2) = lock_key(name);
         let db: &dyn Db = self;
-        db.one::<bool>("SELECT pg_advisory_unlock(?1, ?2)", crate::args![k1, k2])?;
+        let sql = if shared {
+            "SELECT pg_advisory_unlock_shared(?1, ?2)"
+        } else {
+            "SELECT pg_advisory_unlock(?1, ?2)"
+        };
+        db.one::<bool>(sql, crate::args![k1, k2])?;
         Ok(())
     }
 
@@ -217,12 +229,19 @@ impl Postgres {
         )
     }
 
+    /// The connection, for one statement at a time.
+    fn client(&self) -> Result<RefMut<'_, Client>> {
+        self.client
+            .try_borrow_mut()
+            .map_err(|_| anyhow::anyhow!("a statement ran while another's rows were read"))
+    }
+
     /// The statement prepared for `sql`, preparing it the first time.
     fn statement(&self, sql: &str) -> Result<postgres::Statement> {
         if let Some(s) = self.prepared.borrow().get(sql) {
             return Ok(s.clone());
         }
-        let stmt = self.client.borrow_mut().prepare(&types::translate(sql))?;
+        let stmt = self.client()?.prepare(&types::translate(sql))?;
         self.prepared
             .borrow_mut()
             .insert(sql.to_owned(), stmt.clone());
@@ -271,7 +290,7 @@ impl Db for Postgres {
     fn execute(&self, sql: &str, params: &[&dyn Param]) -> Result<u64> {
         let stmt = self.statement(sql)?;
         let values: Vec<Value> = params.iter().map(|p| p.value()).collect();
-        Ok(self.client.borrow_mut().execute(&stmt, &bind(&values))?)
+        Ok(self.client()?.execute(&stmt, &bind(&values))?)
     }
     fn query(
         &self,
@@ -281,7 +300,7 @@ impl Db for Postgres {
     ) -> Result<()> {
         let stmt = self.statement(sql)?;
         let values: Vec<Value> = params.iter().map(|p| p.value()).collect();
-        let rows = self.client.borrow_mut().query(&stmt, &bind(&values))?;
+        let rows = self.client()?.query(&stmt, &bind(&values))?;
         for row in &rows {
             each(&PgRow(row))?;
         }
@@ -298,6 +317,9 @@ impl Db for Postgres {
             pg: self,
             stmt: self.statement(sql)?,
         }))
+    }
+    fn bulk<'s>(&'s self, table: &str, columns: &[&str]) -> Result<Box<dyn Bulk + 's>> {
+        Ok(Box::new(copy::Copy::new(self, table, columns)?))
     }
     fn begin(&self) -> Result<()> {
         self.batch("BEGIN")

@@ -20,7 +20,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, params_from_iter};
 
 use super::Need;
-use super::sql::{Db, Dialect, Param, Row, Statement, Value};
+use super::sql::{Bulk, Db, Dialect, Param, Row, Statement, Value};
 
 /// An open SQLite database.
 pub struct Sqlite {
@@ -183,6 +183,20 @@ impl Statement for SqliteStatement<'_> {
     }
 }
 
+/// Rows inserted one statement at a time: SQLite is in this process, so a
+/// statement costs no round trip.
+struct SqliteBulk<'c>(rusqlite::CachedStatement<'c>);
+
+impl Bulk for SqliteBulk<'_> {
+    fn push(&mut self, row: &[&dyn Param]) -> Result<()> {
+        self.0.execute(params_from_iter(bind(row)))?;
+        Ok(())
+    }
+    fn finish(self: Box<Self>) -> Result<()> {
+        Ok(())
+    }
+}
+
 impl Db for Sqlite {
     fn dialect(&self) -> Dialect {
         Dialect::Sqlite
@@ -212,6 +226,15 @@ impl Db for Sqlite {
     }
     fn prepare<'s>(&'s self, sql: &str) -> Result<Box<dyn Statement + 's>> {
         Ok(Box::new(SqliteStatement(self.conn.prepare_cached(sql)?)))
+    }
+    fn bulk<'s>(&'s self, table: &str, columns: &[&str]) -> Result<Box<dyn Bulk + 's>> {
+        let marks: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+        let sql = format!(
+            "INSERT INTO {table} ({}) VALUES ({})",
+            columns.join(", "),
+            marks.join(", ")
+        );
+        Ok(Box::new(SqliteBulk(self.conn.prepare_cached(&sql)?)))
     }
     fn begin(&self) -> Result<()> {
         self.batch("BEGIN IMMEDIATE")
