@@ -295,7 +295,7 @@ pub fn gone(db: &dyn Db, processor: &str, before: Option<DateTime<Utc>>) -> Resu
     db.rows(
         "SELECT session_file FROM session_processor_state
          WHERE processor_name = ?1 AND status = 'gone'
-           AND (?2 IS NULL OR processed_at IS NULL OR processed_at < ?2)
+           AND (CAST(?2 AS TEXT) IS NULL OR processed_at IS NULL OR processed_at < ?2)
          ORDER BY session_file",
         args![processor, before.map(timestamp)],
         |r| r.get(0),

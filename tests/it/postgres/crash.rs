@@ -1,0 +1,108 @@
+//! kill -9 at random moments and at every failure point, on PostgreSQL:
+//! the rerun leaves the tables of one uninterrupted run.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use sessionpipe::store::Location;
+
+use super::{Cell, on, rows, run_on};
+use crate::util::Env;
+use crate::util::pg::Cluster;
+
+/// What a usage run leaves, for comparing an interrupted store with an
+/// uninterrupted one.
+const AFTER_A_RUN: &[&str] = &[
+    "SELECT * FROM usage_events ORDER BY session_file, id, event_type, occurred_at",
+    "SELECT * FROM usage_requests ORDER BY session_file, line",
+    "SELECT * FROM usage_session_summary ORDER BY session_file",
+    "SELECT session_file, file_hash, items_extracted, status FROM session_processor_state
+     WHERE processor_name = 'usage' ORDER BY session_file",
+];
+
+fn assert_same(reference: &Location, got: &Location, what: &str) {
+    for sql in AFTER_A_RUN {
+        let (a, b) = (rows(reference, sql), rows(got, sql));
+        assert!(!a.is_empty(), "{what}: {sql}: no rows");
+        assert_eq!(a, b, "{what}: {sql}");
+    }
+    let orphans = rows(
+        got,
+        "SELECT count(*) FROM session_processor_state p
+             LEFT JOIN usage_session_summary s USING (session_file)
+             WHERE p.processor_name = 'usage' AND p.status = 'ok' AND s.session_file IS NULL",
+    );
+    assert_eq!(
+        orphans,
+        [[Cell::Int(0)]],
+        "{what}: processed without outputs"
+    );
+}
+
+#[test]
+fn kill_9_at_random_moments_and_at_every_failure_point_recovers_exactly_on_postgres() {
+    let cluster = Cluster::start();
+    let env = Env::new();
+    env.fixture_corpus();
+    let reference = cluster.database("reference");
+    let started = std::time::Instant::now();
+    run_on(&env, &reference, &["usage"]);
+    let span = started.elapsed().as_micros().max(1000) as u64;
+    let reference = Location::Server(reference);
+    let rerun = |address: &str, what: &str| {
+        // The server lets go of a killed run's lock as it sees the
+        // connection close: a moment, waited for.
+        let out = on(&env, address)
+            .args(["run", "usage", "--wait", "20s"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{what}: rerun: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_same(&reference, &Location::Server(address.to_owned()), what);
+    };
+    let mut seed: u64 = 0x5eed;
+    let mut killed_mid_run = 0;
+    for round in 0..30 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let delay = Duration::from_micros((seed >> 33) % span);
+        let address = cluster.database(&format!("kill{round}"));
+        let mut child = env
+            .std_cmd_on(Path::new(&address))
+            .args(["run", "usage"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        child.kill().unwrap();
+        if child.wait().unwrap().code().is_none() {
+            killed_mid_run += 1;
+        }
+        rerun(&address, &format!("kill round {round} after {delay:?}"));
+    }
+    assert!(
+        killed_mid_run >= 10,
+        "only {killed_mid_run} of 30 kills landed mid-run"
+    );
+    for point in [
+        "after-attempt:9",
+        "in-processor:9",
+        "before-commit:9",
+        "during-commit:1",
+    ] {
+        let address = cluster.database(&format!("at_{}", point.replace([':', '-'], "_")));
+        let out = on(&env, &address)
+            .env("SESSIONPIPE_FAILPOINT", point)
+            .args(["run", "usage"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), None, "{point} did not crash the run");
+        rerun(&address, point);
+    }
+}

@@ -1,0 +1,195 @@
+//! What crosses hosts: the advisory lock, shards, addresses and passwords.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use super::{on, run_on};
+use crate::util::pg::Cluster;
+use crate::util::{Env, n};
+
+#[test]
+fn a_run_holding_the_advisory_lock_makes_another_busy_until_it_ends() {
+    let cluster = Cluster::start();
+    let address = cluster.database("locks");
+    let env = Env::new();
+    env.session("u/a.jsonl", crate::util::LINE);
+    let marker = env.path("inside");
+    let release = env.path("release");
+    env.processors(&[(
+        "slow",
+        &format!(
+            "touch '{}'; while [ ! -e '{}' ]; do sleep 0.05; done",
+            marker.display(),
+            release.display()
+        ),
+    )]);
+    let holder = env
+        .std_cmd_on(Path::new(&address))
+        .args(["run", "slow"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    while !marker.exists() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    on(&env, &address)
+        .args(["run", "slow"])
+        .assert()
+        .code(75)
+        .stderr("sessionpipe: slow: another run holds the lock\n");
+    let out = on(&env, &address)
+        .args(["state", "slow", "--json"])
+        .output()
+        .unwrap();
+    let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(state[0]["last_run"]["status"], "running");
+    let waiter = env
+        .std_cmd_on(Path::new(&address))
+        .args(["run", "slow", "--wait", "20s", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&release, "").unwrap();
+    let first = holder.wait_with_output().unwrap();
+    assert!(first.status.success());
+    let second = waiter.wait_with_output().unwrap();
+    assert!(second.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    // The holder processed the session; the waiter found it done.
+    assert_eq!(n(&report, "processed"), 0);
+    assert_eq!(
+        cluster.psql(
+            "locks",
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+        ),
+        "0\n"
+    );
+}
+
+#[test]
+fn an_unreachable_server_is_74_and_the_password_is_never_shown() {
+    let env = Env::new();
+    env.session("u/a.jsonl", crate::util::LINE);
+    let dir = tempfile::tempdir().unwrap();
+    let address = format!(
+        "postgresql://ann:s3cret@{}:5/none?sslmode=disable",
+        dir.path().to_str().unwrap().replace('/', "%2F")
+    );
+    let out = on(&env, &address).args(["run", "usage"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(74));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot connect to postgresql://ann@"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+    // A mode the store cannot honour is a configuration error, said as such.
+    let out = on(&env, "postgresql://h/d?sslmode=verify-ca")
+        .args(["state"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(74));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sslmode=verify-ca"));
+}
+
+#[test]
+fn two_hosts_running_shards_one_and_two_process_every_session_once() {
+    let cluster = Cluster::start();
+    let address = cluster.database("shards");
+    let env = Env::new();
+    for u in 0..24 {
+        env.session(&format!("user{u}/s.jsonl"), crate::util::LINE);
+    }
+    // Slow enough that the runs overlap.
+    env.processors(&[("tally", &env.recorder("sleep 0.1"))]);
+    // Each "host" has a temporary folder of its own: only the server is
+    // shared, as between machines.
+    let host = |shard: &str, tmp: &Path| {
+        let mut cmd = env.std_cmd_on(Path::new(&address));
+        cmd.env("TMPDIR", tmp)
+            .args(["run", "tally", "--json", "--shard", shard])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    };
+    let (a, b, c) = (env.path("host-a"), env.path("host-b"), env.path("host-c"));
+    for dir in [&a, &b, &c] {
+        std::fs::create_dir(dir).unwrap();
+    }
+    let one = host("1/2", &a).spawn().unwrap();
+    let two = host("2/2", &b).spawn().unwrap();
+    // A third host on shard 1 while the first holds it: busy.
+    let in_shard_one =
+        |call: &String| sessionpipe::shard::of(call.split('/').next().unwrap(), 2) == 1;
+    while !env.calls().iter().any(in_shard_one) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let again = host("1/2", &c).output().unwrap();
+    assert_eq!(
+        again.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    // The whole processor, unsharded, is busy too while shards run.
+    on(&env, &address).args(["run", "tally"]).assert().code(75);
+    let mut processed = 0;
+    for child in [one, two] {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(n(&report, "processed") > 0, "a shard did nothing: {report}");
+        processed += n(&report, "processed");
+    }
+    assert_eq!(processed, 24);
+    let mut calls: Vec<String> = env
+        .calls()
+        .iter()
+        .map(|c| c.split(' ').next().unwrap().to_owned())
+        .collect();
+    calls.sort();
+    let expected: Vec<String> = {
+        let mut all: Vec<String> = (0..24).map(|u| format!("user{u}/s.jsonl")).collect();
+        all.sort();
+        all
+    };
+    assert_eq!(calls, expected, "each session exactly once");
+    // Every session is done: nothing left for the whole processor, and the
+    // shards did not mark each other's files gone.
+    let report = run_on(&env, &address, &["tally"]);
+    assert_eq!(n(&report, "processed"), 0);
+    assert_eq!(
+        cluster.psql(
+            "shards",
+            "SELECT status, count(*) FROM session_processor_state GROUP BY status"
+        ),
+        "ok|24\n"
+    );
+}
+
+#[test]
+fn shards_are_refused_on_sqlite_and_bad_shards_are_usage_errors() {
+    let env = Env::new();
+    env.session("u/a.jsonl", crate::util::LINE);
+    env.cmd()
+        .args(["run", "usage", "--shard", "1/2"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains(
+            "--shard needs a PostgreSQL database",
+        ));
+    for bad in ["0/2", "3/2", "1/0", "x", "1/99999"] {
+        env.cmd()
+            .args(["run", "usage", "--shard", bad])
+            .assert()
+            .code(2)
+            .stderr(predicates::str::contains("K/N"));
+    }
+}
