@@ -55,6 +55,9 @@ pub struct Config {
     pub verification: VerificationSettings,
     /// How long to wait for another writer of the database.
     pub busy_timeout: Duration,
+    /// The name this data dir's rows carry in a database that hosts with
+    /// data dirs of their own share (`source`); `""` for none.
+    pub source: String,
     /// How long a file must be quiet for a final line without a newline to
     /// count as a line.
     pub fragment_settle: Duration,
@@ -120,6 +123,7 @@ struct FileConfig {
     db: Option<PathBuf>,
     #[serde(default, deserialize_with = "duration::de_opt")]
     busy_timeout: Option<Duration>,
+    source: Option<String>,
     #[serde(default, deserialize_with = "duration::de_opt")]
     fragment_settle: Option<Duration>,
     #[serde(default)]
@@ -302,6 +306,7 @@ impl Config {
                 .busy_timeout
                 .unwrap_or(crate::store::DEFAULT_BUSY_TIMEOUT),
             fragment_settle: file.fragment_settle.unwrap_or(DEFAULT_FRAGMENT_SETTLE),
+            source: source_name(file.source)?,
             credentials,
             secrets,
             path: env.os(env::PATH).cloned(),
@@ -378,6 +383,26 @@ fn exec_spec(name: String, p: FileExec) -> Result<ExecSpec> {
         timeout: p.timeout,
         env: p.env,
     })
+}
+
+/// `source`: at most 64 letters, digits, '.', '-' or '_' (it is in every
+/// key, and in the names dashboards filter by).
+fn source_name(source: Option<String>) -> Result<String> {
+    let Some(name) = source else {
+        return Ok(String::new());
+    };
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if !ok {
+        return Err(exit::fail(
+            exit::CONFIG,
+            format!("config: source {name:?} must be 1 to 64 letters, digits, '.', '-' or '_'"),
+        ));
+    }
+    Ok(name)
 }
 
 fn validate_name(name: &str) -> Result<()> {

@@ -87,6 +87,8 @@ CONFIGURATION:
   data_dir = \"/data/user_sessions\"    session files, <key>/*.jsonl
   db = \"/var/lib/sessionpipe/state.db\"
   busy_timeout = \"30s\"                wait for another database writer
+  source = \"eu-1\"                     this data dir's name in a shared
+                                      PostgreSQL database (default none)
   fragment_settle = \"10m\"             quiet this long, a last line without a
                                       newline counts (if it is whole JSON)
   [usage]

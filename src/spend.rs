@@ -107,7 +107,7 @@ pub fn spend(db: &dyn Db, q: &Query) -> anyhow::Result<Spend> {
                 r.output_tokens, r.cache_creation_tokens, r.cache_read_tokens, r.cost_usd,
                 s.project
          FROM usage_request_costs AS r
-         LEFT JOIN usage_file_summary AS s USING (session_file)
+         LEFT JOIN usage_file_summary AS s USING (source, session_file)
          WHERE CAST(?1 AS TEXT) IS NULL
             OR (r.session_file >= CAST(?1 AS TEXT) || '/'
                 AND r.session_file < CAST(?1 AS TEXT) || '0')

@@ -22,7 +22,7 @@ pub fn migrate(args: &MigrateArgs, config: &Config, printer: &Printer) -> Result
             ))?;
             return Ok(exit::SUCCESS);
         }
-        let store = Store::open(&config.db, Need::Any, config.busy_timeout)?;
+        let store = Store::for_config(config, Need::Any)?;
         let current = store.schema_version()?;
         let target = store.target_version();
         printer.out(format_args!(
@@ -37,7 +37,7 @@ pub fn migrate(args: &MigrateArgs, config: &Config, printer: &Printer) -> Result
         }
         return Ok(exit::SUCCESS);
     }
-    let mut store = Store::open(&config.db, Need::Any, config.busy_timeout)?;
+    let mut store = Store::for_config(config, Need::Any)?;
     let done = store.migrate()?;
     let target = store.target_version();
     if done.is_empty() {
@@ -60,7 +60,7 @@ fn copy_from(from: &std::path::Path, config: &Config, printer: &Printer) -> Resu
         ));
     }
     let source = crate::store::copy::open_source(from, config.busy_timeout)?;
-    let target = Store::open(&config.db, Need::Current, config.busy_timeout)?;
+    let target = Store::for_config(config, Need::Current)?;
     for (table, rows) in crate::store::copy::copy(&source, &target, &config.db)? {
         printer.out(format_args!("copied {rows} rows of {table}"))?;
     }

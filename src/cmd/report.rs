@@ -21,7 +21,7 @@ pub fn report(args: &ReportArgs, config: &Config, printer: &Printer) -> Result<i
         ));
     }
     let store = if config.db.exists() {
-        Store::open(&config.db, Need::Current, config.busy_timeout)?
+        Store::for_config(config, Need::Current)?
     } else {
         printer.warn(format_args!(
             "no database at {}: no run has used it yet",

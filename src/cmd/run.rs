@@ -107,7 +107,7 @@ fn open<'s>(slot: &'s mut Option<Store>, args: &RunArgs, config: &Config) -> Res
     let store = match slot.take() {
         Some(store) => store,
         None if args.dry_run && !config.db.exists() => Store::in_memory()?,
-        None => Store::open(&config.db, Need::Current, config.busy_timeout)?,
+        None => Store::for_config(config, Need::Current)?,
     };
     Ok(slot.insert(store))
 }

@@ -104,6 +104,17 @@ impl Store {
         Ok(Store { engine })
     }
 
+    /// The store `config` names, serving its source.
+    pub fn for_config(config: &crate::config::Config, need: Need) -> Result<Store> {
+        let mut store = Store::open(&config.db, need, config.busy_timeout)?;
+        let source = config.source.clone();
+        match &mut store.engine {
+            Engine::Sqlite(s) => s.source = source,
+            Engine::Postgres(p) => p.source = source,
+        }
+        Ok(store)
+    }
+
     /// An empty database in memory at the current schema, for read-only
     /// commands run before any database exists.
     pub fn in_memory() -> Result<Store> {

@@ -15,8 +15,14 @@ use crate::report::Report;
 /// can tell a run still going from one that died).
 pub fn start(db: &dyn Db, processor: &str, started_at: DateTime<Utc>) -> Result<i64> {
     db.one(
-        "INSERT INTO runs (processor_name, started_at, pid) VALUES (?1, ?2, ?3) RETURNING id",
-        args![processor, timestamp(started_at), std::process::id()],
+        "INSERT INTO runs (processor_name, started_at, pid, source) VALUES (?1, ?2, ?3, ?4)
+         RETURNING id",
+        args![
+            processor,
+            timestamp(started_at),
+            std::process::id(),
+            db.source()
+        ],
     )
 }
 
@@ -69,18 +75,19 @@ const KEPT_RUNS: i64 = 10_080;
 /// Forgets the runs (and their errors) beyond the last [`KEPT_RUNS`].
 fn prune(db: &dyn Db, processor: &str) -> Result<()> {
     let oldest_kept: Option<i64> = db.one(
-        "SELECT id FROM runs WHERE processor_name = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2",
-        args![processor, KEPT_RUNS - 1],
+        "SELECT id FROM runs WHERE source = ?3 AND processor_name = ?1
+         ORDER BY id DESC LIMIT 1 OFFSET ?2",
+        args![processor, KEPT_RUNS - 1, db.source()],
     )?;
     if let Some(id) = oldest_kept {
         db.execute(
             "DELETE FROM run_errors WHERE run_id IN
-                 (SELECT id FROM runs WHERE processor_name = ?1 AND id < ?2)",
-            args![processor, id],
+                 (SELECT id FROM runs WHERE source = ?3 AND processor_name = ?1 AND id < ?2)",
+            args![processor, id, db.source()],
         )?;
         db.execute(
-            "DELETE FROM runs WHERE processor_name = ?1 AND id < ?2",
-            args![processor, id],
+            "DELETE FROM runs WHERE source = ?3 AND processor_name = ?1 AND id < ?2",
+            args![processor, id, db.source()],
         )?;
     }
     Ok(())
@@ -90,10 +97,11 @@ fn prune(db: &dyn Db, processor: &str) -> Result<()> {
 pub fn last_errors(db: &dyn Db, processor: &str) -> Result<Vec<(String, String)>> {
     db.rows(
         "SELECT session_file, error FROM run_errors WHERE run_id = (
-             SELECT id FROM runs WHERE processor_name = ?1 AND finished_at IS NOT NULL
+             SELECT id FROM runs WHERE source = ?2 AND processor_name = ?1
+                 AND finished_at IS NOT NULL
              ORDER BY started_at DESC LIMIT 1)
          ORDER BY session_file, error",
-        args![processor],
+        args![processor, db.source()],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )
 }
@@ -148,10 +156,10 @@ fn last_run_from(r: &dyn Row) -> Result<LastRun> {
 pub fn last(db: &dyn Db, processor: &str) -> Result<Option<LastRun>> {
     db.row(
         &format!(
-            "SELECT {LAST_RUN_COLUMNS} FROM runs WHERE processor_name = ?1
+            "SELECT {LAST_RUN_COLUMNS} FROM runs WHERE source = ?2 AND processor_name = ?1
              ORDER BY id DESC LIMIT 1"
         ),
-        args![processor],
+        args![processor, db.source()],
         last_run_from,
     )
 }
@@ -160,8 +168,8 @@ pub fn last(db: &dyn Db, processor: &str) -> Result<Option<LastRun>> {
 pub fn processed_since(db: &dyn Db, processor: &str, since: DateTime<Utc>) -> Result<u64> {
     let n: i64 = db.one(
         "SELECT CAST(coalesce(sum(processed), 0) AS BIGINT) FROM runs
-         WHERE processor_name = ?1 AND started_at >= ?2",
-        args![processor, timestamp(since)],
+         WHERE source = ?3 AND processor_name = ?1 AND started_at >= ?2",
+        args![processor, timestamp(since), db.source()],
     )?;
     Ok(u64::try_from(n).unwrap_or(0))
 }
@@ -179,8 +187,8 @@ pub fn last_started(db: &dyn Db, processor: &str) -> Result<Option<DateTime<Utc>
 /// The latest time in one of the runs table's timestamp columns.
 fn latest(db: &dyn Db, processor: &str, column: &str) -> Result<Option<DateTime<Utc>>> {
     let text: Option<String> = db.one(
-        &format!("SELECT max({column}) FROM runs WHERE processor_name = ?1"),
-        args![processor],
+        &format!("SELECT max({column}) FROM runs WHERE source = ?2 AND processor_name = ?1"),
+        args![processor, db.source()],
     )?;
     Ok(text.as_deref().and_then(parse_timestamp))
 }

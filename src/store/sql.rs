@@ -203,6 +203,9 @@ pub trait Bulk {
 /// A database of either engine.
 pub trait Db {
     fn dialect(&self) -> Dialect;
+    /// The source this store writes and reads the rows of (`source` in the
+    /// config, `""` for none): every key has it.
+    fn source(&self) -> &str;
     /// Runs one statement; returns the rows it changed.
     fn execute(&self, sql: &str, params: &[&dyn Param]) -> Result<u64>;
     /// Runs one query, handing each row to `each`.

@@ -24,8 +24,8 @@ pub fn load(db: &dyn Db, processor: &str) -> Result<HashMap<String, Row>> {
         "SELECT session_file, status, processor_version, file_hash, file_size, mtime_ns,
                 ctime_ns, inode, read_racy, attempts, attempt_hash, next_attempt_at,
                 bytes_processed, first_seen_at, waiting_since
-         FROM session_processor_state WHERE processor_name = ?1",
-        args![processor],
+         FROM session_processor_state WHERE source = ?2 AND processor_name = ?1",
+        args![processor, db.source()],
         &mut |r| {
             let (name, row) = from_row(r)?;
             map.insert(name, row);
@@ -78,8 +78,8 @@ fn from_row(r: &dyn SqlRow) -> Result<(String, Row)> {
 /// How many rows a processor has.
 fn count(db: &dyn Db, processor: &str) -> Result<usize> {
     let n: i64 = db.one(
-        "SELECT count(*) FROM session_processor_state WHERE processor_name = ?1",
-        args![processor],
+        "SELECT count(*) FROM session_processor_state WHERE source = ?2 AND processor_name = ?1",
+        args![processor, db.source()],
     )?;
     Ok(usize::try_from(n).unwrap_or(0))
 }
@@ -98,8 +98,8 @@ const READ_RACY: i64 = 1;
 const READ_SETTLING: i64 = 2;
 
 /// Runs a statement on one row: `?1`-`?3` are the row's processor, session
-/// file and user, then come `values`, and the last five are the stat tuple
-/// (size, mtime, ctime, inode, racy). Size and inode are stored bit for bit
+/// file and user, then come `values`, then five of the stat tuple (size,
+/// mtime, ctime, inode, racy), and last the store's source. Size and inode are stored bit for bit
 /// (`as` both ways), so even values above `i64::MAX` compare exactly.
 fn write_row(db: &dyn Db, sql: &str, id: RowId, values: &[&dyn Param], seen: &Seen) -> Result<()> {
     let stat = [
@@ -113,6 +113,8 @@ fn write_row(db: &dyn Db, sql: &str, id: RowId, values: &[&dyn Param], seen: &Se
     all.extend(stat.iter().map(|v| v as &dyn Param));
     let flags = i64::from(seen.racy) * READ_RACY + i64::from(seen.settling) * READ_SETTLING;
     all.push(&flags);
+    let source = db.source();
+    all.push(&source);
     db.execute(sql, &all)?;
     Ok(())
 }
@@ -134,9 +136,10 @@ pub fn record_attempt(
         db,
         "INSERT INTO session_processor_state (processor_name, session_file, username, status,
              attempts, attempt_hash, file_size, mtime_ns, ctime_ns, inode, read_racy,
-             first_seen_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-         ON CONFLICT (processor_name, session_file) DO UPDATE SET
+             first_seen_at, source)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+             ?12)
+         ON CONFLICT (source, processor_name, session_file) DO UPDATE SET
              status = ?4, attempts = ?5, attempt_hash = ?6, file_size = ?7,
              mtime_ns = ?8, ctime_ns = ?9, inode = ?10, read_racy = ?11",
         id,
@@ -161,10 +164,10 @@ pub fn record_success(db: &dyn Db, id: RowId, s: &Success) -> Result<()> {
         "INSERT INTO session_processor_state (processor_name, session_file, username, processed_at,
              items_extracted, file_hash, bytes_processed, processor_version, file_size,
              mtime_ns, ctime_ns, inode, read_racy, status, attempts, attempt_hash,
-             last_error, next_attempt_at, first_seen_at, waiting_since)
+             last_error, next_attempt_at, first_seen_at, waiting_since, source)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'ok', 0, NULL, NULL, NULL,
-             strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), NULL)
-         ON CONFLICT (processor_name, session_file) DO UPDATE SET
+             strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), NULL, ?14)
+         ON CONFLICT (source, processor_name, session_file) DO UPDATE SET
              username = ?3, processed_at = ?4, items_extracted = ?5, file_hash = ?6,
              bytes_processed = ?7, processor_version = ?8, file_size = ?9, mtime_ns = ?10,
              ctime_ns = ?11, inode = ?12, read_racy = ?13, status = 'ok', attempts = 0,
@@ -205,9 +208,10 @@ pub fn record_failure(db: &dyn Db, id: RowId, f: &Failure) -> Result<()> {
         db,
         "INSERT INTO session_processor_state (processor_name, session_file, username, status,
              attempts, attempt_hash, last_error, next_attempt_at, file_size, mtime_ns,
-             ctime_ns, inode, read_racy, first_seen_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-         ON CONFLICT (processor_name, session_file) DO UPDATE SET
+             ctime_ns, inode, read_racy, first_seen_at, source)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+             ?14)
+         ON CONFLICT (source, processor_name, session_file) DO UPDATE SET
              status = ?4, attempts = ?5, attempt_hash = ?6, last_error = ?7,
              next_attempt_at = ?8, file_size = ?9, mtime_ns = ?10, ctime_ns = ?11,
              inode = ?12, read_racy = ?13, waiting_since = NULL",
@@ -232,7 +236,7 @@ pub fn refresh_stat(db: &dyn Db, id: RowId, seen: &Seen) -> Result<()> {
         "UPDATE session_processor_state SET username = ?3, file_size = ?4, mtime_ns = ?5,
              ctime_ns = ?6, inode = ?7, read_racy = ?8, waiting_since = NULL,
              status = CASE status WHEN 'gone' THEN 'ok' ELSE status END
-         WHERE processor_name = ?1 AND session_file = ?2",
+         WHERE source = ?9 AND processor_name = ?1 AND session_file = ?2",
         id,
         &[],
         seen,
@@ -245,11 +249,11 @@ pub fn refresh_stat(db: &dyn Db, id: RowId, seen: &Seen) -> Result<()> {
 pub fn note_seen(db: &dyn Db, processor: &str, files: &[(&str, &str)]) -> Result<()> {
     let mut stmt = db.prepare(&format!(
         "INSERT OR IGNORE INTO session_processor_state (processor_name, session_file, username, status,
-             first_seen_at)
-         VALUES (?1, ?2, ?3, 'pending', {NOW})"
+             first_seen_at, source)
+         VALUES (?1, ?2, ?3, 'pending', {NOW}, ?4)"
     ))?;
     for (file, user) in files {
-        stmt.execute(args![processor, file, user])?;
+        stmt.execute(args![processor, file, user, db.source()])?;
     }
     Ok(())
 }
@@ -260,10 +264,11 @@ pub fn note_seen(db: &dyn Db, processor: &str, files: &[(&str, &str)]) -> Result
 pub fn note_waiting(db: &dyn Db, processor: &str, files: &[&str]) -> Result<()> {
     let mut stmt = db.prepare(&format!(
         "UPDATE session_processor_state SET waiting_since = {NOW}
-         WHERE processor_name = ?1 AND session_file = ?2 AND waiting_since IS NULL"
+         WHERE source = ?3 AND processor_name = ?1 AND session_file = ?2
+           AND waiting_since IS NULL"
     ))?;
     for file in files {
-        stmt.execute(args![processor, file])?;
+        stmt.execute(args![processor, file, db.source()])?;
     }
     Ok(())
 }
@@ -272,10 +277,10 @@ pub fn note_waiting(db: &dyn Db, processor: &str, files: &[&str]) -> Result<()> 
 pub fn mark_gone(db: &dyn Db, processor: &str, files: &[&str]) -> Result<()> {
     let mut stmt = db.prepare(
         "UPDATE session_processor_state SET status = 'gone'
-         WHERE processor_name = ?1 AND session_file = ?2",
+         WHERE source = ?3 AND processor_name = ?1 AND session_file = ?2",
     )?;
     for file in files {
-        stmt.execute(args![processor, file])?;
+        stmt.execute(args![processor, file, db.source()])?;
     }
     Ok(())
 }
@@ -283,8 +288,9 @@ pub fn mark_gone(db: &dyn Db, processor: &str, files: &[&str]) -> Result<()> {
 /// Removes one row (its outputs are the processor's to remove).
 pub fn delete(db: &dyn Db, processor: &str, session_file: &str) -> Result<()> {
     db.execute(
-        "DELETE FROM session_processor_state WHERE processor_name = ?1 AND session_file = ?2",
-        args![processor, session_file],
+        "DELETE FROM session_processor_state
+         WHERE source = ?3 AND processor_name = ?1 AND session_file = ?2",
+        args![processor, session_file, db.source()],
     )?;
     Ok(())
 }
@@ -294,10 +300,10 @@ pub fn delete(db: &dyn Db, processor: &str, session_file: &str) -> Result<()> {
 pub fn gone(db: &dyn Db, processor: &str, before: Option<DateTime<Utc>>) -> Result<Vec<String>> {
     db.rows(
         "SELECT session_file FROM session_processor_state
-         WHERE processor_name = ?1 AND status = 'gone'
+         WHERE source = ?3 AND processor_name = ?1 AND status = 'gone'
            AND (CAST(?2 AS TEXT) IS NULL OR processed_at IS NULL OR processed_at < ?2)
          ORDER BY session_file",
-        args![processor, before.map(timestamp)],
+        args![processor, before.map(timestamp), db.source()],
         |r| r.get(0),
     )
 }
@@ -319,23 +325,23 @@ pub enum Requeue<'a> {
 pub fn requeue(db: &dyn Db, processor: &str, which: Requeue) -> Result<u64> {
     const SET: &str = "UPDATE session_processor_state SET status = 'pending', attempts = 0,
         attempt_hash = NULL, next_attempt_at = NULL, file_size = NULL
-        WHERE processor_name = ?1";
+        WHERE source = ?2 AND processor_name = ?1";
     let tx = db.transaction()?;
     let n = match which {
         Requeue::Failed => tx.execute(
             &format!("{SET} AND status IN ({FAILING}, 'quarantined')"),
-            args![processor],
+            args![processor, db.source()],
         )?,
         Requeue::Quarantined => tx.execute(
             &format!("{SET} AND status = 'quarantined'"),
-            args![processor],
+            args![processor, db.source()],
         )?,
         Requeue::Files(files) => {
             let mut n = 0;
             for file in files {
                 n += tx.execute(
-                    &format!("{SET} AND session_file = ?2"),
-                    args![processor, file],
+                    &format!("{SET} AND session_file = ?3"),
+                    args![processor, db.source(), file],
                 )?;
             }
             n
@@ -350,8 +356,9 @@ pub fn requeue(db: &dyn Db, processor: &str, which: Requeue) -> Result<u64> {
 /// `state prune` removes them, rows and outputs together.
 pub fn reset(db: &dyn Db, processor: &str) -> Result<u64> {
     db.execute(
-        "DELETE FROM session_processor_state WHERE processor_name = ?1 AND status != 'gone'",
-        args![processor],
+        "DELETE FROM session_processor_state
+         WHERE source = ?2 AND processor_name = ?1 AND status != 'gone'",
+        args![processor, db.source()],
     )
 }
 
@@ -375,9 +382,9 @@ pub fn counts(db: &dyn Db, processor: &str) -> Result<Counts> {
                 count(*) FILTER (WHERE status = 'quarantined'),
                 count(*) FILTER (WHERE status = 'gone'),
                 max(processed_at)
-             FROM session_processor_state WHERE processor_name = ?1"
+             FROM session_processor_state WHERE source = ?2 AND processor_name = ?1"
         ),
-        args![processor],
+        args![processor, db.source()],
         |r| {
             let count = |i: usize| -> Result<u64> {
                 Ok(u64::try_from(r.get::<Option<i64>>(i)?.unwrap_or(0)).unwrap_or(0))
@@ -410,10 +417,10 @@ pub fn failed(db: &dyn Db, processor: &str) -> Result<Vec<FailedRow>> {
         &format!(
             "SELECT session_file, status, attempts, last_error, next_attempt_at
          FROM session_processor_state
-         WHERE processor_name = ?1 AND status IN ({FAILING}, 'quarantined')
+         WHERE source = ?2 AND processor_name = ?1 AND status IN ({FAILING}, 'quarantined')
          ORDER BY session_file"
         ),
-        args![processor],
+        args![processor, db.source()],
         |r| {
             Ok(FailedRow {
                 session_file: r.get(0)?,
@@ -433,8 +440,9 @@ pub fn one(
     session_file: &str,
 ) -> Result<Option<serde_json::Map<String, serde_json::Value>>> {
     db.row(
-        "SELECT * FROM session_processor_state WHERE processor_name = ?1 AND session_file = ?2",
-        args![processor, session_file],
+        "SELECT * FROM session_processor_state
+         WHERE source = ?3 AND processor_name = ?1 AND session_file = ?2",
+        args![processor, session_file, db.source()],
         |r| {
             let mut map = serde_json::Map::new();
             for i in 0..r.len() {

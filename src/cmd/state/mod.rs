@@ -41,7 +41,7 @@ pub fn state(args: &StateArgs, config: &Config, printer: &Printer) -> Result<i32
         ));
         Store::in_memory()?
     } else {
-        Store::open(&config.db, Need::Current, config.busy_timeout)?
+        Store::for_config(config, Need::Current)?
     };
     if args.failed {
         return failed(&store, &chosen, args.json, printer);
@@ -168,7 +168,7 @@ fn act(
     match action {
         StateAction::Requeue(r) => {
             let p = super::find(all, &r.processor)?;
-            let store = Store::open(&config.db, Need::Current, config.busy_timeout)?;
+            let store = Store::for_config(config, Need::Current)?;
             let which = if r.failed {
                 Requeue::Failed
             } else if r.quarantined {
@@ -197,7 +197,7 @@ fn act(
         }
         StateAction::Prune(r) => {
             let p = super::find(all, &r.processor)?;
-            let store = Store::open(&config.db, Need::Current, config.busy_timeout)?;
+            let store = Store::for_config(config, Need::Current)?;
             // Older than the calendar reaches: only rows never processed.
             let before = r.older_than.map(|d| {
                 chrono::Duration::from_std(d)
@@ -211,7 +211,7 @@ fn act(
         }
         StateAction::Reset(r) => {
             let p = super::find(all, &r.processor)?;
-            let store = Store::open(&config.db, Need::Current, config.busy_timeout)?;
+            let store = Store::for_config(config, Need::Current)?;
             let n = rows::reset(store.db(), p.name())?;
             printer.out(format_args!(
                 "{}: forgot {n} sessions; the next runs reprocess everything",

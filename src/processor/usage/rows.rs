@@ -248,8 +248,8 @@ pub(super) fn apply_identities(
         Dialect::Postgres => "split_part(session_file, '/', 1)",
     };
     let folders: Vec<String> = tx.rows(
-        &format!("SELECT DISTINCT {folder} FROM usage_session_summary"),
-        &[],
+        &format!("SELECT DISTINCT {folder} FROM usage_session_summary WHERE source = ?1"),
+        args![tx.source()],
         |r| r.get(0),
     )?;
     for folder in folders {
@@ -267,24 +267,24 @@ pub(super) fn apply_identities(
                     "UPDATE {table} SET username = ?2
                      WHERE session_file >= CAST(?1 AS TEXT) || '/'
                        AND session_file < CAST(?1 AS TEXT) || '0'
-                       AND username != ?2"
+                       AND username != ?2 AND source = ?3"
                 ),
-                args![folder, name],
+                args![folder, name, tx.source()],
             )?;
         }
     }
     tx.commit()
 }
 
-/// A file's summary row; `?1` is its name.
+/// A file's summary row; `?1` is its name, `?30` the source.
 const FILE_SUMMARY: &str = "INSERT INTO usage_file_summary (session, session_file, session_id,
      username, started_at, ended_at, wall_seconds, active_seconds, user_prompts,
      assistant_messages, tool_calls, tool_errors, skill_invocations, subagent_dispatches,
      mcp_calls, slash_commands, distinct_tools, distinct_skills, primary_model, models,
      input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, malformed_lines,
-     processor_version, project, claude_version, git_branch)
+     processor_version, project, claude_version, git_branch, source)
      VALUES (?29, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-         ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)";
+         ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?30)";
 
 /// [`clear`] and [`FILE_SUMMARY`] as one PostgreSQL statement: the events
 /// and requests go, and the summary row is replaced in place.
@@ -298,14 +298,14 @@ fn clear_and_upsert_pg() -> &'static str {
         let columns: Vec<&str> = list
             .split(',')
             .map(str::trim)
-            .filter(|c| *c != "session_file")
+            .filter(|c| !matches!(*c, "session_file" | "source"))
             .collect();
         let excluded: Vec<String> = columns.iter().map(|c| format!("excluded.{c}")).collect();
         format!(
-            "WITH e AS (DELETE FROM usage_events WHERE session_file = ?1),
-                  r AS (DELETE FROM usage_requests WHERE session_file = ?1)
+            "WITH e AS (DELETE FROM usage_events WHERE source = ?30 AND session_file = ?1),
+                  r AS (DELETE FROM usage_requests WHERE source = ?30 AND session_file = ?1)
              {FILE_SUMMARY}
-             ON CONFLICT (session_file) DO UPDATE SET ({}) = ROW({})",
+             ON CONFLICT (source, session_file) DO UPDATE SET ({}) = ROW({})",
             columns.join(", "),
             excluded.join(", ")
         )
@@ -319,17 +319,17 @@ fn clear(db: &dyn Db, session_file: &str) -> Result<()> {
         Dialect::Sqlite => {
             for table in ["usage_events", "usage_requests", "usage_file_summary"] {
                 db.execute(
-                    &format!("DELETE FROM {table} WHERE session_file = ?1"),
-                    args![session_file],
+                    &format!("DELETE FROM {table} WHERE source = ?2 AND session_file = ?1"),
+                    args![session_file, db.source()],
                 )?;
             }
         }
         Dialect::Postgres => {
             db.execute(
-                "WITH e AS (DELETE FROM usage_events WHERE session_file = ?1),
-                      r AS (DELETE FROM usage_requests WHERE session_file = ?1)
-                 DELETE FROM usage_file_summary WHERE session_file = ?1",
-                args![session_file],
+                "WITH e AS (DELETE FROM usage_events WHERE source = ?2 AND session_file = ?1),
+                      r AS (DELETE FROM usage_requests WHERE source = ?2 AND session_file = ?1)
+                 DELETE FROM usage_file_summary WHERE source = ?2 AND session_file = ?1",
+                args![session_file, db.source()],
             )?;
         }
     }
@@ -388,7 +388,8 @@ impl Rows {
                 e.is_sidechain,
                 e.occurred_ms.map(format_ms),
                 VERSION,
-                agent
+                agent,
+                db.source()
             ])
         })?;
         insert.finish()
@@ -416,7 +417,8 @@ impl Rows {
                 q.is_fast,
                 VERSION,
                 agent,
-                q.key
+                q.key,
+                db.source()
             ])
         })?;
         insert.finish()
@@ -458,7 +460,8 @@ impl Rows {
                 s.project,
                 s.claude_version,
                 s.git_branch,
-                session
+                session,
+                db.source()
             ],
         )?;
         Ok(())
@@ -467,7 +470,7 @@ impl Rows {
 
 /// The `usage_events` columns a session's events are written to, in the
 /// order [`Rows::write_events`] gives them.
-const EVENT_COLUMNS: [&str; 18] = [
+const EVENT_COLUMNS: [&str; 19] = [
     "id",
     "session_id",
     "session_file",
@@ -486,11 +489,12 @@ const EVENT_COLUMNS: [&str; 18] = [
     "occurred_at",
     "processor_version",
     "agent_id",
+    "source",
 ];
 
 /// The `usage_requests` columns, in the order [`Rows::write_requests`]
 /// gives them.
-const REQUEST_COLUMNS: [&str; 17] = [
+const REQUEST_COLUMNS: [&str; 18] = [
     "session_file",
     "line",
     "session_id",
@@ -508,6 +512,7 @@ const REQUEST_COLUMNS: [&str; 17] = [
     "processor_version",
     "agent_id",
     "request_key",
+    "source",
 ];
 
 /// The agent a subagent transcript's name gives

@@ -54,8 +54,9 @@ fn counted(d: Dialect, col: &str) -> String {
     format!(
         "CASE WHEN count(*) = 1 THEN max(f.{col}) ELSE
              (SELECT {} FROM usage_requests
-              WHERE counted AND session_file IN
-                  (SELECT session_file FROM usage_file_summary WHERE session = ?1)) END",
+              WHERE counted AND source = ?2 AND session_file IN
+                  (SELECT session_file FROM usage_file_summary
+                   WHERE source = ?2 AND session = ?1)) END",
         sum(d, col)
     )
 }
@@ -71,16 +72,19 @@ const MARK: &str = "
                           + cache_read_tokens DESC,
                       session_file, line) AS rank
           FROM usage_requests
-          WHERE session_file IN (SELECT session_file FROM usage_file_summary WHERE session = ?1))
+          WHERE source = ?2 AND session_file IN
+              (SELECT session_file FROM usage_file_summary WHERE source = ?2 AND session = ?1))
         AS w
-    WHERE usage_requests.session_file = w.file AND usage_requests.line = w.line
+    WHERE usage_requests.source = ?2
+      AND usage_requests.session_file = w.file AND usage_requests.line = w.line
       AND usage_requests.counted != (w.rank = 1)";
 
 /// A session of one file counts every request of it.
 const COUNT_ALL: &str = "
     UPDATE usage_requests SET counted = TRUE
-    WHERE NOT counted
-      AND session_file IN (SELECT session_file FROM usage_file_summary WHERE session = ?1)";
+    WHERE NOT counted AND source = ?2
+      AND session_file IN
+          (SELECT session_file FROM usage_file_summary WHERE source = ?2 AND session = ?1)";
 
 /// The session's wall time from its files' first start and last end.
 fn wall(d: Dialect) -> &'static str {
@@ -101,14 +105,14 @@ fn models(d: Dialect) -> &'static str {
             "(SELECT json_group_array(model) FROM
                  (SELECT DISTINCT j.value AS model
                   FROM usage_file_summary AS g, json_each(g.models) AS j
-                  WHERE g.session = ?1 ORDER BY 1))"
+                  WHERE g.source = ?2 AND g.session = ?1 ORDER BY 1))"
         }
         Dialect::Postgres => {
             "(SELECT '[' || coalesce(string_agg(to_json(model)::text, ',' ORDER BY model), '')
                      || ']' FROM
                  (SELECT DISTINCT j AS model
                   FROM usage_file_summary AS g, json_array_elements_text(g.models::json) AS j
-                  WHERE g.session = ?1) AS m)"
+                  WHERE g.source = ?2 AND g.session = ?1) AS m)"
         }
     }
 }
@@ -123,7 +127,7 @@ fn rebuild_sql(d: Dialect) -> String {
              tool_errors, skill_invocations, subagent_dispatches, mcp_calls, slash_commands,
              distinct_tools, distinct_skills, primary_model, models, input_tokens, output_tokens,
              cache_creation_tokens, cache_read_tokens, malformed_lines, processor_version,
-             project, claude_version, git_branch)
+             project, claude_version, git_branch, source)
          SELECT ?1, coalesce(m.session_id, min(f.session_id)),
              coalesce(m.username, min(f.username)), min(f.started_at), max(f.ended_at),
              CASE WHEN count(*) = 1 THEN max(f.wall_seconds)
@@ -132,24 +136,27 @@ fn rebuild_sql(d: Dialect) -> String {
              coalesce(m.user_prompts, 0), {}, {}, {}, {}, {}, {}, {},
              CASE WHEN count(*) = 1 THEN max(f.distinct_tools) ELSE
                  (SELECT count(DISTINCT tool_name) FROM usage_events
-                  WHERE session_file IN (SELECT session_file FROM usage_file_summary
-                                         WHERE session = ?1)) END,
+                  WHERE source = ?2 AND session_file IN
+                      (SELECT session_file FROM usage_file_summary
+                       WHERE source = ?2 AND session = ?1)) END,
              CASE WHEN count(*) = 1 THEN max(f.distinct_skills) ELSE
                  (SELECT count(DISTINCT skill_name) FROM usage_events
-                  WHERE session_file IN (SELECT session_file FROM usage_file_summary
-                                         WHERE session = ?1)) END,
+                  WHERE source = ?2 AND session_file IN
+                      (SELECT session_file FROM usage_file_summary
+                       WHERE source = ?2 AND session = ?1)) END,
              CASE WHEN count(*) = 1 THEN max(f.primary_model) ELSE
                  (SELECT model FROM usage_requests
-                  WHERE counted AND session_file IN (SELECT session_file FROM usage_file_summary
-                                                     WHERE session = ?1)
+                  WHERE counted AND source = ?2 AND session_file IN
+                      (SELECT session_file FROM usage_file_summary
+                       WHERE source = ?2 AND session = ?1)
                     AND model IS NOT NULL AND model != '<synthetic>'
                   GROUP BY model ORDER BY count(*) DESC, model LIMIT 1) END,
              CASE WHEN count(*) = 1 THEN max(f.models) ELSE {models} END,
              {}, {}, {}, {}, {},
-             max(f.processor_version), m.project, m.claude_version, m.git_branch
+             max(f.processor_version), m.project, m.claude_version, m.git_branch, ?2
          FROM usage_file_summary AS f
-         LEFT JOIN usage_file_summary AS m ON m.session_file = ?1
-         WHERE f.session = ?1
+         LEFT JOIN usage_file_summary AS m ON m.source = ?2 AND m.session_file = ?1
+         WHERE f.source = ?2 AND f.session = ?1
          GROUP BY m.session_id, m.username, m.active_seconds, m.user_prompts, m.project,
              m.claude_version, m.git_branch
          HAVING count(*) > 0",
@@ -199,9 +206,9 @@ macro_rules! summary_columns {
 const COPY: &str = concat!(
     "INSERT INTO usage_session_summary (",
     summary_columns!(),
-    ") SELECT ",
+    ", source) SELECT ",
     summary_columns!(),
-    " FROM usage_file_summary WHERE session_file = ?1 AND session = ?1"
+    ", source FROM usage_file_summary WHERE source = ?2 AND session_file = ?1 AND session = ?1"
 );
 
 /// [`COUNT_ALL`] and [`COPY`] as one PostgreSQL statement (a statement is a
@@ -216,7 +223,7 @@ fn count_all_and_copy_pg() -> &'static str {
             .collect();
         format!(
             "WITH counted AS ({COUNT_ALL}) {COPY}
-             ON CONFLICT (session_file) DO UPDATE SET ({columns}) = ROW({})",
+             ON CONFLICT (source, session_file) DO UPDATE SET ({columns}) = ROW({})",
             excluded.join(", ")
         )
     })
@@ -228,24 +235,27 @@ pub(super) fn rebuild(db: &dyn Db, session: &str) -> Result<()> {
     let (files, main): (i64, bool) = db
         .row(
             "SELECT count(*), count(*) FILTER (WHERE session_file = ?1) > 0
-             FROM usage_file_summary WHERE session = ?1",
-            args![session],
+             FROM usage_file_summary WHERE source = ?2 AND session = ?1",
+            args![session, db.source()],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?
         .unwrap_or((0, false));
     if files == 1 && main && db.dialect() == Dialect::Postgres {
-        db.execute(count_all_and_copy_pg(), args![session])?;
+        db.execute(count_all_and_copy_pg(), args![session, db.source()])?;
         return Ok(());
     }
-    db.execute(if files > 1 { MARK } else { COUNT_ALL }, args![session])?;
     db.execute(
-        "DELETE FROM usage_session_summary WHERE session_file = ?1",
-        args![session],
+        if files > 1 { MARK } else { COUNT_ALL },
+        args![session, db.source()],
+    )?;
+    db.execute(
+        "DELETE FROM usage_session_summary WHERE source = ?2 AND session_file = ?1",
+        args![session, db.source()],
     )?;
     if files == 1 && main {
-        db.execute(COPY, args![session])?;
+        db.execute(COPY, args![session, db.source()])?;
         return Ok(());
     }
-    db.execute(rebuild_for(db.dialect()), args![session])?;
+    db.execute(rebuild_for(db.dialect()), args![session, db.source()])?;
     Ok(())
 }

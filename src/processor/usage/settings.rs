@@ -16,8 +16,9 @@ pub(super) fn changed<'c, 'd>(
     fingerprint: &str,
 ) -> Result<Option<Tx<'c, 'd>>> {
     let applied: Option<String> = db.one(
-        "SELECT value FROM processor_settings WHERE processor_name = ?1 AND key = ?2",
-        args![super::NAME, key],
+        "SELECT value FROM processor_settings
+         WHERE source = ?3 AND processor_name = ?1 AND key = ?2",
+        args![super::NAME, key, db.source()],
     )?;
     if applied.as_deref() == Some(fingerprint) {
         return Ok(None);
@@ -26,9 +27,10 @@ pub(super) fn changed<'c, 'd>(
     // fingerprint between the read above and this transaction.
     let tx = db.transaction()?;
     tx.execute(
-        "INSERT INTO processor_settings (processor_name, key, value) VALUES (?1, ?2, ?3)
-         ON CONFLICT (processor_name, key) DO UPDATE SET value = excluded.value",
-        args![super::NAME, key, fingerprint],
+        "INSERT INTO processor_settings (processor_name, key, value, source)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (source, processor_name, key) DO UPDATE SET value = excluded.value",
+        args![super::NAME, key, fingerprint, db.source()],
     )?;
     Ok(Some(tx))
 }

@@ -62,8 +62,9 @@ impl Output for Rows {
             let entities = serde_json::to_string(&item.entities).unwrap_or_else(|_| "[]".into());
             let created = db.execute(
                 "INSERT OR IGNORE INTO knowledge_items (id, title, content, domain, entities,
-                     detection_type, confidence, status, source_user, source_ref, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10)",
+                     detection_type, confidence, status, source_user, source_ref, created_at,
+                     source)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11)",
                 args![
                     id,
                     item.title,
@@ -74,20 +75,22 @@ impl Output for Rows {
                     item.confidence(),
                     self.source_user,
                     session_file,
-                    now
+                    now,
+                    db.source()
                 ],
             )?;
             db.execute(
                 "INSERT OR IGNORE INTO verification_evidence (item_id, source_user, source_ref,
-                     detection_type, user_quote, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                     detection_type, user_quote, created_at, source)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 args![
                     id,
                     self.source_user,
                     session_file,
                     item.detection_type,
                     item.user_quote,
-                    now
+                    now,
+                    db.source()
                 ],
             )?;
             if created == 1 {
@@ -107,11 +110,12 @@ impl Rows {
             "INSERT INTO verification_sessions AS v (session_file, username, items,
                  dropped_invalid, dropped_unsupported, model, processed_at, llm_calls,
                  llm_input_tokens, llm_output_tokens, llm_cache_creation_tokens,
-                 llm_cache_read_tokens, llm_cost_usd, llm_unpriced_calls)
+                 llm_cache_read_tokens, llm_cost_usd, llm_unpriced_calls, source)
              VALUES (?1, ?2,
-                 (SELECT count(*) FROM verification_evidence WHERE source_ref = ?1),
-                 ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-             ON CONFLICT (session_file) DO UPDATE SET
+                 (SELECT count(*) FROM verification_evidence
+                  WHERE source = ?14 AND source_ref = ?1),
+                 ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+             ON CONFLICT (source, session_file) DO UPDATE SET
                  username = excluded.username, items = excluded.items,
                  dropped_invalid = v.dropped_invalid + excluded.dropped_invalid,
                  dropped_unsupported = v.dropped_unsupported + excluded.dropped_unsupported,
@@ -138,6 +142,7 @@ impl Rows {
                 sql_int(s.cache_read_tokens),
                 s.cost_usd,
                 sql_int(s.unpriced_calls),
+                db.source(),
             ],
         )?;
         Ok(())
@@ -148,14 +153,15 @@ impl Rows {
 /// those items no evidence is left for, with its similarity links.
 fn drop_evidence(db: &dyn Db, session_file: &str, kept: &HashSet<String>) -> Result<()> {
     let given: Vec<String> = db.rows(
-        "SELECT DISTINCT item_id FROM verification_evidence WHERE source_ref = ?1",
-        args![session_file],
+        "SELECT DISTINCT item_id FROM verification_evidence WHERE source = ?2 AND source_ref = ?1",
+        args![session_file, db.source()],
         |r| r.get(0),
     )?;
     for item in given.iter().filter(|id| !kept.contains(*id)) {
         db.execute(
-            "DELETE FROM verification_evidence WHERE item_id = ?1 AND source_ref = ?2",
-            args![item, session_file],
+            "DELETE FROM verification_evidence
+             WHERE item_id = ?1 AND source = ?3 AND source_ref = ?2",
+            args![item, session_file, db.source()],
         )?;
         drop_if_unsupported(db, item)?;
     }
@@ -215,8 +221,8 @@ pub fn total_spend(db: &dyn Db) -> Result<Spend> {
              CAST(coalesce(sum(llm_cache_read_tokens), 0) AS BIGINT),
              coalesce(sum(llm_cost_usd), 0.0),
              CAST(coalesce(sum(llm_unpriced_calls), 0) AS BIGINT)
-         FROM verification_sessions",
-        &[],
+         FROM verification_sessions WHERE source = ?1",
+        args![db.source()],
         |r| Spend::from_columns(r, 0),
     )?;
     Ok(total.flatten().unwrap_or_default())
@@ -227,8 +233,8 @@ pub fn total_spend(db: &dyn Db) -> Result<Spend> {
 pub(super) fn forget(db: &dyn Db, session_file: &str) -> Result<()> {
     drop_evidence(db, session_file, &HashSet::new())?;
     db.execute(
-        "DELETE FROM verification_sessions WHERE session_file = ?1",
-        args![session_file],
+        "DELETE FROM verification_sessions WHERE source = ?2 AND session_file = ?1",
+        args![session_file, db.source()],
     )?;
     Ok(())
 }
@@ -243,12 +249,12 @@ mod tests {
         let db = store.db();
         db.batch(
             "INSERT INTO knowledge_items VALUES
-                 ('kv_shared', 't', 'c', 'data', '[]', 'correction', 0.9, 'pending', 'a', 'a/1.jsonl', 'now'),
-                 ('kv_only', 't2', 'c2', 'data', '[]', 'correction', 0.9, 'pending', 'a', 'a/1.jsonl', 'now');
+                 ('kv_shared', 't', 'c', 'data', '[]', 'correction', 0.9, 'pending', 'a', 'a/1.jsonl', 'now', ''),
+                 ('kv_only', 't2', 'c2', 'data', '[]', 'correction', 0.9, 'pending', 'a', 'a/1.jsonl', 'now', '');
              INSERT INTO verification_evidence VALUES
-                 ('kv_shared', 'a', 'a/1.jsonl', 'correction', 'q', 'now'),
-                 ('kv_shared', 'b', 'b/2.jsonl', 'correction', 'q', 'now'),
-                 ('kv_only', 'a', 'a/1.jsonl', 'correction', 'q', 'now');
+                 ('kv_shared', 'a', 'a/1.jsonl', 'correction', 'q', 'now', ''),
+                 ('kv_shared', 'b', 'b/2.jsonl', 'correction', 'q', 'now', ''),
+                 ('kv_only', 'a', 'a/1.jsonl', 'correction', 'q', 'now', '');
              INSERT INTO knowledge_similar VALUES ('kv_only', 'kv_shared', 0.7, 'now');
              INSERT INTO verification_sessions (session_file, username, items, dropped_invalid,
                  dropped_unsupported, model, processed_at)

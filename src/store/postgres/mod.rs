@@ -33,6 +33,7 @@ pub struct Postgres {
     /// Statements prepared on this connection, by their shared SQL.
     prepared: RefCell<HashMap<String, postgres::Statement>>,
     shown: String,
+    pub(super) source: String,
 }
 
 /// Connects to the database `address` names and checks (or creates) its
@@ -51,6 +52,7 @@ pub fn open(address: &str, need: Need, busy: Duration, env: &Environment) -> Res
         client: RefCell::new(client),
         prepared: RefCell::new(HashMap::new()),
         shown,
+        source: String::new(),
     };
     let version = pg.schema_version()?;
     let target = target_version();
@@ -286,6 +288,9 @@ impl Statement for PgStatement<'_> {
 impl Db for Postgres {
     fn dialect(&self) -> Dialect {
         Dialect::Postgres
+    }
+    fn source(&self) -> &str {
+        &self.source
     }
     fn execute(&self, sql: &str, params: &[&dyn Param]) -> Result<u64> {
         let stmt = self.statement(sql)?;

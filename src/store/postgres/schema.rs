@@ -14,10 +14,11 @@
 /// Each step: the schema version it brings the database to (the version
 /// the SQLite schema has with the same tables), what it does, and its
 /// statements. A new database starts at the first.
-pub const STEPS: &[(u32, &str, &str)] = &[(
-    13,
-    "state, run history, usage and verification tables (SQLite schema 13)",
-    r#"
+pub const STEPS: &[(u32, &str, &str)] = &[
+    (
+        13,
+        "state, run history, usage and verification tables (SQLite schema 13)",
+        r#"
     CREATE TABLE session_processor_state (
         processor_name    TEXT COLLATE "C" NOT NULL,
         session_file      TEXT COLLATE "C" NOT NULL,
@@ -265,7 +266,65 @@ pub const STEPS: &[(u32, &str, &str)] = &[(
         llm_unpriced_calls        BIGINT NOT NULL DEFAULT 0
     );
     "#,
-)];
+    ),
+    (
+        14,
+        "the source of every row (state, runs, outputs), in every key (SQLite schema 14)",
+        r#"
+    DROP VIEW usage_request_costs;
+    ALTER TABLE session_processor_state ADD COLUMN source TEXT COLLATE "C" NOT NULL DEFAULT '';
+    ALTER TABLE session_processor_state DROP CONSTRAINT session_processor_state_pkey;
+    ALTER TABLE session_processor_state ADD PRIMARY KEY (source, processor_name, session_file);
+    ALTER TABLE processor_settings ADD COLUMN source TEXT COLLATE "C" NOT NULL DEFAULT '';
+    ALTER TABLE processor_settings DROP CONSTRAINT processor_settings_pkey;
+    ALTER TABLE processor_settings ADD PRIMARY KEY (source, processor_name, key);
+    ALTER TABLE usage_requests ADD COLUMN source TEXT COLLATE "C" NOT NULL DEFAULT '';
+    ALTER TABLE usage_requests DROP CONSTRAINT usage_requests_pkey;
+    ALTER TABLE usage_requests ADD PRIMARY KEY (source, session_file, line);
+    ALTER TABLE usage_file_summary ADD COLUMN source TEXT COLLATE "C" NOT NULL DEFAULT '';
+    ALTER TABLE usage_file_summary DROP CONSTRAINT usage_file_summary_pkey;
+    ALTER TABLE usage_file_summary ADD PRIMARY KEY (source, session_file);
+    ALTER TABLE usage_session_summary ADD COLUMN source TEXT COLLATE "C" NOT NULL DEFAULT '';
+    ALTER TABLE usage_session_summary DROP CONSTRAINT usage_session_summary_pkey;
+    ALTER TABLE usage_session_summary ADD PRIMARY KEY (source, session_file);
+    ALTER TABLE verification_sessions ADD COLUMN source TEXT COLLATE "C" NOT NULL DEFAULT '';
+    ALTER TABLE verification_sessions DROP CONSTRAINT verification_sessions_pkey;
+    ALTER TABLE verification_sessions ADD PRIMARY KEY (source, session_file);
+    ALTER TABLE verification_evidence ADD COLUMN source TEXT COLLATE "C" NOT NULL DEFAULT '';
+    ALTER TABLE verification_evidence
+        DROP CONSTRAINT verification_evidence_item_id_source_user_source_ref_key;
+    ALTER TABLE verification_evidence ADD UNIQUE (item_id, source, source_user, source_ref);
+    ALTER TABLE usage_events ADD COLUMN source TEXT COLLATE "C" NOT NULL DEFAULT '';
+    DROP INDEX usage_events_by_file;
+    CREATE INDEX usage_events_by_file ON usage_events (source, session_file);
+    DROP INDEX usage_requests_uncounted;
+    CREATE INDEX usage_requests_uncounted ON usage_requests (source, session_file)
+        WHERE NOT counted;
+    DROP INDEX usage_file_summary_by_session;
+    CREATE INDEX usage_file_summary_by_session ON usage_file_summary (source, session);
+    ALTER TABLE runs ADD COLUMN source TEXT COLLATE "C" NOT NULL DEFAULT '';
+    ALTER TABLE knowledge_items ADD COLUMN source TEXT COLLATE "C" NOT NULL DEFAULT '';
+    CREATE VIEW usage_request_costs AS
+        SELECT r.*, p.price_key,
+            (LEAST(r.input_tokens, 200000) * p.input
+               + GREATEST(r.input_tokens - 200000, 0) * coalesce(p.input_above_200k, p.input)
+             + LEAST(r.output_tokens, 200000) * p.output
+               + GREATEST(r.output_tokens - 200000, 0) * coalesce(p.output_above_200k, p.output)
+             + LEAST(r.cache_creation_5m_tokens, 200000) * p.cache_write_5m
+               + GREATEST(r.cache_creation_5m_tokens - 200000, 0)
+                 * coalesce(p.cache_write_5m_above_200k, p.cache_write_5m)
+             + LEAST(r.cache_creation_1h_tokens, 200000) * p.cache_write_1h
+               + GREATEST(r.cache_creation_1h_tokens - 200000, 0)
+                 * coalesce(p.cache_write_1h_above_200k, p.cache_write_1h)
+             + LEAST(r.cache_read_tokens, 200000) * p.cache_read
+               + GREATEST(r.cache_read_tokens - 200000, 0)
+                 * coalesce(p.cache_read_above_200k, p.cache_read))
+            * CASE WHEN r.is_fast THEN p.fast_multiplier ELSE 1.0 END AS cost_usd
+        FROM usage_requests AS r LEFT JOIN usage_model_prices AS p ON p.model = r.model
+        WHERE r.counted;
+    "#,
+    ),
+];
 
 /// The table that holds the version.
 pub const VERSION_TABLE: &str = "sessionpipe_schema";

@@ -9,6 +9,7 @@
 //! never the consistency of outputs and state, which share each transaction.
 
 pub mod migrations;
+mod steps;
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -25,6 +26,7 @@ use super::sql::{Bulk, Db, Dialect, Param, Row, Statement, Value};
 /// An open SQLite database.
 pub struct Sqlite {
     pub(super) conn: Connection,
+    pub(super) source: String,
 }
 
 /// Opens (creating when missing) the database at `path`; a statement waits
@@ -103,7 +105,10 @@ fn prepare(mut conn: Connection, need: Need, busy: Duration, shown: &str) -> Res
     if need == Need::Current && version < target && !migrations::create_if_empty(&mut conn)? {
         return Err(super::needs_migrate(shown, version, target));
     }
-    Ok(Sqlite { conn })
+    Ok(Sqlite {
+        conn,
+        source: String::new(),
+    })
 }
 
 /// Puts the database in WAL mode (kept in the file: once set, every later
@@ -200,6 +205,9 @@ impl Bulk for SqliteBulk<'_> {
 impl Db for Sqlite {
     fn dialect(&self) -> Dialect {
         Dialect::Sqlite
+    }
+    fn source(&self) -> &str {
+        &self.source
     }
     fn execute(&self, sql: &str, params: &[&dyn Param]) -> Result<u64> {
         Ok(self

@@ -193,3 +193,77 @@ fn shards_are_refused_on_sqlite_and_bad_shards_are_usage_errors() {
             .stderr(predicates::str::contains("K/N"));
     }
 }
+
+#[test]
+fn hosts_with_data_dirs_of_their_own_share_a_database_by_source() {
+    let cluster = Cluster::start();
+    let address = cluster.database("sources");
+    // Two hosts, the same user folder and file names in each.
+    let host = |source: &str| {
+        let env = Env::new();
+        env.copy_fixtures("sniffly", "ann");
+        let mut config = toml::Table::new();
+        config.insert("source".into(), source.into());
+        env.write_config(&config);
+        env
+    };
+    let (eu, us) = (host("eu-1"), host("us-1"));
+    for env in [&eu, &us] {
+        assert_eq!(n(&run_on(env, &address, &["usage"]), "processed"), 4);
+    }
+    // Neither took the other's files for gone, nor redoes its own.
+    for env in [&eu, &us] {
+        let report = run_on(env, &address, &["usage"]);
+        assert_eq!((n(&report, "processed"), n(&report, "skipped")), (0, 0));
+        let out = on(env, &address)
+            .args(["state", "usage", "--json"])
+            .output()
+            .unwrap();
+        let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            (state[0]["tracked"].as_u64(), state[0]["gone"].as_u64()),
+            (Some(4), Some(0))
+        );
+    }
+    assert_eq!(
+        cluster.psql(
+            "sources",
+            "SELECT source, count(*) FROM usage_session_summary GROUP BY source ORDER BY source"
+        ),
+        "eu-1|4\nus-1|4\n"
+    );
+    assert_eq!(
+        cluster.psql(
+            "sources",
+            "SELECT count(DISTINCT source) FROM usage_request_costs WHERE cost_usd > 0"
+        ),
+        "2\n"
+    );
+    // The team's report counts both hosts' sessions.
+    let alone = host("solo");
+    alone.cmd().args(["run", "usage"]).assert().success();
+    let alone = report_tokens(&mut alone.cmd());
+    assert!(alone > 0.0);
+    assert_eq!(report_tokens(&mut on(&eu, &address)), 2.0 * alone);
+    // A name that could not be a key is refused.
+    let bad = Env::new();
+    let mut config = toml::Table::new();
+    config.insert("source".into(), "eu 1/x".into());
+    bad.write_config(&config);
+    bad.cmd()
+        .args(["state"])
+        .assert()
+        .code(78)
+        .stderr(predicates::str::contains("source"));
+}
+
+/// The tokens `report --json` counts in all.
+fn report_tokens(cmd: &mut assert_cmd::Command) -> f64 {
+    let out = cmd.args(["report", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["total_tokens"].as_f64().unwrap())
+        .sum()
+}

@@ -121,7 +121,7 @@ fn released_steps_are_never_edited() {
     assert_eq!(released, RELEASED);
 }
 
-const RELEASED: [&str; 13] = [
+const RELEASED: [&str; 14] = [
     "1a06a97aca43440161031786cd4af713",
     "ba8a64bdef41d767ee2d4fad3f29362b",
     "884e7934030ae3dfda3bd66846cc0932",
@@ -135,6 +135,7 @@ const RELEASED: [&str; 13] = [
     "344b657c4a5ff68c96868fa195bdddb3",
     "bd760ea3ce009cd7e692a1905b202e92",
     "99c48b4fd3f34e9ceed6ce7f9e6f7a66",
+    "9ebfe93758c2a501fa59ddf7473ff4f1",
 ];
 
 #[test]
@@ -169,4 +170,54 @@ fn events_keep_their_rows_and_the_first_half_of_their_ids_in_the_leaner_table() 
             "a1".into()
         )
     );
+}
+
+#[test]
+fn every_row_keeps_its_values_and_gets_the_empty_source_in_its_key() {
+    let conn = Connection::open_in_memory().unwrap();
+    apply_range(&conn, 0, 13).unwrap();
+    conn.execute_batch(
+        "INSERT INTO session_processor_state (processor_name, session_file, username, status,
+             file_hash, attempts)
+             VALUES ('usage', 'u/f.jsonl', 'u', 'ok', 'abc', 2);
+         INSERT INTO processor_settings VALUES ('usage', 'prices', 'fp');
+         INSERT INTO usage_requests (session_file, line, session_id, username, model,
+             input_tokens, output_tokens, cache_creation_tokens, cache_creation_5m_tokens,
+             cache_creation_1h_tokens, cache_read_tokens, is_sidechain, is_fast,
+             processor_version, counted)
+             VALUES ('u/f.jsonl', 3, 's', 'u', 'm', 10, 20, 0, 0, 0, 5, 0, 0, 4, 0);
+         INSERT INTO runs (processor_name, started_at) VALUES ('usage', 't');
+         INSERT INTO knowledge_items VALUES
+             ('k', 't', 'c', 'd', '[]', 'correction', 0.9, 'pending', 'u', 'u/f.jsonl', 'now');
+         INSERT INTO verification_evidence VALUES
+             ('k', 'u', 'u/f.jsonl', 'correction', 'q', 'now');",
+    )
+    .unwrap();
+    apply_range(&conn, 13, 14).unwrap();
+    let one = |sql: &str| -> String { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(
+        one("SELECT source || '|' || file_hash || '|' || attempts FROM session_processor_state"),
+        "|abc|2"
+    );
+    assert_eq!(one("SELECT source || value FROM processor_settings"), "fp");
+    assert_eq!(
+        one("SELECT source || line || counted || cache_read_tokens FROM usage_requests"),
+        "305"
+    );
+    assert_eq!(one("SELECT source || processor_name FROM runs"), "usage");
+    assert_eq!(
+        one("SELECT source || user_quote FROM verification_evidence"),
+        "q"
+    );
+    // The same file from another source is another row.
+    conn.execute_batch(
+        "INSERT INTO session_processor_state (processor_name, session_file, username, source)
+             VALUES ('usage', 'u/f.jsonl', 'u', 'eu-1');",
+    )
+    .unwrap();
+    assert_eq!(
+        one("SELECT count(*) || '' FROM session_processor_state"),
+        "2"
+    );
+    assert_eq!(schema(&conn), schema(&fresh()));
 }
