@@ -106,3 +106,63 @@ fn kill_9_at_random_moments_and_at_every_failure_point_recovers_exactly_on_postg
         rerun(&address, point);
     }
 }
+
+#[test]
+fn a_connection_lost_mid_run_is_74_and_the_next_run_loses_nothing() {
+    let cluster = Cluster::start();
+    let address = cluster.database("lost");
+    let env = Env::new();
+    for u in 0..6 {
+        env.session(&format!("u{u}/s.jsonl"), crate::util::LINE);
+    }
+    let (marker, release) = (env.path("inside"), env.path("release"));
+    env.processors(&[(
+        "slow",
+        &env.recorder(&format!(
+            "touch '{}'; while [ ! -e '{}' ]; do sleep 0.05; done",
+            marker.display(),
+            release.display()
+        )),
+    )]);
+    let run = env
+        .std_cmd_on(Path::new(&address))
+        .args(["run", "slow", "--jobs", "1", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while !marker.exists() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The server drops the run's connection (a restart, a network cut).
+    assert_eq!(
+        cluster.psql(
+            "lost",
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE application_name = 'sessionpipe'"
+        ),
+        "1\n"
+    );
+    std::fs::write(&release, "").unwrap();
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(74),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("sessionpipe: slow:"), "{stderr}");
+    // The next run does every session the lost one did not commit.
+    let report = run_on(&env, &address, &["slow"]);
+    let done: u64 = cluster
+        .psql(
+            "lost",
+            "SELECT count(*) FROM session_processor_state WHERE status = 'ok'",
+        )
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(done, 6);
+    assert!(report["processed"].as_u64().unwrap() >= 1);
+}

@@ -267,3 +267,76 @@ fn report_tokens(cmd: &mut assert_cmd::Command) -> f64 {
         .map(|r| r["total_tokens"].as_f64().unwrap())
         .sum()
 }
+
+#[test]
+fn tls_and_passwords_as_libpq_reads_them_and_no_password_in_any_message() {
+    let cluster = Cluster::start_tls();
+    cluster.psql("postgres", "CREATE DATABASE tls");
+    let env = Env::new();
+    env.session("u/a.jsonl", crate::util::LINE);
+    let port = cluster.port();
+    let address = |rest: &str| format!("postgresql://postgres@localhost:{port}/tls?{rest}");
+    let run = |address: &str, vars: &[(&str, &str)]| {
+        let mut cmd = on(&env, address);
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        cmd.args(["run", "usage"]).output().unwrap()
+    };
+    // Encrypted, certificate unchecked; the password from PGPASSWORD.
+    let out = run(
+        &address("sslmode=require"),
+        &[("PGPASSWORD", Cluster::PASSWORD)],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The certificate checked against the file given, the password from
+    // the password file.
+    let pgpass = env.path("pgpass");
+    std::fs::write(
+        &pgpass,
+        format!("localhost:{port}:tls:postgres:{}\n", Cluster::PASSWORD),
+    )
+    .unwrap();
+    let verified = address(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        cluster.ca().display()
+    ));
+    let out = run(&verified, &[("PGPASSFILE", pgpass.to_str().unwrap())]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A certificate no root vouches for: refused, 74.
+    let out = run(
+        &address("sslmode=verify-full"),
+        &[("PGPASSWORD", Cluster::PASSWORD)],
+    );
+    assert_eq!(out.status.code(), Some(74));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+    // The server demands TLS: without it, refused.
+    let out = run(
+        &address("sslmode=disable"),
+        &[("PGPASSWORD", Cluster::PASSWORD)],
+    );
+    assert_eq!(out.status.code(), Some(74));
+    // A wrong password in the address is never repeated, here or in list's
+    // crontab lines.
+    let wrong = format!("postgresql://postgres:Wr0ngPass@localhost:{port}/tls?sslmode=require");
+    let out = run(&wrong, &[]);
+    assert_eq!(out.status.code(), Some(74));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("password authentication failed"), "{said}");
+    assert!(!said.contains("Wr0ngPass"), "{said}");
+    let out = on(&env, &wrong).args(["list"]).output().unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("postgresql://postgres@localhost"),
+        "{listed}"
+    );
+    assert!(!listed.contains("Wr0ngPass"), "{listed}");
+}

@@ -31,7 +31,30 @@ fn bin_dir() -> PathBuf {
 }
 
 impl Cluster {
+    /// A server on a unix socket only, every connection trusted.
     pub fn start() -> Cluster {
+        Cluster::started(false)
+    }
+
+    /// A server that also listens on 127.0.0.1, with TLS (a self-signed
+    /// certificate for `localhost`, [`Cluster::ca`]) and a password
+    /// ([`Cluster::PASSWORD`]) required on TCP.
+    pub fn start_tls() -> Cluster {
+        Cluster::started(true)
+    }
+
+    pub const PASSWORD: &str = "s3cret-pw";
+
+    /// The CA that signed the TLS server's certificate, to trust it.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn started(tls: bool) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let bin = bin_dir();
         let base = 20_000 + (std::process::id() % 2_000) as u16 * 10;
@@ -56,11 +79,20 @@ impl Cluster {
                 ])
                 .args(["--no-sync"]),
         );
-        let options = format!(
-            "-k {} -c listen_addresses='' -p {} -c fsync=off",
-            cluster.dir.path().display(),
-            cluster.port
-        );
+        let dir = cluster.dir.path().display().to_string();
+        let options = if tls {
+            cluster.tls_setup();
+            format!(
+                "-k {dir} -c listen_addresses=127.0.0.1 -p {} -c fsync=off -c ssl=on \
+                 -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key",
+                cluster.port
+            )
+        } else {
+            format!(
+                "-k {dir} -c listen_addresses='' -p {} -c fsync=off",
+                cluster.port
+            )
+        };
         cluster.as_owner(Command::new(cluster.bin.join("pg_ctl")).args([
             "start",
             "-w",
@@ -71,7 +103,75 @@ impl Cluster {
             "-o",
             &options,
         ]));
+        if tls {
+            cluster.psql(
+                "postgres",
+                &format!("ALTER USER postgres PASSWORD '{}'", Cluster::PASSWORD),
+            );
+        }
         cluster
+    }
+
+    /// A certificate for `localhost` and 127.0.0.1 signed by a test CA of
+    /// its own ([`Cluster::ca`]), and a password on TCP.
+    fn tls_setup(&self) {
+        let dir = self.dir.path();
+        let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        let openssl = |args: &[&str]| self.as_owner(Command::new("openssl").args(args));
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sessionpipe test CA",
+            "-keyout",
+            &path("ca.key"),
+            "-out",
+            &path("ca.crt"),
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            &path("server.key"),
+            "-out",
+            &path("server.csr"),
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &path("server.csr"),
+            "-CA",
+            &path("ca.crt"),
+            "-CAkey",
+            &path("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &path("server.ext"),
+            "-out",
+            &path("server.crt"),
+        ]);
+        std::fs::write(
+            self.data().join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .unwrap();
     }
 
     fn data(&self) -> PathBuf {
