@@ -11,7 +11,10 @@
 # installed from npm into WORK_DIR when npm is available (skipped with a note
 # if not). Takes about ten minutes and 6 GB of disk. BENCH_RUNS (default 5)
 # sets how many runs each median is of; BENCH_SKIP_HUGE=1 skips the 1 and
-# 2 GiB transcripts, BENCH_SKIP_100K=1 the 100,000-file tree.
+# 2 GiB transcripts, BENCH_SKIP_100K=1 the 100,000-file tree,
+# BENCH_SKIP_PG=1 the cold runs into a PostgreSQL server of its own (started
+# from /usr/lib/postgresql/*/bin on a unix socket in WORK_DIR, fsync on, and
+# stopped at the end; as nobody when run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-${TMPDIR:-/tmp}/sessionpipe-bench}
@@ -127,6 +130,27 @@ corpus "$DENSE" --shape dense --users 100 --files 2000
 corpus "$REAL" --shape real --users 100 --files 2000
 cold_figures dense "$DENSE"
 cold_figures real "$REAL"
+
+# The same cold runs into a local PostgreSQL, against the runs into SQLite.
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort | tail -1 || true)
+if [ "${BENCH_SKIP_PG:-}" != 1 ] && [ -n "$PG_BIN" ]; then
+  PG=$WORK/pg
+  rm -rf "$PG"; mkdir -p "$PG"
+  as_owner() { if [ "$(id -u)" = 0 ]; then setpriv --reuid=nobody --regid=nogroup --clear-groups "$@"; else "$@"; fi; }
+  [ "$(id -u)" = 0 ] && chown nobody:nogroup "$PG"
+  (cd "$PG" && as_owner "$PG_BIN/initdb" -D "$PG/data" -U postgres --auth=trust > /dev/null)
+  (cd "$PG" && as_owner "$PG_BIN/pg_ctl" start -w -D "$PG/data" -l "$PG/log" -o "-k $PG -c listen_addresses='' -p 5433" > /dev/null)
+  trap '(cd "$PG" && as_owner "$PG_BIN/pg_ctl" stop -m fast -D "$PG/data" > /dev/null)' EXIT
+  ADDRESS="postgresql://postgres@$(printf %s "$PG" | sed 's|/|%2F|g'):5433/bench"
+  fresh_pg() { psql -X -q -h "$PG" -p 5433 -U postgres -d postgres -c "DROP DATABASE IF EXISTS bench" -c "CREATE DATABASE bench"; }
+  for name in dense real; do
+    data=$DENSE; [ "$name" = real ] && data=$REAL
+    cold_var=COLD_$name
+    report "$name: cold run usage into PostgreSQL" "$(median fresh_pg sp "$data" "$ADDRESS" run usage)" "into SQLite" "${!cold_var}" "<= 2.0x"
+  done
+else
+  echo "cold runs into PostgreSQL: skipped (BENCH_SKIP_PG=1, or no /usr/lib/postgresql/*/bin)"
+fi
 
 J1=$(median fresh_db sp "$DENSE" "$DB" run usage --jobs 1)
 J2=$(median fresh_db sp "$DENSE" "$DB" run usage --jobs 2)
