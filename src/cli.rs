@@ -179,8 +179,9 @@ pub struct RunArgs {
     pub jobs: u16,
     /// Process only the user folders of shard K of N (PostgreSQL only): N
     /// hosts over one data dir, running shards 1/N to N/N, together process
-    /// every session once. Each shard has its own lock.
-    #[arg(long, value_name = "K/N")]
+    /// every session once. Each shard has its own lock. Not with --due: a
+    /// shard's schedule is its host's crontab line.
+    #[arg(long, value_name = "K/N", conflicts_with = "due")]
     pub shard: Option<crate::shard::Shard>,
     /// List what would be processed; change nothing.
     #[arg(long)]

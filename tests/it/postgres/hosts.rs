@@ -185,6 +185,11 @@ fn shards_are_refused_on_sqlite_and_bad_shards_are_usage_errors() {
         .stderr(predicates::str::contains(
             "--shard needs a PostgreSQL database",
         ));
+    env.cmd()
+        .args(["run", "--due", "--shard", "1/2"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("cannot be used with"));
     for bad in ["0/2", "3/2", "1/0", "x", "1/99999"] {
         env.cmd()
             .args(["run", "usage", "--shard", bad])
