@@ -296,7 +296,7 @@ impl Config {
             data_dir: data_dir
                 .or(file.data_dir.map(|d| base.join(d)))
                 .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
-            db: location(db, file.db, base),
+            db: location(db, file.db, base)?,
             exec,
             identities,
             prices,
@@ -341,9 +341,30 @@ impl Config {
 /// A path as seen from anywhere: cron does not start where we were.
 /// The database: the flag (or variable), else the config file's `db` (a
 /// path relative to the file's folder, or an address), else the default.
-fn location(given: Option<PathBuf>, in_file: Option<PathBuf>, base: &Path) -> Location {
+/// libpq's `key=value` form is refused: read as a file's name, it would put
+/// a password into one.
+fn location(given: Option<PathBuf>, in_file: Option<PathBuf>, base: &Path) -> Result<Location> {
+    const KEYS: &[&str] = &[
+        "host=",
+        "hostaddr=",
+        "port=",
+        "dbname=",
+        "user=",
+        "password=",
+    ];
     let in_file = in_file.map(|d| if is_address(&d) { d } else { base.join(d) });
-    Location::parse(given.or(in_file).unwrap_or_else(|| DEFAULT_DB.into()))
+    let db = given.or(in_file).unwrap_or_else(|| DEFAULT_DB.into());
+    let text = db.to_string_lossy();
+    if text
+        .split_whitespace()
+        .any(|word| KEYS.iter().any(|k| word.starts_with(k)))
+    {
+        return Err(exit::fail(
+            exit::USAGE,
+            "the database is a file's path or a postgresql:// address, not key=value pairs",
+        ));
+    }
+    Ok(Location::parse(db))
 }
 
 /// A path made absolute; a database address as it is, without its

@@ -27,6 +27,9 @@ pub const LLM_API_KEY: &str = "SESSIONPIPE_LLM_API_KEY";
 pub const PATH: &str = "PATH";
 /// The providers' own variables for an LLM key.
 pub const PROVIDER_KEYS: &[&str] = &["ANTHROPIC_API_KEY", "OPENAI_API_KEY"];
+/// What reaches the database: the address (which may hold a password) and
+/// libpq's password variables, read the way `psql` reads them.
+pub const DB_CREDENTIALS: &[&str] = &[DB, "PGPASSWORD", "PGPASSFILE", "PGSERVICEFILE"];
 /// Debug builds only: the named crash point to abort at.
 pub const FAILPOINT: &str = "SESSIONPIPE_FAILPOINT";
 
@@ -64,10 +67,12 @@ impl Environment {
         self.vars.get(std::ffi::OsStr::new(name))
     }
 
-    /// The variables that hold, or may hold, an LLM credential: every
+    /// The variables that hold, or may hold, a credential: every
     /// `SESSIONPIPE_LLM_*`, the providers' own key variables and
-    /// `key_variable` (`[llm] api_key_env`). None of them may reach an
-    /// external command unless its processor lets it through by name.
+    /// `key_variable` (`[llm] api_key_env`) for the LLM, and the database's
+    /// ([`DB_CREDENTIALS`]: its address may carry a password). None of them
+    /// may reach an external command unless its processor lets it through
+    /// by name.
     pub fn credentials(&self, key_variable: &str) -> Vec<OsString> {
         let mut names: Vec<OsString> = self
             .vars
@@ -76,6 +81,7 @@ impl Environment {
                 let text = name.to_string_lossy();
                 text.starts_with("SESSIONPIPE_LLM_")
                     || PROVIDER_KEYS.contains(&text.as_ref())
+                    || DB_CREDENTIALS.contains(&text.as_ref())
                     || text == key_variable
             })
             .cloned()

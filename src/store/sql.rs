@@ -14,10 +14,6 @@
 
 use anyhow::{Result, anyhow};
 
-/// The time now, as [`super::timestamp`] writes times, in SQL: SQLite's
-/// clock expression, which the PostgreSQL engine replaces by its own.
-pub const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
-
 /// Which engine a statement runs on, for the statements that differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 
-use super::sql::{Db, NOW, Param, Row as SqlRow, Value};
+use super::sql::{Db, Param, Row as SqlRow, Value};
 use super::{parse_timestamp, sql_int, timestamp};
 use crate::args;
 use crate::scan::Stat;
@@ -99,7 +99,9 @@ const READ_SETTLING: i64 = 2;
 
 /// Runs a statement on one row: `?1`-`?3` are the row's processor, session
 /// file and user, then come `values`, then five of the stat tuple (size,
-/// mtime, ctime, inode, racy), and last the store's source. Size and inode are stored bit for bit
+/// mtime, ctime, inode, racy), then the store's source and last the time
+/// now, by this host's clock (which the verdicts compare stored times with;
+/// a database server's clock may differ). Size and inode are stored bit for bit
 /// (`as` both ways), so even values above `i64::MAX` compare exactly.
 fn write_row(db: &dyn Db, sql: &str, id: RowId, values: &[&dyn Param], seen: &Seen) -> Result<()> {
     let stat = [
@@ -115,6 +117,8 @@ fn write_row(db: &dyn Db, sql: &str, id: RowId, values: &[&dyn Param], seen: &Se
     all.push(&flags);
     let source = db.source();
     all.push(&source);
+    let now = timestamp(Utc::now());
+    all.push(&now);
     db.execute(sql, &all)?;
     Ok(())
 }
@@ -137,8 +141,7 @@ pub fn record_attempt(
         "INSERT INTO session_processor_state (processor_name, session_file, username, status,
              attempts, attempt_hash, file_size, mtime_ns, ctime_ns, inode, read_racy,
              first_seen_at, source)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
-             ?12)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?13, ?12)
          ON CONFLICT (source, processor_name, session_file) DO UPDATE SET
              status = ?4, attempts = ?5, attempt_hash = ?6, file_size = ?7,
              mtime_ns = ?8, ctime_ns = ?9, inode = ?10, read_racy = ?11",
@@ -166,7 +169,7 @@ pub fn record_success(db: &dyn Db, id: RowId, s: &Success) -> Result<()> {
              mtime_ns, ctime_ns, inode, read_racy, status, attempts, attempt_hash,
              last_error, next_attempt_at, first_seen_at, waiting_since, source)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'ok', 0, NULL, NULL, NULL,
-             strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), NULL, ?14)
+             ?15, NULL, ?14)
          ON CONFLICT (source, processor_name, session_file) DO UPDATE SET
              username = ?3, processed_at = ?4, items_extracted = ?5, file_hash = ?6,
              bytes_processed = ?7, processor_version = ?8, file_size = ?9, mtime_ns = ?10,
@@ -209,8 +212,7 @@ pub fn record_failure(db: &dyn Db, id: RowId, f: &Failure) -> Result<()> {
         "INSERT INTO session_processor_state (processor_name, session_file, username, status,
              attempts, attempt_hash, last_error, next_attempt_at, file_size, mtime_ns,
              ctime_ns, inode, read_racy, first_seen_at, source)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
-             ?14)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?15, ?14)
          ON CONFLICT (source, processor_name, session_file) DO UPDATE SET
              status = ?4, attempts = ?5, attempt_hash = ?6, last_error = ?7,
              next_attempt_at = ?8, file_size = ?9, mtime_ns = ?10, ctime_ns = ?11,
@@ -235,7 +237,8 @@ pub fn refresh_stat(db: &dyn Db, id: RowId, seen: &Seen) -> Result<()> {
         db,
         "UPDATE session_processor_state SET username = ?3, file_size = ?4, mtime_ns = ?5,
              ctime_ns = ?6, inode = ?7, read_racy = ?8, waiting_since = NULL,
-             status = CASE status WHEN 'gone' THEN 'ok' ELSE status END
+             status = CASE status WHEN 'gone' THEN 'ok' ELSE status END,
+             first_seen_at = coalesce(first_seen_at, ?10)
          WHERE source = ?9 AND processor_name = ?1 AND session_file = ?2",
         id,
         &[],
@@ -250,10 +253,11 @@ pub fn note_seen(db: &dyn Db, processor: &str, files: &[(&str, &str)]) -> Result
     let mut stmt = db.prepare(&format!(
         "INSERT OR IGNORE INTO session_processor_state (processor_name, session_file, username, status,
              first_seen_at, source)
-         VALUES (?1, ?2, ?3, 'pending', {NOW}, ?4)"
+         VALUES (?1, ?2, ?3, 'pending', ?5, ?4)"
     ))?;
+    let now = timestamp(Utc::now());
     for (file, user) in files {
-        stmt.execute(args![processor, file, user, db.source()])?;
+        stmt.execute(args![processor, file, user, db.source(), now])?;
     }
     Ok(())
 }
@@ -263,12 +267,13 @@ pub fn note_seen(db: &dyn Db, processor: &str, files: &[(&str, &str)]) -> Result
 /// no write on later runs). Their rows exist: [`note_seen`] made them.
 pub fn note_waiting(db: &dyn Db, processor: &str, files: &[&str]) -> Result<()> {
     let mut stmt = db.prepare(&format!(
-        "UPDATE session_processor_state SET waiting_since = {NOW}
+        "UPDATE session_processor_state SET waiting_since = ?4
          WHERE source = ?3 AND processor_name = ?1 AND session_file = ?2
            AND waiting_since IS NULL"
     ))?;
+    let now = timestamp(Utc::now());
     for file in files {
-        stmt.execute(args![processor, file, db.source()])?;
+        stmt.execute(args![processor, file, db.source(), now])?;
     }
     Ok(())
 }

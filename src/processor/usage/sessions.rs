@@ -90,9 +90,14 @@ const COUNT_ALL: &str = "
 fn wall(d: Dialect) -> &'static str {
     match d {
         Dialect::Sqlite => "(julianday(max(f.ended_at)) - julianday(min(f.started_at))) * 86400.0",
+        // Only times PostgreSQL can hold (years 1 to 9999 as written): a
+        // transcript's year 0 must not fail the transaction.
         Dialect::Postgres => {
-            "EXTRACT(EPOCH FROM CAST(max(f.ended_at) AS timestamptz)
-                 - CAST(min(f.started_at) AS timestamptz))::float8"
+            "EXTRACT(EPOCH FROM
+                 CASE WHEN max(f.ended_at) BETWEEN '0001' AND '9999~'
+                      AND min(f.started_at) BETWEEN '0001' AND '9999~'
+                 THEN CAST(max(f.ended_at) AS timestamptz)
+                      - CAST(min(f.started_at) AS timestamptz) END)::float8"
         }
     }
 }

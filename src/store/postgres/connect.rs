@@ -38,58 +38,78 @@ enum Tls {
     Verified { root: Option<String> },
 }
 
-/// An address without its password (in the user part or a `password=`
-/// parameter), for messages and suggested crontab lines.
+/// An address as the driver reads it, with what sessionpipe reads itself.
+struct Parsed {
+    config: Config,
+    tls: Tls,
+    /// `sslmode` as written; `None` when the address has none.
+    mode: Option<String>,
+    root: Option<String>,
+}
+
+/// An address without its password, for messages and suggested crontab
+/// lines: rebuilt from what the driver parsed (user, hosts, port, database,
+/// TLS), never cut out of the text, so that no spelling of a password can
+/// survive into it.
 pub fn shown(address: &str) -> String {
-    let (base, query) = match address.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (address, None),
+    let Ok(p) = parse(address, None) else {
+        return "postgresql://(an address that does not parse)".into();
     };
-    let base = match base.split_once("://") {
-        Some((scheme, rest)) => {
-            // The user part ends at the last `@` before the path.
-            let authority_end = rest.find('/').unwrap_or(rest.len());
-            let (authority, path) = rest.split_at(authority_end);
-            match authority.rsplit_once('@') {
-                Some((user, host)) => {
-                    let user = user.split_once(':').map_or(user, |(name, _)| name);
-                    format!("{scheme}://{user}@{host}{path}")
-                }
-                None => base.to_owned(),
-            }
-        }
-        None => base.to_owned(),
+    let encode = |text: &str| {
+        text.replace('%', "%25")
+            .replace('/', "%2F")
+            .replace('@', "%40")
+            .replace(':', "%3A")
+            .replace('?', "%3F")
     };
-    let kept: Vec<&str> = query
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty() && !p.starts_with("password="))
+    let hosts: Vec<String> = p
+        .config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            Host::Tcp(name) => encode(name),
+            Host::Unix(path) => encode(&path.to_string_lossy()),
+        })
         .collect();
-    if kept.is_empty() {
-        base
+    let user = p
+        .config
+        .get_user()
+        .map(|u| format!("{}@", encode(u)))
+        .unwrap_or_default();
+    let port = match p.config.get_ports() {
+        [] => String::new(),
+        ports => format!(":{}", ports[0]),
+    };
+    let db = p.config.get_dbname().map(encode).unwrap_or_default();
+    let mut query: Vec<String> = p.mode.iter().map(|m| format!("sslmode={m}")).collect();
+    query.extend(p.root.iter().map(|r| format!("sslrootcert={r}")));
+    let query = if query.is_empty() {
+        String::new()
     } else {
-        format!("{base}?{}", kept.join("&"))
-    }
+        format!("?{}", query.join("&"))
+    };
+    format!("postgresql://{user}{}{port}/{db}{query}", hosts.join(","))
 }
 
 /// Splits off what the driver does not read itself (`verify-full`,
-/// `sslrootcert`) and parses the rest.
-fn parse(address: &str) -> Result<(Config, Tls)> {
+/// `sslrootcert`) and parses the rest; `env_mode` is `PGSSLMODE`, for an
+/// address that names no mode.
+fn parse(address: &str, env_mode: Option<String>) -> Result<Parsed> {
     let (base, query) = address.split_once('?').unwrap_or((address, ""));
     let mut kept = Vec::new();
-    let mut mode = "prefer".to_owned();
-    let mut root = None;
+    let (mut mode, mut root) = (None, None);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
-            Some(("sslmode", v)) => mode = v.to_owned(),
+            Some(("sslmode", v)) => mode = Some(v.to_owned()),
             Some(("sslrootcert", v)) => root = Some(v.to_owned()),
             _ => kept.push(pair),
         }
     }
-    let tls = match mode.as_str() {
+    let effective = mode.clone().or(env_mode).unwrap_or_else(|| "prefer".into());
+    let mut tls = match effective.as_str() {
         "disable" => Tls::Off,
         "prefer" | "require" => Tls::Unverified,
-        "verify-full" => Tls::Verified { root },
+        "verify-full" => Tls::Verified { root: root.clone() },
         other => bail!("sslmode={other} is not one of disable, prefer, require, verify-full"),
     };
     let rest = if kept.is_empty() {
@@ -98,21 +118,36 @@ fn parse(address: &str) -> Result<(Config, Tls)> {
         format!("{base}?{}", kept.join("&"))
     };
     let mut config = Config::from_str(&rest).map_err(|e| anyhow!("{e}"))?;
+    // As libpq: TLS is for TCP; a unix socket ignores the mode.
+    let hosts = config.get_hosts();
+    if !hosts.is_empty() && hosts.iter().all(|h| matches!(h, Host::Unix(_))) {
+        tls = Tls::Off;
+    }
     config.ssl_mode(match tls {
         Tls::Off => postgres::config::SslMode::Disable,
-        Tls::Unverified if mode == "prefer" => postgres::config::SslMode::Prefer,
+        Tls::Unverified if effective == "prefer" => postgres::config::SslMode::Prefer,
         _ => postgres::config::SslMode::Require,
     });
-    Ok((config, tls))
+    Ok(Parsed {
+        config,
+        tls,
+        mode,
+        root,
+    })
 }
 
-/// Connects; `timeout` bounds the connection attempt.
+/// Connects; `timeout` bounds the connection attempt. A connection that
+/// goes silent is noticed within about a minute (TCP keepalives and a user
+/// timeout), not the hours the system's defaults allow, so that a run
+/// fails with 74 and its lock is released.
 pub fn connect(address: &str, env: &Environment, timeout: Duration) -> Result<Client> {
     let shown = shown(address);
-    let (mut config, tls) =
-        parse(address).with_context(|| format!("bad database address {shown}"))?;
+    let Parsed {
+        mut config, tls, ..
+    } = parse(address, env.text("PGSSLMODE"))
+        .with_context(|| format!("bad database address {shown}"))?;
     if config.get_user().is_none() {
-        let user = env.text("PGUSER").or_else(|| env.text("USER"));
+        let user = env.text("PGUSER").or_else(os_user);
         config.user(user.as_deref().unwrap_or("postgres"));
     }
     if config.get_password().is_none()
@@ -120,8 +155,11 @@ pub fn connect(address: &str, env: &Environment, timeout: Duration) -> Result<Cl
     {
         config.password(password);
     }
-    config.connect_timeout(timeout);
-    config.application_name("sessionpipe");
+    config
+        .connect_timeout(timeout)
+        .keepalives_idle(Duration::from_secs(30))
+        .tcp_user_timeout(Duration::from_secs(60))
+        .application_name("sessionpipe");
     let client = match tls {
         Tls::Off => config.connect(postgres::NoTls),
         tls => config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(
@@ -129,6 +167,23 @@ pub fn connect(address: &str, env: &Environment, timeout: Duration) -> Result<Cl
         )?)),
     };
     client.with_context(|| format!("cannot connect to {shown}"))
+}
+
+/// The name of the user this process runs as, as libpq defaults to it.
+fn os_user() -> Option<String> {
+    // SAFETY: getpwuid returns a pointer into static storage or null; its
+    // name is a NUL-terminated string, copied before anything else runs.
+    unsafe {
+        let pw = libc::getpwuid(libc::geteuid());
+        if pw.is_null() || (*pw).pw_name.is_null() {
+            return None;
+        }
+        Some(
+            std::ffi::CStr::from_ptr((*pw).pw_name)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
 }
 
 fn tls_config(tls: &Tls) -> Result<rustls::ClientConfig> {
@@ -208,17 +263,32 @@ impl ServerCertVerifier for Unverified {
     }
 }
 
+/// The folders libpq looks for the server's socket in by default.
+const DEFAULT_SOCKET_DIRS: &[&str] = &["/var/run/postgresql", "/run/postgresql", "/tmp"];
+
 /// The password file's password for this host, port, database and user
 /// (`hostname:port:database:username:password`, `*` for any, `\` escapes).
 fn pgpass(config: &Config, env: &Environment) -> Option<String> {
     let path = env
         .text("PGPASSFILE")
         .or_else(|| env.text("HOME").map(|h| format!("{h}/.pgpass")))?;
+    // As libpq: a file others may read, or not a regular file, is ignored.
+    let meta = std::fs::metadata(&path).ok()?;
+    if !meta.is_file() || std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077 != 0
+    {
+        return None;
+    }
     let text = std::fs::read_to_string(path).ok()?;
-    let host = match config.get_hosts().first() {
-        Some(Host::Tcp(name)) => name.clone(),
-        // libpq matches a socket connection as `localhost`.
-        Some(Host::Unix(_)) | None => "localhost".into(),
+    // A socket matches its folder, and `localhost` when it is the default
+    // one, as libpq matches them.
+    let (host, alias) = match config.get_hosts().first() {
+        Some(Host::Tcp(name)) => (name.clone(), None),
+        Some(Host::Unix(dir)) => {
+            let dir = dir.to_string_lossy().into_owned();
+            let default = DEFAULT_SOCKET_DIRS.contains(&dir.as_str());
+            (dir, default.then_some("localhost"))
+        }
+        None => ("localhost".into(), None),
     };
     let port = config
         .get_ports()
@@ -228,7 +298,7 @@ fn pgpass(config: &Config, env: &Environment) -> Option<String> {
         .to_string();
     let user = config.get_user().unwrap_or("");
     let db = config.get_dbname().unwrap_or(user);
-    let wanted = [host.as_str(), &port, db, user];
+    let wanted = [port.as_str(), db, user];
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .find_map(|line| {
@@ -236,11 +306,12 @@ fn pgpass(config: &Config, env: &Environment) -> Option<String> {
             let [h, p, d, u, password] = fields.as_slice() else {
                 return None;
             };
-            let fits = [h, p, d, u]
+            let host_fits = h == "*" || *h == host || alias.is_some_and(|a| h == a);
+            let fits = [p, d, u]
                 .iter()
                 .zip(wanted)
                 .all(|(field, want)| *field == "*" || **field == want);
-            fits.then(|| password.clone())
+            (host_fits && fits).then(|| password.clone())
         })
 }
 
@@ -271,23 +342,38 @@ mod tests {
 
     #[test]
     fn the_password_is_never_shown_and_modes_are_checked() {
-        let shown =
-            shown("postgresql://ann:s3cret@db.example:6543/team?password=x&sslmode=require");
+        for address in [
+            "postgresql://ann:s3cret@db.example:6543/team?password=x&sslmode=require",
+            "postgresql://ann:pa/s3cret@db.example:6543/team?sslmode=require",
+            "postgresql://ann:pa?s3cret@db.example:6543/team",
+            "postgresql://ann@db.example:6543/team?pass%77ord=s3cret",
+        ] {
+            let shown = shown(address);
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
         assert_eq!(
-            shown,
+            shown("postgresql://ann:s3cret@db.example:6543/team?password=x&sslmode=require"),
             "postgresql://ann@db.example:6543/team?sslmode=require"
         );
-        assert!(!shown.contains("s3cret"));
-        assert!(parse("postgresql://h/d?sslmode=verify-ca").is_err());
-        let (_, tls) = parse("postgresql://h/d?sslmode=verify-full&sslrootcert=/ca.pem").unwrap();
+        assert!(parse("postgresql://h/d?sslmode=verify-ca", None).is_err());
+        let p = parse(
+            "postgresql://h/d?sslmode=verify-full&sslrootcert=/ca.pem",
+            None,
+        )
+        .unwrap();
         assert_eq!(
-            tls,
+            p.tls,
             Tls::Verified {
                 root: Some("/ca.pem".into())
             }
         );
-        let (config, _) = parse("postgresql://u@%2Ftmp%2Fpg:5433/d").unwrap();
-        assert!(matches!(config.get_hosts(), [Host::Unix(_)]));
+        // A socket ignores the mode, as with libpq; PGSSLMODE is read when
+        // the address names none.
+        let p = parse("postgresql://u@%2Ftmp%2Fpg:5433/d?sslmode=require", None).unwrap();
+        assert!(matches!(p.config.get_hosts(), [Host::Unix(_)]));
+        assert_eq!(p.tls, Tls::Off);
+        let p = parse("postgresql://u@h/d", Some("verify-full".into())).unwrap();
+        assert_eq!(p.tls, Tls::Verified { root: None });
     }
 
     #[test]

@@ -37,7 +37,9 @@ impl Column {
             (Column::Int(c), Value::Null) => c.push(None),
             (Column::Bool(c), Value::Null) => c.push(None),
             (Column::Real(c), Value::Null) => c.push(None),
-            (Column::Text(c), Value::Text(t)) => c.push(Some(t.to_owned())),
+            (Column::Text(c), Value::Text(t)) => {
+                c.push(Some(super::types::storable(t).into_owned()))
+            }
             (Column::Int(c), Value::Int(n)) => c.push(Some(n)),
             (Column::Bool(c), Value::Int(n)) => c.push(Some(n != 0)),
             (Column::Real(c), Value::Real(x)) => c.push(Some(x)),

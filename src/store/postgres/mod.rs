@@ -45,7 +45,9 @@ pub fn open(address: &str, need: Need, busy: Duration, env: &Environment) -> Res
     let ms = busy.as_millis().clamp(1, i32::MAX as u128);
     client
         .batch_execute(&format!(
-            "SET lock_timeout = {ms}; SET TIME ZONE 'UTC'; SET client_min_messages = warning"
+            "SET lock_timeout = {ms}; SET TIME ZONE 'UTC'; SET client_min_messages = warning;
+             SET tcp_keepalives_idle = 30; SET tcp_keepalives_interval = 10;
+             SET tcp_keepalives_count = 3"
         ))
         .with_context(|| format!("cannot set up the session on {shown}"))?;
     let pg = Postgres {
@@ -70,11 +72,12 @@ pub fn target_version() -> u32 {
     schema::STEPS.last().map_or(0, |(v, _, _)| *v)
 }
 
-/// The two 32-bit keys of a processor's advisory lock: sessionpipe's
-/// class, then the first bytes of the MD5 of the processor's name.
-fn lock_key(processor: &str) -> (i32, i32) {
+/// The two 32-bit keys of a lock's advisory lock: sessionpipe's class, then
+/// the first bytes of the MD5 of the source and the lock's name (hosts of
+/// different sources run the same processor side by side).
+fn lock_key(source: &str, name: &str) -> (i32, i32) {
     use md5::{Digest as _, Md5};
-    let d = Md5::digest(processor.as_bytes());
+    let d = Md5::digest(format!("{source}\0{name}").as_bytes());
     (0x5350_4c4b, i32::from_be_bytes([d[0], d[1], d[2], d[3]]))
 }
 
@@ -182,7 +185,7 @@ impl Postgres {
             "SELECT pg_try_advisory_lock(?1, ?2)"
         };
         loop {
-            let (k1, k2) = lock_key(name);
+            let (k1, k2) = lock_key(&self.source, name);
             let db: &dyn Db = self;
             if db.one::<bool>(sql, crate::args![k1, k2])? {
                 return Ok(true);
@@ -207,7 +210,7 @@ impl Postgres {
 
     /// Releases what [`Postgres::lock`] took.
     pub fn unlock(&self, name: &str, shared: bool) -> Result<()> {
-        let (k1, k2) = lock_key(name);
+        let (k1, k2) = lock_key(&self.source, name);
         let db: &dyn Db = self;
         let sql = if shared {
             "SELECT pg_advisory_unlock_shared(?1, ?2)"
@@ -220,7 +223,7 @@ impl Postgres {
 
     /// Whether any connection holds `processor`'s lock now.
     pub fn is_locked(&self, processor: &str) -> Result<bool> {
-        let (k1, k2) = lock_key(processor);
+        let (k1, k2) = lock_key(&self.source, processor);
         let db: &dyn Db = self;
         db.one(
             "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted

@@ -33,7 +33,7 @@ impl ToSql for Value<'_> {
             },
             Value::Text(t) => match *ty {
                 Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
-                    t.to_sql(ty, out)
+                    storable(t).to_sql(ty, out)
                 }
                 _ => Err(format!("text cannot be stored as {ty}").into()),
             },
@@ -83,8 +83,11 @@ fn numeric(raw: &[u8]) -> Result<Value<'static>, BoxError> {
         Ok(i16::from_be_bytes([b[0], b[1]]))
     };
     let (ndigits, weight, sign) = (word(0)?, word(1)?, word(2)? as u16);
-    if sign == 0xC000 {
-        return Ok(Value::Real(f64::NAN));
+    match sign {
+        0xC000 => return Ok(Value::Real(f64::NAN)),
+        0xD000 => return Ok(Value::Real(f64::INFINITY)),
+        0xF000 => return Ok(Value::Real(f64::NEG_INFINITY)),
+        _ => {}
     }
     let digits: Vec<i16> = (0..usize::try_from(ndigits)?)
         .map(|i| word(4 + i))
@@ -106,6 +109,8 @@ fn numeric(raw: &[u8]) -> Result<Value<'static>, BoxError> {
         };
     }
     Ok(match int {
+        // i64::MIN's magnitude is one past i64::MAX: it is read as such.
+        None if negative && real == 9_223_372_036_854_775_808.0 => Value::Int(i64::MIN),
         Some(n) if negative => n.checked_neg().map_or(Value::Real(-real), Value::Int),
         Some(n) => Value::Int(n),
         None if negative => Value::Real(-real),
@@ -113,14 +118,22 @@ fn numeric(raw: &[u8]) -> Result<Value<'static>, BoxError> {
     })
 }
 
+/// Text as PostgreSQL can hold it: its `text` has no NUL character (a
+/// transcript may), so one is stored as U+FFFD, the replacement character,
+/// rather than failing the session's transaction.
+pub fn storable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        text.replace('\0', "\u{fffd}").into()
+    } else {
+        text.into()
+    }
+}
+
 /// The store interface's SQL as PostgreSQL reads it: `?N` parameters
-/// become `$N`, `INSERT OR IGNORE` becomes `ON CONFLICT DO NOTHING`, and
-/// SQLite's clock expression PostgreSQL's. Quoted text is left alone.
+/// become `$N` and `INSERT OR IGNORE` becomes `ON CONFLICT DO NOTHING`.
+/// Quoted text is left alone.
 pub fn translate(sql: &str) -> String {
-    let mut sql = sql.replace(
-        crate::store::sql::NOW,
-        "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
-    );
+    let mut sql = sql.to_owned();
     let ignore = sql.trim_start().starts_with("INSERT OR IGNORE");
     if ignore {
         sql = sql.replacen("INSERT OR IGNORE", "INSERT", 1);
@@ -158,9 +171,6 @@ mod tests {
         assert_eq!(
             translate("INSERT OR IGNORE INTO t (a) VALUES (?1)"),
             "INSERT INTO t (a) VALUES ($1) ON CONFLICT DO NOTHING"
-        );
-        assert!(
-            translate(&format!("SELECT {}", crate::store::sql::NOW)).contains("clock_timestamp")
         );
     }
 

@@ -310,6 +310,11 @@ fn tls_and_passwords_as_libpq_reads_them_and_no_password_in_any_message() {
         "sslmode=verify-full&sslrootcert={}",
         cluster.ca().display()
     ));
+    // As libpq: a password file others can read is not used.
+    let out = run(&verified, &[("PGPASSFILE", pgpass.to_str().unwrap())]);
+    assert_eq!(out.status.code(), Some(74));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("password missing"));
+    std::fs::set_permissions(&pgpass, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let out = run(&verified, &[("PGPASSFILE", pgpass.to_str().unwrap())]);
     assert!(
         out.status.success(),

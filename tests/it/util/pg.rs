@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicU16, Ordering};
 
 use tempfile::TempDir;
 
@@ -15,9 +14,15 @@ pub struct Cluster {
     port: u16,
 }
 
-/// Ports differ per cluster: the socket file's name carries the port, and
-/// clusters of one test run share nothing else.
-static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+/// A loopback port no one listens on now: the system's pick, let go of
+/// for the server to take (the socket file's name carries it too).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
 
 /// The server's programs: Debian keeps them out of `PATH`.
 fn bin_dir() -> PathBuf {
@@ -57,8 +62,7 @@ impl Cluster {
     fn started(tls: bool) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let bin = bin_dir();
-        let base = 20_000 + (std::process::id() % 2_000) as u16 * 10;
-        let port = base + NEXT_PORT.fetch_add(1, Ordering::SeqCst) % 10;
+        let port = free_port();
         let cluster = Cluster { dir, bin, port };
         let root = unsafe { libc::geteuid() } == 0;
         if root {
@@ -186,9 +190,10 @@ impl Cluster {
             std::os::unix::process::CommandExt::gid(cmd, super::NOBODY);
         }
         let out = cmd.current_dir(self.dir.path()).output().unwrap();
+        let log = std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default();
         assert!(
             out.status.success(),
-            "{cmd:?}: {}{}",
+            "{cmd:?}: {}{}\nserver log:\n{log}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
