@@ -250,11 +250,11 @@ pub fn refresh_stat(db: &dyn Db, id: RowId, seen: &Seen) -> Result<()> {
 /// (`pending`, with `first_seen_at`): how long a file has waited is
 /// measured from then, not from its mtime.
 pub fn note_seen(db: &dyn Db, processor: &str, files: &[(&str, &str)]) -> Result<()> {
-    let mut stmt = db.prepare(&format!(
-        "INSERT OR IGNORE INTO session_processor_state (processor_name, session_file, username, status,
-             first_seen_at, source)
-         VALUES (?1, ?2, ?3, 'pending', ?5, ?4)"
-    ))?;
+    let mut stmt = db.prepare(
+        "INSERT OR IGNORE INTO session_processor_state (processor_name, session_file, username,
+             status, first_seen_at, source)
+         VALUES (?1, ?2, ?3, 'pending', ?5, ?4)",
+    )?;
     let now = timestamp(Utc::now());
     for (file, user) in files {
         stmt.execute(args![processor, file, user, db.source(), now])?;
@@ -266,11 +266,11 @@ pub fn note_seen(db: &dyn Db, processor: &str, files: &[(&str, &str)]) -> Result
 /// that their wait begins now (once per wait: a file that stays live costs
 /// no write on later runs). Their rows exist: [`note_seen`] made them.
 pub fn note_waiting(db: &dyn Db, processor: &str, files: &[&str]) -> Result<()> {
-    let mut stmt = db.prepare(&format!(
+    let mut stmt = db.prepare(
         "UPDATE session_processor_state SET waiting_since = ?4
          WHERE source = ?3 AND processor_name = ?1 AND session_file = ?2
-           AND waiting_since IS NULL"
-    ))?;
+           AND waiting_since IS NULL",
+    )?;
     let now = timestamp(Utc::now());
     for file in files {
         stmt.execute(args![processor, file, db.source(), now])?;
