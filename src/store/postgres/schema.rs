@@ -274,34 +274,34 @@ pub const STEPS: &[(u32, &str, &str)] = &[
     DROP VIEW usage_request_costs;
     ALTER TABLE session_processor_state ADD COLUMN source TEXT COLLATE "C" NOT NULL DEFAULT '';
     ALTER TABLE session_processor_state DROP CONSTRAINT session_processor_state_pkey;
-    ALTER TABLE session_processor_state ADD PRIMARY KEY (source, processor_name, session_file);
+    ALTER TABLE session_processor_state ADD PRIMARY KEY (processor_name, session_file, source);
     ALTER TABLE processor_settings ADD COLUMN source TEXT COLLATE "C" NOT NULL DEFAULT '';
     ALTER TABLE processor_settings DROP CONSTRAINT processor_settings_pkey;
-    ALTER TABLE processor_settings ADD PRIMARY KEY (source, processor_name, key);
+    ALTER TABLE processor_settings ADD PRIMARY KEY (processor_name, key, source);
     ALTER TABLE usage_requests ADD COLUMN source TEXT COLLATE "C" NOT NULL DEFAULT '';
     ALTER TABLE usage_requests DROP CONSTRAINT usage_requests_pkey;
-    ALTER TABLE usage_requests ADD PRIMARY KEY (source, session_file, line);
+    ALTER TABLE usage_requests ADD PRIMARY KEY (session_file, line, source);
     ALTER TABLE usage_file_summary ADD COLUMN source TEXT COLLATE "C" NOT NULL DEFAULT '';
     ALTER TABLE usage_file_summary DROP CONSTRAINT usage_file_summary_pkey;
-    ALTER TABLE usage_file_summary ADD PRIMARY KEY (source, session_file);
+    ALTER TABLE usage_file_summary ADD PRIMARY KEY (session_file, source);
     ALTER TABLE usage_session_summary ADD COLUMN source TEXT COLLATE "C" NOT NULL DEFAULT '';
     ALTER TABLE usage_session_summary DROP CONSTRAINT usage_session_summary_pkey;
-    ALTER TABLE usage_session_summary ADD PRIMARY KEY (source, session_file);
+    ALTER TABLE usage_session_summary ADD PRIMARY KEY (session_file, source);
     ALTER TABLE verification_sessions ADD COLUMN source TEXT COLLATE "C" NOT NULL DEFAULT '';
     ALTER TABLE verification_sessions DROP CONSTRAINT verification_sessions_pkey;
-    ALTER TABLE verification_sessions ADD PRIMARY KEY (source, session_file);
+    ALTER TABLE verification_sessions ADD PRIMARY KEY (session_file, source);
     ALTER TABLE verification_evidence ADD COLUMN source TEXT COLLATE "C" NOT NULL DEFAULT '';
     ALTER TABLE verification_evidence
         DROP CONSTRAINT verification_evidence_item_id_source_user_source_ref_key;
-    ALTER TABLE verification_evidence ADD UNIQUE (item_id, source, source_user, source_ref);
+    ALTER TABLE verification_evidence ADD UNIQUE (item_id, source_user, source_ref, source);
     ALTER TABLE usage_events ADD COLUMN source TEXT COLLATE "C" NOT NULL DEFAULT '';
     DROP INDEX usage_events_by_file;
-    CREATE INDEX usage_events_by_file ON usage_events (source, session_file);
+    CREATE INDEX usage_events_by_file ON usage_events (session_file, source);
     DROP INDEX usage_requests_uncounted;
-    CREATE INDEX usage_requests_uncounted ON usage_requests (source, session_file)
+    CREATE INDEX usage_requests_uncounted ON usage_requests (session_file, source)
         WHERE NOT counted;
     DROP INDEX usage_file_summary_by_session;
-    CREATE INDEX usage_file_summary_by_session ON usage_file_summary (source, session);
+    CREATE INDEX usage_file_summary_by_session ON usage_file_summary (session, source);
     ALTER TABLE runs ADD COLUMN source TEXT COLLATE "C" NOT NULL DEFAULT '';
     ALTER TABLE knowledge_items ADD COLUMN source TEXT COLLATE "C" NOT NULL DEFAULT '';
     CREATE VIEW usage_request_costs AS

@@ -135,7 +135,7 @@ const RELEASED: [&str; 14] = [
     "344b657c4a5ff68c96868fa195bdddb3",
     "bd760ea3ce009cd7e692a1905b202e92",
     "99c48b4fd3f34e9ceed6ce7f9e6f7a66",
-    "9ebfe93758c2a501fa59ddf7473ff4f1",
+    "75e8184ffc75617e41da1c0c59c7886a",
 ];
 
 #[test]

@@ -24,7 +24,7 @@
         first_seen_at TEXT,
         waiting_since TEXT,
         source TEXT NOT NULL DEFAULT '',
-        PRIMARY KEY (source, processor_name, session_file)
+        PRIMARY KEY (processor_name, session_file, source)
     ) WITHOUT ROWID;
     INSERT INTO new_session_processor_state (processor_name, session_file, username, processed_at, items_extracted, file_hash, bytes_processed, processor_version, file_size, mtime_ns, ctime_ns, inode, read_racy, status, attempts, attempt_hash, last_error, next_attempt_at, first_seen_at, waiting_since)
         SELECT processor_name, session_file, username, processed_at, items_extracted, file_hash, bytes_processed, processor_version, file_size, mtime_ns, ctime_ns, inode, read_racy, status, attempts, attempt_hash, last_error, next_attempt_at, first_seen_at, waiting_since FROM session_processor_state;
@@ -35,7 +35,7 @@
         key TEXT NOT NULL,
         value TEXT NOT NULL,
         source TEXT NOT NULL DEFAULT '',
-        PRIMARY KEY (source, processor_name, key)
+        PRIMARY KEY (processor_name, key, source)
     ) WITHOUT ROWID;
     INSERT INTO new_processor_settings (processor_name, key, value)
         SELECT processor_name, key, value FROM processor_settings;
@@ -61,13 +61,13 @@
         request_key TEXT,
         counted INTEGER NOT NULL DEFAULT 1,
         source TEXT NOT NULL DEFAULT '',
-        PRIMARY KEY (source, session_file, line)
+        PRIMARY KEY (session_file, line, source)
     ) WITHOUT ROWID;
     INSERT INTO new_usage_requests (session_file, line, session_id, username, model, occurred_at, input_tokens, output_tokens, cache_creation_tokens, cache_creation_5m_tokens, cache_creation_1h_tokens, cache_read_tokens, is_sidechain, is_fast, processor_version, agent_id, request_key, counted)
         SELECT session_file, line, session_id, username, model, occurred_at, input_tokens, output_tokens, cache_creation_tokens, cache_creation_5m_tokens, cache_creation_1h_tokens, cache_read_tokens, is_sidechain, is_fast, processor_version, agent_id, request_key, counted FROM usage_requests;
     DROP TABLE usage_requests;
     ALTER TABLE new_usage_requests RENAME TO usage_requests;
-    CREATE INDEX usage_requests_uncounted ON usage_requests (source, session_file) WHERE NOT counted;
+    CREATE INDEX usage_requests_uncounted ON usage_requests (session_file, source) WHERE NOT counted;
     CREATE TABLE new_usage_file_summary (
         session_file TEXT NOT NULL,
         session TEXT NOT NULL,
@@ -99,13 +99,13 @@
         claude_version TEXT,
         git_branch TEXT,
         source TEXT NOT NULL DEFAULT '',
-        PRIMARY KEY (source, session_file)
+        PRIMARY KEY (session_file, source)
     ) WITHOUT ROWID;
     INSERT INTO new_usage_file_summary (session_file, session, session_id, username, started_at, ended_at, wall_seconds, active_seconds, user_prompts, assistant_messages, tool_calls, tool_errors, skill_invocations, subagent_dispatches, mcp_calls, slash_commands, distinct_tools, distinct_skills, primary_model, models, input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, malformed_lines, processor_version, project, claude_version, git_branch)
         SELECT session_file, session, session_id, username, started_at, ended_at, wall_seconds, active_seconds, user_prompts, assistant_messages, tool_calls, tool_errors, skill_invocations, subagent_dispatches, mcp_calls, slash_commands, distinct_tools, distinct_skills, primary_model, models, input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, malformed_lines, processor_version, project, claude_version, git_branch FROM usage_file_summary;
     DROP TABLE usage_file_summary;
     ALTER TABLE new_usage_file_summary RENAME TO usage_file_summary;
-    CREATE INDEX usage_file_summary_by_session ON usage_file_summary (source, session);
+    CREATE INDEX usage_file_summary_by_session ON usage_file_summary (session, source);
     CREATE TABLE new_usage_session_summary (
         session_file TEXT NOT NULL,
         session_id TEXT NOT NULL,
@@ -136,7 +136,7 @@
         claude_version TEXT,
         git_branch TEXT,
         source TEXT NOT NULL DEFAULT '',
-        PRIMARY KEY (source, session_file)
+        PRIMARY KEY (session_file, source)
     ) WITHOUT ROWID;
     INSERT INTO new_usage_session_summary (session_file, session_id, username, started_at, ended_at, wall_seconds, active_seconds, user_prompts, assistant_messages, tool_calls, tool_errors, skill_invocations, subagent_dispatches, mcp_calls, slash_commands, distinct_tools, distinct_skills, primary_model, models, input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, malformed_lines, processor_version, project, claude_version, git_branch)
         SELECT session_file, session_id, username, started_at, ended_at, wall_seconds, active_seconds, user_prompts, assistant_messages, tool_calls, tool_errors, skill_invocations, subagent_dispatches, mcp_calls, slash_commands, distinct_tools, distinct_skills, primary_model, models, input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, malformed_lines, processor_version, project, claude_version, git_branch FROM usage_session_summary;
@@ -158,7 +158,7 @@
         llm_cost_usd REAL NOT NULL DEFAULT 0,
         llm_unpriced_calls INTEGER NOT NULL DEFAULT 0,
         source TEXT NOT NULL DEFAULT '',
-        PRIMARY KEY (source, session_file)
+        PRIMARY KEY (session_file, source)
     ) WITHOUT ROWID;
     INSERT INTO new_verification_sessions (session_file, username, items, dropped_invalid, dropped_unsupported, model, processed_at, llm_calls, llm_input_tokens, llm_output_tokens, llm_cache_creation_tokens, llm_cache_read_tokens, llm_cost_usd, llm_unpriced_calls)
         SELECT session_file, username, items, dropped_invalid, dropped_unsupported, model, processed_at, llm_calls, llm_input_tokens, llm_output_tokens, llm_cache_creation_tokens, llm_cache_read_tokens, llm_cost_usd, llm_unpriced_calls FROM verification_sessions;
@@ -172,7 +172,7 @@
         user_quote TEXT NOT NULL,
         created_at TEXT NOT NULL,
         source TEXT NOT NULL DEFAULT '',
-        UNIQUE (item_id, source, source_user, source_ref)
+        UNIQUE (item_id, source_user, source_ref, source)
     );
     INSERT INTO new_verification_evidence (item_id, source_user, source_ref, detection_type, user_quote, created_at)
         SELECT item_id, source_user, source_ref, detection_type, user_quote, created_at FROM verification_evidence;
@@ -180,7 +180,7 @@
     ALTER TABLE new_verification_evidence RENAME TO verification_evidence;
     ALTER TABLE usage_events ADD COLUMN source TEXT NOT NULL DEFAULT '';
     DROP INDEX usage_events_by_file;
-    CREATE INDEX usage_events_by_file ON usage_events (source, session_file);
+    CREATE INDEX usage_events_by_file ON usage_events (session_file, source);
     ALTER TABLE runs ADD COLUMN source TEXT NOT NULL DEFAULT '';
     ALTER TABLE knowledge_items ADD COLUMN source TEXT NOT NULL DEFAULT '';
     CREATE VIEW usage_request_costs AS
