@@ -248,20 +248,30 @@ fn open_lock_file(path: &Path) -> Result<File> {
 }
 
 /// For a PostgreSQL database: the file this host's attempt journal and
-/// file lock hang on, in a folder of the temporary directory that is ours
-/// alone (mode 0700, owned by us, not a symlink: a folder someone else made
-/// there first is refused, not used). The server's advisory lock is what
-/// excludes runs on other hosts; the journal is this host's, so a run that
-/// dies is charged by this host's next run.
-pub fn journal_anchor(address: &str) -> Result<PathBuf> {
+/// file lock hang on, in `$XDG_STATE_HOME/sessionpipe` (else
+/// `~/.local/state/sessionpipe`), a folder that must be ours alone (mode
+/// 0700, owned by us, not a symlink: one someone else made is refused, not
+/// used). The server's advisory lock is what excludes runs on other hosts;
+/// the journal is this host's, so a run that dies is charged by this host's
+/// next run.
+pub fn journal_anchor(address: &str, source: &str) -> Result<PathBuf> {
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|d| !d.is_empty())
+                .map(|home| PathBuf::from(home).join(".local/state"))
+        })
+        .context("neither XDG_STATE_HOME nor HOME is set: the attempt journal lives there")?;
+    let dir = state.join("sessionpipe");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
-    let dir = std::env::temp_dir().join(format!("sessionpipe-{me}"));
-    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
-    }
     let meta = std::fs::symlink_metadata(&dir)
         .with_context(|| format!("cannot read {}", dir.display()))?;
     if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o077 != 0 {
@@ -272,7 +282,7 @@ pub fn journal_anchor(address: &str) -> Result<PathBuf> {
             meta.mode() & 0o7777
         );
     }
-    let name = crate::session::hex(&Md5::digest(address.as_bytes()));
+    let name = crate::session::hex(&Md5::digest(format!("{address}\0{source}").as_bytes()));
     let anchor = dir.join(format!("{name}.db"));
     open_lock_file(&anchor)?;
     Ok(anchor)

@@ -163,35 +163,47 @@ fn take_lock(
     args: &RunArgs,
     config: &Config,
 ) -> Result<Option<lock::ProcessorLock>> {
-    let own = args.shard.map(|s| s.lock_name(p.name()));
-    let anchor = match config.db.file() {
-        Some(file) => file.to_owned(),
-        None => {
-            if !store.lock(p.name(), own.is_some(), args.wait)? {
-                return Ok(None);
-            }
-            if let Some(own) = &own
-                && !store.lock(own, false, args.wait)?
-            {
-                store.unlock(p.name(), true)?;
-                return Ok(None);
-            }
-            lock::journal_anchor(&config.db.to_string())?
+    let Some(file) = config.db.file() else {
+        if !store.lock(p.name(), args.shard.is_some(), args.wait)? {
+            return Ok(None);
         }
+        let held = server_lock(store, p, args, config);
+        // Whatever was taken is let go of when the run cannot go on.
+        if !matches!(held, Ok(Some(_))) {
+            unlock(store, p, args)?;
+        }
+        return held;
     };
-    let held = lock::acquire(&anchor, own.as_deref().unwrap_or(p.name()), args.wait);
-    if !matches!(held, Ok(Some(_))) {
-        unlock(store, p, args)?;
-    }
-    held
+    lock::acquire(file, p.name(), args.wait)
 }
 
-/// Releases the server's locks [`take_lock`] took (nothing on SQLite).
-fn unlock(store: &Store, p: &dyn Processor, args: &RunArgs) -> Result<()> {
-    if let Some(shard) = args.shard {
-        store.unlock(&shard.lock_name(p.name()), false)?;
+/// Under the processor's advisory lock: the shard's, then this host's
+/// journal file lock.
+fn server_lock(
+    store: &Store,
+    p: &dyn Processor,
+    args: &RunArgs,
+    config: &Config,
+) -> Result<Option<lock::ProcessorLock>> {
+    let own = args.shard.map(|s| s.lock_name(p.name()));
+    if let Some(own) = &own
+        && !store.lock(own, false, args.wait)?
+    {
+        return Ok(None);
     }
-    store.unlock(p.name(), args.shard.is_some())
+    let anchor = lock::journal_anchor(&config.db.to_string(), config.source.as_str())?;
+    lock::acquire(&anchor, own.as_deref().unwrap_or(p.name()), args.wait)
+}
+
+/// Releases the server's locks [`take_lock`] took (nothing on SQLite); a
+/// lock not held is no error.
+fn unlock(store: &Store, p: &dyn Processor, args: &RunArgs) -> Result<()> {
+    let shard = args
+        .shard
+        .map(|s| store.unlock(&s.lock_name(p.name()), false));
+    let whole = store.unlock(p.name(), args.shard.is_some());
+    shard.transpose()?;
+    whole
 }
 
 fn failed(p: &dyn Processor, e: anyhow::Error, printer: &Printer) -> Report {

@@ -67,6 +67,29 @@ fn a_run_holding_the_advisory_lock_makes_another_busy_until_it_ends() {
         ),
         "0\n"
     );
+    // The journal's folder must be ours alone: one others can write to is
+    // refused, and the refused run holds no lock on the server.
+    let shared = env.path("shared-state");
+    std::fs::create_dir_all(shared.join("sessionpipe")).unwrap();
+    std::fs::set_permissions(
+        shared.join("sessionpipe"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let out = on(&env, &address)
+        .env("XDG_STATE_HOME", &shared)
+        .args(["run", "slow"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(74));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a private folder"));
+    assert_eq!(
+        cluster.psql(
+            "locks",
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+        ),
+        "0\n"
+    );
 }
 
 #[test]
@@ -105,11 +128,11 @@ fn two_hosts_running_shards_one_and_two_process_every_session_once() {
     }
     // Slow enough that the runs overlap.
     env.processors(&[("tally", &env.recorder("sleep 0.1"))]);
-    // Each "host" has a temporary folder of its own: only the server is
+    // Each "host" has a state folder of its own: only the server is
     // shared, as between machines.
     let host = |shard: &str, tmp: &Path| {
         let mut cmd = env.std_cmd_on(Path::new(&address));
-        cmd.env("TMPDIR", tmp)
+        cmd.env("XDG_STATE_HOME", tmp)
             .args(["run", "tally", "--json", "--shard", shard])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -128,6 +151,7 @@ fn two_hosts_running_shards_one_and_two_process_every_session_once() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let again = host("1/2", &c).output().unwrap();
+    // (Refused the same, on another host, as the journal's folder is.)
     assert_eq!(
         again.status.code(),
         Some(75),

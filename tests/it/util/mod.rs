@@ -123,6 +123,9 @@ impl Env {
         for var in HOST_VARIABLES {
             cmd.env_remove(var);
         }
+        // Where a PostgreSQL run keeps this host's journal: in the test's
+        // folder, not the home of whoever runs the tests.
+        cmd.env("XDG_STATE_HOME", self.dir.path().join("state"));
         cmd.arg("--config")
             .arg(&self.config)
             .arg("--data-dir")
