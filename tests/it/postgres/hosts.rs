@@ -67,29 +67,6 @@ fn a_run_holding_the_advisory_lock_makes_another_busy_until_it_ends() {
         ),
         "0\n"
     );
-    // The journal's folder must be ours alone: one others can write to is
-    // refused, and the refused run holds no lock on the server.
-    let shared = env.path("shared-state");
-    std::fs::create_dir_all(shared.join("sessionpipe")).unwrap();
-    std::fs::set_permissions(
-        shared.join("sessionpipe"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
-    let out = on(&env, &address)
-        .env("XDG_STATE_HOME", &shared)
-        .args(["run", "slow"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(74));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a private folder"));
-    assert_eq!(
-        cluster.psql(
-            "locks",
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-        ),
-        "0\n"
-    );
 }
 
 #[test]
@@ -373,4 +350,35 @@ fn tls_and_passwords_as_libpq_reads_them_and_no_password_in_any_message() {
         "{listed}"
     );
     assert!(!listed.contains("Wr0ngPass"), "{listed}");
+}
+
+#[test]
+fn a_journal_folder_others_can_write_to_is_refused() {
+    let cluster = Cluster::start();
+    let address = cluster.database("locks");
+    let env = Env::new();
+    env.session("u/a.jsonl", crate::util::LINE);
+    // The journal's folder must be ours alone: one others can write to is
+    // refused, and the refused run holds no lock on the server.
+    let shared = env.path("shared-state");
+    std::fs::create_dir_all(shared.join("sessionpipe")).unwrap();
+    std::fs::set_permissions(
+        shared.join("sessionpipe"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let out = on(&env, &address)
+        .env("XDG_STATE_HOME", &shared)
+        .args(["run", "usage"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(74));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a private folder"));
+    assert_eq!(
+        cluster.psql(
+            "locks",
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+        ),
+        "0\n"
+    );
 }
