@@ -59,7 +59,7 @@ fn copy_from(from: &std::path::Path, config: &Config, printer: &Printer) -> Resu
             "--from copies a SQLite database into PostgreSQL: --db must be postgresql://…",
         ));
     }
-    let source = crate::store::copy::open_source(from, config.busy_timeout)?;
+    let source = crate::store::copy::open_source(from)?;
     let target = Store::for_config(config, Need::Current)?;
     for (table, rows) in crate::store::copy::copy(&source, &target, &config.db)? {
         printer.out(format_args!("copied {rows} rows of {table}"))?;

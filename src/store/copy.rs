@@ -1,12 +1,22 @@
 //! `migrate --from sqlite:PATH`: a SQLite database's every row (state, run
-//! history, outputs) copied into an empty PostgreSQL database in one
-//! transaction, so that a team moves to PostgreSQL without reprocessing.
-//! Either everything is copied or nothing: a failure rolls the copy back.
+//! history, outputs) copied into a PostgreSQL database in one transaction,
+//! so that a team moves to PostgreSQL without reprocessing. Either
+//! everything is copied or nothing: a failure rolls the copy back.
+//!
+//! The rows take the source the configuration names (`source`), so each
+//! host with a data dir of its own brings its history into the shared
+//! database: the copy is refused only when the database already holds rows
+//! of that source. Runs are numbered after the runs already there. The
+//! tables every source shares (facts, their links, model prices) are
+//! merged: a row already there is kept.
+//!
+//! The SQLite file is only read, in one read transaction: a run writing to
+//! it meanwhile does not make the tables disagree.
 
 use anyhow::{Result, bail};
 
-use super::sql::{Db, Value};
-use super::{Location, Need, Store};
+use super::sql::{Bulk, Db, Param, Statement, Value};
+use super::{Location, Store};
 use crate::exit;
 
 /// The tables, parents before the tables that refer to them. Every table
@@ -27,6 +37,9 @@ pub const TABLES: &[&str] = &[
     "verification_sessions",
 ];
 
+/// The tables all sources share, merged rather than refused.
+const SHARED: &[&str] = &["usage_model_prices", "knowledge_items", "knowledge_similar"];
+
 /// Copies `from` into `to`; returns each table with the rows copied.
 pub fn copy(from: &Store, to: &Store, shown: &Location) -> Result<Vec<(&'static str, u64)>> {
     let (source, target) = (from.db(), to.db());
@@ -40,19 +53,32 @@ pub fn copy(from: &Store, to: &Store, shown: &Location) -> Result<Vec<(&'static 
             ),
         ));
     }
+    // One snapshot of the file for every table.
+    source.batch("BEGIN")?;
     let tx = target.transaction()?;
-    for table in TABLES {
-        let rows: i64 = tx.one(&format!("SELECT count(*) FROM {table}"), &[])?;
+    for table in TABLES
+        .iter()
+        .filter(|t| !SHARED.contains(t) && **t != "run_errors")
+    {
+        let rows: i64 = tx.one(
+            &format!("SELECT count(*) FROM {table} WHERE source = ?1"),
+            crate::args![target.source()],
+        )?;
         if rows > 0 {
+            let whose = match target.source() {
+                "" => "rows".to_owned(),
+                s => format!("rows of source {s}"),
+            };
             return Err(exit::fail(
                 exit::CONFIG,
-                format!("{shown} already holds rows in {table}: copy into an empty database"),
+                format!("{shown} already holds {whose} in {table}: nothing was copied"),
             ));
         }
     }
+    let offset: i64 = tx.one("SELECT coalesce(max(id), 0) FROM runs", &[])?;
     let mut copied = Vec::new();
     for table in TABLES {
-        copied.push((*table, copy_table(source, &*tx, table)?));
+        copied.push((*table, copy_table(source, &*tx, table, offset)?));
     }
     // Later runs number their rows after the copied ones.
     tx.execute(
@@ -61,10 +87,13 @@ pub fn copy(from: &Store, to: &Store, shown: &Location) -> Result<Vec<(&'static 
         &[],
     )?;
     tx.commit()?;
+    source.batch("COMMIT")?;
     Ok(copied)
 }
 
-fn copy_table(source: &dyn Db, target: &dyn Db, table: &str) -> Result<u64> {
+/// Copies one table's rows: with the target's source, run ids moved past
+/// `offset`, shared rows already there kept.
+fn copy_table(source: &dyn Db, target: &dyn Db, table: &str, offset: i64) -> Result<u64> {
     let columns = source.rows(
         &format!("SELECT name FROM pragma_table_info('{table}')"),
         &[],
@@ -74,33 +103,67 @@ fn copy_table(source: &dyn Db, target: &dyn Db, table: &str) -> Result<u64> {
         bail!("the SQLite database has no table {table}");
     }
     let names: Vec<&str> = columns.iter().map(String::as_str).collect();
-    let mut bulk = target.bulk(table, &names)?;
+    let mut sink = if SHARED.contains(&table) {
+        let marks: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+        Sink::Merge(target.prepare(&format!(
+            "INSERT OR IGNORE INTO {table} ({}) VALUES ({})",
+            names.join(", "),
+            marks.join(", ")
+        ))?)
+    } else {
+        Sink::Bulk(target.bulk(table, &names)?)
+    };
+    let own_source = target.source().to_owned();
     let mut n = 0u64;
     source.query(
         &format!("SELECT {} FROM {table}", names.join(", ")),
         &[],
         &mut |r| {
-            let row: Vec<Value> = (0..r.len()).map(|i| r.value(i)).collect::<Result<_>>()?;
-            let params: Vec<&dyn super::sql::Param> =
-                row.iter().map(|v| v as &dyn super::sql::Param).collect();
-            bulk.push(&params)?;
+            let mut row: Vec<Value> = (0..r.len()).map(|i| r.value(i)).collect::<Result<_>>()?;
+            for (value, name) in row.iter_mut().zip(&names) {
+                match (*name, &*value) {
+                    ("source", _) if !SHARED.contains(&table) || table == "knowledge_items" => {
+                        *value = Value::Text(&own_source);
+                    }
+                    ("id", Value::Int(id)) if table == "runs" => {
+                        *value = Value::Int(id.saturating_add(offset));
+                    }
+                    ("run_id", Value::Int(id)) => *value = Value::Int(id.saturating_add(offset)),
+                    _ => {}
+                }
+            }
+            let params: Vec<&dyn Param> = row.iter().map(|v| v as &dyn Param).collect();
+            match &mut sink {
+                Sink::Merge(insert) => insert.execute(&params).map(drop)?,
+                Sink::Bulk(bulk) => bulk.push(&params)?,
+            }
             n += 1;
             Ok(())
         },
     )?;
-    bulk.finish()?;
+    if let Sink::Bulk(bulk) = sink {
+        bulk.finish()?;
+    }
     Ok(n)
 }
 
-/// Opens the SQLite database `path` for reading from, never creating it.
-pub fn open_source(path: &std::path::Path, busy: std::time::Duration) -> Result<Store> {
+/// Where one table's rows go: merged one by one (a shared table), or in
+/// bulk.
+enum Sink<'t> {
+    Merge(Box<dyn Statement + 't>),
+    Bulk(Box<dyn Bulk + 't>),
+}
+
+/// Opens the SQLite database `path` to read from: never created, never
+/// written.
+pub fn open_source(path: &std::path::Path) -> Result<Store> {
     if !path.is_file() {
         return Err(exit::fail(
             exit::CONFIG,
             format!("no SQLite database at {}", path.display()),
         ));
     }
-    Store::open(&Location::File(path.to_owned()), Need::Any, busy)
+    Store::open_read_only(path)
 }
 
 #[cfg(test)]

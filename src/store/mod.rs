@@ -115,6 +115,13 @@ impl Store {
         Ok(store)
     }
 
+    /// The SQLite file at `path`, read only (`migrate --from`).
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        Ok(Store {
+            engine: Engine::Sqlite(sqlite::open_read_only(path)?),
+        })
+    }
+
     /// An empty database in memory at the current schema, for read-only
     /// commands run before any database exists.
     pub fn in_memory() -> Result<Store> {

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 
 use anyhow::Result;
 
+use super::settings::Scope;
 use crate::args;
 use crate::prices::{Price, PriceBook, Source};
 use crate::store::sql::Db;
@@ -44,7 +45,8 @@ pub(super) fn resolve<'m>(
 /// Rebuilds every model's price when the book differs from the one last
 /// applied (a fingerprint is kept): an unchanged book costs one lookup.
 pub(super) fn apply(db: &dyn Db, book: &PriceBook) -> Result<()> {
-    let Some(tx) = super::settings::changed(db, "prices", &book.fingerprint())? else {
+    let Some(tx) = super::settings::changed(db, Scope::Shared, "prices", &book.fingerprint())?
+    else {
         return Ok(());
     };
     let models: BTreeSet<String> = tx

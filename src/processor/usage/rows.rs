@@ -240,7 +240,13 @@ pub(super) fn apply_identities(
         }
         crate::session::hex(&md5.finalize())
     };
-    let Some(tx) = super::settings::changed(db, "identities", &fingerprint)? else {
+    let Some(tx) = super::settings::changed(
+        db,
+        super::settings::Scope::Source,
+        "identities",
+        &fingerprint,
+    )?
+    else {
         return Ok(());
     };
     let folder = match tx.dialect() {

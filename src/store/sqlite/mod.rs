@@ -70,6 +70,22 @@ pub fn open(path: &Path, need: Need, busy: Duration) -> Result<Sqlite> {
     prepare(conn, need, busy, &shown.to_string())
 }
 
+/// The database at `path`, read only: nothing in it changes, not even its
+/// journal mode.
+pub fn open_read_only(path: &Path) -> Result<Sqlite> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("cannot open database {}", path.display()))?;
+    migrations::user_version(&conn)
+        .with_context(|| format!("{} is not a usable SQLite database", path.display()))?;
+    Ok(Sqlite {
+        conn,
+        source: String::new(),
+    })
+}
+
 /// An empty database in memory at the current schema, for read-only
 /// commands run before any database exists.
 pub fn in_memory() -> Result<Sqlite> {

@@ -315,3 +315,55 @@ fn verification_keeps_the_same_facts_evidence_and_spend_on_both_engines() {
         assert_eq!(a, b, "{sql}");
     }
 }
+
+#[test]
+fn each_host_brings_its_sqlite_history_under_its_own_source() {
+    let cluster = Cluster::start();
+    let address = cluster.database("regions");
+    let region = |source: &str| {
+        let env = Env::new();
+        env.copy_fixtures("sniffly", "ann");
+        let mut config = toml::Table::new();
+        config.insert("source".into(), source.into());
+        env.write_config(&config);
+        env.cmd().args(["run", "usage"]).assert().success();
+        let out = on(&env, &address)
+            .arg("migrate")
+            .arg("--from")
+            .arg(format!("sqlite:{}", env.db.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        env
+    };
+    let (eu, us) = (region("eu-1"), region("us-1"));
+    assert_eq!(
+        cluster.psql(
+            "regions",
+            "SELECT source, count(*) FROM session_processor_state GROUP BY source ORDER BY 1"
+        ),
+        "eu-1|4\nus-1|4\n"
+    );
+    assert_eq!(
+        cluster.psql(
+            "regions",
+            "SELECT string_agg(source || id, ',' ORDER BY id) FROM runs"
+        ),
+        "eu-11,us-12\n"
+    );
+    for env in [&eu, &us] {
+        assert_eq!(n(&run_on(env, &address, &["usage"]), "processed"), 0);
+    }
+    // A region copied twice: refused, by its source.
+    on(&eu, &address)
+        .arg("migrate")
+        .arg("--from")
+        .arg(format!("sqlite:{}", eu.db.display()))
+        .assert()
+        .code(78)
+        .stderr(predicates::str::contains("rows of source eu-1"));
+}
