@@ -19,6 +19,11 @@ pub struct Shard {
 }
 
 impl Shard {
+    /// How many shards the folders are split into.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
     /// Whether the user folder `user` belongs to this shard.
     pub fn contains(&self, user: &str) -> bool {
         of(user, self.count) == self.index
@@ -28,6 +33,24 @@ impl Shard {
     pub fn lock_name(&self, processor: &str) -> String {
         format!("{processor}.shard-{}-of-{}", self.index, self.count)
     }
+
+    /// The name of the lock every shard of this count holds shared, so that
+    /// shards of another count (a crontab half rolled out) are refused.
+    pub fn count_lock_name(&self, processor: &str) -> String {
+        count_lock_name(processor, self.count)
+    }
+
+    /// [`Shard::count_lock_name`] of every other count.
+    pub fn other_count_lock_names(&self, processor: &str) -> Vec<String> {
+        (1..=MAX)
+            .filter(|&n| n != self.count)
+            .map(|n| count_lock_name(processor, n))
+            .collect()
+    }
+}
+
+fn count_lock_name(processor: &str, count: u32) -> String {
+    format!("{processor}.shards-of-{count}")
 }
 
 /// The shard (1-based) of `count` that `user` belongs to: the first eight

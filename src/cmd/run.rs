@@ -185,6 +185,11 @@ fn server_lock(
     args: &RunArgs,
     config: &Config,
 ) -> Result<Option<lock::ProcessorLock>> {
+    if let Some(shard) = args.shard
+        && !lock_shard_count(store, p.name(), shard, args.wait)?
+    {
+        return Ok(None);
+    }
     let own = args.shard.map(|s| s.lock_name(p.name()));
     if let Some(own) = &own
         && !store.lock(own, false, args.wait)?
@@ -195,12 +200,46 @@ fn server_lock(
     lock::acquire(&anchor, own.as_deref().unwrap_or(p.name()), args.wait)
 }
 
+/// Takes the lock all shards of `shard`'s count hold shared, unless shards
+/// of another count run: checked under a short exclusive lock, so that two
+/// counts starting at once cannot both pass. `false`: busy.
+fn lock_shard_count(
+    store: &Store,
+    processor: &str,
+    shard: crate::shard::Shard,
+    wait: Option<std::time::Duration>,
+) -> Result<bool> {
+    let setup = format!("{processor}.shard-counts");
+    // Held for a moment by each shard starting: waited for, whatever --wait.
+    let moment = std::time::Duration::from_secs(10);
+    if !store.lock(&setup, false, Some(wait.map_or(moment, |w| w.max(moment))))? {
+        return Ok(false);
+    }
+    let others = store.any_locked(&shard.other_count_lock_names(processor));
+    let taken = match others {
+        Ok(false) => store.lock(&shard.count_lock_name(processor), true, None),
+        Ok(true) => Err(exit::fail(
+            exit::BUSY,
+            format!(
+                "{processor}: shards of another count than {} run: give every host the \
+                 same --shard K/N",
+                shard.count()
+            ),
+        )),
+        Err(e) => Err(e),
+    };
+    store.unlock(&setup, false)?;
+    taken
+}
+
 /// Releases the server's locks [`take_lock`] took (nothing on SQLite); a
 /// lock not held is no error.
 fn unlock(store: &Store, p: &dyn Processor, args: &RunArgs) -> Result<()> {
-    let shard = args
-        .shard
-        .map(|s| store.unlock(&s.lock_name(p.name()), false));
+    let shard = args.shard.map(|s| {
+        let own = store.unlock(&s.lock_name(p.name()), false);
+        let count = store.unlock(&s.count_lock_name(p.name()), true);
+        own.and(count)
+    });
     let whole = store.unlock(p.name(), args.shard.is_some());
     shard.transpose()?;
     whole

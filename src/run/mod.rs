@@ -197,7 +197,7 @@ fn execute(
     report: &mut Report,
 ) -> Result<Option<i32>> {
     let name = ctx.processor.name();
-    let (scan::Scan { files, problems }, mut rows) = survey(ctx, store, data_dir)?;
+    let (scan::Scan { files, problems }, mut rows, elsewhere) = survey(ctx, store, data_dir)?;
     let unlisted: Vec<&str> = problems.iter().map(|(folder, _)| folder.as_str()).collect();
     let commit = matches!(ctx.mode, Mode::Commit(_));
     moves::mark_vanished(store.db(), name, &files, &unlisted, &mut rows, commit)?;
@@ -209,7 +209,7 @@ fn execute(
             error: why,
         });
     }
-    let moves = moves::Moves::new(&rows);
+    let moves = moves::Moves::new(rows.iter().chain(&elsewhere));
     let now = Utc::now();
     let version = ctx.processor.version();
     let candidates: Vec<(&SessionFile, Option<&Row>)> = files
@@ -253,11 +253,10 @@ fn execute(
 }
 
 /// The processor's files and state rows (this shard's, under `--shard`).
-fn survey(
-    ctx: &Context,
-    store: &Store,
-    data_dir: &Path,
-) -> Result<(scan::Scan, std::collections::HashMap<String, Row>)> {
+/// Also returns, under `--shard`, the other shards' rows whose files the
+/// walk did not find, as gone: a user folder renamed into this shard is
+/// that folder moved, not new sessions (see [`moves::Moves`]).
+fn survey(ctx: &Context, store: &Store, data_dir: &Path) -> Result<(scan::Scan, Rows, Rows)> {
     let name = ctx.processor.name();
     // The walk and the state rows, at once: on an unchanged tree they are
     // the whole run.
@@ -275,16 +274,38 @@ fn survey(
     });
     let mut scan = scan?.for_processor(ctx.processor);
     let mut rows = rows?;
+    let mut elsewhere = Rows::new();
     if let Some(shard) = ctx.opts.shard {
         // Another shard's folders are not this run's to process, to find
         // gone or to report.
+        let found: std::collections::HashSet<&str> =
+            scan.files.iter().map(|f| f.name.as_str()).collect();
+        let unlisted = |name: &str| {
+            scan.problems
+                .iter()
+                .any(|(folder, _)| name.starts_with(folder.as_str()))
+        };
+        let (mine, others): (Rows, Rows) = rows
+            .into_iter()
+            .partition(|(name, _)| shard.contains(scan::user_of(name)));
+        elsewhere = others
+            .into_iter()
+            .filter(|(name, _)| !found.contains(name.as_str()) && !unlisted(name))
+            .map(|(name, mut row)| {
+                row.status = crate::verdict::Status::Gone;
+                (name, row)
+            })
+            .collect();
+        rows = mine;
         scan.files.retain(|f| shard.contains(&f.user));
-        rows.retain(|name, _| shard.contains(scan::user_of(name)));
         scan.problems
             .retain(|(folder, _)| shard.contains(scan::user_of(folder)));
     }
-    Ok((scan, rows))
+    Ok((scan, rows, elsewhere))
 }
+
+/// State rows by session file.
+type Rows = std::collections::HashMap<String, Row>;
 
 /// Notes the files no run has seen before, so that `state --check` can tell
 /// how long they have waited, and when the files that wait to settle began

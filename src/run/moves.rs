@@ -74,7 +74,7 @@ pub struct Moves {
 }
 
 impl Moves {
-    pub fn new(rows: &HashMap<String, Row>) -> Moves {
+    pub fn new<'r>(rows: impl IntoIterator<Item = (&'r String, &'r Row)>) -> Moves {
         let mut by_content: HashMap<(u64, String), Vec<String>> = HashMap::new();
         for (name, row) in rows {
             // An empty prefix is anyone's content: never a match.

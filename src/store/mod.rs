@@ -180,6 +180,15 @@ impl Store {
         }
     }
 
+    /// Whether any run holds one of the locks `names` now (PostgreSQL only;
+    /// on SQLite `false`).
+    pub fn any_locked(&self, names: &[String]) -> Result<bool> {
+        match &self.engine {
+            Engine::Sqlite(_) => Ok(false),
+            Engine::Postgres(p) => p.any_locked(names),
+        }
+    }
+
     /// Whether a run of `processor` holds its lock now: on PostgreSQL the
     /// server's word; on SQLite `None` (ask [`crate::lock::is_held`]).
     pub fn is_locked(&self, processor: &str) -> Result<Option<bool>> {

@@ -221,16 +221,35 @@ impl Postgres {
         Ok(())
     }
 
-    /// Whether any connection holds `processor`'s lock now.
-    pub fn is_locked(&self, processor: &str) -> Result<bool> {
-        let (k1, k2) = lock_key(&self.source, processor);
+    /// Whether any connection holds the lock `name` now.
+    pub fn is_locked(&self, name: &str) -> Result<bool> {
+        self.any_locked(&[name.to_owned()])
+    }
+
+    /// Whether any connection holds one of the locks `names` now.
+    pub fn any_locked(&self, names: &[String]) -> Result<bool> {
+        let class = lock_key(&self.source, "").0;
+        // Numbers this process computed, written into the statement: a list
+        // of a thousand parameters would be a thousand binds.
+        let keys: Vec<String> = names
+            .iter()
+            .map(|n| (i64::from(lock_key(&self.source, n).1) & 0xffff_ffff).to_string())
+            .collect();
+        if keys.is_empty() {
+            return Ok(false);
+        }
         let db: &dyn Db = self;
         db.one(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
-                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                 AND classid = CAST(CAST(?1 AS BIGINT) & 4294967295 AS oid)
-                 AND objid = CAST(CAST(?2 AS BIGINT) & 4294967295 AS oid) AND objsubid = 2)",
-            crate::args![i64::from(k1), i64::from(k2)],
+            &format!(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+                     AND database = (SELECT oid FROM pg_database
+                                     WHERE datname = current_database())
+                     AND classid = CAST(CAST(?1 AS BIGINT) & 4294967295 AS oid)
+                     AND objsubid = 2
+                     AND CAST(objid AS BIGINT) IN ({}))",
+                keys.join(", ")
+            ),
+            crate::args![i64::from(class)],
         )
     }
 

@@ -135,6 +135,10 @@ fn two_hosts_running_shards_one_and_two_process_every_session_once() {
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );
+    // Shards of another count would split the folders differently: busy.
+    let other = host("1/3", &c).output().unwrap();
+    assert_eq!(other.status.code(), Some(75));
+    assert!(String::from_utf8_lossy(&other.stderr).contains("another count than 3"));
     // The whole processor, unsharded, is busy too while shards run.
     on(&env, &address).args(["run", "tally"]).assert().code(75);
     let mut processed = 0;
@@ -150,18 +154,9 @@ fn two_hosts_running_shards_one_and_two_process_every_session_once() {
         processed += n(&report, "processed");
     }
     assert_eq!(processed, 24);
-    let mut calls: Vec<String> = env
-        .calls()
-        .iter()
-        .map(|c| c.split(' ').next().unwrap().to_owned())
-        .collect();
-    calls.sort();
-    let expected: Vec<String> = {
-        let mut all: Vec<String> = (0..24).map(|u| format!("user{u}/s.jsonl")).collect();
-        all.sort();
-        all
-    };
-    assert_eq!(calls, expected, "each session exactly once");
+    let mut expected: Vec<String> = (0..24).map(|u| format!("user{u}/s.jsonl")).collect();
+    expected.sort();
+    assert_eq!(sessions_called(&env), expected, "each session exactly once");
     // Every session is done: nothing left for the whole processor, and the
     // shards did not mark each other's files gone.
     let report = run_on(&env, &address, &["tally"]);
@@ -381,4 +376,50 @@ fn a_journal_folder_others_can_write_to_is_refused() {
         ),
         "0\n"
     );
+}
+
+#[test]
+fn a_user_folder_renamed_into_another_shard_is_moved_not_counted_twice() {
+    let cluster = Cluster::start();
+    let address = cluster.database("renamed");
+    let env = Env::new();
+    let in_shard = |k: u32| {
+        (0..100)
+            .map(|i| format!("user{i}"))
+            .find(|u| sessionpipe::shard::of(u, 2) == k)
+            .unwrap()
+    };
+    let (from, to) = (in_shard(2), in_shard(1));
+    env.copy_fixtures("sniffly", &from);
+    for shard in ["1/2", "2/2"] {
+        run_on(&env, &address, &["usage", "--shard", shard]);
+    }
+    let summaries = || cluster.psql("renamed", "SELECT count(*) FROM usage_session_summary");
+    assert_eq!(summaries(), "4\n");
+    std::fs::rename(env.data.join(&from), env.data.join(&to)).unwrap();
+    // The new folder's shard runs first: it finds the old files' content.
+    let report = run_on(&env, &address, &["usage", "--shard", "1/2", "-v"]);
+    assert_eq!(n(&report, "processed"), 4);
+    run_on(&env, &address, &["usage", "--shard", "2/2"]);
+    assert_eq!(summaries(), "4\n");
+    assert_eq!(
+        cluster.psql(
+            "renamed",
+            &format!(
+                "SELECT count(*) FROM session_processor_state WHERE session_file LIKE '{from}/%'"
+            )
+        ),
+        "0\n"
+    );
+}
+
+/// The sessions a recorder processor was called with, sorted.
+fn sessions_called(env: &Env) -> Vec<String> {
+    let mut calls: Vec<String> = env
+        .calls()
+        .iter()
+        .map(|c| c.split(' ').next().unwrap_or_default().to_owned())
+        .collect();
+    calls.sort();
+    calls
 }
