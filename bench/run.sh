@@ -142,7 +142,7 @@ if [ "${BENCH_SKIP_PG:-}" != 1 ] && [ -n "$PG_BIN" ]; then
   (cd "$PG" && as_owner "$PG_BIN/pg_ctl" start -w -D "$PG/data" -l "$PG/log" -o "-k $PG -c listen_addresses='' -p 5433" > /dev/null)
   trap '(cd "$PG" && as_owner "$PG_BIN/pg_ctl" stop -m fast -D "$PG/data" > /dev/null)' EXIT
   ADDRESS="postgresql://postgres@$(printf %s "$PG" | sed 's|/|%2F|g'):5433/bench"
-  fresh_pg() { psql -X -q -h "$PG" -p 5433 -U postgres -d postgres -c "DROP DATABASE IF EXISTS bench" -c "CREATE DATABASE bench"; }
+  fresh_pg() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -h "$PG" -p 5433 -U postgres -d postgres -c "DROP DATABASE IF EXISTS bench" -c "CREATE DATABASE bench"; }
   for name in dense real; do
     data=$DENSE; [ "$name" = real ] && data=$REAL
     cold_var=COLD_$name

@@ -293,7 +293,9 @@ const FILE_SUMMARY: &str = "INSERT INTO usage_file_summary (session, session_fil
          ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?30)";
 
 /// [`clear`] and [`FILE_SUMMARY`] as one PostgreSQL statement: the events
-/// and requests go, and the summary row is replaced in place.
+/// and requests go, and the summary row is replaced in place; when the file
+/// is its session's main transcript and the session has no other file, the
+/// session's summary is that row too. Returns 1 then, else 0.
 fn clear_and_upsert_pg() -> &'static str {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     SQL.get_or_init(|| {
@@ -307,13 +309,35 @@ fn clear_and_upsert_pg() -> &'static str {
             .filter(|c| !matches!(*c, "session_file" | "source"))
             .collect();
         let excluded: Vec<String> = columns.iter().map(|c| format!("excluded.{c}")).collect();
+        let session = super::sessions::SUMMARY_COLUMNS;
+        let session_set: Vec<&str> = session
+            .split(',')
+            .map(str::trim)
+            .filter(|c| *c != "session_file")
+            .collect();
+        let session_excluded: Vec<String> = session_set
+            .iter()
+            .map(|c| format!("excluded.{c}"))
+            .collect();
         format!(
             "WITH e AS (DELETE FROM usage_events WHERE source = ?30 AND session_file = ?1),
-                  r AS (DELETE FROM usage_requests WHERE source = ?30 AND session_file = ?1)
-             {FILE_SUMMARY}
-             ON CONFLICT (source, session_file) DO UPDATE SET ({}) = ROW({})",
+                  r AS (DELETE FROM usage_requests WHERE source = ?30 AND session_file = ?1),
+                  f AS ({FILE_SUMMARY}
+                        ON CONFLICT (source, session_file) DO UPDATE SET ({}) = ROW({})
+                        RETURNING *),
+                  s AS (INSERT INTO usage_session_summary ({session}, source)
+                        SELECT {session}, source FROM f
+                        WHERE f.session_file = f.session
+                          AND NOT EXISTS (SELECT 1 FROM usage_file_summary AS o
+                                          WHERE o.source = f.source AND o.session = f.session
+                                            AND o.session_file != f.session_file)
+                        ON CONFLICT (source, session_file) DO UPDATE SET ({}) = ROW({})
+                        RETURNING 1)
+             SELECT count(*) FROM s",
             columns.join(", "),
-            excluded.join(", ")
+            excluded.join(", "),
+            session_set.join(", "),
+            session_excluded.join(", ")
         )
     })
 }
@@ -352,16 +376,22 @@ impl Output for Rows {
     fn write(&self, db: &dyn Db, session_file: &str) -> Result<()> {
         // The file's old rows go first; on PostgreSQL with the summary's
         // upsert, in one statement (each is a round trip there).
-        match db.dialect() {
+        // On PostgreSQL the same statement also writes the session's summary
+        // when this file is all of the session (the common case).
+        let whole_session = match db.dialect() {
             Dialect::Sqlite => {
                 clear(db, session_file)?;
                 self.write_summary(db, session_file, FILE_SUMMARY)?;
+                false
             }
-            Dialect::Postgres => self.write_summary(db, session_file, clear_and_upsert_pg())?,
-        }
+            Dialect::Postgres => self.write_summary(db, session_file, clear_and_upsert_pg())? == 1,
+        };
         self.write_events(db, session_file)?;
         self.write_requests(db, session_file)?;
         costs::write(db, &self.prices)?;
+        if whole_session {
+            return Ok(());
+        }
         super::sessions::rebuild(db, &crate::scan::session_of(session_file))
     }
 
@@ -432,10 +462,10 @@ impl Rows {
 
     /// The file's summary row, by `sql` ([`FILE_SUMMARY`] or a statement
     /// around it).
-    fn write_summary(&self, db: &dyn Db, session_file: &str, sql: &str) -> Result<()> {
+    fn write_summary(&self, db: &dyn Db, session_file: &str, sql: &str) -> Result<i64> {
         let s = &self.summary;
         let session = crate::scan::session_of(session_file);
-        db.execute(
+        let changed: Option<i64> = db.row(
             sql,
             args![
                 session_file,
@@ -469,8 +499,9 @@ impl Rows {
                 session,
                 db.source()
             ],
+            |r| r.get(0),
         )?;
-        Ok(())
+        Ok(changed.unwrap_or(0))
     }
 }
 

@@ -205,6 +205,9 @@ macro_rules! summary_columns {
     };
 }
 
+/// [`summary_columns`] as a value.
+pub(super) const SUMMARY_COLUMNS: &str = summary_columns!();
+
 /// The summary of a session whose only file is its main transcript: that
 /// file's row as is (what [`rebuild_sql`] makes of it, at a fraction of the
 /// cost, for the common case of a session without subagents).
