@@ -40,8 +40,42 @@ pub const TABLES: &[&str] = &[
 /// The tables all sources share, merged rather than refused.
 const SHARED: &[&str] = &["usage_model_prices", "knowledge_items", "knowledge_similar"];
 
+/// Not copied: the fingerprints of the settings the rows were last brought
+/// in line with. The first run on the target applies the target's own
+/// settings (identity map, price book) to the copied rows.
+const NOT_COPIED: &[&str] = &["processor_settings"];
+
 /// Copies `from` into `to`; returns each table with the rows copied.
 pub fn copy(from: &Store, to: &Store, shown: &Location) -> Result<Vec<(&'static str, u64)>> {
+    let source = from.db();
+    // No run of this source may write while its history is copied in.
+    let processors = source.rows(
+        "SELECT processor_name FROM session_processor_state
+         UNION SELECT processor_name FROM runs",
+        &[],
+        |r| r.get::<String>(0),
+    )?;
+    let mut held = Vec::new();
+    let copied = processors
+        .iter()
+        .try_for_each(|p| match to.lock(p, false, None)? {
+            true => {
+                held.push(p);
+                Ok(())
+            }
+            false => Err(exit::fail(
+                exit::BUSY,
+                format!("a run of {p} on this source holds its lock: copy once it is done"),
+            )),
+        })
+        .and_then(|()| copy_locked(from, to, shown));
+    for p in held {
+        to.unlock(p, false)?;
+    }
+    copied
+}
+
+fn copy_locked(from: &Store, to: &Store, shown: &Location) -> Result<Vec<(&'static str, u64)>> {
     let (source, target) = (from.db(), to.db());
     let (have, want) = (from.schema_version()?, to.target_version());
     if have != want {
@@ -58,7 +92,7 @@ pub fn copy(from: &Store, to: &Store, shown: &Location) -> Result<Vec<(&'static 
     let tx = target.transaction()?;
     for table in TABLES
         .iter()
-        .filter(|t| !SHARED.contains(t) && **t != "run_errors")
+        .filter(|t| !SHARED.contains(t) && !NOT_COPIED.contains(t) && **t != "run_errors")
     {
         let rows: i64 = tx.one(
             &format!("SELECT count(*) FROM {table} WHERE source = ?1"),
@@ -75,17 +109,23 @@ pub fn copy(from: &Store, to: &Store, shown: &Location) -> Result<Vec<(&'static 
             ));
         }
     }
-    let offset: i64 = tx.one("SELECT coalesce(max(id), 0) FROM runs", &[])?;
+    // The copied runs' ids, reserved from the sequence at once: runs other
+    // hosts start meanwhile take ids after them. Into a new database the
+    // ids stay as they were.
+    let highest: i64 = source.one("SELECT coalesce(max(id), 0) FROM runs", &[])?;
+    let next: i64 = tx.one("SELECT nextval(pg_get_serial_sequence('runs', 'id'))", &[])?;
+    let offset = next.saturating_sub(1);
+    let last = offset.saturating_add(highest);
+    if last >= next {
+        tx.one::<i64>(
+            "SELECT setval(pg_get_serial_sequence('runs', 'id'), ?1)",
+            crate::args![last],
+        )?;
+    }
     let mut copied = Vec::new();
-    for table in TABLES {
+    for table in TABLES.iter().filter(|t| !NOT_COPIED.contains(t)) {
         copied.push((*table, copy_table(source, &*tx, table, offset)?));
     }
-    // Later runs number their rows after the copied ones.
-    tx.execute(
-        "SELECT setval(pg_get_serial_sequence('runs', 'id'), coalesce(max(id), 0) + 1, false)
-         FROM runs",
-        &[],
-    )?;
     tx.commit()?;
     source.batch("COMMIT")?;
     Ok(copied)

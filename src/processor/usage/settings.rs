@@ -18,7 +18,8 @@ pub(super) fn changed<'c, 'd>(
 ) -> Result<Option<Tx<'c, 'd>>> {
     let source = match scope {
         Scope::Source => db.source(),
-        Scope::Shared => "",
+        // No configured source can be `*` (see `source` in the config).
+        Scope::Shared => "*",
     };
     let applied: Option<String> = db.one(
         "SELECT value FROM processor_settings

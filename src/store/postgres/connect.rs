@@ -67,6 +67,9 @@ pub fn shown(address: &str) -> String {
         .get_hosts()
         .iter()
         .map(|h| match h {
+            // A host with an `@` is what is left of a password that had
+            // one: not shown.
+            Host::Tcp(name) if name.contains('@') => "(host hidden)".to_owned(),
             Host::Tcp(name) => encode(name),
             Host::Unix(path) => encode(&path.to_string_lossy()),
         })
@@ -347,6 +350,7 @@ mod tests {
             "postgresql://ann:pa/s3cret@db.example:6543/team?sslmode=require",
             "postgresql://ann:pa?s3cret@db.example:6543/team",
             "postgresql://ann@db.example:6543/team?pass%77ord=s3cret",
+            "postgresql://ann:p@ss=s3cret@127.0.0.1:1/team",
         ] {
             let shown = shown(address);
             assert!(!shown.contains("s3cret"), "{shown}");

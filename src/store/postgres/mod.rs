@@ -77,7 +77,11 @@ pub fn target_version() -> u32 {
 /// different sources run the same processor side by side).
 fn lock_key(source: &str, name: &str) -> (i32, i32) {
     use md5::{Digest as _, Md5};
-    let d = Md5::digest(format!("{source}\0{name}").as_bytes());
+    // The default source's keys are its names' alone.
+    let d = match source {
+        "" => Md5::digest(name.as_bytes()),
+        _ => Md5::digest(format!("{source}\0{name}").as_bytes()),
+    };
     (0x5350_4c4b, i32::from_be_bytes([d[0], d[1], d[2], d[3]]))
 }
 

@@ -78,6 +78,7 @@ pub fn open_read_only(path: &Path) -> Result<Sqlite> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .with_context(|| format!("cannot open database {}", path.display()))?;
+    conn.busy_timeout(super::DEFAULT_BUSY_TIMEOUT)?;
     migrations::user_version(&conn)
         .with_context(|| format!("{} is not a usable SQLite database", path.display()))?;
     Ok(Sqlite {
