@@ -15,7 +15,7 @@
 
 use anyhow::{Result, bail};
 
-use super::sql::{Bulk, Db, Param, Statement, Value};
+use super::sql::{Db, Param, Table, Value};
 use super::{Location, Store};
 use crate::exit;
 
@@ -143,16 +143,11 @@ fn copy_table(source: &dyn Db, target: &dyn Db, table: &str, offset: i64) -> Res
         bail!("the SQLite database has no table {table}");
     }
     let names: Vec<&str> = columns.iter().map(String::as_str).collect();
-    let mut sink = if SHARED.contains(&table) {
-        let marks: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
-        Sink::Merge(target.prepare(&format!(
-            "INSERT OR IGNORE INTO {table} ({}) VALUES ({})",
-            names.join(", "),
-            marks.join(", ")
-        ))?)
-    } else {
-        Sink::Bulk(target.bulk(table, &names)?)
-    };
+    let mut bulk = target.bulk(&[Table {
+        name: table,
+        columns: &names,
+        keep_existing: SHARED.contains(&table),
+    }])?;
     let own_source = target.source().to_owned();
     let mut n = 0u64;
     source.query(
@@ -173,25 +168,13 @@ fn copy_table(source: &dyn Db, target: &dyn Db, table: &str, offset: i64) -> Res
                 }
             }
             let params: Vec<&dyn Param> = row.iter().map(|v| v as &dyn Param).collect();
-            match &mut sink {
-                Sink::Merge(insert) => insert.execute(&params).map(drop)?,
-                Sink::Bulk(bulk) => bulk.push(&params)?,
-            }
+            bulk.push(0, &params)?;
             n += 1;
             Ok(())
         },
     )?;
-    if let Sink::Bulk(bulk) = sink {
-        bulk.finish()?;
-    }
+    bulk.finish()?;
     Ok(n)
-}
-
-/// Where one table's rows go: merged one by one (a shared table), or in
-/// bulk.
-enum Sink<'t> {
-    Merge(Box<dyn Statement + 't>),
-    Bulk(Box<dyn Bulk + 't>),
 }
 
 /// Opens the SQLite database `path` to read from: never created, never

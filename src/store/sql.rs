@@ -187,12 +187,23 @@ pub trait Statement {
     fn execute(&mut self, params: &[&dyn Param]) -> Result<u64>;
 }
 
-/// Many rows into one table (a writer's events): one prepared insert per
-/// row on SQLite, `COPY` on PostgreSQL, where a statement per row would be
-/// a round trip per row. Rows pushed are written by [`Bulk::finish`] at the
-/// latest, inside the caller's transaction.
+/// One table of a [`Db::bulk`]: its columns, and whether a row that is
+/// already there (by a key) is kept rather than an error.
+#[derive(Debug, Clone, Copy)]
+pub struct Table<'a> {
+    pub name: &'a str,
+    pub columns: &'a [&'a str],
+    pub keep_existing: bool,
+}
+
+/// Many rows into some tables (a session's events, requests and prices):
+/// one prepared insert per row on SQLite, in this process; on PostgreSQL
+/// all the tables' rows in one statement, since a statement is a round trip
+/// there. Rows pushed are written by [`Bulk::finish`] at the latest, inside
+/// the caller's transaction.
 pub trait Bulk {
-    fn push(&mut self, row: &[&dyn Param]) -> Result<()>;
+    /// A row of the `table`-th table.
+    fn push(&mut self, table: usize, row: &[&dyn Param]) -> Result<()>;
     fn finish(self: Box<Self>) -> Result<()>;
 }
 
@@ -213,8 +224,8 @@ pub trait Db {
     ) -> Result<()>;
     /// Runs statements without parameters (schema, transaction control).
     fn batch(&self, sql: &str) -> Result<()>;
-    /// Starts writing rows of `columns` into `table`.
-    fn bulk<'s>(&'s self, table: &str, columns: &[&str]) -> Result<Box<dyn Bulk + 's>>;
+    /// Starts writing rows into `tables`.
+    fn bulk<'s>(&'s self, tables: &[Table<'_>]) -> Result<Box<dyn Bulk + 's>>;
     /// Prepares (or finds already prepared) a statement.
     fn prepare<'s>(&'s self, sql: &str) -> Result<Box<dyn Statement + 's>>;
     /// Starts a transaction that takes the write lock at once (SQLite's

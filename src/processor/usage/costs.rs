@@ -11,7 +11,7 @@ use anyhow::Result;
 use super::settings::Scope;
 use crate::args;
 use crate::prices::{Price, PriceBook, Source};
-use crate::store::sql::Db;
+use crate::store::sql::{Db, Param, Table};
 
 /// A model name and what it resolved to.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,16 +66,42 @@ pub(super) fn apply(db: &dyn Db, book: &PriceBook) -> Result<()> {
 /// has this book's price: [`apply`] rebuilt them all when the book changed,
 /// so a session's write touches no row its models already have.
 pub(super) fn write(db: &dyn Db, prices: &[ModelPrice]) -> Result<()> {
-    let mut insert = db.prepare(
-        "INSERT OR IGNORE INTO usage_model_prices (model, price_key, source, input, output,
-             cache_write_5m, cache_write_1h, cache_read, input_above_200k, output_above_200k,
-             cache_write_5m_above_200k, cache_write_1h_above_200k, cache_read_above_200k,
-             fast_multiplier)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-    )?;
+    let mut bulk = db.bulk(&[TABLE])?;
+    each_row(prices, |row| bulk.push(0, row))?;
+    bulk.finish()
+}
+
+/// `usage_model_prices` as a bulk write's table: a model already priced
+/// keeps its row.
+pub(super) const TABLE: Table<'static> = Table {
+    name: "usage_model_prices",
+    columns: &[
+        "model",
+        "price_key",
+        "source",
+        "input",
+        "output",
+        "cache_write_5m",
+        "cache_write_1h",
+        "cache_read",
+        "input_above_200k",
+        "output_above_200k",
+        "cache_write_5m_above_200k",
+        "cache_write_1h_above_200k",
+        "cache_read_above_200k",
+        "fast_multiplier",
+    ],
+    keep_existing: true,
+};
+
+/// Calls `f` with each model's row, in [`TABLE`]'s columns.
+pub(super) fn each_row(
+    prices: &[ModelPrice],
+    mut f: impl FnMut(&[&dyn Param]) -> Result<()>,
+) -> Result<()> {
     for m in prices {
         let (b, a) = (&m.price.base, m.price.above.as_ref());
-        insert.execute(args![
+        f(args![
             m.model,
             m.key,
             m.source.as_str(),

@@ -14,7 +14,7 @@ use super::tokens::Request;
 use crate::args;
 use crate::prices::PriceBook;
 use crate::processor::Output;
-use crate::store::sql::{Db, Dialect};
+use crate::store::sql::{Bulk, Db, Dialect, Table};
 use crate::store::sql_int;
 
 /// The file's `usage_file_summary` row (the session's, for a session of one
@@ -386,9 +386,24 @@ impl Output for Rows {
             }
             Dialect::Postgres => self.write_summary(db, session_file, clear_and_upsert_pg())? == 1,
         };
-        self.write_events(db, session_file)?;
-        self.write_requests(db, session_file)?;
-        costs::write(db, &self.prices)?;
+        // Events, requests and the prices of their models: one bulk write.
+        let mut bulk = db.bulk(&[
+            Table {
+                name: "usage_events",
+                columns: &EVENT_COLUMNS,
+                keep_existing: false,
+            },
+            Table {
+                name: "usage_requests",
+                columns: &REQUEST_COLUMNS,
+                keep_existing: false,
+            },
+            costs::TABLE,
+        ])?;
+        self.write_events(&mut *bulk, db.source(), session_file)?;
+        self.write_requests(&mut *bulk, db.source(), session_file)?;
+        costs::each_row(&self.prices, |row| bulk.push(PRICES, row))?;
+        bulk.finish()?;
         if whole_session {
             return Ok(());
         }
@@ -401,63 +416,67 @@ impl Output for Rows {
 }
 
 impl Rows {
-    fn write_events(&self, db: &dyn Db, session_file: &str) -> Result<()> {
+    fn write_events(&self, bulk: &mut dyn Bulk, source: &str, session_file: &str) -> Result<()> {
         let agent = agent_of(session_file);
         let s = &self.summary;
-        let mut insert = db.bulk("usage_events", &EVENT_COLUMNS)?;
         self.each(|e| {
-            insert.push(args![
-                e.id,
-                s.session_id,
-                session_file,
-                s.username,
-                e.event_uuid,
-                e.parent_uuid,
-                e.event_type.as_str(),
-                e.tool_name,
-                e.skill_name,
-                e.subagent_type,
-                e.command_name,
-                e.is_error,
-                e.model,
-                e.cwd,
-                e.is_sidechain,
-                e.occurred_ms.map(format_ms),
-                VERSION,
-                agent,
-                db.source()
-            ])
+            bulk.push(
+                EVENTS,
+                args![
+                    e.id,
+                    s.session_id,
+                    session_file,
+                    s.username,
+                    e.event_uuid,
+                    e.parent_uuid,
+                    e.event_type.as_str(),
+                    e.tool_name,
+                    e.skill_name,
+                    e.subagent_type,
+                    e.command_name,
+                    e.is_error,
+                    e.model,
+                    e.cwd,
+                    e.is_sidechain,
+                    e.occurred_ms.map(format_ms),
+                    VERSION,
+                    agent,
+                    source
+                ],
+            )
         })?;
-        insert.finish()
+        Ok(())
     }
 
-    fn write_requests(&self, db: &dyn Db, session_file: &str) -> Result<()> {
+    fn write_requests(&self, bulk: &mut dyn Bulk, source: &str, session_file: &str) -> Result<()> {
         let agent = agent_of(session_file);
         let s = &self.summary;
-        let mut insert = db.bulk("usage_requests", &REQUEST_COLUMNS)?;
         self.each_request(|q| {
-            insert.push(args![
-                session_file,
-                sql_int(q.line),
-                s.session_id,
-                s.username,
-                q.model,
-                q.at.map(format_ms),
-                sql_int(q.input_tokens),
-                sql_int(q.output_tokens),
-                sql_int(q.cache_creation_tokens),
-                sql_int(q.cache_creation_5m_tokens),
-                sql_int(q.cache_creation_1h_tokens),
-                sql_int(q.cache_read_tokens),
-                q.is_sidechain,
-                q.is_fast,
-                VERSION,
-                agent,
-                q.key,
-                db.source()
-            ])
+            bulk.push(
+                REQUESTS,
+                args![
+                    session_file,
+                    sql_int(q.line),
+                    s.session_id,
+                    s.username,
+                    q.model,
+                    q.at.map(format_ms),
+                    sql_int(q.input_tokens),
+                    sql_int(q.output_tokens),
+                    sql_int(q.cache_creation_tokens),
+                    sql_int(q.cache_creation_5m_tokens),
+                    sql_int(q.cache_creation_1h_tokens),
+                    sql_int(q.cache_read_tokens),
+                    q.is_sidechain,
+                    q.is_fast,
+                    VERSION,
+                    agent,
+                    q.key,
+                    source
+                ],
+            )
         })?;
-        insert.finish()
+        Ok(())
     }
 
     /// The file's summary row, by `sql` ([`FILE_SUMMARY`] or a statement
@@ -504,6 +523,11 @@ impl Rows {
         Ok(changed.unwrap_or(0))
     }
 }
+
+/// The tables of a session's bulk write, by their place in it.
+const EVENTS: usize = 0;
+const REQUESTS: usize = 1;
+const PRICES: usize = 2;
 
 /// The `usage_events` columns a session's events are written to, in the
 /// order [`Rows::write_events`] gives them.

@@ -1,13 +1,14 @@
 //! Bulk rows into PostgreSQL as one `INSERT … SELECT FROM unnest(…)` per
-//! batch: each column is sent as one array parameter, so a session's rows,
-//! however many, cost one round trip (a statement per row would cost one
-//! each, and `COPY` two), through one prepared statement per table.
+//! table and batch, the tables' inserts chained in one statement: each
+//! column is sent as one array parameter, so a session's rows in every
+//! table, however many, cost one round trip (a statement per row would cost
+//! one each, and `COPY` two per table).
 
 use anyhow::{Result, anyhow, bail};
 use postgres::types::{ToSql, Type};
 
 use super::Postgres;
-use crate::store::sql::{Bulk, Param, Value};
+use crate::store::sql::{Bulk, Param, Table, Value};
 
 /// Rows sent in one statement at most: bounds what a batch holds.
 const FLUSH_ROWS: usize = 10_000;
@@ -71,29 +72,56 @@ impl Column {
 pub struct Copy<'c> {
     pg: &'c Postgres,
     statement: String,
-    columns: Vec<Column>,
+    /// Each table's columns, in the order of the statement's parameters.
+    tables: Vec<Vec<Column>>,
     rows: usize,
 }
 
 impl<'c> Copy<'c> {
-    pub fn new(pg: &'c Postgres, table: &str, names: &[&str]) -> Result<Copy<'c>> {
-        let list = names.join(", ");
-        // The columns' types, from a query that reads no row.
-        let probe = pg.statement(&format!("SELECT {list} FROM {table} LIMIT 0"))?;
+    pub fn new(pg: &'c Postgres, tables: &[Table<'_>]) -> Result<Copy<'c>> {
         let mut columns = Vec::new();
-        let mut arrays = Vec::new();
-        for (i, c) in probe.columns().iter().enumerate() {
-            let (column, array) = Column::of(c.type_())?;
-            columns.push(column);
-            arrays.push(format!("CAST(?{} AS {array})", i + 1));
+        let mut inserts = Vec::new();
+        let mut n = 0usize;
+        for t in tables {
+            let list = t.columns.join(", ");
+            // The columns' types, from a query that reads no row.
+            let probe = pg.statement(&format!("SELECT {list} FROM {} LIMIT 0", t.name))?;
+            let mut mine = Vec::new();
+            let mut arrays = Vec::new();
+            for c in probe.columns() {
+                let (column, array) = Column::of(c.type_())?;
+                n += 1;
+                mine.push(column);
+                arrays.push(format!("CAST(?{n} AS {array})"));
+            }
+            let keep = if t.keep_existing {
+                " ON CONFLICT DO NOTHING"
+            } else {
+                ""
+            };
+            inserts.push(format!(
+                "INSERT INTO {} ({list}) SELECT * FROM unnest({}){keep}",
+                t.name,
+                arrays.join(", ")
+            ));
+            columns.push(mine);
         }
+        // All but the last table's insert as a data-modifying WITH clause:
+        // one statement, one round trip.
+        let last = inserts.pop().unwrap_or_default();
+        let with: Vec<String> = inserts
+            .iter()
+            .enumerate()
+            .map(|(i, insert)| format!("t{i} AS ({insert})"))
+            .collect();
+        let statement = match with.is_empty() {
+            true => last,
+            false => format!("WITH {} {last}", with.join(", ")),
+        };
         Ok(Copy {
             pg,
-            statement: format!(
-                "INSERT INTO {table} ({list}) SELECT * FROM unnest({})",
-                arrays.join(", ")
-            ),
-            columns,
+            statement,
+            tables: columns,
             rows: 0,
         })
     }
@@ -103,20 +131,25 @@ impl<'c> Copy<'c> {
             return Ok(());
         }
         let stmt = self.pg.statement(&self.statement)?;
-        let params: Vec<&(dyn ToSql + Sync)> = self.columns.iter().map(Column::param).collect();
+        let params: Vec<&(dyn ToSql + Sync)> =
+            self.tables.iter().flatten().map(Column::param).collect();
         self.pg.client()?.execute(&stmt, &params)?;
-        self.columns.iter_mut().for_each(Column::clear);
+        self.tables.iter_mut().flatten().for_each(Column::clear);
         self.rows = 0;
         Ok(())
     }
 }
 
 impl Bulk for Copy<'_> {
-    fn push(&mut self, row: &[&dyn Param]) -> Result<()> {
-        if row.len() != self.columns.len() {
-            bail!("{} values for {} columns", row.len(), self.columns.len());
+    fn push(&mut self, table: usize, row: &[&dyn Param]) -> Result<()> {
+        let columns = self
+            .tables
+            .get_mut(table)
+            .ok_or_else(|| anyhow!("no table {table} in this bulk"))?;
+        if row.len() != columns.len() {
+            bail!("{} values for {} columns", row.len(), columns.len());
         }
-        for (param, column) in row.iter().zip(&mut self.columns) {
+        for (param, column) in row.iter().zip(columns.iter_mut()) {
             column
                 .push(param.value())
                 .map_err(|e| anyhow!("bulk row: {e}"))?;

@@ -24,7 +24,7 @@ use postgres::Client;
 use postgres::types::ToSql;
 
 use super::Need;
-use super::sql::{Bulk, Db, Dialect, Param, Row, Statement, Value};
+use super::sql::{Bulk, Db, Dialect, Param, Row, Statement, Table, Value};
 use crate::env::Environment;
 
 /// A connected PostgreSQL database.
@@ -349,8 +349,8 @@ impl Db for Postgres {
             stmt: self.statement(sql)?,
         }))
     }
-    fn bulk<'s>(&'s self, table: &str, columns: &[&str]) -> Result<Box<dyn Bulk + 's>> {
-        Ok(Box::new(copy::Copy::new(self, table, columns)?))
+    fn bulk<'s>(&'s self, tables: &[Table<'_>]) -> Result<Box<dyn Bulk + 's>> {
+        Ok(Box::new(copy::Copy::new(self, tables)?))
     }
     fn begin(&self) -> Result<()> {
         self.batch("BEGIN")

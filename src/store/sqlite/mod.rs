@@ -21,7 +21,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, params_from_iter};
 
 use super::Need;
-use super::sql::{Bulk, Db, Dialect, Param, Row, Statement, Value};
+use super::sql::{Bulk, Db, Dialect, Param, Row, Statement, Table, Value};
 
 /// An open SQLite database.
 pub struct Sqlite {
@@ -207,11 +207,15 @@ impl Statement for SqliteStatement<'_> {
 
 /// Rows inserted one statement at a time: SQLite is in this process, so a
 /// statement costs no round trip.
-struct SqliteBulk<'c>(rusqlite::CachedStatement<'c>);
+struct SqliteBulk<'c>(Vec<rusqlite::CachedStatement<'c>>);
 
 impl Bulk for SqliteBulk<'_> {
-    fn push(&mut self, row: &[&dyn Param]) -> Result<()> {
-        self.0.execute(params_from_iter(bind(row)))?;
+    fn push(&mut self, table: usize, row: &[&dyn Param]) -> Result<()> {
+        let insert = self
+            .0
+            .get_mut(table)
+            .ok_or_else(|| anyhow!("no table {table} in this bulk"))?;
+        insert.execute(params_from_iter(bind(row)))?;
         Ok(())
     }
     fn finish(self: Box<Self>) -> Result<()> {
@@ -252,14 +256,22 @@ impl Db for Sqlite {
     fn prepare<'s>(&'s self, sql: &str) -> Result<Box<dyn Statement + 's>> {
         Ok(Box::new(SqliteStatement(self.conn.prepare_cached(sql)?)))
     }
-    fn bulk<'s>(&'s self, table: &str, columns: &[&str]) -> Result<Box<dyn Bulk + 's>> {
-        let marks: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
-        let sql = format!(
-            "INSERT INTO {table} ({}) VALUES ({})",
-            columns.join(", "),
-            marks.join(", ")
-        );
-        Ok(Box::new(SqliteBulk(self.conn.prepare_cached(&sql)?)))
+    fn bulk<'s>(&'s self, tables: &[Table<'_>]) -> Result<Box<dyn Bulk + 's>> {
+        let inserts = tables
+            .iter()
+            .map(|t| {
+                let marks: Vec<String> = (1..=t.columns.len()).map(|i| format!("?{i}")).collect();
+                let or = if t.keep_existing { " OR IGNORE" } else { "" };
+                let sql = format!(
+                    "INSERT{or} INTO {} ({}) VALUES ({})",
+                    t.name,
+                    t.columns.join(", "),
+                    marks.join(", ")
+                );
+                self.conn.prepare_cached(&sql)
+            })
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(Box::new(SqliteBulk(inserts)))
     }
     fn begin(&self) -> Result<()> {
         self.batch("BEGIN IMMEDIATE")
