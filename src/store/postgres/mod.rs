@@ -329,11 +329,16 @@ impl Db for Postgres {
         params: &[&dyn Param],
         each: &mut dyn FnMut(&dyn Row) -> Result<()>,
     ) -> Result<()> {
+        use postgres::fallible_iterator::FallibleIterator as _;
         let stmt = self.statement(sql)?;
         let values: Vec<Value> = params.iter().map(|p| p.value()).collect();
-        let rows = self.client()?.query(&stmt, &bind(&values))?;
-        for row in &rows {
-            each(&PgRow(row))?;
+        // Streamed, as SQLite's rows are: a report over millions of
+        // requests holds one at a time. The connection is busy meanwhile,
+        // so `each` cannot run a statement (it would get an error).
+        let mut client = self.client()?;
+        let mut rows = client.query_raw(&stmt, bind(&values))?;
+        while let Some(row) = rows.next()? {
+            each(&PgRow(&row))?;
         }
         Ok(())
     }
