@@ -52,6 +52,19 @@ pub fn acquire(
         std::fs::metadata(db).with_context(|| format!("cannot open database {}", db.display()))?;
     let name = abstract_name(meta.dev(), meta.ino(), processor)?;
     let path = path_for(db, processor)?;
+    let pause = Duration::from_millis(50);
+    wait_for(wait, pause, || try_acquire(&name, &path))
+}
+
+/// Tries `attempt` until it takes what it tries for, or `wait` is spent
+/// (`None`: one try; a wait too long to represent is a wait for ever),
+/// `pause` between tries. A stopping signal ends the wait with its code.
+/// Every lock of a run waits this way, the lock file's and the server's.
+pub fn wait_for<T>(
+    wait: Option<Duration>,
+    pause: Duration,
+    mut attempt: impl FnMut() -> Result<Try<T>>,
+) -> Result<Option<T>> {
     let deadline = wait.map(|w| Instant::now().checked_add(w));
     loop {
         if let Some(signal) = crate::signals::received() {
@@ -63,31 +76,31 @@ pub fn acquire(
                 ),
             ));
         }
-        match try_acquire(&name, &path)? {
-            Try::Held(lock) => return Ok(Some(lock)),
-            // The lock file was removed or replaced between our open and our
-            // lock: lock what is there now.
+        match attempt()? {
+            Try::Held(held) => return Ok(Some(held)),
+            // What was locked changed under the try: try what is there now.
             Try::Changed => continue,
             Try::Busy => {}
         }
         match deadline {
-            // A wait too long to represent is a wait for ever.
             Some(None) => {}
             Some(Some(d)) if Instant::now() < d => {}
             _ => return Ok(None),
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(pause);
     }
 }
 
-/// What one try at both locks came to.
-enum Try {
-    Held(ProcessorLock),
+/// What one try at a lock came to.
+pub enum Try<T> {
+    Held(T),
     Busy,
+    /// The lock file was removed or replaced between our open and our
+    /// lock.
     Changed,
 }
 
-fn try_acquire(name: &SocketAddr, path: &Path) -> Result<Try> {
+fn try_acquire(name: &SocketAddr, path: &Path) -> Result<Try<ProcessorLock>> {
     let socket = match UnixListener::bind_addr(name) {
         Ok(socket) => Some(socket),
         // Held by another run of ours, or squatted by someone else: the

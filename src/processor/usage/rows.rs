@@ -299,31 +299,16 @@ const FILE_SUMMARY: &str = "INSERT INTO usage_file_summary (session, session_fil
 fn clear_and_upsert_pg() -> &'static str {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     SQL.get_or_init(|| {
-        let list = FILE_SUMMARY
+        let file_columns = FILE_SUMMARY
             .split_once('(')
             .and_then(|(_, rest)| rest.split_once(')'))
             .map_or("", |(columns, _)| columns);
-        let columns: Vec<&str> = list
-            .split(',')
-            .map(str::trim)
-            .filter(|c| !matches!(*c, "session_file" | "source"))
-            .collect();
-        let excluded: Vec<String> = columns.iter().map(|c| format!("excluded.{c}")).collect();
         let session = super::sessions::SUMMARY_COLUMNS;
-        let session_set: Vec<&str> = session
-            .split(',')
-            .map(str::trim)
-            .filter(|c| *c != "session_file")
-            .collect();
-        let session_excluded: Vec<String> = session_set
-            .iter()
-            .map(|c| format!("excluded.{c}"))
-            .collect();
         format!(
             "WITH e AS (DELETE FROM usage_events WHERE source = ?30 AND session_file = ?1),
                   r AS (DELETE FROM usage_requests WHERE source = ?30 AND session_file = ?1),
                   f AS ({FILE_SUMMARY}
-                        ON CONFLICT (source, session_file) DO UPDATE SET ({}) = ROW({})
+                        ON CONFLICT (source, session_file) DO UPDATE SET {}
                         RETURNING *),
                   s AS (INSERT INTO usage_session_summary ({session}, source)
                         SELECT {session}, source FROM f
@@ -331,37 +316,36 @@ fn clear_and_upsert_pg() -> &'static str {
                           AND NOT EXISTS (SELECT 1 FROM usage_file_summary AS o
                                           WHERE o.source = f.source AND o.session = f.session
                                             AND o.session_file != f.session_file)
-                        ON CONFLICT (source, session_file) DO UPDATE SET ({}) = ROW({})
+                        ON CONFLICT (source, session_file) DO UPDATE SET {}
                         RETURNING 1)
              SELECT count(*) FROM s",
-            columns.join(", "),
-            excluded.join(", "),
-            session_set.join(", "),
-            session_excluded.join(", ")
+            replace_all(file_columns),
+            replace_all(session)
         )
     })
 }
 
+/// An upsert's `SET` that replaces a row keyed by (source, session_file)
+/// with the one proposed: every column of `columns` (a comma-separated
+/// list) but the key's.
+fn replace_all(columns: &str) -> String {
+    let set: Vec<&str> = columns
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !matches!(*c, "session_file" | "source"))
+        .collect();
+    let proposed: Vec<String> = set.iter().map(|c| format!("excluded.{c}")).collect();
+    format!("({}) = ROW({})", set.join(", "), proposed.join(", "))
+}
+
 /// Removes a file's events, requests and summary (not its session's
-/// summary): on PostgreSQL in one statement, since each is a round trip.
+/// summary).
 fn clear(db: &dyn Db, session_file: &str) -> Result<()> {
-    match db.dialect() {
-        Dialect::Sqlite => {
-            for table in ["usage_events", "usage_requests", "usage_file_summary"] {
-                db.execute(
-                    &format!("DELETE FROM {table} WHERE source = ?2 AND session_file = ?1"),
-                    args![session_file, db.source()],
-                )?;
-            }
-        }
-        Dialect::Postgres => {
-            db.execute(
-                "WITH e AS (DELETE FROM usage_events WHERE source = ?2 AND session_file = ?1),
-                      r AS (DELETE FROM usage_requests WHERE source = ?2 AND session_file = ?1)
-                 DELETE FROM usage_file_summary WHERE source = ?2 AND session_file = ?1",
-                args![session_file, db.source()],
-            )?;
-        }
+    for table in ["usage_events", "usage_requests", "usage_file_summary"] {
+        db.execute(
+            &format!("DELETE FROM {table} WHERE source = ?2 AND session_file = ?1"),
+            args![session_file, db.source()],
+        )?;
     }
     Ok(())
 }

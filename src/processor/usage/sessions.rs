@@ -219,36 +219,9 @@ const COPY: &str = concat!(
     ", source FROM usage_file_summary WHERE source = ?2 AND session_file = ?1 AND session = ?1"
 );
 
-/// The common case, a session whose only file is its main transcript, in
-/// one PostgreSQL statement (a statement is a round trip there): when it is
-/// that case, [`COUNT_ALL`] and [`COPY`], the copy replacing the old summary
-/// in place, and one row changed; otherwise nothing at all.
-fn single_file_pg() -> &'static str {
-    static SQL: OnceLock<String> = OnceLock::new();
-    SQL.get_or_init(|| {
-        let columns = summary_columns!();
-        let excluded: Vec<String> = columns
-            .split(", ")
-            .map(|c| format!("excluded.{}", c.trim()))
-            .collect();
-        let only = "(SELECT count(*) = 1 AND bool_and(session_file = ?1)
-                     FROM usage_file_summary WHERE source = ?2 AND session = ?1)";
-        format!(
-            "WITH counted AS ({COUNT_ALL} AND {only}) {COPY} AND {only}
-             ON CONFLICT (source, session_file) DO UPDATE SET ({columns}) = ROW({})",
-            excluded.join(", ")
-        )
-    })
-}
-
 /// Rebuilds the summary of `session` (a main file's name) from its files';
 /// none left, no summary.
 pub(super) fn rebuild(db: &dyn Db, session: &str) -> Result<()> {
-    if db.dialect() == Dialect::Postgres
-        && db.execute(single_file_pg(), args![session, db.source()])? == 1
-    {
-        return Ok(());
-    }
     let (files, main): (i64, bool) = db
         .row(
             "SELECT count(*), count(*) FILTER (WHERE session_file = ?1) > 0

@@ -124,12 +124,7 @@ impl Postgres {
     /// Gives a database without sessionpipe's tables the schema; `false`
     /// when it has an older one, which needs `migrate`.
     fn create_if_empty(&self) -> Result<bool> {
-        let db: &dyn Db = self;
-        let tx = db.transaction()?;
-        tx.one::<bool>(
-            "SELECT pg_advisory_xact_lock(?1) IS NOT NULL",
-            crate::args![SCHEMA_LOCK],
-        )?;
+        let tx = self.schema_transaction()?;
         let version = self.schema_version()?;
         if version == target_version() {
             return Ok(true);
@@ -144,16 +139,23 @@ impl Postgres {
 
     /// Applies every pending step in one transaction.
     pub fn migrate(&self) -> Result<Vec<String>> {
+        let tx = self.schema_transaction()?;
+        let done = self.pending()?;
+        self.apply(self.schema_version()?)?;
+        tx.commit()?;
+        Ok(done)
+    }
+
+    /// A transaction that changes the schema: one at a time, whichever
+    /// hosts start one (the lock ends with the transaction).
+    fn schema_transaction(&self) -> Result<crate::store::sql::Tx<'_, '_>> {
         let db: &dyn Db = self;
         let tx = db.transaction()?;
         tx.one::<bool>(
             "SELECT pg_advisory_xact_lock(?1) IS NOT NULL",
             crate::args![SCHEMA_LOCK],
         )?;
-        let done = self.pending()?;
-        self.apply(self.schema_version()?)?;
-        tx.commit()?;
-        Ok(done)
+        Ok(tx)
     }
 
     /// The steps after `version`, and the new version, inside the caller's
@@ -182,34 +184,21 @@ impl Postgres {
     /// server releases it when this connection ends, however the process
     /// ends.
     pub fn lock(&self, name: &str, shared: bool, wait: Option<Duration>) -> Result<bool> {
-        let deadline = wait.map(|w| std::time::Instant::now().checked_add(w));
+        use crate::lock::Try;
         let sql = if shared {
             "SELECT pg_try_advisory_lock_shared(?1, ?2)"
         } else {
             "SELECT pg_try_advisory_lock(?1, ?2)"
         };
-        loop {
-            let (k1, k2) = lock_key(&self.source, name);
-            let db: &dyn Db = self;
-            if db.one::<bool>(sql, crate::args![k1, k2])? {
-                return Ok(true);
-            }
-            match deadline {
-                Some(None) => {}
-                Some(Some(d)) if std::time::Instant::now() < d => {}
-                _ => return Ok(false),
-            }
-            if let Some(signal) = crate::signals::received() {
-                return Err(crate::exit::fail(
-                    crate::signals::exit_code(signal),
-                    format!(
-                        "interrupted by {} while waiting for the lock",
-                        crate::signals::name(signal)
-                    ),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        let (k1, k2) = lock_key(&self.source, name);
+        let db: &dyn Db = self;
+        let taken = crate::lock::wait_for(wait, Duration::from_millis(200), || {
+            Ok(match db.one::<bool>(sql, crate::args![k1, k2])? {
+                true => Try::Held(()),
+                false => Try::Busy,
+            })
+        })?;
+        Ok(taken.is_some())
     }
 
     /// Releases what [`Postgres::lock`] took.
