@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::util::{Env, LINE};
+use crate::util::{Env, LINE, kill_after, kill_moments};
 
 fn reference() -> Vec<String> {
     let env = Env::new();
@@ -72,27 +72,13 @@ fn kill_9_at_random_moments_recovers_exactly() {
     probe.fixture_corpus();
     let started = Instant::now();
     probe.run_one(&["usage"], 0);
-    let span = started.elapsed().as_micros().max(1000) as u64;
+    let span = started.elapsed();
 
-    let mut seed: u64 = 0x5eed;
     let mut killed_mid_run = 0;
-    for round in 0..30 {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let delay = Duration::from_micros((seed >> 33) % span);
+    for (round, delay) in kill_moments(span, 30).into_iter().enumerate() {
         let env = Env::new();
         env.fixture_corpus();
-        let mut child = env
-            .std_cmd()
-            .args(["run", "usage"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(delay);
-        child.kill().unwrap();
-        if child.wait().unwrap().code().is_none() {
+        if kill_after(env.std_cmd().args(["run", "usage"]), delay) {
             killed_mid_run += 1;
         }
         assert_recovers(

@@ -8,8 +8,8 @@ use std::time::Duration;
 use sessionpipe::store::Location;
 
 use super::{Cell, on, rows, run_on};
-use crate::util::Env;
 use crate::util::pg::Cluster;
+use crate::util::{Env, kill_after, kill_moments};
 
 /// What a usage run leaves, for comparing an interrupted store with an
 /// uninterrupted one.
@@ -48,7 +48,7 @@ fn kill_9_at_random_moments_and_at_every_failure_point_recovers_exactly_on_postg
     let reference = cluster.database("reference");
     let started = std::time::Instant::now();
     run_on(&env, &reference, &["usage"]);
-    let span = started.elapsed().as_micros().max(1000) as u64;
+    let span = started.elapsed();
     let reference = Location::Server(reference);
     let rerun = |address: &str, what: &str| {
         // The server lets go of a killed run's lock as it sees the
@@ -64,24 +64,13 @@ fn kill_9_at_random_moments_and_at_every_failure_point_recovers_exactly_on_postg
         );
         assert_same(&reference, &Location::Server(address.to_owned()), what);
     };
-    let mut seed: u64 = 0x5eed;
     let mut killed_mid_run = 0;
-    for round in 0..30 {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let delay = Duration::from_micros((seed >> 33) % span);
+    for (round, delay) in kill_moments(span, 30).into_iter().enumerate() {
         let address = cluster.database(&format!("kill{round}"));
-        let mut child = env
-            .std_cmd_on(Path::new(&address))
-            .args(["run", "usage"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(delay);
-        child.kill().unwrap();
-        if child.wait().unwrap().code().is_none() {
+        if kill_after(
+            env.std_cmd_on(Path::new(&address)).args(["run", "usage"]),
+            delay,
+        ) {
             killed_mid_run += 1;
         }
         rerun(&address, &format!("kill round {round} after {delay:?}"));

@@ -113,6 +113,15 @@ pub(super) fn on(env: &Env, address: &str) -> assert_cmd::Command {
     assert_cmd::Command::from_std(env.std_cmd_on(Path::new(address)))
 }
 
+/// `migrate --from sqlite:FILE` into the server.
+pub(super) fn migrate_from(env: &Env, address: &str, file: &Path) -> assert_cmd::Command {
+    let mut cmd = on(env, address);
+    cmd.arg("migrate")
+        .arg("--from")
+        .arg(format!("sqlite:{}", file.display()));
+    cmd
+}
+
 /// `run ARGS --json` on the server: its one report, after exit 0.
 pub(super) fn run_on(env: &Env, address: &str, args: &[&str]) -> serde_json::Value {
     let out = on(env, address)

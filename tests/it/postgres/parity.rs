@@ -4,7 +4,7 @@ use std::path::Path;
 
 use sessionpipe::store::Location;
 
-use super::{COMPARED, on, rows, run_on, scrub};
+use super::{COMPARED, migrate_from, on, rows, run_on, scrub};
 use crate::util::pg::Cluster;
 use crate::util::{Env, n};
 
@@ -90,12 +90,7 @@ fn migrate_from_sqlite_copies_everything_and_nothing_is_reprocessed() {
     )]);
     env.cmd().args(["run", "usage"]).assert().success();
     env.cmd().args(["run", "picky"]).assert().code(1);
-    let out = on(&env, &address)
-        .arg("migrate")
-        .arg("--from")
-        .arg(format!("sqlite:{}", env.db.display()))
-        .output()
-        .unwrap();
+    let out = migrate_from(&env, &address, &env.db).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -133,10 +128,7 @@ fn migrate_from_sqlite_copies_everything_and_nothing_is_reprocessed() {
         "3|3\n"
     );
     // A second copy would mix two histories: refused, and nothing changes.
-    on(&env, &address)
-        .arg("migrate")
-        .arg("--from")
-        .arg(format!("sqlite:{}", env.db.display()))
+    migrate_from(&env, &address, &env.db)
         .assert()
         .code(78)
         .stderr(predicates::str::contains("already holds rows"));
@@ -331,12 +323,7 @@ fn each_host_brings_its_sqlite_history_under_its_own_source() {
         config.insert("source".into(), source.into());
         env.write_config(&config);
         env.cmd().args(["run", "usage"]).assert().success();
-        let out = on(&env, &address)
-            .arg("migrate")
-            .arg("--from")
-            .arg(format!("sqlite:{}", env.db.display()))
-            .output()
-            .unwrap();
+        let out = migrate_from(&env, &address, &env.db).output().unwrap();
         assert!(
             out.status.success(),
             "{}",
@@ -366,12 +353,7 @@ fn each_host_brings_its_sqlite_history_under_its_own_source() {
     let plain = Env::new();
     plain.copy_fixtures("sniffly", "ann");
     plain.cmd().args(["run", "usage"]).assert().success();
-    on(&plain, &address)
-        .arg("migrate")
-        .arg("--from")
-        .arg(format!("sqlite:{}", plain.db.display()))
-        .assert()
-        .success();
+    migrate_from(&plain, &address, &plain.db).assert().success();
     assert_eq!(n(&run_on(&plain, &address, &["usage"]), "processed"), 0);
     assert_eq!(
         cluster.psql(
@@ -381,10 +363,7 @@ fn each_host_brings_its_sqlite_history_under_its_own_source() {
         "|4\neu-1|4\nus-1|4\n"
     );
     // A region copied twice: refused, by its source.
-    on(&eu, &address)
-        .arg("migrate")
-        .arg("--from")
-        .arg(format!("sqlite:{}", eu.db.display()))
+    migrate_from(&eu, &address, &eu.db)
         .assert()
         .code(78)
         .stderr(predicates::str::contains("rows of source eu-1"));

@@ -377,3 +377,31 @@ pub const HOST_VARIABLES: &[&str] = &[
 ];
 
 pub const LINE: &str = "{\"type\":\"user\",\"message\":{\"role\":\"user\",\"content\":\"hi\"}}\n";
+
+/// `n` moments spread over `span` by a fixed pseudo-random sequence, to
+/// kill a run at: the same moments on every test run.
+pub fn kill_moments(span: Duration, n: usize) -> Vec<Duration> {
+    let span = span.as_micros().max(1000) as u64;
+    let mut seed: u64 = 0x5eed;
+    (0..n)
+        .map(|_| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            Duration::from_micros((seed >> 33) % span)
+        })
+        .collect()
+}
+
+/// Starts `cmd` (output discarded), kills it with SIGKILL after `delay`;
+/// whether it was still running then.
+pub fn kill_after(cmd: &mut std::process::Command, delay: Duration) -> bool {
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    child.kill().unwrap();
+    child.wait().unwrap().code().is_none()
+}
