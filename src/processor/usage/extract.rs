@@ -191,7 +191,7 @@ impl Accumulator {
         };
         let model = message.model.get().map(|m| self.names.intern(m));
         let id = message.id.get();
-        self.token_lines.push(TokenLine {
+        let token_line = TokenLine {
             message: id.map_or_else(|| anonymous(number), hash128),
             model,
             usage: message.usage.0.map(|usage| Counted {
@@ -201,7 +201,14 @@ impl Accumulator {
                 line: number,
                 at,
             }),
-        });
+        };
+        let absorbed = self
+            .token_lines
+            .last_mut()
+            .is_some_and(|last| last.absorb(&token_line));
+        if !absorbed {
+            self.token_lines.push(token_line);
+        }
         let Content::Blocks(blocks) = &message.content else {
             return;
         };

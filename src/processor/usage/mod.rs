@@ -16,6 +16,7 @@ mod scratch;
 mod sessions;
 mod settings;
 mod summary;
+mod texts;
 mod tokens;
 
 use std::collections::HashMap;

@@ -10,6 +10,7 @@ use super::VERSION;
 use super::costs::{self, ModelPrice};
 use super::extract::{Event, EventType};
 use super::names::{Names, Uuid};
+use super::texts::Texts;
 use super::tokens::Request;
 use crate::args;
 use crate::prices::PriceBook;
@@ -65,12 +66,13 @@ pub struct Rows {
 enum Events {
     Memory {
         events: Vec<Event>,
-        /// Their ids (SHA-256).
-        ids: Vec<[u8; 32]>,
         requests: Vec<Request>,
         names: Names,
         /// Heap bytes of the events' own strings.
         heap: usize,
+        /// Per event its id, uuid, parent uuid and time ([`TEXTS_PER_EVENT`]),
+        /// then per request its time, as they are written.
+        texts: Texts,
     },
     /// Too many to hold: in the session's scratch database.
     Staged(Box<dyn Staged>),
@@ -105,9 +107,11 @@ pub struct EventRow<'a> {
     pub cwd: Option<&'a str>,
     pub is_error: bool,
     pub is_sidechain: bool,
-    /// Epoch milliseconds.
-    pub occurred_ms: Option<i64>,
+    pub occurred_at: Option<Cow<'a, str>>,
 }
+
+/// The texts [`Texts`] holds of each event held in memory.
+const TEXTS_PER_EVENT: usize = 4;
 
 impl Rows {
     pub(super) fn in_memory(
@@ -118,15 +122,16 @@ impl Rows {
         heap: usize,
         summary: Summary,
     ) -> Rows {
+        let texts = texts_of(&events, &ids, &requests);
         Rows {
             summary,
             prices: Vec::new(),
             events: Events::Memory {
                 events,
-                ids,
                 requests,
                 names,
                 heap,
+                texts,
             },
         }
     }
@@ -173,13 +178,15 @@ impl Rows {
                 requests,
                 names,
                 heap,
+                texts,
                 ..
             } => {
                 let requests = requests.len() * std::mem::size_of::<Request>();
-                (events.len() * (std::mem::size_of::<Event>() + 32)
+                (events.len() * std::mem::size_of::<Event>()
                     + requests
                     + heap
-                    + names.bytes()) as u64
+                    + names.bytes()
+                    + texts.bytes()) as u64
             }
             Events::Staged(staged) => staged.held(),
         }
@@ -193,19 +200,51 @@ impl Rows {
         }
     }
 
+    /// Calls `f` with each request and the text of its time, in file order.
+    fn each_request_row(
+        &self,
+        mut f: impl FnMut(&Request, Option<Cow<'_, str>>) -> Result<()>,
+    ) -> Result<()> {
+        match &self.events {
+            Events::Memory {
+                events,
+                requests,
+                texts,
+                ..
+            } => {
+                let first = events.len().saturating_mul(TEXTS_PER_EVENT);
+                requests.iter().enumerate().try_for_each(|(i, q)| {
+                    let at = texts.get(first.saturating_add(i)).map(Cow::Borrowed);
+                    f(q, at)
+                })
+            }
+            Events::Staged(staged) => {
+                staged.each_request(&mut |q| f(q, q.at.map(|ms| format_ms(ms).into())))
+            }
+        }
+    }
+
     /// Calls `f` with each event, in file order.
     pub fn each(&self, mut f: impl FnMut(&EventRow<'_>) -> Result<()>) -> Result<()> {
-        let (events, ids, n) = match &self.events {
+        let (events, n, texts) = match &self.events {
             Events::Memory {
-                events, ids, names, ..
-            } => (events, ids, names),
+                events,
+                names,
+                texts,
+                ..
+            } => (events, names, texts),
             Events::Staged(staged) => return staged.each(&mut f),
         };
-        for (id, e) in ids.iter().zip(events) {
+        for (i, e) in events.iter().enumerate() {
+            let text = |k: usize| {
+                i.checked_mul(TEXTS_PER_EVENT)
+                    .and_then(|first| texts.get(first.saturating_add(k)))
+                    .map(Cow::Borrowed)
+            };
             f(&EventRow {
-                id: Cow::Owned(crate::session::hex(&id[..ID_BYTES])),
-                event_uuid: e.event_uuid.as_ref().map(Uuid::text),
-                parent_uuid: e.parent_uuid.as_ref().map(Uuid::text),
+                id: text(0).unwrap_or_default(),
+                event_uuid: text(1),
+                parent_uuid: text(2),
                 event_type: e.event_type,
                 tool_name: n.opt(e.tool_name),
                 skill_name: n.opt(e.skill_name),
@@ -215,7 +254,7 @@ impl Rows {
                 cwd: n.opt(e.cwd),
                 is_error: e.is_error,
                 is_sidechain: e.is_sidechain,
-                occurred_ms: e.occurred_ms,
+                occurred_at: text(3),
             })?;
         }
         Ok(())
@@ -319,8 +358,8 @@ fn clear_and_upsert_pg() -> &'static str {
                         ON CONFLICT (source, session_file) DO UPDATE SET {}
                         RETURNING 1)
              SELECT count(*) FROM s",
-            replace_all(file_columns),
-            replace_all(session)
+            replace_all(Dialect::Postgres, file_columns),
+            replace_all(Dialect::Postgres, session)
         )
     })
 }
@@ -328,14 +367,18 @@ fn clear_and_upsert_pg() -> &'static str {
 /// An upsert's `SET` that replaces a row keyed by (source, session_file)
 /// with the one proposed: every column of `columns` (a comma-separated
 /// list) but the key's.
-fn replace_all(columns: &str) -> String {
+pub(super) fn replace_all(d: Dialect, columns: &str) -> String {
     let set: Vec<&str> = columns
         .split(',')
         .map(str::trim)
         .filter(|c| !matches!(*c, "session_file" | "source"))
         .collect();
     let proposed: Vec<String> = set.iter().map(|c| format!("excluded.{c}")).collect();
-    format!("({}) = ROW({})", set.join(", "), proposed.join(", "))
+    let row = match d {
+        Dialect::Sqlite => "",
+        Dialect::Postgres => "ROW",
+    };
+    format!("({}) = {row}({})", set.join(", "), proposed.join(", "))
 }
 
 /// Removes a file's events, requests and summary (not its session's
@@ -366,7 +409,7 @@ impl Output for Rows {
             Dialect::Sqlite => {
                 clear(db, session_file)?;
                 self.write_summary(db, session_file, FILE_SUMMARY)?;
-                false
+                super::sessions::copy_if_alone(db, session_file)?
             }
             Dialect::Postgres => self.write_summary(db, session_file, clear_and_upsert_pg())? == 1,
         };
@@ -422,7 +465,7 @@ impl Rows {
                     e.model,
                     e.cwd,
                     e.is_sidechain,
-                    e.occurred_ms.map(format_ms),
+                    e.occurred_at,
                     VERSION,
                     agent,
                     source
@@ -435,7 +478,7 @@ impl Rows {
     fn write_requests(&self, bulk: &mut dyn Bulk, source: &str, session_file: &str) -> Result<()> {
         let agent = agent_of(session_file);
         let s = &self.summary;
-        self.each_request(|q| {
+        self.each_request_row(|q, at| {
             bulk.push(
                 REQUESTS,
                 args![
@@ -444,7 +487,7 @@ impl Rows {
                     s.session_id,
                     s.username,
                     q.model,
-                    q.at.map(format_ms),
+                    at,
                     sql_int(q.input_tokens),
                     sql_int(q.output_tokens),
                     sql_int(q.cache_creation_tokens),
@@ -565,6 +608,26 @@ const REQUEST_COLUMNS: [&str; 18] = [
 /// own file.
 pub(super) fn agent_of(session_file: &str) -> Option<&str> {
     crate::scan::subagent(session_file).map(|(_, id)| id)
+}
+
+/// The texts of events and requests held in memory, as [`Texts`] of
+/// [`Events::Memory`] holds them.
+fn texts_of(events: &[Event], ids: &[[u8; 32]], requests: &[Request]) -> Texts {
+    const EVENT_BYTES: usize = 2 * ID_BYTES + 36 + 36 + 24;
+    let mut t = Texts::with_capacity(
+        events.len() * TEXTS_PER_EVENT + requests.len(),
+        events.len() * EVENT_BYTES + requests.len() * 24,
+    );
+    for (id, e) in ids.iter().zip(events) {
+        t.push(Some(&crate::session::hex(&id[..ID_BYTES])));
+        t.push(e.event_uuid.as_ref().map(Uuid::text).as_deref());
+        t.push(e.parent_uuid.as_ref().map(Uuid::text).as_deref());
+        t.push(e.occurred_ms.map(format_ms).as_deref());
+    }
+    for q in requests {
+        t.push(q.at.map(format_ms).as_deref());
+    }
+    t
 }
 
 /// Epoch milliseconds as the stored timestamp text.

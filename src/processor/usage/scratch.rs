@@ -166,6 +166,10 @@ impl Scratch {
     /// summary; the events stay on disk until they are written.
     pub(super) fn finish(self, head: Head<'_>) -> rusqlite::Result<Rows> {
         let db = &self.conn;
+        // One transaction for all of it: outside one, each row written below
+        // would be a transaction of its own, and each end of one walks the
+        // whole page cache.
+        let tx = db.unchecked_transaction()?;
         db.execute_batch("CREATE INDEX ev_tool ON ev (tool_id, seq) WHERE tool_id IS NOT NULL")?;
         {
             // The first event of each tool use id, given its id; the UNIQUE
@@ -223,6 +227,7 @@ impl Scratch {
         drop(times);
         let tally = self.tally()?;
         let len: i64 = db.query_row("SELECT count(*) FROM kept", [], |r| r.get(0))?;
+        tx.commit()?;
         // The cache is refilled while the rows are written; until then the
         // rows wait in the writer's queue holding as little as possible.
         db.execute_batch("PRAGMA shrink_memory")?;
@@ -332,7 +337,9 @@ impl rows::Staged for Staged {
                 cwd: text(9)?,
                 is_error: r.get(10)?,
                 is_sidechain: r.get(11)?,
-                occurred_ms: r.get(12)?,
+                occurred_at: r
+                    .get::<_, Option<i64>>(12)?
+                    .map(|ms| rows::format_ms(ms).into()),
             })?;
         }
         Ok(())

@@ -219,6 +219,24 @@ const COPY: &str = concat!(
     ", source FROM usage_file_summary WHERE source = ?2 AND session_file = ?1 AND session = ?1"
 );
 
+/// The summary of a session whose only file is `session_file`, its main
+/// transcript, just written: that file's row as is, in place of the old
+/// one, in one statement (its requests were written counted). Returns
+/// whether it applied; a session of other files needs [`rebuild`].
+pub(super) fn copy_if_alone(db: &dyn Db, session_file: &str) -> Result<bool> {
+    static SQL: OnceLock<String> = OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        format!(
+            "{COPY}
+               AND NOT EXISTS (SELECT 1 FROM usage_file_summary AS o
+                               WHERE o.source = ?2 AND o.session = ?1 AND o.session_file != ?1)
+             ON CONFLICT (session_file, source) DO UPDATE SET {}",
+            super::rows::replace_all(Dialect::Sqlite, SUMMARY_COLUMNS)
+        )
+    });
+    Ok(db.execute(sql, args![session_file, db.source()])? == 1)
+}
+
 /// Rebuilds the summary of `session` (a main file's name) from its files';
 /// none left, no summary.
 pub(super) fn rebuild(db: &dyn Db, session: &str) -> Result<()> {

@@ -28,6 +28,38 @@ pub(super) struct TokenLine {
     pub(super) usage: Option<Counted>,
 }
 
+impl TokenLine {
+    /// Takes in `next`, the token line right after this one, when the two
+    /// reduce as this one alone would: the same `message.id`, and `next`
+    /// without usage, or this one without, or both of the same `requestId`
+    /// and side. [`Reducer`] then sees one line where Claude Code wrote one
+    /// per content block, and a session holds half the lines.
+    pub(super) fn absorb(&mut self, next: &TokenLine) -> bool {
+        if self.message != next.message {
+            return false;
+        }
+        match (&mut self.usage, &next.usage) {
+            (_, None) => true,
+            (mine @ None, Some(_)) => {
+                *mine = next.usage;
+                true
+            }
+            (Some(mine), Some(theirs)) => {
+                if mine.request != theirs.request || mine.sidechain != theirs.sidechain {
+                    return false;
+                }
+                // The reply keeps its first line, and the usage (with its
+                // time) of the first line with the largest total.
+                if theirs.usage.total() > mine.usage.total() {
+                    mine.usage = theirs.usage;
+                    mine.at = theirs.at;
+                }
+                true
+            }
+        }
+    }
+}
+
 /// A line's usage, what tells its reply apart, and where it is.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Counted {
@@ -285,6 +317,68 @@ mod tests {
             lines.iter().for_each(|l| r.push(7, None, Some(*l)));
             assert_eq!(r.finish().0.totals, naive(&lines), "{lines:?}");
         }
+    }
+
+    /// The tally and requests of lines reduced in (message, file order).
+    fn reduce(lines: &[TokenLine]) -> (Tally, Vec<Request>) {
+        let mut order: Vec<&TokenLine> = lines.iter().collect();
+        order.sort_by_key(|l| l.message);
+        let mut r = Reducer::default();
+        let model = |l: &TokenLine| l.model.map(|_| "m");
+        order
+            .iter()
+            .for_each(|l| r.push(l.message, model(l), l.usage));
+        r.finish()
+    }
+
+    #[test]
+    fn absorbed_lines_reduce_as_the_lines_themselves() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut absorbed_any = 0;
+        for _ in 0..3000 {
+            let lines: Vec<TokenLine> = (0..next(14))
+                .map(|line| TokenLine {
+                    message: u128::from(next(3)),
+                    model: None,
+                    usage: (next(4) != 0).then(|| Counted {
+                        request: Some(next(3)).filter(|&r| r != 2),
+                        sidechain: next(6) == 0,
+                        usage: Usage {
+                            input_tokens: Num(next(5)),
+                            output_tokens: Num(next(5)),
+                            ..Default::default()
+                        },
+                        line,
+                        at: Some(line as i64),
+                    }),
+                })
+                .collect();
+            let mut merged: Vec<TokenLine> = Vec::new();
+            for l in &lines {
+                let copy = TokenLine { ..*l };
+                if !merged.last_mut().is_some_and(|last| last.absorb(&copy)) {
+                    merged.push(copy);
+                }
+            }
+            absorbed_any += lines.len() - merged.len();
+            let (want, want_requests) = reduce(&lines);
+            let (got, got_requests) = reduce(&merged);
+            assert_eq!(
+                (got.totals, got.replies, got_requests),
+                (want.totals, want.replies, want_requests),
+                "{lines:?}"
+            );
+        }
+        assert!(
+            absorbed_any > 1000,
+            "the cases absorb lines: {absorbed_any}"
+        );
     }
 
     #[test]
