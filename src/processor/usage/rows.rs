@@ -201,7 +201,7 @@ impl Rows {
     }
 
     /// Calls `f` with each request and the text of its time, in file order.
-    fn each_request_row(
+    pub(super) fn each_request_row(
         &self,
         mut f: impl FnMut(&Request, Option<Cow<'_, str>>) -> Result<()>,
     ) -> Result<()> {
@@ -614,9 +614,17 @@ pub(super) fn agent_of(session_file: &str) -> Option<&str> {
 /// [`Events::Memory`] holds them.
 fn texts_of(events: &[Event], ids: &[[u8; 32]], requests: &[Request]) -> Texts {
     const EVENT_BYTES: usize = 2 * ID_BYTES + 36 + 36 + 24;
+    // The texts of event i start at TEXTS_PER_EVENT * i: one id per event.
+    debug_assert_eq!(ids.len(), events.len());
     let mut t = Texts::with_capacity(
-        events.len() * TEXTS_PER_EVENT + requests.len(),
-        events.len() * EVENT_BYTES + requests.len() * 24,
+        events
+            .len()
+            .saturating_mul(TEXTS_PER_EVENT)
+            .saturating_add(requests.len()),
+        events
+            .len()
+            .saturating_mul(EVENT_BYTES)
+            .saturating_add(requests.len().saturating_mul(24)),
     );
     for (id, e) in ids.iter().zip(events) {
         t.push(Some(&crate::session::hex(&id[..ID_BYTES])));

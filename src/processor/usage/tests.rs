@@ -14,8 +14,9 @@ fn read(lines: &[&[u8]], limit: usize) -> (Vec<String>, String) {
     })
     .unwrap();
     assert_eq!(rows.len(), events.len() as u64);
-    rows.each_request(|q| {
-        events.push(format!("{q:?}"));
+    // With the text each request's time is written as.
+    rows.each_request_row(|q, at| {
+        events.push(format!("{q:?} {at:?}"));
         Ok(())
     })
     .unwrap();

@@ -265,6 +265,7 @@ pub(super) fn hash128(key: &str) -> u128 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::names::Names;
     use super::*;
     use crate::transcript::Num;
 
@@ -320,14 +321,13 @@ mod tests {
     }
 
     /// The tally and requests of lines reduced in (message, file order).
-    fn reduce(lines: &[TokenLine]) -> (Tally, Vec<Request>) {
+    fn reduce(lines: &[TokenLine], names: &Names) -> (Tally, Vec<Request>) {
         let mut order: Vec<&TokenLine> = lines.iter().collect();
         order.sort_by_key(|l| l.message);
         let mut r = Reducer::default();
-        let model = |l: &TokenLine| l.model.map(|_| "m");
         order
             .iter()
-            .for_each(|l| r.push(l.message, model(l), l.usage));
+            .for_each(|l| r.push(l.message, names.opt(l.model), l.usage));
         r.finish()
     }
 
@@ -340,12 +340,18 @@ mod tests {
             seed ^= seed << 17;
             seed % n
         };
+        let mut names = Names::default();
+        let models = ["a", "b", SYNTHETIC_MODEL].map(|m| Some(names.intern(m)));
         let mut absorbed_any = 0;
         for _ in 0..3000 {
             let lines: Vec<TokenLine> = (0..next(14))
                 .map(|line| TokenLine {
-                    message: u128::from(next(3)),
-                    model: None,
+                    // Some lines without `message.id`: a reply each.
+                    message: match next(5) {
+                        0 => anonymous(line),
+                        m => u128::from(m % 3),
+                    },
+                    model: models.get(next(4) as usize).copied().flatten(),
                     usage: (next(4) != 0).then(|| Counted {
                         request: Some(next(3)).filter(|&r| r != 2),
                         sidechain: next(6) == 0,
@@ -367,11 +373,11 @@ mod tests {
                 }
             }
             absorbed_any += lines.len() - merged.len();
-            let (want, want_requests) = reduce(&lines);
-            let (got, got_requests) = reduce(&merged);
+            let (want, want_requests) = reduce(&lines, &names);
+            let (got, got_requests) = reduce(&merged, &names);
             assert_eq!(
-                (got.totals, got.replies, got_requests),
-                (want.totals, want.replies, want_requests),
+                (got.totals, got.replies, got.models(), got_requests),
+                (want.totals, want.replies, want.models(), want_requests),
                 "{lines:?}"
             );
         }
