@@ -44,13 +44,20 @@ const SCHEMA: &str = "
         input INTEGER NOT NULL, output INTEGER NOT NULL, creation INTEGER NOT NULL,
         read INTEGER NOT NULL, creation_5m INTEGER NOT NULL, creation_1h INTEGER NOT NULL,
         fast INTEGER NOT NULL, line INTEGER NOT NULL, at INTEGER);
-    -- The session's requests, as the reducer ends them.
+    -- The session's requests, as the reducer ends them (in message order)...
+    CREATE TABLE ended (line INTEGER NOT NULL, key TEXT, model TEXT, at INTEGER,
+        input INTEGER NOT NULL, output INTEGER NOT NULL, creation INTEGER NOT NULL,
+        creation_5m INTEGER NOT NULL, creation_1h INTEGER NOT NULL, read INTEGER NOT NULL,
+        sidechain INTEGER NOT NULL, fast INTEGER NOT NULL);
+    -- ...and then in file order, as they are written.
     CREATE TABLE requests (line INTEGER PRIMARY KEY, key TEXT, model TEXT, at INTEGER,
         input INTEGER NOT NULL, output INTEGER NOT NULL, creation INTEGER NOT NULL,
         creation_5m INTEGER NOT NULL, creation_1h INTEGER NOT NULL, read INTEGER NOT NULL,
         sidechain INTEGER NOT NULL, fast INTEGER NOT NULL);
+    -- Events after the first of their tool use id.
+    CREATE TABLE later (seq INTEGER PRIMARY KEY);
     -- The events kept: the first of each id, in file order.
-    CREATE TABLE kept (seq INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE);
+    CREATE TABLE kept (seq INTEGER PRIMARY KEY, id BLOB NOT NULL);
     CREATE VIEW final AS
         SELECT k.seq, k.id, e.event_uuid, e.parent_uuid, e.event_type, e.tool_name,
             CASE WHEN e.event_type = 'slash_command'
@@ -170,17 +177,22 @@ impl Scratch {
         // would be a transaction of its own, and each end of one walks the
         // whole page cache.
         let tx = db.unchecked_transaction()?;
-        db.execute_batch("CREATE INDEX ev_tool ON ev (tool_id, seq) WHERE tool_id IS NOT NULL")?;
+        // Duplicates are found by sorting, never by a lookup per event: the
+        // scratch database outgrows its cache, and each lookup would be a
+        // read from disk.
+        db.execute_batch(
+            "INSERT INTO later SELECT seq FROM
+                 (SELECT seq, row_number() OVER (PARTITION BY tool_id ORDER BY seq) AS n
+                  FROM ev WHERE tool_id IS NOT NULL)
+             WHERE n > 1 ORDER BY seq",
+        )?;
         {
-            // The first event of each tool use id, given its id; the UNIQUE
-            // id then keeps the first of each id.
+            // The first event of each tool use id, given its id...
             let mut select = db.prepare(
                 "SELECT seq, event_uuid, tool_id, event_type, tool_name, command_name FROM ev
-                 WHERE tool_id IS NULL
-                    OR seq = (SELECT min(seq) FROM ev AS f WHERE f.tool_id = ev.tool_id)
-                 ORDER BY seq",
+                 WHERE seq NOT IN (SELECT seq FROM later) ORDER BY seq",
             )?;
-            let mut keep = db.prepare("INSERT OR IGNORE INTO kept (seq, id) VALUES (?1, ?2)")?;
+            let mut keep = db.prepare("INSERT INTO kept (seq, id) VALUES (?1, ?2)")?;
             let mut rows = select.query([])?;
             while let Some(r) = rows.next()? {
                 let kind = r.get_ref(3)?.as_str()?;
@@ -195,6 +207,12 @@ impl Scratch {
                 keep.execute(params![r.get::<_, i64>(0)?, id])?;
             }
         }
+        // ...then the first of each id.
+        db.execute_batch(
+            "DELETE FROM kept WHERE seq IN (SELECT seq FROM
+                 (SELECT seq, row_number() OVER (PARTITION BY id ORDER BY seq) AS n FROM kept)
+             WHERE n > 1)",
+        )?;
         let counts = db.query_row(
             "SELECT count(*) FILTER (WHERE event_type = 'tool_use'),
                 count(*) FILTER (WHERE is_error AND event_type != 'slash_command'),
@@ -273,12 +291,16 @@ impl Scratch {
         }
         let (tally, mut requests) = reducer.finish();
         self.stage_requests(&mut requests)?;
+        // Sorted once, then appended in key order.
+        self.conn.execute_batch(
+            "INSERT INTO requests SELECT * FROM ended ORDER BY line; DELETE FROM ended",
+        )?;
         Ok(tally)
     }
 
     fn stage_requests(&self, requests: &mut Vec<Request>) -> rusqlite::Result<()> {
         let mut insert = self.conn.prepare_cached(
-            "INSERT INTO requests (line, model, at, input, output, creation, creation_5m,
+            "INSERT INTO ended (line, model, at, input, output, creation, creation_5m,
                  creation_1h, read, sidechain, fast, key)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?;
