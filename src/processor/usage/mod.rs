@@ -11,6 +11,7 @@
 mod costs;
 mod extract;
 mod names;
+mod renames;
 mod rows;
 mod scratch;
 mod sessions;
@@ -82,7 +83,7 @@ impl Processor for Usage {
     }
 
     fn prepare(&self, db: &dyn crate::store::sql::Db) -> Result<()> {
-        rows::apply_identities(db, &self.identities)?;
+        renames::apply_identities(db, &self.identities)?;
         costs::apply(db, &self.prices)
     }
 

@@ -44,7 +44,7 @@ const SCHEMA: &str = "
         input INTEGER NOT NULL, output INTEGER NOT NULL, creation INTEGER NOT NULL,
         read INTEGER NOT NULL, creation_5m INTEGER NOT NULL, creation_1h INTEGER NOT NULL,
         fast INTEGER NOT NULL, line INTEGER NOT NULL, at INTEGER);
-    -- The session's requests, as the reducer ends them (in message order)...
+    -- The session's requests, as the reducer ends them (by hashed message.id)...
     CREATE TABLE ended (line INTEGER NOT NULL, key TEXT, model TEXT, at INTEGER,
         input INTEGER NOT NULL, output INTEGER NOT NULL, creation INTEGER NOT NULL,
         creation_5m INTEGER NOT NULL, creation_1h INTEGER NOT NULL, read INTEGER NOT NULL,
@@ -177,10 +177,37 @@ impl Scratch {
         // would be a transaction of its own, and each end of one walks the
         // whole page cache.
         let tx = db.unchecked_transaction()?;
-        // Duplicates are found by sorting, never by a lookup per event: the
-        // scratch database outgrows its cache, and each lookup would be a
-        // read from disk.
-        db.execute_batch(
+        self.keep_firsts(&head.session_id)?;
+        let counts = self.counts()?;
+        let mut span = Span::default();
+        let mut times = db.prepare("SELECT ms FROM times ORDER BY ms")?;
+        for t in times.query_map([], |r| r.get::<_, i64>(0))? {
+            span.push(t?);
+        }
+        drop(times);
+        let tally = self.tally()?;
+        let len: i64 = db.query_row("SELECT count(*) FROM kept", [], |r| r.get(0))?;
+        tx.commit()?;
+        // The cache is refilled while the rows are written; until then the
+        // rows wait in the writer's queue holding as little as possible.
+        db.execute_batch("PRAGMA shrink_memory")?;
+        let staged = Staged {
+            conn: self.conn,
+            len: u64::try_from(len).unwrap_or(0),
+        };
+        Ok(Rows::staged(
+            Box::new(staged),
+            head.summary(counts, span, tally),
+        ))
+    }
+
+    /// Keeps the first event of each tool use id, then of each event id.
+    fn keep_firsts(&self, session_id: &str) -> rusqlite::Result<()> {
+        // Duplicates are found by sorting, not by a search of every event's
+        // key in an index: the scratch database outgrows its cache, and each
+        // such search would be a read from disk. (The events are then probed
+        // in file order against the few duplicates, which stay cached.)
+        self.conn.execute_batch(
             "INSERT INTO later SELECT seq FROM
                  (SELECT seq, row_number() OVER (PARTITION BY tool_id ORDER BY seq) AS n
                   FROM ev WHERE tool_id IS NOT NULL)
@@ -188,16 +215,18 @@ impl Scratch {
         )?;
         {
             // The first event of each tool use id, given its id...
-            let mut select = db.prepare(
+            let mut select = self.conn.prepare(
                 "SELECT seq, event_uuid, tool_id, event_type, tool_name, command_name FROM ev
                  WHERE seq NOT IN (SELECT seq FROM later) ORDER BY seq",
             )?;
-            let mut keep = db.prepare("INSERT INTO kept (seq, id) VALUES (?1, ?2)")?;
+            let mut keep = self
+                .conn
+                .prepare("INSERT INTO kept (seq, id) VALUES (?1, ?2)")?;
             let mut rows = select.query([])?;
             while let Some(r) = rows.next()? {
                 let kind = r.get_ref(3)?.as_str()?;
                 let id = event_id(
-                    &head.session_id,
+                    session_id,
                     r.get_ref(1)?.as_str_or_null()?,
                     r.get_ref(2)?.as_str_or_null()?,
                     EventType::parse(kind).ok_or_else(|| bad_type(kind))?,
@@ -208,12 +237,17 @@ impl Scratch {
             }
         }
         // ...then the first of each id.
-        db.execute_batch(
+        self.conn.execute_batch(
             "DELETE FROM kept WHERE seq IN (SELECT seq FROM
                  (SELECT seq, row_number() OVER (PARTITION BY id ORDER BY seq) AS n FROM kept)
              WHERE n > 1)",
         )?;
-        let counts = db.query_row(
+        Ok(())
+    }
+
+    /// The counts of the events kept.
+    fn counts(&self) -> rusqlite::Result<Counts> {
+        self.conn.query_row(
             "SELECT count(*) FILTER (WHERE event_type = 'tool_use'),
                 count(*) FILTER (WHERE is_error AND event_type != 'slash_command'),
                 count(*) FILTER (WHERE skill_name IS NOT NULL),
@@ -236,27 +270,7 @@ impl Scratch {
                     distinct_skills: n(7)?,
                 })
             },
-        )?;
-        let mut span = Span::default();
-        let mut times = db.prepare("SELECT ms FROM times ORDER BY ms")?;
-        for t in times.query_map([], |r| r.get::<_, i64>(0))? {
-            span.push(t?);
-        }
-        drop(times);
-        let tally = self.tally()?;
-        let len: i64 = db.query_row("SELECT count(*) FROM kept", [], |r| r.get(0))?;
-        tx.commit()?;
-        // The cache is refilled while the rows are written; until then the
-        // rows wait in the writer's queue holding as little as possible.
-        db.execute_batch("PRAGMA shrink_memory")?;
-        let staged = Staged {
-            conn: self.conn,
-            len: u64::try_from(len).unwrap_or(0),
-        };
-        Ok(Rows::staged(
-            Box::new(staged),
-            head.summary(counts, span, tally),
-        ))
+        )
     }
 
     /// Reduces the token lines, staging the requests as they end.
@@ -291,7 +305,7 @@ impl Scratch {
         }
         let (tally, mut requests) = reducer.finish();
         self.stage_requests(&mut requests)?;
-        // Sorted once, then appended in key order.
+        // Sorted once, then appended in the order of `line`, the rowid.
         self.conn.execute_batch(
             "INSERT INTO requests SELECT * FROM ended ORDER BY line; DELETE FROM ended",
         )?;
