@@ -14,6 +14,7 @@ mod moves;
 mod output;
 mod overlap;
 mod postgres;
+mod recipes;
 mod report;
 mod run;
 mod state;

@@ -324,13 +324,19 @@ pub(super) fn replace_all(d: Dialect, columns: &str) -> String {
 /// Removes a file's events, requests and summary (not its session's
 /// summary).
 fn clear(db: &dyn Db, session_file: &str) -> Result<()> {
-    for table in ["usage_events", "usage_requests", "usage_file_summary"] {
-        db.execute(
-            &format!("DELETE FROM {table} WHERE source = ?2 AND session_file = ?1"),
-            args![session_file, db.source()],
-        )?;
+    for table in CLEARED {
+        db.execute(&clear_sql(table), args![session_file, db.source()])?;
     }
     Ok(())
+}
+
+/// The tables that hold a file's rows.
+pub(super) const CLEARED: [&str; 3] = ["usage_events", "usage_requests", "usage_file_summary"];
+
+/// The statement that removes a file's rows (`?1`, in source `?2`) from
+/// `table`.
+pub(super) fn clear_sql(table: &str) -> String {
+    format!("DELETE FROM {table} WHERE source = ?2 AND session_file = ?1")
 }
 
 /// Removes every row one session file holds.

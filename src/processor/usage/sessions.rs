@@ -237,16 +237,17 @@ pub(super) fn copy_if_alone(db: &dyn Db, session_file: &str) -> Result<bool> {
     Ok(db.execute(sql, args![session_file, db.source()])? == 1)
 }
 
+/// How many files session `?1` has, and whether its main file is one.
+const FILES: &str = "SELECT count(*), count(*) FILTER (WHERE session_file = ?1) > 0
+     FROM usage_file_summary WHERE source = ?2 AND session = ?1";
+
 /// Rebuilds the summary of `session` (a main file's name) from its files';
 /// none left, no summary.
 pub(super) fn rebuild(db: &dyn Db, session: &str) -> Result<()> {
     let (files, main): (i64, bool) = db
-        .row(
-            "SELECT count(*), count(*) FILTER (WHERE session_file = ?1) > 0
-             FROM usage_file_summary WHERE source = ?2 AND session = ?1",
-            args![session, db.source()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?
+        .row(FILES, args![session, db.source()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
         .unwrap_or((0, false));
     db.execute(
         if files > 1 { MARK } else { COUNT_ALL },
@@ -262,4 +263,46 @@ pub(super) fn rebuild(db: &dyn Db, session: &str) -> Result<()> {
     }
     db.execute(rebuild_for(db.dialect()), args![session, db.source()])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::processor::usage::rows::{CLEARED, clear_sql};
+
+    /// The plan of `sql` as SQLite gives it.
+    fn plan(db: &dyn Db, sql: &str) -> String {
+        let details = db
+            .rows(
+                &format!("EXPLAIN QUERY PLAN {sql}"),
+                args!["u/s.jsonl", ""],
+                |r| r.get::<String>(3),
+            )
+            .unwrap();
+        details.join("; ")
+    }
+
+    /// What a write runs for every session finds the session's rows through
+    /// an index: a scan would cost a pass over the table per session.
+    #[test]
+    fn the_statements_of_every_write_search_an_index() {
+        let store = crate::store::Store::in_memory().unwrap();
+        let db = store.db();
+        let mut wanted = vec![
+            (FILES.to_owned(), "usage_file_summary_by_session"),
+            (COUNT_ALL.to_owned(), "PRIMARY KEY (session_file=?)"),
+            (MARK.to_owned(), "usage_file_summary_by_session"),
+        ];
+        let by_table = [
+            "INDEX usage_events_by_file",
+            "PRIMARY KEY (session_file=?)",
+            "PRIMARY KEY (session_file=? AND source=?)",
+        ];
+        wanted.extend(CLEARED.iter().map(|t| clear_sql(t)).zip(by_table));
+        for (sql, index) in wanted {
+            let plan = plan(db, &sql);
+            assert!(plan.contains(index), "{sql}\n{plan}");
+            assert!(!plan.contains("SCAN usage_"), "{sql}\n{plan}");
+        }
+    }
 }
