@@ -224,8 +224,13 @@ const COPY: &str = concat!(
 /// one, in one statement (its requests were written counted). Returns
 /// whether it applied; a session of other files needs [`rebuild`].
 pub(super) fn copy_if_alone(db: &dyn Db, session_file: &str) -> Result<bool> {
+    Ok(db.execute(copy_if_alone_sql(), args![session_file, db.source()])? == 1)
+}
+
+/// [`copy_if_alone`]'s statement, built once.
+fn copy_if_alone_sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
-    let sql = SQL.get_or_init(|| {
+    SQL.get_or_init(|| {
         format!(
             "{COPY}
                AND NOT EXISTS (SELECT 1 FROM usage_file_summary AS o
@@ -233,8 +238,7 @@ pub(super) fn copy_if_alone(db: &dyn Db, session_file: &str) -> Result<bool> {
              ON CONFLICT (session_file, source) DO UPDATE SET {}",
             super::rows::replace_all(Dialect::Sqlite, SUMMARY_COLUMNS)
         )
-    });
-    Ok(db.execute(sql, args![session_file, db.source()])? == 1)
+    })
 }
 
 /// How many files session `?1` has, and whether its main file is one.
@@ -292,6 +296,10 @@ mod tests {
             (FILES.to_owned(), "usage_file_summary_by_session"),
             (COUNT_ALL.to_owned(), "PRIMARY KEY (session_file=?)"),
             (MARK.to_owned(), "usage_file_summary_by_session"),
+            (
+                copy_if_alone_sql().to_owned(),
+                "usage_file_summary_by_session",
+            ),
         ];
         let by_table = [
             "INDEX usage_events_by_file",
