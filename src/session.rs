@@ -106,13 +106,18 @@ pub fn digest(file: File, settled: Option<u64>) -> io::Result<Digest> {
 
 /// Lower-case hexadecimal.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
+    write_hex(bytes, &mut out);
+    out
+}
+
+/// Appends [`hex`] of `bytes` to `out`.
+pub fn write_hex(bytes: &[u8], out: &mut String) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
         out.push(DIGITS[usize::from(b >> 4)] as char);
         out.push(DIGITS[usize::from(b & 0xf)] as char);
     }
-    out
 }
 
 /// One session file, as a processor sees it.

@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 pub use sqlite::migrations;
-pub use time::{parse_timestamp, sql_int, timestamp, timestamp_ms};
+pub use time::{parse_timestamp, sql_int, timestamp, timestamp_ms, write_timestamp_ms};
 
 use crate::exit;
 use sql::Db;

@@ -19,14 +19,22 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
 /// chrono's formatting machinery (the writer formats one per event); the
 /// empty text for a time outside what chrono can hold.
 pub fn timestamp_ms(ms: i64) -> String {
+    let mut out = String::with_capacity(24);
+    write_timestamp_ms(ms, &mut out);
+    out
+}
+
+/// Appends [`timestamp_ms`] to `out`.
+pub fn write_timestamp_ms(ms: i64, out: &mut String) {
     let days = ms.div_euclid(86_400_000);
     let in_day = ms.rem_euclid(86_400_000);
     let (year, month, day) = civil_from_days(days);
     if !(0..=9999).contains(&year) {
         // Rare and odd: chrono's own form (a sign, more digits).
-        return DateTime::from_timestamp_millis(ms)
-            .map(timestamp)
-            .unwrap_or_default();
+        if let Some(t) = DateTime::from_timestamp_millis(ms) {
+            out.push_str(&timestamp(t));
+        }
+        return;
     }
     let fields = [
         (year, 4),
@@ -37,7 +45,6 @@ pub fn timestamp_ms(ms: i64) -> String {
         (in_day / 1000 % 60, 2),
         (in_day % 1000, 3),
     ];
-    let mut out = String::with_capacity(24);
     for ((value, width), sep) in fields.into_iter().zip(["-", "-", "T", ":", ":", ".", "Z"]) {
         let mut digits = [b'0'; 4];
         let mut v = value;
@@ -48,7 +55,6 @@ pub fn timestamp_ms(ms: i64) -> String {
         out.extend(digits[..width].iter().map(|&b| b as char));
         out.push_str(sep);
     }
-    out
 }
 
 /// The proleptic Gregorian (year, month, day) of a day counted from

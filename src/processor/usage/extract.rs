@@ -366,16 +366,27 @@ fn repeats_too_much(line: &Line) -> bool {
             .as_ref()
             .and_then(|m| m.model.get())
             .map_or(0, str::len);
+    // Each slash command takes its tag's length of text at least: most
+    // lines are cleared by that bound without searching their text.
+    const TAG: &str = "<command-name>";
+    let at_most = match line.content() {
+        Content::Text(t) => t.len() / TAG.len(),
+        Content::Blocks(blocks) => blocks
+            .iter()
+            .map(|b| 1 + b.text.get().map_or(0, |t| t.len() / TAG.len()))
+            .sum(),
+        Content::None => 0,
+    };
+    if at_most.saturating_mul(per_event) <= REPEAT_LIMIT {
+        return false;
+    }
     let events = match line.content() {
-        Content::Text(t) => t.matches("<command-name>").count(),
+        Content::Text(t) => t.matches(TAG).count(),
         Content::Blocks(blocks) => blocks
             .iter()
             .map(|b| match b.kind.get() {
                 Some("tool_use") => 1,
-                Some("text") => b
-                    .text
-                    .get()
-                    .map_or(0, |t| t.matches("<command-name>").count()),
+                Some("text") => b.text.get().map_or(0, |t| t.matches(TAG).count()),
                 _ => 0,
             })
             .sum(),

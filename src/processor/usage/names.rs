@@ -82,20 +82,29 @@ impl Uuid {
     pub fn text(&self) -> Cow<'_, str> {
         match self {
             Uuid::Other(s) => Cow::Borrowed(s),
+            Uuid::Canonical(_) => {
+                let mut out = String::with_capacity(36);
+                self.write_text(&mut out);
+                Cow::Owned(out)
+            }
+        }
+    }
+
+    /// Appends [`Uuid::text`] to `out`.
+    pub fn write_text(&self, out: &mut String) {
+        match self {
+            Uuid::Other(s) => out.push_str(s),
             Uuid::Canonical(b) => {
                 // 8-4-4-4-12 hex digits, built directly: one per event row.
-                let h = crate::session::hex(b);
-                let mut out = String::with_capacity(36);
-                for (i, part) in [&h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]]
+                for (i, part) in [&b[..4], &b[4..6], &b[6..8], &b[8..10], &b[10..]]
                     .into_iter()
                     .enumerate()
                 {
                     if i > 0 {
                         out.push('-');
                     }
-                    out.push_str(part);
+                    crate::session::write_hex(part, out);
                 }
-                Cow::Owned(out)
             }
         }
     }

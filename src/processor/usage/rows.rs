@@ -572,14 +572,15 @@ fn texts_of(events: &[Event], ids: &[[u8; 32]], requests: &[Request]) -> Texts {
             .saturating_mul(EVENT_BYTES)
             .saturating_add(requests.len().saturating_mul(24)),
     );
+    let time = |ms, buf: &mut String| crate::store::write_timestamp_ms(ms, buf);
     for (id, e) in ids.iter().zip(events) {
-        t.push(Some(&crate::session::hex(&id[..ID_BYTES])));
-        t.push(e.event_uuid.as_ref().map(Uuid::text).as_deref());
-        t.push(e.parent_uuid.as_ref().map(Uuid::text).as_deref());
-        t.push(e.occurred_ms.map(format_ms).as_deref());
+        t.push_with(Some(&id[..ID_BYTES]), crate::session::write_hex);
+        t.push_with(e.event_uuid.as_ref(), Uuid::write_text);
+        t.push_with(e.parent_uuid.as_ref(), Uuid::write_text);
+        t.push_with(e.occurred_ms, time);
     }
     for q in requests {
-        t.push(q.at.map(format_ms).as_deref());
+        t.push_with(q.at, time);
     }
     t
 }

@@ -25,12 +25,15 @@ impl Texts {
         }
     }
 
-    pub(super) fn push(&mut self, text: Option<&str>) {
-        if let Some(t) = text {
-            self.buf.push_str(t);
+    /// Pushes the text `write` appends for `value`, or a NULL for `None`:
+    /// formatted in place, without a string of its own.
+    pub(super) fn push_with<T>(&mut self, value: Option<T>, write: impl FnOnce(T, &mut String)) {
+        let null = value.is_none();
+        if let Some(v) = value {
+            write(v, &mut self.buf);
         }
         self.ends.push(self.buf.len());
-        self.nulls.push(text.is_none());
+        self.nulls.push(null);
     }
 
     /// The `i`th text pushed; `None` for a NULL or past the end.
@@ -61,7 +64,7 @@ mod tests {
     fn texts_and_nulls_come_back_as_pushed() {
         let mut t = Texts::default();
         for v in [Some("ab"), None, Some(""), Some("cde"), None] {
-            t.push(v);
+            t.push_with(v, |v, buf| buf.push_str(v));
         }
         let back: Vec<_> = (0..6).map(|i| t.get(i)).collect();
         assert_eq!(back, [Some("ab"), None, Some(""), Some("cde"), None, None]);
