@@ -105,7 +105,7 @@ impl Processor for Usage {
             .cloned()
             .unwrap_or_else(|| session.user.to_owned());
         let mut rows = reader.finish(session.name, &username).map_err(staging)?;
-        rows.price(&self.prices).map_err(staging)?;
+        rows.price(&self.prices);
         Ok(Outcome {
             items: rows.len(),
             output: Some(Box::new(rows)),

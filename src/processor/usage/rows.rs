@@ -86,6 +86,8 @@ pub(super) trait Staged: Send + std::fmt::Debug {
     fn held(&self) -> u64;
     fn each(&self, f: &mut dyn FnMut(&EventRow<'_>) -> Result<()>) -> Result<()>;
     fn each_request(&self, f: &mut dyn FnMut(&Request) -> Result<()>) -> Result<()>;
+    /// The models the requests name, each once.
+    fn models(&self) -> &BTreeSet<String>;
 }
 
 /// The bytes of an event's SHA-256 its id keeps: 128 bits, as 32 hex
@@ -146,16 +148,17 @@ impl Rows {
 
     /// Resolves the price of each model the requests name, to be written
     /// with them.
-    pub fn price(&mut self, book: &PriceBook) -> Result<()> {
-        let mut models = BTreeSet::new();
-        self.each_request(|q| {
-            if let Some(m) = &q.model {
-                models.insert(m.clone());
+    pub fn price(&mut self, book: &PriceBook) {
+        let prices = match &self.events {
+            Events::Memory { requests, .. } => {
+                let models: BTreeSet<&str> =
+                    requests.iter().filter_map(|q| q.model.as_deref()).collect();
+                costs::resolve(book, models)
             }
-            Ok(())
-        })?;
-        self.prices = costs::resolve(book, models.iter().map(String::as_str));
-        Ok(())
+            // Gathered as they were staged: no second pass over them.
+            Events::Staged(staged) => costs::resolve(book, staged.models().iter().map(|m| &**m)),
+        };
+        self.prices = prices;
     }
 
     /// How many events.

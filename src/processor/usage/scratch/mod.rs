@@ -20,6 +20,7 @@
 
 mod tokens;
 
+use std::collections::BTreeSet;
 use std::sync::{Mutex, PoisonError};
 
 use rusqlite::{Connection, params};
@@ -74,6 +75,7 @@ struct Staged {
     conn: Connection,
     tokens: Tokens,
     len: u64,
+    models: BTreeSet<String>,
 }
 
 /// A scratch database with `schema`, its page cache capped.
@@ -166,13 +168,18 @@ impl Scratch {
             (events, tallied)
         });
         let (counts, len) = events?;
-        let (span, tally) = tallied?;
+        let (span, tally, models) = tallied?;
         let tokens = tokens.into_inner().unwrap_or_else(PoisonError::into_inner);
         // The caches are refilled while the rows are written; until then the
         // rows wait in the writer's queue holding as little as possible.
         conn.execute_batch("PRAGMA shrink_memory")?;
         tokens.shrink()?;
-        let staged = Staged { conn, tokens, len };
+        let staged = Staged {
+            conn,
+            tokens,
+            len,
+            models,
+        };
         Ok(Rows::staged(
             Box::new(staged),
             head.summary(counts, span, tally),
@@ -311,6 +318,10 @@ impl rows::Staged for Staged {
         f: &mut dyn FnMut(&Request) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         self.tokens.each_request(f)
+    }
+
+    fn models(&self) -> &BTreeSet<String> {
+        &self.models
     }
 }
 

@@ -6,6 +6,9 @@
 //! the other core would otherwise idle through, the end of its reading then
 //! takes the longer of the two instead of both.
 
+use std::cell::Cell;
+use std::collections::BTreeSet;
+
 use rusqlite::{Connection, Row, params};
 
 use super::super::names::Names;
@@ -40,12 +43,19 @@ const SCHEMA: &str = "
 #[derive(Debug)]
 pub(super) struct Tokens {
     conn: Connection,
+    /// The last timestamp staged, and whether every one came in ascending
+    /// order, as a transcript's usually do: they are then read back as
+    /// staged, without a sort.
+    last_time: Cell<Option<i64>>,
+    ascending: Cell<bool>,
 }
 
 impl Tokens {
     pub(super) fn open() -> rusqlite::Result<Tokens> {
         Ok(Tokens {
             conn: super::open(SCHEMA)?,
+            last_time: Cell::new(None),
+            ascending: Cell::new(true),
         })
     }
 
@@ -60,7 +70,11 @@ impl Tokens {
         let mut insert = self
             .conn
             .prepare_cached("INSERT INTO times (ms) VALUES (?1)")?;
-        for t in times {
+        for &t in times {
+            if self.last_time.get().is_some_and(|last| t < last) {
+                self.ascending.set(false);
+            }
+            self.last_time.set(Some(t));
             insert.execute([t])?;
         }
         let mut insert = self.conn.prepare_cached(
@@ -92,25 +106,29 @@ impl Tokens {
         tx.commit()
     }
 
-    /// The session's span of activity and token tally, its requests staged
-    /// in file order.
-    pub(super) fn finish(&self) -> rusqlite::Result<(Span, Tally)> {
+    /// The session's span of activity, its token tally and the models its
+    /// requests name; the requests staged in file order.
+    pub(super) fn finish(&self) -> rusqlite::Result<(Span, Tally, BTreeSet<String>)> {
         // One transaction: outside one, each row written would be a
         // transaction of its own.
         let tx = self.conn.unchecked_transaction()?;
         let mut span = Span::default();
-        let mut times = self.conn.prepare("SELECT ms FROM times ORDER BY ms")?;
+        let mut times = self.conn.prepare(match self.ascending.get() {
+            true => "SELECT ms FROM times ORDER BY rowid",
+            false => "SELECT ms FROM times ORDER BY ms",
+        })?;
         for t in times.query_map([], |r| r.get::<_, i64>(0))? {
             span.push(t?);
         }
         drop(times);
-        let tally = self.tally()?;
+        let mut models = BTreeSet::new();
+        let tally = self.tally(&mut models)?;
         tx.commit()?;
-        Ok((span, tally))
+        Ok((span, tally, models))
     }
 
     /// Reduces the token lines, staging the requests as they end.
-    fn tally(&self) -> rusqlite::Result<Tally> {
+    fn tally(&self, models: &mut BTreeSet<String>) -> rusqlite::Result<Tally> {
         let mut reducer = Reducer::default();
         let mut lines = self.conn.prepare(
             "SELECT message, model, counted, request, sidechain, input, output, creation, read,
@@ -136,11 +154,11 @@ impl Tokens {
                 usage,
             );
             if reducer.requests.len() >= 4096 {
-                self.stage_requests(&mut reducer.requests)?;
+                self.stage_requests(&mut reducer.requests, models)?;
             }
         }
         let (tally, mut requests) = reducer.finish();
-        self.stage_requests(&mut requests)?;
+        self.stage_requests(&mut requests, models)?;
         // Sorted once, then appended in the order of `line`, the rowid.
         self.conn.execute_batch(
             "INSERT INTO requests SELECT * FROM ended ORDER BY line; DELETE FROM ended",
@@ -148,13 +166,22 @@ impl Tokens {
         Ok(tally)
     }
 
-    fn stage_requests(&self, requests: &mut Vec<Request>) -> rusqlite::Result<()> {
+    fn stage_requests(
+        &self,
+        requests: &mut Vec<Request>,
+        models: &mut BTreeSet<String>,
+    ) -> rusqlite::Result<()> {
         let mut insert = self.conn.prepare_cached(
             "INSERT INTO ended (line, model, at, input, output, creation, creation_5m,
                  creation_1h, read, sidechain, fast, key)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?;
         for q in requests.drain(..) {
+            if let Some(m) = &q.model
+                && !models.contains(m)
+            {
+                models.insert(m.clone());
+            }
             insert.execute(params![
                 q.line as i64,
                 q.model,
