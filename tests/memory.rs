@@ -70,7 +70,7 @@ fn run_measured(dir: &Path, data: &Path, db: &Path, max_file_bytes: Option<u64>)
     fs::set_permissions(&config, fs::Permissions::from_mode(0o600)).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sessionpipe"));
     cmd.env_clear()
-        // The scratch database goes here, where the limit applies too.
+        // The scratch databases go here, where the limit applies too.
         .env("SQLITE_TMPDIR", dir)
         .arg("--config")
         .arg(&config)
@@ -156,13 +156,18 @@ fn lines_of_megabytes_hashed_on_a_thread_keep_memory_near_one_line() {
     assert_eq!(hash, want);
 }
 
-/// A session of `n` tool uses, each its own reply of 3 input tokens, then
-/// its first 100 lines again and an error result for the first tool use.
+/// A session of `n` tool uses, each its own reply of 3 input tokens (by
+/// claude-opus-4-5, but one by claude-sonnet-4-5 half-way), then its first
+/// 100 lines again and an error result for the first tool use.
 fn many_events(path: &Path, n: usize) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     let line = |i: usize| {
+        let model = match i == n / 2 {
+            true => "claude-sonnet-4-5",
+            false => "claude-opus-4-5",
+        };
         format!(
-            r#"{{"type":"assistant","uuid":"a{i}","sessionId":"s","timestamp":"2026-01-01T00:00:00.{:03}Z","message":{{"id":"m{i}","model":"claude-opus-4-5","content":[{{"type":"tool_use","id":"t{i}","name":"Bash","input":{{"command":"ls"}}}}],"usage":{{"input_tokens":3,"output_tokens":1}}}}}}"#,
+            r#"{{"type":"assistant","uuid":"a{i}","sessionId":"s","timestamp":"2026-01-01T00:00:00.{:03}Z","message":{{"id":"m{i}","model":"{model}","content":[{{"type":"tool_use","id":"t{i}","name":"Bash","input":{{"command":"ls"}}}}],"usage":{{"input_tokens":3,"output_tokens":1}}}}}}"#,
             i % 1000
         )
     };
@@ -220,4 +225,13 @@ fn a_session_too_large_to_hold_is_staged_on_disk_and_written_whole() {
         )
         .unwrap();
     assert_eq!(flagged, "a0");
+    // Both models its requests name are priced, gathered as they were staged.
+    let priced: Vec<String> = conn
+        .prepare("SELECT model FROM usage_model_prices ORDER BY model")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(priced, ["claude-opus-4-5", "claude-sonnet-4-5"]);
 }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 
-use super::sql::{Db, Param, Row as SqlRow, Value};
+use super::sql::{Db, Param, Row as SqlRow, Table, Value};
 use super::{parse_timestamp, sql_int, timestamp};
 use crate::args;
 use crate::scan::Stat;
@@ -249,17 +249,27 @@ pub fn refresh_stat(db: &dyn Db, id: RowId, seen: &Seen) -> Result<()> {
 /// Notes, for files that have no row yet, that a run has seen them
 /// (`pending`, with `first_seen_at`): how long a file has waited is
 /// measured from then, not from its mtime.
+///
+/// One bulk write: a cold run over a PostgreSQL store sees every file anew,
+/// and a statement per file would be a round trip per file.
 pub fn note_seen(db: &dyn Db, processor: &str, files: &[(&str, &str)]) -> Result<()> {
-    let mut stmt = db.prepare(
-        "INSERT OR IGNORE INTO session_processor_state (processor_name, session_file, username,
-             status, first_seen_at, source)
-         VALUES (?1, ?2, ?3, 'pending', ?5, ?4)",
-    )?;
+    let mut bulk = db.bulk(&[Table {
+        name: "session_processor_state",
+        columns: &[
+            "processor_name",
+            "session_file",
+            "username",
+            "status",
+            "first_seen_at",
+            "source",
+        ],
+        keep_existing: true,
+    }])?;
     let now = timestamp(Utc::now());
     for (file, user) in files {
-        stmt.execute(args![processor, file, user, db.source(), now])?;
+        bulk.push(0, args![processor, file, user, "pending", now, db.source()])?;
     }
-    Ok(())
+    bulk.finish()
 }
 
 /// Notes, for files that wait to settle and whose row does not say so yet,

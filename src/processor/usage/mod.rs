@@ -138,7 +138,7 @@ pub fn rows_from_lines<'a>(
 }
 
 /// A session being read: its records in memory up to `limit` bytes, then
-/// moved to a scratch database (see [`scratch`]) each time they outgrow it.
+/// moved to scratch databases (see [`scratch`]) each time they outgrow it.
 struct Reader {
     acc: Accumulator,
     limit: usize,
@@ -154,7 +154,7 @@ impl Reader {
         }
     }
 
-    /// Adds a line. Fails only when the scratch database does.
+    /// Adds a line. Fails only when a scratch database does.
     fn feed(&mut self, raw: &[u8]) -> rusqlite::Result<()> {
         self.acc.add(raw);
         if self.acc.held() > self.limit {
@@ -169,7 +169,7 @@ impl Reader {
         Ok(())
     }
 
-    /// The session's rows, from memory or from the scratch database.
+    /// The session's rows, from memory or from the scratch databases.
     fn finish(mut self, session_file: &str, username: &str) -> rusqlite::Result<Rows> {
         let session_id = self.acc.session_id(session_file);
         match self.scratch.take() {

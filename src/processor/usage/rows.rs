@@ -74,7 +74,7 @@ enum Events {
         /// then per request its time, as they are written.
         texts: Texts,
     },
-    /// Too many to hold: in the session's scratch database.
+    /// Too many to hold: in the session's scratch databases.
     Staged(Box<dyn Staged>),
 }
 
@@ -86,8 +86,9 @@ pub(super) trait Staged: Send + std::fmt::Debug {
     fn held(&self) -> u64;
     fn each(&self, f: &mut dyn FnMut(&EventRow<'_>) -> Result<()>) -> Result<()>;
     fn each_request(&self, f: &mut dyn FnMut(&Request) -> Result<()>) -> Result<()>;
-    /// The models the requests name, each once.
-    fn models(&self) -> &BTreeSet<String>;
+    /// The models the requests name, each once; asked for once, to price
+    /// them, and held no longer.
+    fn take_models(&mut self) -> BTreeSet<String>;
 }
 
 /// The bytes of an event's SHA-256 its id keeps: 128 bits, as 32 hex
@@ -146,19 +147,26 @@ impl Rows {
         }
     }
 
+    /// The prices resolved by [`Rows::price`].
+    #[cfg(test)]
+    pub(super) fn prices(&self) -> &[ModelPrice] {
+        &self.prices
+    }
+
     /// Resolves the price of each model the requests name, to be written
     /// with them.
     pub fn price(&mut self, book: &PriceBook) {
-        let prices = match &self.events {
+        self.prices = match &mut self.events {
             Events::Memory { requests, .. } => {
                 let models: BTreeSet<&str> =
                     requests.iter().filter_map(|q| q.model.as_deref()).collect();
                 costs::resolve(book, models)
             }
             // Gathered as they were staged: no second pass over them.
-            Events::Staged(staged) => costs::resolve(book, staged.models().iter().map(|m| &**m)),
+            Events::Staged(staged) => {
+                costs::resolve(book, staged.take_models().iter().map(String::as_str))
+            }
         };
-        self.prices = prices;
     }
 
     /// How many events.

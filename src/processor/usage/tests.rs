@@ -4,9 +4,10 @@ use std::path::Path;
 
 use super::rows_from_lines;
 
-/// Every event row as text, and the summary, of `lines` read with `limit`.
+/// Every event row as text, and the summary, of `lines` read with `limit`;
+/// then the prices of the models its requests name.
 fn read(lines: &[&[u8]], limit: usize) -> (Vec<String>, String) {
-    let rows = rows_from_lines(lines.iter().copied(), "u/s.jsonl", "u", limit).unwrap();
+    let mut rows = rows_from_lines(lines.iter().copied(), "u/s.jsonl", "u", limit).unwrap();
     let mut events = Vec::new();
     rows.each(|e| {
         events.push(format!("{e:?}"));
@@ -20,6 +21,9 @@ fn read(lines: &[&[u8]], limit: usize) -> (Vec<String>, String) {
         Ok(())
     })
     .unwrap();
+    let book = crate::prices::PriceBook::new(&Default::default()).unwrap();
+    rows.price(&book);
+    events.extend(rows.prices().iter().map(|p| format!("{p:?}")));
     (events, format!("{:?}", rows.summary))
 }
 

@@ -36,9 +36,6 @@ use tokens::Tokens;
 const CACHE_KIB: u64 = 2048;
 
 const SCHEMA: &str = "
-    PRAGMA journal_mode = OFF;
-    PRAGMA synchronous = OFF;
-    PRAGMA temp_store = FILE;
     CREATE TABLE ev (seq INTEGER PRIMARY KEY, tool_id TEXT, event_uuid TEXT, parent_uuid TEXT,
         event_type TEXT NOT NULL, tool_name TEXT, skill_name TEXT, subagent_type TEXT,
         command_name TEXT, model TEXT, cwd TEXT, is_sidechain INTEGER NOT NULL,
@@ -78,10 +75,16 @@ struct Staged {
     models: BTreeSet<String>,
 }
 
-/// A scratch database with `schema`, its page cache capped.
+/// A scratch database with `schema`, its page cache capped. Nothing in it
+/// outlives the run, so nothing is journaled or synced.
 fn open(schema: &str) -> rusqlite::Result<Connection> {
     let conn = Connection::open("")?;
-    conn.execute_batch(&format!("PRAGMA cache_size = -{CACHE_KIB};"))?;
+    conn.execute_batch(&format!(
+        "PRAGMA cache_size = -{CACHE_KIB};
+         PRAGMA journal_mode = OFF;
+         PRAGMA synchronous = OFF;
+         PRAGMA temp_store = FILE;"
+    ))?;
     conn.execute_batch(schema)?;
     Ok(conn)
 }
@@ -149,6 +152,7 @@ impl Scratch {
         let Scratch { conn, tokens } = self;
         // The tokens' connection is lent to a thread of its own (or used
         // here if none can start), and taken back when it is done.
+        let interrupt = tokens.interrupt_handle();
         let tokens = Mutex::new(tokens);
         let tally = || {
             let tokens = tokens.lock().unwrap_or_else(PoisonError::into_inner);
@@ -159,6 +163,10 @@ impl Scratch {
                 .name("sessionpipe-tally".into())
                 .spawn_scoped(s, tally);
             let events = first_events(&conn, &head.session_id);
+            if events.is_err() {
+                // The session fails either way: the tally need not finish.
+                interrupt.interrupt();
+            }
             let tallied = match helper {
                 Ok(thread) => thread
                     .join()
@@ -320,8 +328,8 @@ impl rows::Staged for Staged {
         self.tokens.each_request(f)
     }
 
-    fn models(&self) -> &BTreeSet<String> {
-        &self.models
+    fn take_models(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.models)
     }
 }
 

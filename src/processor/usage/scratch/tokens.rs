@@ -17,9 +17,6 @@ use super::super::tokens::{Counted, Reducer, Request, Tally, TokenLine};
 use crate::transcript::{CacheCreation, Fast, Loose, Num, Usage};
 
 const SCHEMA: &str = "
-    PRAGMA journal_mode = OFF;
-    PRAGMA synchronous = OFF;
-    PRAGMA temp_store = FILE;
     CREATE TABLE times (ms INTEGER NOT NULL);
     -- Token counts are u64 stored as their i64 bit pattern: read back exact.
     CREATE TABLE token_lines (seq INTEGER PRIMARY KEY, message BLOB NOT NULL, model TEXT,
@@ -43,10 +40,10 @@ const SCHEMA: &str = "
 #[derive(Debug)]
 pub(super) struct Tokens {
     conn: Connection,
-    /// The last timestamp staged, and whether every one came in ascending
-    /// order, as a transcript's usually do: they are then read back as
-    /// staged, without a sort.
+    /// The last timestamp staged...
     last_time: Cell<Option<i64>>,
+    /// ...and whether every one came in ascending order, as a transcript's
+    /// usually do: they are then read back as staged, without a sort.
     ascending: Cell<bool>,
 }
 
@@ -198,6 +195,11 @@ impl Tokens {
             ])?;
         }
         Ok(())
+    }
+
+    /// Stops a statement running on this connection, from another thread.
+    pub(super) fn interrupt_handle(&self) -> rusqlite::InterruptHandle {
+        self.conn.get_interrupt_handle()
     }
 
     /// Gives back what the page cache holds: the requests may wait a while
