@@ -309,7 +309,7 @@ type Rows = std::collections::HashMap<String, Row>;
 
 /// Notes the files no run has seen before, so that `state --check` can tell
 /// how long they have waited, and when the files that wait to settle began
-/// to (one statement per file, once).
+/// to (once per file).
 fn note_seen(
     store: &mut Store,
     processor: &str,

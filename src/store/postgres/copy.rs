@@ -4,8 +4,11 @@
 //! table, however many, cost one round trip (a statement per row would cost
 //! one each, and `COPY` two per table).
 
+use std::rc::Rc;
+
 use anyhow::{Result, anyhow, bail};
-use postgres::types::{ToSql, Type};
+use bytes::{BufMut, BytesMut};
+use postgres::types::{IsNull, Kind as TypeKind, ToSql, Type, to_sql_checked};
 
 use super::Postgres;
 use crate::store::sql::{Bulk, Param, Table, Value};
@@ -15,32 +18,119 @@ const FLUSH_ROWS: usize = 10_000;
 
 /// One column's values, typed as the column is.
 enum Column {
-    Text(Vec<Option<String>>),
+    Text(TextColumn),
     Int(Vec<Option<i64>>),
     Bool(Vec<Option<bool>>),
     Real(Vec<Option<f64>>),
 }
 
-impl Column {
-    fn of(ty: &Type) -> Result<(Column, &'static str)> {
+/// A column's type, as far as a bulk write tells them apart.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Kind {
+    Text,
+    Int,
+    Bool,
+    Real,
+}
+
+impl Kind {
+    fn of(ty: &Type) -> Result<(Kind, &'static str)> {
         Ok(match *ty {
-            Type::TEXT | Type::VARCHAR => (Column::Text(Vec::new()), "text[]"),
-            Type::INT8 => (Column::Int(Vec::new()), "bigint[]"),
-            Type::BOOL => (Column::Bool(Vec::new()), "boolean[]"),
-            Type::FLOAT8 => (Column::Real(Vec::new()), "float8[]"),
+            Type::TEXT | Type::VARCHAR => (Kind::Text, "text[]"),
+            Type::INT8 => (Kind::Int, "bigint[]"),
+            Type::BOOL => (Kind::Bool, "boolean[]"),
+            Type::FLOAT8 => (Kind::Real, "float8[]"),
             _ => bail!("a column of type {ty} cannot be written in bulk"),
         })
+    }
+}
+
+/// What a bulk write into some tables sends: its statement and each
+/// table's column types, found once per connection (finding them is a
+/// lookup per table, and every session's write is a bulk write).
+#[derive(Debug)]
+pub(super) struct Layout {
+    statement: String,
+    tables: Vec<Vec<Kind>>,
+}
+
+impl Layout {
+    fn new(pg: &Postgres, tables: &[Table<'_>]) -> Result<Layout> {
+        let mut kinds = Vec::new();
+        let mut inserts = Vec::new();
+        let mut n = 0usize;
+        for t in tables {
+            let list = t.columns.join(", ");
+            // The columns' types, from a query that reads no row.
+            let probe = pg.statement(&format!("SELECT {list} FROM {} LIMIT 0", t.name))?;
+            let mut mine = Vec::new();
+            let mut arrays = Vec::new();
+            for c in probe.columns() {
+                let (kind, array) = Kind::of(c.type_())?;
+                n += 1;
+                mine.push(kind);
+                arrays.push(format!("CAST(?{n} AS {array})"));
+            }
+            let keep = if t.keep_existing {
+                " ON CONFLICT DO NOTHING"
+            } else {
+                ""
+            };
+            inserts.push(format!(
+                "INSERT INTO {} ({list}) SELECT * FROM unnest({}){keep}",
+                t.name,
+                arrays.join(", ")
+            ));
+            kinds.push(mine);
+        }
+        // All but the last table's insert as a data-modifying WITH clause:
+        // one statement, one round trip.
+        let last = inserts.pop().unwrap_or_default();
+        let with: Vec<String> = inserts
+            .iter()
+            .enumerate()
+            .map(|(i, insert)| format!("t{i} AS ({insert})"))
+            .collect();
+        let statement = match with.is_empty() {
+            true => last,
+            false => format!("WITH {} {last}", with.join(", ")),
+        };
+        Ok(Layout {
+            statement,
+            tables: kinds,
+        })
+    }
+
+    /// The key a layout is kept under: the tables as the caller names them.
+    fn key(tables: &[Table<'_>]) -> String {
+        let mut key = String::new();
+        for t in tables {
+            key.push_str(t.name);
+            key.push(if t.keep_existing { '+' } else { '-' });
+            key.push_str(&t.columns.join(","));
+            key.push(';');
+        }
+        key
+    }
+}
+
+impl Column {
+    fn new(kind: Kind) -> Column {
+        match kind {
+            Kind::Text => Column::Text(TextColumn::default()),
+            Kind::Int => Column::Int(Vec::new()),
+            Kind::Bool => Column::Bool(Vec::new()),
+            Kind::Real => Column::Real(Vec::new()),
+        }
     }
 
     fn push(&mut self, v: Value<'_>) -> Result<()> {
         match (self, v) {
-            (Column::Text(c), Value::Null) => c.push(None),
+            (Column::Text(c), Value::Null) => c.push(None)?,
             (Column::Int(c), Value::Null) => c.push(None),
             (Column::Bool(c), Value::Null) => c.push(None),
             (Column::Real(c), Value::Null) => c.push(None),
-            (Column::Text(c), Value::Text(t)) => {
-                c.push(Some(super::types::storable(t).into_owned()))
-            }
+            (Column::Text(c), Value::Text(t)) => c.push(Some(t))?,
             (Column::Int(c), Value::Int(n)) => c.push(Some(n)),
             (Column::Bool(c), Value::Int(n)) => c.push(Some(n != 0)),
             (Column::Real(c), Value::Real(x)) => c.push(Some(x)),
@@ -69,9 +159,88 @@ impl Column {
     }
 }
 
+/// A text column's values end to end in one buffer, so that a statement's
+/// thousands of texts cost no allocation each; sent as a one-dimensional
+/// `text[]` in PostgreSQL's binary array format.
+#[derive(Debug, Default)]
+struct TextColumn {
+    bytes: Vec<u8>,
+    /// Per value its end in `bytes` (it starts where the one before ends),
+    /// or `None` for NULL.
+    ends: Vec<Option<usize>>,
+    nulls: bool,
+}
+
+impl TextColumn {
+    fn push(&mut self, text: Option<&str>) -> Result<()> {
+        match text {
+            None => {
+                self.nulls = true;
+                self.ends.push(None);
+            }
+            Some(t) => {
+                let t = super::types::storable(t);
+                // Each element's length is sent as an i32.
+                if i32::try_from(t.len()).is_err() {
+                    bail!("a text of {} bytes is too long to send", t.len());
+                }
+                self.bytes.extend_from_slice(t.as_bytes());
+                self.ends.push(Some(self.bytes.len()));
+            }
+        }
+        Ok(())
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+        self.nulls = false;
+    }
+}
+
+impl ToSql for TextColumn {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        let TypeKind::Array(member) = ty.kind() else {
+            return Err(format!("texts cannot be sent as {ty}").into());
+        };
+        // Dimensions, whether any element is NULL, the elements' type, then
+        // the one dimension's length and lower bound.
+        out.put_i32(1);
+        out.put_i32(i32::from(self.nulls));
+        out.put_u32(member.oid());
+        out.put_i32(i32::try_from(self.ends.len())?);
+        out.put_i32(1);
+        let mut start = 0;
+        for end in &self.ends {
+            let Some(end) = *end else {
+                out.put_i32(-1);
+                continue;
+            };
+            let text = self
+                .bytes
+                .get(start..end)
+                .ok_or("a text out of its buffer")?;
+            out.put_i32(i32::try_from(text.len())?);
+            out.put_slice(text);
+            start = end;
+        }
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::TEXT_ARRAY | Type::VARCHAR_ARRAY)
+    }
+
+    to_sql_checked!();
+}
+
 pub struct Copy<'c> {
     pg: &'c Postgres,
-    statement: String,
+    layout: Rc<Layout>,
     /// Each table's columns, in the order of the statement's parameters.
     tables: Vec<Vec<Column>>,
     rows: usize,
@@ -79,49 +248,25 @@ pub struct Copy<'c> {
 
 impl<'c> Copy<'c> {
     pub fn new(pg: &'c Postgres, tables: &[Table<'_>]) -> Result<Copy<'c>> {
-        let mut columns = Vec::new();
-        let mut inserts = Vec::new();
-        let mut n = 0usize;
-        for t in tables {
-            let list = t.columns.join(", ");
-            // The columns' types, from a query that reads no row.
-            let probe = pg.statement(&format!("SELECT {list} FROM {} LIMIT 0", t.name))?;
-            let mut mine = Vec::new();
-            let mut arrays = Vec::new();
-            for c in probe.columns() {
-                let (column, array) = Column::of(c.type_())?;
-                n += 1;
-                mine.push(column);
-                arrays.push(format!("CAST(?{n} AS {array})"));
+        let key = Layout::key(tables);
+        let known = pg.layouts.borrow().get(&key).cloned();
+        let layout = match known {
+            Some(layout) => layout,
+            None => {
+                let layout = Rc::new(Layout::new(pg, tables)?);
+                pg.layouts.borrow_mut().insert(key, Rc::clone(&layout));
+                layout
             }
-            let keep = if t.keep_existing {
-                " ON CONFLICT DO NOTHING"
-            } else {
-                ""
-            };
-            inserts.push(format!(
-                "INSERT INTO {} ({list}) SELECT * FROM unnest({}){keep}",
-                t.name,
-                arrays.join(", ")
-            ));
-            columns.push(mine);
-        }
-        // All but the last table's insert as a data-modifying WITH clause:
-        // one statement, one round trip.
-        let last = inserts.pop().unwrap_or_default();
-        let with: Vec<String> = inserts
-            .iter()
-            .enumerate()
-            .map(|(i, insert)| format!("t{i} AS ({insert})"))
-            .collect();
-        let statement = match with.is_empty() {
-            true => last,
-            false => format!("WITH {} {last}", with.join(", ")),
         };
+        let tables = layout
+            .tables
+            .iter()
+            .map(|kinds| kinds.iter().map(|&k| Column::new(k)).collect())
+            .collect();
         Ok(Copy {
             pg,
-            statement,
-            tables: columns,
+            layout,
+            tables,
             rows: 0,
         })
     }
@@ -130,7 +275,7 @@ impl<'c> Copy<'c> {
         if self.rows == 0 {
             return Ok(());
         }
-        let stmt = self.pg.statement(&self.statement)?;
+        let stmt = self.pg.statement(&self.layout.statement)?;
         let params: Vec<&(dyn ToSql + Sync)> =
             self.tables.iter().flatten().map(Column::param).collect();
         self.pg.client()?.execute(&stmt, &params)?;

@@ -32,6 +32,8 @@ pub struct Postgres {
     client: RefCell<Client>,
     /// Statements prepared on this connection, by their shared SQL.
     prepared: RefCell<HashMap<String, postgres::Statement>>,
+    /// Bulk writes' statements and column types, by their tables.
+    layouts: RefCell<HashMap<String, std::rc::Rc<copy::Layout>>>,
     shown: String,
     pub(super) source: String,
 }
@@ -53,6 +55,7 @@ pub fn open(address: &str, need: Need, busy: Duration, env: &Environment) -> Res
     let pg = Postgres {
         client: RefCell::new(client),
         prepared: RefCell::new(HashMap::new()),
+        layouts: RefCell::new(HashMap::new()),
         shown,
         source: String::new(),
     };

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use sessionpipe::store::Location;
 
-use super::{COMPARED, migrate_from, on, rows, run_on, scrub};
+use super::{COMPARED, Cell, migrate_from, on, rows, run_on, scrub};
 use crate::util::pg::Cluster;
 use crate::util::{Env, n};
 
@@ -75,6 +75,61 @@ fn runs_on_postgres_leave_the_tables_a_sqlite_file_holds() {
         .assert()
         .success()
         .stdout(predicates::str::contains("nothing pending"));
+}
+
+/// Texts reach PostgreSQL as written, NULLs, non-ASCII and all, except a
+/// NUL character, which its `text` cannot hold: it arrives as U+FFFD rather
+/// than failing the session. A session with events and no request sends
+/// its requests' columns empty.
+#[test]
+fn texts_arrive_as_written_but_a_nul_which_postgres_cannot_hold() {
+    let cluster = Cluster::start();
+    let address = cluster.database("texts");
+    let env = Env::new();
+    env.session(
+        "u/s.jsonl",
+        concat!(
+            r#"{"type":"assistant","uuid":"a1","sessionId":"s","cwd":"/home/zoë","timestamp":"2026-01-01T00:00:00Z","message":{"id":"m1","model":"claude-opus-4-5","content":[{"type":"tool_use","id":"t1","name":"Grep\u0000x"},{"type":"tool_use","id":"t2","name":"Ünïcødé ✓"}],"usage":{"input_tokens":1,"output_tokens":1}}}"#,
+            "\n"
+        ),
+    );
+    env.session(
+        "u/quiet.jsonl",
+        concat!(
+            r#"{"type":"assistant","uuid":"b1","sessionId":"q","timestamp":"2026-01-01T00:00:00Z","message":{"content":[{"type":"tool_use","id":"t3","name":"Read"}]}}"#,
+            "\n"
+        ),
+    );
+    on(&env, &address)
+        .args(["run", "usage"])
+        .assert()
+        .success()
+        .stdout("")
+        .stderr("");
+    let server = Location::Server(address);
+    let mut events = rows(
+        &server,
+        "SELECT tool_name, cwd, parent_uuid, event_uuid FROM usage_events",
+    );
+    events.sort_by_key(|r| format!("{r:?}"));
+    let text = |t: &str| Cell::Text(t.to_owned());
+    assert_eq!(
+        events,
+        [
+            vec![
+                text("Grep\u{fffd}x"),
+                text("/home/zoë"),
+                Cell::Null,
+                text("a1")
+            ],
+            vec![text("Read"), Cell::Null, Cell::Null, text("b1")],
+            vec![text("Ünïcødé ✓"), text("/home/zoë"), Cell::Null, text("a1")],
+        ]
+    );
+    assert_eq!(
+        rows(&server, "SELECT session_file, model FROM usage_requests"),
+        [vec![text("u/s.jsonl"), text("claude-opus-4-5")]]
+    );
 }
 
 #[test]
