@@ -9,13 +9,14 @@
 #
 # Needs: cargo, md5sum, find, /usr/bin/time, python3; ccusage 20.0.24 is
 # installed from npm into WORK_DIR when npm is available (skipped with a note
-# if not). Takes about ten minutes and 6 GB of disk. BENCH_RUNS (default 5)
-# sets how many runs each median is of (BENCH_SHORT_RUNS, default 21, for
-# reruns and walks, which take milliseconds); BENCH_SKIP_HUGE=1 skips the 1 and
-# 2 GiB transcripts, BENCH_SKIP_100K=1 the 100,000-file tree,
-# BENCH_SKIP_PG=1 the cold runs into a PostgreSQL server of its own (started
-# from /usr/lib/postgresql/*/bin on a unix socket in WORK_DIR, fsync on, and
-# stopped at the end; as nobody when run as root).
+# if not). Takes about ten minutes and 6 GB of disk. Each comparison runs
+# its commands in turn, BENCH_RUNS rounds (default 5; BENCH_SHORT_RUNS,
+# default 21, for reruns and walks, which take milliseconds), and gives the
+# median of each and of their ratio round by round. BENCH_SKIP_HUGE=1
+# skips the 1 and 2 GiB transcripts, BENCH_SKIP_100K=1 the 100,000-file
+# tree, BENCH_SKIP_PG=1 the cold runs into a PostgreSQL server of its own
+# (started from /usr/lib/postgresql/*/bin on a unix socket in WORK_DIR,
+# fsync on, and stopped at the end; as nobody when run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-${TMPDIR:-/tmp}/sessionpipe-bench}
@@ -45,16 +46,29 @@ seconds() {
   awk -v s="$start" -v e="$end" 'BEGIN { printf "%.4f", e - s }'
 }
 
-# Median of $RUNS timings of a command; PREP (a shell function name or
-# "true") runs untimed before each.
-median() {
-  local prep=$1; shift
-  local i
+# Times the functions named, in turn, $RUNS rounds, one line of seconds per
+# round into $WORK/rounds; a function F with a function prep_F beside it has
+# that run, untimed, before each of its runs. Ratios are then taken round by
+# round (see `col`): the machine's speed drifting between two blocks of runs
+# cannot pass for a difference between the commands.
+rounds() {
+  local i f line
+  : > "$WORK/rounds"
   for i in $(seq "$RUNS"); do
-    $prep
-    seconds "$@"
-    echo
-  done | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+    line=""
+    for f in "$@"; do
+      if declare -F "prep_$f" > /dev/null; then "prep_$f"; fi
+      line="$line $(seconds "$f")"
+    done
+    echo "$line" >> "$WORK/rounds"
+  done
+}
+
+# The median of column N of the rounds or, given M, of column N over column
+# M round by round.
+col() {
+  awk -v n="$1" -v m="${2:-0}" '{ if (m) printf "%.6f\n", $n / $m; else print $n }' "$WORK/rounds" \
+    | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
 }
 
 # Peak RSS in MiB of one run of a program (not a shell function).
@@ -63,10 +77,17 @@ peak_mib() {
   awk '{ printf "%.1f", $1 / 1024 }' "$WORK/rss"
 }
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+# One line of figures: NAME, then column N of the rounds (ours) against
+# column M (the reference, named REF), then TARGET.
+report() { # name n ref-name m target
+  printf '%-46s %8ss vs %-20s %8ss = %5.2fx  (target %s)\n' \
+    "$1" "$(col "$2")" "$3" "$(col "$4")" "$(col "$2" "$4")" "$5"
+}
 
-report() { # name ours reference-name reference target
-  printf '%-46s %8ss vs %-20s %8ss = %5sx  (target %s)\n' "$1" "$2" "$3" "$4" "$(ratio "$2" "$4")" "$5"
+# The same for one run of each: OURS seconds against REF seconds.
+report_one() { # name ours ref-name ref target
+  printf '%-46s %8ss vs %-20s %8ss = %5.2fx  (target %s)\n' \
+    "$1" "$2" "$3" "$4" "$(awk -v a="$2" -v b="$4" 'BEGIN { print a / b }')" "$5"
 }
 
 sp() { "$BIN" --config "$CONFIG" --data-dir "$1" --db "$2" "${@:3}"; }
@@ -90,35 +111,37 @@ if [ -z "$CCUSAGE" ] && command -v npm > /dev/null; then
   [ -x "$WORK/npm/node_modules/.bin/ccusage" ] && CCUSAGE=$WORK/npm/node_modules/.bin/ccusage
 fi
 
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); medians of $RUNS runs"
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); medians of $RUNS rounds ($SHORT_RUNS for reruns and walks), ratios round by round"
 
 # Every cold-pass figure of one corpus: NAME DIR.
 cold_figures() {
   local name=$1 data=$2
+  cold() { sp "$data" "$DB" run usage; }
+  prep_cold() { fresh_db; }
   md5_all() { files_of "$data" | xargs -0 md5sum; }
   md5_two() { files_of "$data" | xargs -0 -P 2 -n 64 md5sum; }
-  local md5 md5_2 cold mb events
-  md5=$(median true md5_all)
-  md5_2=$(median true md5_two)
-  cold=$(median fresh_db sp "$data" "$DB" run usage)
-  mb=$(megabytes "$data")
-  events=$(sql "$DB" "select count(*) from usage_events")
-  sql "$DB" "pragma wal_checkpoint(truncate)" > /dev/null
-  echo "$name corpus: $mb MiB in $(files_of "$data" | tr -cd '\0' | wc -c) files ($(find "$data" -path '*/subagents/*' -name '*.jsonl' | wc -l) subagent transcripts), $events events = $(awk -v e="$events" -v m="$mb" 'BEGIN { printf "%.0f", e / m }') per MiB"
-  report "$name: cold run usage" "$cold" "md5sum" "$md5" "<= 1.5x"
-  # The floor: every byte is hashed (MD5), here with both cores at it.
-  report "$name: cold run usage" "$cold" "md5sum on 2 cores" "$md5_2" "(informative)"
-  printf -v "COLD_$name" '%s' "$cold"
+  local timed=(cold md5_all md5_two)
   if [ -n "$CCUSAGE" ]; then
     mkdir -p "$WORK/claude-$name"
     ln -sfn "$data" "$WORK/claude-$name/projects"
     cc() { CLAUDE_CONFIG_DIR="$WORK/claude-$name" "$CCUSAGE" claude session --json --offline; }
-    local ccs
-    ccs=$(median true cc)
-    report "$name: cold run usage" "$cold" "ccusage session" "$ccs" "<= 1.0x"
+    timed+=(cc)
+  fi
+  rounds "${timed[@]}"
+  printf -v "COLD_$name" '%s' "$(col 1)"
+  local mb events
+  mb=$(megabytes "$data")
+  events=$(sql "$DB" "select count(*) from usage_events")
+  sql "$DB" "pragma wal_checkpoint(truncate)" > /dev/null
+  echo "$name corpus: $mb MiB in $(files_of "$data" | tr -cd '\0' | wc -c) files ($(find "$data" -path '*/subagents/*' -name '*.jsonl' | wc -l) subagent transcripts), $events events = $(awk -v e="$events" -v m="$mb" 'BEGIN { printf "%.0f", e / m }') per MiB"
+  report "$name: cold run usage" 1 "md5sum" 2 "<= 1.5x"
+  # The floor: every byte is hashed (MD5), here with both cores at it.
+  report "$name: cold run usage" 1 "md5sum on 2 cores" 3 "(informative)"
+  if [ -n "$CCUSAGE" ]; then
+    report "$name: cold run usage" 1 "ccusage session" 4 "<= 1.0x"
     # ccusage hashes nothing: below 1.0, it reads every byte faster than
     # both cores can hash them, the floor of a run that must hash them all.
-    report "$name: ccusage session" "$ccs" "md5sum on 2 cores" "$md5_2" "(informative)"
+    report "$name: ccusage session" 4 "md5sum on 2 cores" 3 "(informative)"
     # The same token totals: the comparison is fair.
     cc > "$WORK/ccusage.json"
     local theirs ours
@@ -133,8 +156,10 @@ cold_figures() {
   printf '%-46s %8s MB per GB of transcripts  (informative)\n' "$name: database size" "$(awk -v d="$db_mb" -v m="$mb" 'BEGIN { printf "%.0f", d * 1024 / m }')"
   sleep 2   # past the racy window, as a cron tick would be
   sp "$data" "$DB" run usage
+  rerun() { sp "$data" "$DB" run usage; }
   walk() { find "$data" -name '*.jsonl' -printf '%s %T@\n'; }
-  report "$name: unchanged rerun" "$(RUNS=$SHORT_RUNS median true sp "$data" "$DB" run usage)" "find -printf walk" "$(RUNS=$SHORT_RUNS median true walk)" "<= 1.5x"
+  RUNS=$SHORT_RUNS rounds rerun walk
+  report "$name: unchanged rerun" 1 "find -printf walk" 2 "<= 1.5x"
 }
 
 DENSE=$WORK/dense
@@ -156,18 +181,23 @@ if [ "${BENCH_SKIP_PG:-}" != 1 ] && [ -n "$PG_BIN" ]; then
   trap '(cd "$PG" && as_owner "$PG_BIN/pg_ctl" stop -m fast -D "$PG/data" > /dev/null)' EXIT
   ADDRESS="postgresql://postgres@$(printf %s "$PG" | sed 's|/|%2F|g'):5433/bench"
   fresh_pg() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -h "$PG" -p 5433 -U postgres -d postgres -c "DROP DATABASE IF EXISTS bench" -c "CREATE DATABASE bench"; }
+  pg_cold() { sp "$data" "$ADDRESS" run usage; }
+  prep_pg_cold() { fresh_pg; }
   for name in dense real; do
     data=$DENSE; [ "$name" = real ] && data=$REAL
-    cold_var=COLD_$name
-    report "$name: cold run usage into PostgreSQL" "$(median fresh_pg sp "$data" "$ADDRESS" run usage)" "into SQLite" "${!cold_var}" "<= 2.0x"
+    rounds pg_cold cold
+    report "$name: cold run usage into PostgreSQL" 1 "into SQLite" 2 "<= 2.0x"
   done
 else
   echo "cold runs into PostgreSQL: skipped (BENCH_SKIP_PG=1, or no /usr/lib/postgresql/*/bin)"
 fi
 
-J1=$(median fresh_db sp "$DENSE" "$DB" run usage --jobs 1)
-J2=$(median fresh_db sp "$DENSE" "$DB" run usage --jobs 2)
-report "dense: cold run usage --jobs 1" "$J1" "--jobs 2" "$J2" ">= 1.3x"
+jobs1() { sp "$DENSE" "$DB" run usage --jobs 1; }
+jobs2() { sp "$DENSE" "$DB" run usage --jobs 2; }
+prep_jobs1() { fresh_db; }
+prep_jobs2() { fresh_db; }
+rounds jobs1 jobs2
+report "dense: cold run usage --jobs 1" 1 "--jobs 2" 2 ">= 1.3x"
 
 # On a copy: the corpus itself stays as generated for the next run.
 GROWN=$WORK/grown
@@ -177,7 +207,7 @@ sleep 2; sp "$GROWN" "$DB" run usage
 find "$GROWN" -name '*.jsonl' | sort | awk 'NR % 100 == 0' | while read -r f; do
   printf '{"type":"user","timestamp":"2026-01-01T00:00:00Z","message":{"role":"user","content":"more"}}\n' >> "$f"
 done
-report "dense: rerun after appending to 1% of files" "$(seconds sp "$GROWN" "$DB" run usage)" "cold run" "$COLD_dense" "(informative)"
+report_one "dense: rerun after appending to 1% of files" "$(seconds sp "$GROWN" "$DB" run usage)" "cold run" "$COLD_dense" "(informative)"
 rm -rf "$GROWN"
 
 for jobs in 1 2 4; do
@@ -189,8 +219,11 @@ if [ "${BENCH_SKIP_HUGE:-}" != 1 ]; then
   # One real-shaped 1 GiB session: the reading of one file, start to end.
   GIG=$WORK/gig
   corpus "$GIG" --shape real --subagents 0 --one-file-mb 1024
-  gig_cold() { rm -f "$WORK/gig.db"*; sp "$GIG" "$WORK/gig.db" run usage; }
-  report "one 1 GiB real-shaped session, cold" "$(median true gig_cold)" "md5sum" "$(median true md5sum "$GIG/big/huge.jsonl")" "<= 1.5x"
+  gig_cold() { sp "$GIG" "$WORK/gig.db" run usage; }
+  prep_gig_cold() { rm -f "$WORK/gig.db"*; }
+  gig_md5() { md5sum "$GIG/big/huge.jsonl"; }
+  rounds gig_cold gig_md5
+  report "one 1 GiB real-shaped session, cold" 1 "md5sum" 2 "<= 1.5x"
   # One dense 2 GiB session: more records than memory may hold.
   HUGE=$WORK/huge
   corpus "$HUGE" --one-file-mb 2048 --result-words 20
@@ -200,7 +233,7 @@ if [ "${BENCH_SKIP_HUGE:-}" != 1 ]; then
       "$(peak_mib "$BIN" --config "$CONFIG" --data-dir "$HUGE" --db "$WORK/huge.db" run usage --jobs "$jobs")"
   done
   huge_cold() { rm -f "$WORK/huge.db"*; sp "$HUGE" "$WORK/huge.db" run usage; }
-  report "one dense 2 GiB session, cold" "$(seconds huge_cold)" "md5sum" "$(seconds md5sum "$HUGE/big/huge.jsonl")" "(informative)"
+  report_one "one dense 2 GiB session, cold" "$(seconds huge_cold)" "md5sum" "$(seconds md5sum "$HUGE/big/huge.jsonl")" "(informative)"
   echo "events in it: $(sql "$WORK/huge.db" "select count(*) from usage_events")"
 fi
 
@@ -212,5 +245,7 @@ if [ "${BENCH_SKIP_100K:-}" != 1 ]; then
   sleep 2
   sp "$WIDE" "$WORK/wide.db" run usage
   wide_walk() { find "$WIDE" -name '*.jsonl' -printf '%s %T@\n'; }
-  report "unchanged rerun, 100,000 files in 1,000 folders" "$(RUNS=$SHORT_RUNS median true sp "$WIDE" "$WORK/wide.db" run usage)" "find -printf walk" "$(RUNS=$SHORT_RUNS median true wide_walk)" "<= 1.5x"
+  wide_rerun() { sp "$WIDE" "$WORK/wide.db" run usage; }
+  RUNS=$SHORT_RUNS rounds wide_rerun wide_walk
+  report "unchanged rerun, 100,000 files in 1,000 folders" 1 "find -printf walk" 2 "<= 1.5x"
 fi
