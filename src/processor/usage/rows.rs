@@ -203,14 +203,6 @@ impl Rows {
         }
     }
 
-    /// Calls `f` with each request, in file order.
-    pub fn each_request(&self, mut f: impl FnMut(&Request) -> Result<()>) -> Result<()> {
-        match &self.events {
-            Events::Memory { requests, .. } => requests.iter().try_for_each(f),
-            Events::Staged(staged) => staged.each_request(&mut f),
-        }
-    }
-
     /// Calls `f` with each request and the text of its time, in file order.
     pub(super) fn each_request_row(
         &self,

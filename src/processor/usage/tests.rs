@@ -99,7 +99,7 @@ fn rules_that_span_the_whole_file_hold_across_staging() {
         (9 + 3 + 1 + 2, 4, 1)
     );
     let mut fast = Vec::new();
-    rows.each_request(|q| {
+    rows.each_request_row(|q, _| {
         fast.push((
             q.is_fast,
             q.cache_creation_5m_tokens,
