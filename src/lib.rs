@@ -30,5 +30,6 @@ pub mod shard;
 pub mod signals;
 pub mod spend;
 pub mod store;
+pub mod texts;
 pub mod transcript;
 pub mod verdict;

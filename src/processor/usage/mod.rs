@@ -17,7 +17,6 @@ mod scratch;
 mod sessions;
 mod settings;
 mod summary;
-mod texts;
 mod tokens;
 
 use std::collections::HashMap;

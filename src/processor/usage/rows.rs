@@ -10,13 +10,13 @@ use super::VERSION;
 use super::costs::{self, ModelPrice};
 use super::extract::{Event, EventType};
 use super::names::{Names, Uuid};
-use super::texts::Texts;
 use super::tokens::Request;
 use crate::args;
 use crate::prices::PriceBook;
 use crate::processor::Output;
 use crate::store::sql::{Bulk, Db, Dialect, Table};
 use crate::store::sql_int;
+use crate::texts::Texts;
 
 /// The file's `usage_file_summary` row (the session's, for a session of one
 /// file).

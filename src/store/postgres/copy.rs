@@ -12,6 +12,7 @@ use postgres::types::{IsNull, Kind as TypeKind, ToSql, Type, to_sql_checked};
 
 use super::Postgres;
 use crate::store::sql::{Bulk, Param, Table, Value};
+use crate::texts::Texts;
 
 /// Rows sent in one statement at most: bounds what a batch holds.
 const FLUSH_ROWS: usize = 10_000;
@@ -159,42 +160,27 @@ impl Column {
     }
 }
 
-/// A text column's values end to end in one buffer, so that a statement's
-/// thousands of texts cost no allocation each; sent as a one-dimensional
-/// `text[]` in PostgreSQL's binary array format.
+/// A text column's values end to end in one buffer ([`Texts`]), so that a
+/// statement's thousands of texts cost no allocation each; sent as a
+/// one-dimensional `text[]` in PostgreSQL's binary array format.
 #[derive(Debug, Default)]
-struct TextColumn {
-    bytes: Vec<u8>,
-    /// Per value its end in `bytes` (it starts where the one before ends),
-    /// or `None` for NULL.
-    ends: Vec<Option<usize>>,
-    nulls: bool,
-}
+struct TextColumn(Texts);
 
 impl TextColumn {
     fn push(&mut self, text: Option<&str>) -> Result<()> {
-        match text {
-            None => {
-                self.nulls = true;
-                self.ends.push(None);
-            }
-            Some(t) => {
-                let t = super::types::storable(t);
-                // Each element's length is sent as an i32.
-                if i32::try_from(t.len()).is_err() {
-                    bail!("a text of {} bytes is too long to send", t.len());
-                }
-                self.bytes.extend_from_slice(t.as_bytes());
-                self.ends.push(Some(self.bytes.len()));
-            }
+        let text = text.map(super::types::storable);
+        // Each element's length is sent as an i32.
+        if let Some(t) = &text
+            && i32::try_from(t.len()).is_err()
+        {
+            bail!("a text of {} bytes is too long to send", t.len());
         }
+        self.0.push_with(text.as_deref(), |t, buf| buf.push_str(t));
         Ok(())
     }
 
     fn clear(&mut self) {
-        self.bytes.clear();
-        self.ends.clear();
-        self.nulls = false;
+        self.0.clear();
     }
 }
 
@@ -209,24 +195,20 @@ impl ToSql for TextColumn {
         };
         // Dimensions, whether any element is NULL, the elements' type, then
         // the one dimension's length and lower bound.
+        let texts = &self.0;
         out.put_i32(1);
-        out.put_i32(i32::from(self.nulls));
+        out.put_i32(i32::from(texts.has_nulls()));
         out.put_u32(member.oid());
-        out.put_i32(i32::try_from(self.ends.len())?);
+        out.put_i32(i32::try_from(texts.len())?);
         out.put_i32(1);
-        let mut start = 0;
-        for end in &self.ends {
-            let Some(end) = *end else {
-                out.put_i32(-1);
-                continue;
-            };
-            let text = self
-                .bytes
-                .get(start..end)
-                .ok_or("a text out of its buffer")?;
-            out.put_i32(i32::try_from(text.len())?);
-            out.put_slice(text);
-            start = end;
+        for i in 0..texts.len() {
+            match texts.get(i) {
+                None => out.put_i32(-1),
+                Some(text) => {
+                    out.put_i32(i32::try_from(text.len())?);
+                    out.put_slice(text.as_bytes());
+                }
+            }
         }
         Ok(IsNull::No)
     }

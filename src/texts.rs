@@ -1,14 +1,12 @@
-//! The text columns of a session's rows held in memory (event ids, uuids,
-//! times), formatted by the worker that read the session. The single writer
-//! is the bottleneck of a cold run; here it only binds text already made,
-//! while the workers format in parallel.
-//!
-//! All of a session's texts share one buffer: one allocation instead of
-//! four per event, and what they hold is counted in the rows' memory.
+//! Many short texts end to end in one buffer: one allocation for all of
+//! them instead of one each, and what they hold is easy to count. A session
+//! held in memory keeps its rows' text columns so (event ids, uuids, times,
+//! formatted by the worker that read it), and a bulk write into PostgreSQL
+//! gathers each text column of a statement so.
 
 /// Texts in the order they were pushed, each one or a NULL.
 #[derive(Debug, Default)]
-pub(super) struct Texts {
+pub struct Texts {
     buf: String,
     /// Where each text ends in `buf`; it starts where the one before ends.
     ends: Vec<usize>,
@@ -17,7 +15,7 @@ pub(super) struct Texts {
 }
 
 impl Texts {
-    pub(super) fn with_capacity(texts: usize, bytes: usize) -> Texts {
+    pub fn with_capacity(texts: usize, bytes: usize) -> Texts {
         Texts {
             buf: String::with_capacity(bytes),
             ends: Vec::with_capacity(texts),
@@ -27,7 +25,7 @@ impl Texts {
 
     /// Pushes the text `write` appends for `value`, or a NULL for `None`:
     /// formatted in place, without a string of its own.
-    pub(super) fn push_with<T>(&mut self, value: Option<T>, write: impl FnOnce(T, &mut String)) {
+    pub fn push_with<T>(&mut self, value: Option<T>, write: impl FnOnce(T, &mut String)) {
         let null = value.is_none();
         if let Some(v) = value {
             write(v, &mut self.buf);
@@ -37,7 +35,7 @@ impl Texts {
     }
 
     /// The `i`th text pushed; `None` for a NULL or past the end.
-    pub(super) fn get(&self, i: usize) -> Option<&str> {
+    pub fn get(&self, i: usize) -> Option<&str> {
         if self.nulls.get(i).copied().unwrap_or(true) {
             return None;
         }
@@ -48,8 +46,29 @@ impl Texts {
         self.buf.get(start..*self.ends.get(i)?)
     }
 
+    /// How many texts (NULLs included) were pushed.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Whether any of them is a NULL.
+    pub fn has_nulls(&self) -> bool {
+        self.nulls.contains(&true)
+    }
+
+    /// Forgets every text, keeping the memory for the next ones.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.ends.clear();
+        self.nulls.clear();
+    }
+
     /// Heap bytes held.
-    pub(super) fn bytes(&self) -> usize {
+    pub fn bytes(&self) -> usize {
         self.buf.capacity()
             + self.ends.capacity() * std::mem::size_of::<usize>()
             + self.nulls.capacity()
@@ -68,5 +87,9 @@ mod tests {
         }
         let back: Vec<_> = (0..6).map(|i| t.get(i)).collect();
         assert_eq!(back, [Some("ab"), None, Some(""), Some("cde"), None, None]);
+        assert_eq!((t.len(), t.has_nulls()), (5, true));
+        t.clear();
+        t.push_with(Some("f"), |v, buf| buf.push_str(v));
+        assert_eq!((t.len(), t.has_nulls(), t.get(0)), (1, false, Some("f")));
     }
 }
