@@ -33,7 +33,7 @@ use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use crate::exit;
 use crate::journal::{self, Journal};
@@ -156,18 +156,12 @@ pub fn run(
         started_at: timestamp(started),
         ..Report::default()
     };
-    let run_id = match mode {
-        Mode::Commit(lock) => {
-            journal::recover(store.db(), processor.name(), &Journal::new(lock))?;
-            processor.prepare(store.db())?;
-            Some(runs::start(store.db(), processor.name(), started)?)
-        }
-        Mode::DryRun => {
-            report.would_process = Some(Vec::new());
-            None
-        }
-    };
-    let result = execute(&ctx, store, data_dir, &mut report);
+    if matches!(mode, Mode::DryRun) {
+        report.would_process = Some(Vec::new());
+    }
+    let (begun, surveyed) = survey(&ctx, store, data_dir, started);
+    let run_id = begun?;
+    let result = surveyed.and_then(|surveyed| execute(&ctx, store, surveyed, &mut report));
     if processor.spends() {
         report.spend = Some(ctx.spent.lock().map_or_else(|_| Spend::default(), |s| *s));
     }
@@ -188,16 +182,15 @@ pub fn run(
     Ok(report)
 }
 
-/// Scans, processes the candidates and fills `report`. Returns `Some(code)`
-/// when the run was stopped with a code of its own.
+/// Processes the candidates of a survey and fills `report`. Returns
+/// `Some(code)` when the run was stopped with a code of its own.
 fn execute(
     ctx: &Context,
     store: &mut Store,
-    data_dir: &Path,
+    (scan::Scan { files, problems }, mut rows, elsewhere): Surveyed,
     report: &mut Report,
 ) -> Result<Option<i32>> {
     let name = ctx.processor.name();
-    let (scan::Scan { files, problems }, mut rows, elsewhere) = survey(ctx, store, data_dir)?;
     let unlisted: Vec<&str> = problems.iter().map(|(folder, _)| folder.as_str()).collect();
     let commit = matches!(ctx.mode, Mode::Commit(_));
     moves::mark_vanished(store.db(), name, &files, &unlisted, &mut rows, commit)?;
@@ -252,28 +245,68 @@ fn execute(
     writer.finish(total)
 }
 
-/// The processor's files and state rows (this shard's, under `--shard`).
-/// Also returns, under `--shard`, the other shards' rows whose files the
-/// walk did not find, as gone: a user folder renamed into this shard is
-/// that folder moved, not new sessions (see [`moves::Moves`]).
-fn survey(ctx: &Context, store: &Store, data_dir: &Path) -> Result<(scan::Scan, Rows, Rows)> {
+/// A committing run's start: what a dead run left is recovered, the
+/// processor prepared and the run recorded; its id. `None` for a dry run.
+fn begin(ctx: &Context, store: &Store, started: DateTime<Utc>) -> Result<Option<i64>> {
+    let Mode::Commit(lock) = ctx.mode else {
+        return Ok(None);
+    };
     let name = ctx.processor.name();
-    // The walk and the state rows, at once: on an unchanged tree they are
-    // the whole run.
+    journal::recover(store.db(), name, &Journal::new(lock))?;
+    ctx.processor.prepare(store.db())?;
+    Ok(Some(runs::start(store.db(), name, started)?))
+}
+
+/// A survey: the processor's files, its state rows, and the other shards'
+/// rows taken as gone (see [`survey`]).
+type Surveyed = (scan::Scan, Rows, Rows);
+
+/// Begins the run ([`begin`]) and surveys the processor's files and state
+/// rows (this shard's, under `--shard`). The walk goes on while the run
+/// begins and the rows load: on an unchanged tree these are the whole run,
+/// and the start's commit waits on the disk. Also returns, under
+/// `--shard`, the other shards' rows whose files the walk did not find, as
+/// gone: a user folder renamed into this shard is that folder moved, not
+/// new sessions (see [`moves::Moves`]).
+fn survey(
+    ctx: &Context,
+    store: &Store,
+    data_dir: &Path,
+    started: DateTime<Utc>,
+) -> (Result<Option<i64>>, Result<Surveyed>) {
+    let name = ctx.processor.name();
     let walk = || scan::scan(data_dir, ctx.printer);
-    let (scan, rows) = std::thread::scope(|scope| {
+    // The rows are loaded after the start: recovery may change them.
+    let ready = || {
+        let begun = begin(ctx, store, started);
+        let rows = begun
+            .as_ref()
+            .map_or_else(|_| Ok(Rows::new()), |_| state::load(store.db(), name));
+        (begun, rows)
+    };
+    let (scan, (begun, rows)) = std::thread::scope(|scope| {
         // Without a thread to spare, one after the other.
         let Ok(walking) = std::thread::Builder::new().spawn_scoped(scope, walk) else {
-            return (walk(), state::load(store.db(), name));
+            let ready = ready();
+            return (walk(), ready);
         };
-        let rows = state::load(store.db(), name);
+        let ready = ready();
         match walking.join() {
-            Ok(scan) => (scan, rows),
+            Ok(scan) => (scan, ready),
             Err(panic) => std::panic::resume_unwind(panic),
         }
     });
-    let mut scan = scan?.for_processor(ctx.processor);
-    let mut rows = rows?;
+    let surveyed = match (scan, rows) {
+        (Ok(scan), Ok(rows)) => Ok(sharded(ctx, scan, rows)),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    (begun, surveyed)
+}
+
+/// The processor's files and rows; under `--shard` this shard's, and the
+/// other shards' rows whose files the walk did not find, as gone.
+fn sharded(ctx: &Context, scan: scan::Scan, mut rows: Rows) -> Surveyed {
+    let mut scan = scan.for_processor(ctx.processor);
     let mut elsewhere = Rows::new();
     if let Some(shard) = ctx.opts.shard {
         // Another shard's folders are not this run's to process, to find
@@ -301,7 +334,7 @@ fn survey(ctx: &Context, store: &Store, data_dir: &Path) -> Result<(scan::Scan, 
         scan.problems
             .retain(|(folder, _)| shard.contains(scan::user_of(folder)));
     }
-    Ok((scan, rows, elsewhere))
+    (scan, rows, elsewhere)
 }
 
 /// State rows by session file.
