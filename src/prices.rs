@@ -40,7 +40,34 @@ pub struct Price {
     pub fast_multiplier: f64,
 }
 
+impl Price {
+    /// Every number of the price, a missing long-context tier as zeros: what
+    /// [`PriceBook::fingerprint`] is made of. Destructured, so that a field
+    /// added to either struct cannot be left out of it.
+    fn numbers(&self) -> [f64; 11] {
+        let Price {
+            base,
+            above,
+            fast_multiplier,
+        } = *self;
+        let [a, b, c, d, e] = base.numbers();
+        let [f, g, h, i, j] = above.map_or([0.0; 5], |above| above.numbers());
+        [a, b, c, d, e, f, g, h, i, j, fast_multiplier]
+    }
+}
+
 impl Rates {
+    fn numbers(&self) -> [f64; 5] {
+        let Rates {
+            input,
+            output,
+            cache_write_5m,
+            cache_write_1h,
+            cache_read,
+        } = *self;
+        [input, output, cache_write_5m, cache_write_1h, cache_read]
+    }
+
     /// Rates from an input and output rate, with the cache rates the
     /// provider derives from input where none is given: a five-minute write
     /// 1.25×, a one-hour write 2×, a read 0.1×.
@@ -181,11 +208,25 @@ impl PriceBook {
             .map(|(k, p)| (k.clone(), Source::Table, *p))
     }
 
-    /// Changes whenever a resolution could: the table or the config.
+    /// Changes whenever a resolution could: the table or the config. Made
+    /// of each name and each rate's bits, not of their text: formatting the
+    /// table's thousand rates as decimals was most of what pricing costs a
+    /// run with nothing to price.
     pub fn fingerprint(&self) -> String {
         use md5::{Digest as _, Md5};
-        let text = format!("{:?}{:?}", self.table, self.config);
-        crate::session::hex(&Md5::digest(text.as_bytes()))
+        let mut hash = Md5::new();
+        for book in [&self.table, &self.config] {
+            hash.update(book.len().to_le_bytes());
+            for (name, price) in book {
+                hash.update(name.len().to_le_bytes());
+                hash.update(name.as_bytes());
+                hash.update([u8::from(price.above.is_some())]);
+                for rate in price.numbers() {
+                    hash.update(rate.to_bits().to_le_bytes());
+                }
+            }
+        }
+        crate::session::hex(&hash.finalize())
     }
 }
 
@@ -357,6 +398,34 @@ mod tests {
         // $1 / $5 / $1.25 / $0.10 per million tokens.
         let cost = haiku.cost(1_000_000, 100_000, 200_000, 2_000_000);
         assert!((cost - (1.0 + 0.5 + 0.25 + 0.2)).abs() < 1e-9, "{cost}");
+    }
+
+    #[test]
+    fn the_fingerprint_changes_with_every_name_and_rate_and_only_with_them() {
+        let plain = "[m]\ninput = 1.0\noutput = 2.0\n";
+        assert_eq!(book(plain).fingerprint(), book(plain).fingerprint());
+        let mut seen = std::collections::HashSet::from([book(plain).fingerprint()]);
+        let variants = [
+            "[m]\ninput = 1.5\noutput = 2.0\n".to_owned(),
+            "[m]\ninput = 1.0\noutput = 2.5\n".to_owned(),
+            "[n]\ninput = 1.0\noutput = 2.0\n".to_owned(),
+            "".to_owned(),
+        ]
+        .into_iter()
+        .chain(
+            [
+                "cache_write_5m",
+                "cache_write_1h",
+                "cache_read",
+                "input_above_200k",
+                "output_above_200k",
+                "fast_multiplier",
+            ]
+            .map(|field| format!("{plain}{field} = 7.0\n")),
+        );
+        for config in variants {
+            assert!(seen.insert(book(&config).fingerprint()), "{config}");
+        }
     }
 
     #[test]

@@ -282,14 +282,18 @@ fn list(dir: &Path, printer: &Printer) -> Result<Vec<Listed>> {
     for entry in entries {
         let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
         let path = entry.path();
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else {
-            if name.as_encoded_bytes().ends_with(b".jsonl") {
-                printer.warn(format_args!(
-                    "skipping file with a non-UTF-8 name: {path:?}"
-                ));
+        // The listed name itself, not a copy of it: an unchanged run makes
+        // one of these per file.
+        let name = match entry.file_name().into_string() {
+            Ok(name) => name,
+            Err(name) => {
+                if name.as_encoded_bytes().ends_with(b".jsonl") {
+                    printer.warn(format_args!(
+                        "skipping file with a non-UTF-8 name: {path:?}"
+                    ));
+                }
+                continue;
             }
-            continue;
         };
         // Removed since the listing: not there.
         let Ok(kind) = entry.file_type() else {
@@ -300,7 +304,7 @@ fn list(dir: &Path, printer: &Printer) -> Result<Vec<Listed>> {
             continue;
         }
         out.push(Listed {
-            name: name.to_owned(),
+            name,
             path,
             kind,
             entry,
