@@ -5,6 +5,7 @@
 //! that tests can reach the CLI definition (man page and completions are
 //! generated from it) and the units behind each guarantee.
 
+pub mod allocator;
 pub mod cli;
 pub mod cmd;
 pub mod complete;

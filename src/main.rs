@@ -1,5 +1,6 @@
 //! Parses the command line, runs the subcommand, and turns its outcome into
-//! an exit code. Nothing else lives here.
+//! an exit code, with the allocator set first ([`sessionpipe::allocator`]).
+//! Nothing else lives here.
 
 use clap::{CommandFactory, Parser};
 use sessionpipe::env::Environment;
@@ -7,6 +8,7 @@ use sessionpipe::printer::Printer;
 use sessionpipe::{cli::Cli, cmd, exit};
 
 fn main() {
+    sessionpipe::allocator::keep_freed_memory();
     // `COMPLETE=bash sessionpipe` prints the shell's completion script, and
     // the script calls back here while the user types.
     clap_complete::CompleteEnv::with_factory(Cli::command)
