@@ -8,7 +8,8 @@ use sessionpipe::printer::Printer;
 use sessionpipe::{cli::Cli, cmd, exit};
 
 fn main() {
-    sessionpipe::allocator::keep_freed_memory();
+    // SAFETY: the first thing the process does; no other thread exists yet.
+    unsafe { sessionpipe::allocator::keep_freed_memory() };
     // `COMPLETE=bash sessionpipe` prints the shell's completion script, and
     // the script calls back here while the user types.
     clap_complete::CompleteEnv::with_factory(Cli::command)

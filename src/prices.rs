@@ -214,11 +214,15 @@ impl PriceBook {
     /// run with nothing to price.
     pub fn fingerprint(&self) -> String {
         use md5::{Digest as _, Md5};
+        // Destructured, so that a part added to the book cannot be left out;
+        // lengths as u64, so that hosts of any word size sharing a database
+        // agree.
+        let PriceBook { table, config } = self;
         let mut hash = Md5::new();
-        for book in [&self.table, &self.config] {
-            hash.update(book.len().to_le_bytes());
+        for book in [table, config] {
+            hash.update((book.len() as u64).to_le_bytes());
             for (name, price) in book {
-                hash.update(name.len().to_le_bytes());
+                hash.update((name.len() as u64).to_le_bytes());
                 hash.update(name.as_bytes());
                 hash.update([u8::from(price.above.is_some())]);
                 for rate in price.numbers() {
@@ -401,7 +405,7 @@ mod tests {
     }
 
     #[test]
-    fn the_fingerprint_changes_with_every_name_and_rate_and_only_with_them() {
+    fn the_fingerprint_changes_with_every_name_and_rate_and_tier() {
         let plain = "[m]\ninput = 1.0\noutput = 2.0\n";
         assert_eq!(book(plain).fingerprint(), book(plain).fingerprint());
         let mut seen = std::collections::HashSet::from([book(plain).fingerprint()]);
@@ -410,6 +414,10 @@ mod tests {
             "[m]\ninput = 1.0\noutput = 2.5\n".to_owned(),
             "[n]\ninput = 1.0\noutput = 2.0\n".to_owned(),
             "".to_owned(),
+            // A long-context tier of zeros is a tier.
+            format!("{plain}input_above_200k = 0.0\noutput_above_200k = 0.0\n"),
+            // The table's own model named in the config is the config's.
+            "[\"claude-haiku-4-5\"]\ninput = 1.0\noutput = 5.0\n".to_owned(),
         ]
         .into_iter()
         .chain(

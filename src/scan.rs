@@ -282,8 +282,8 @@ fn list(dir: &Path, printer: &Printer) -> Result<Vec<Listed>> {
     for entry in entries {
         let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
         let path = entry.path();
-        // The listed name itself, not a copy of it: an unchanged run makes
-        // one of these per file.
+        // The name as listed, moved rather than copied once more: an
+        // unchanged run takes one per file.
         let name = match entry.file_name().into_string() {
             Ok(name) => name,
             Err(name) => {

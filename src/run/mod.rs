@@ -159,8 +159,7 @@ pub fn run(
     if matches!(mode, Mode::DryRun) {
         report.would_process = Some(Vec::new());
     }
-    let (begun, surveyed) = survey(&ctx, store, data_dir, started);
-    let run_id = begun?;
+    let (run_id, surveyed) = begin_and_survey(&ctx, store, data_dir, started)?;
     let result = surveyed.and_then(|surveyed| execute(&ctx, store, surveyed, &mut report));
     if processor.spends() {
         report.spend = Some(ctx.spent.lock().map_or_else(|_| Spend::default(), |s| *s));
@@ -258,53 +257,47 @@ fn begin(ctx: &Context, store: &Store, started: DateTime<Utc>) -> Result<Option<
 }
 
 /// A survey: the processor's files, its state rows, and the other shards'
-/// rows taken as gone (see [`survey`]).
+/// rows taken as gone (see [`sharded`]).
 type Surveyed = (scan::Scan, Rows, Rows);
 
-/// Begins the run ([`begin`]) and surveys the processor's files and state
-/// rows (this shard's, under `--shard`). The walk goes on while the run
-/// begins and the rows load: on an unchanged tree these are the whole run,
-/// and the start's commit waits on the disk. Also returns, under
-/// `--shard`, the other shards' rows whose files the walk did not find, as
-/// gone: a user folder renamed into this shard is that folder moved, not
-/// new sessions (see [`moves::Moves`]).
-fn survey(
+/// Begins the run ([`begin`]), then surveys it ([`sharded`]); the run's id
+/// and the survey. The walk goes on while the run begins and the rows load:
+/// on an unchanged tree these are the whole run, and the start's commit
+/// waits on the disk. An error of the start is the outer one: the run never
+/// began.
+fn begin_and_survey(
     ctx: &Context,
     store: &Store,
     data_dir: &Path,
     started: DateTime<Utc>,
-) -> (Result<Option<i64>>, Result<Surveyed>) {
+) -> Result<(Option<i64>, Result<Surveyed>)> {
     let name = ctx.processor.name();
     let walk = || scan::scan(data_dir, ctx.printer);
     // The rows are loaded after the start: recovery may change them.
-    let ready = || {
-        let begun = begin(ctx, store, started);
-        let rows = begun
-            .as_ref()
-            .map_or_else(|_| Ok(Rows::new()), |_| state::load(store.db(), name));
-        (begun, rows)
+    let ready = || -> Result<(Option<i64>, Result<Rows>)> {
+        let id = begin(ctx, store, started)?;
+        Ok((id, state::load(store.db(), name)))
     };
-    let (scan, (begun, rows)) = std::thread::scope(|scope| {
-        // Without a thread to spare, one after the other.
+    let (scan, (id, rows)) = std::thread::scope(|scope| {
+        // Without a thread to spare, one after the other (and no walk for a
+        // run that never began).
         let Ok(walking) = std::thread::Builder::new().spawn_scoped(scope, walk) else {
-            let ready = ready();
-            return (walk(), ready);
+            return ready().map(|ready| (walk(), ready));
         };
         let ready = ready();
         match walking.join() {
-            Ok(scan) => (scan, ready),
+            Ok(scan) => ready.map(|ready| (scan, ready)),
             Err(panic) => std::panic::resume_unwind(panic),
         }
-    });
-    let surveyed = match (scan, rows) {
-        (Ok(scan), Ok(rows)) => Ok(sharded(ctx, scan, rows)),
-        (Err(e), _) | (_, Err(e)) => Err(e),
-    };
-    (begun, surveyed)
+    })?;
+    let surveyed = scan.and_then(|scan| rows.map(|rows| sharded(ctx, scan, rows)));
+    Ok((id, surveyed))
 }
 
 /// The processor's files and rows; under `--shard` this shard's, and the
-/// other shards' rows whose files the walk did not find, as gone.
+/// other shards' rows whose files the walk did not find, as gone: a user
+/// folder renamed into this shard is that folder moved, not new sessions
+/// (see [`moves::Moves`]).
 fn sharded(ctx: &Context, scan: scan::Scan, mut rows: Rows) -> Surveyed {
     let mut scan = scan.for_processor(ctx.processor);
     let mut elsewhere = Rows::new();
