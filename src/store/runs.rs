@@ -72,35 +72,41 @@ pub fn finish(db: &dyn Db, id: i64, report: &Report, finished_at: DateTime<Utc>)
 /// Runs kept per processor: a run a minute for a week.
 const KEPT_RUNS: i64 = 10_080;
 
+/// The id of the oldest run kept (`?2` newer ones before it). Every run
+/// asks, so it must read the ids of an index, not a week of runs.
+const OLDEST_KEPT: &str = "SELECT id FROM runs WHERE source = ?3 AND processor_name = ?1
+     ORDER BY id DESC LIMIT 1 OFFSET ?2";
+
+/// The errors of the runs before the oldest kept, then those runs.
+const FORGET: [&str; 2] = [
+    "DELETE FROM run_errors WHERE run_id IN
+         (SELECT id FROM runs WHERE source = ?3 AND processor_name = ?1 AND id < ?2)",
+    "DELETE FROM runs WHERE source = ?3 AND processor_name = ?1 AND id < ?2",
+];
+
 /// Forgets the runs (and their errors) beyond the last [`KEPT_RUNS`].
 fn prune(db: &dyn Db, processor: &str) -> Result<()> {
-    let oldest_kept: Option<i64> = db.one(
-        "SELECT id FROM runs WHERE source = ?3 AND processor_name = ?1
-         ORDER BY id DESC LIMIT 1 OFFSET ?2",
-        args![processor, KEPT_RUNS - 1, db.source()],
-    )?;
+    let oldest_kept: Option<i64> =
+        db.one(OLDEST_KEPT, args![processor, KEPT_RUNS - 1, db.source()])?;
     if let Some(id) = oldest_kept {
-        db.execute(
-            "DELETE FROM run_errors WHERE run_id IN
-                 (SELECT id FROM runs WHERE source = ?3 AND processor_name = ?1 AND id < ?2)",
-            args![processor, id, db.source()],
-        )?;
-        db.execute(
-            "DELETE FROM runs WHERE source = ?3 AND processor_name = ?1 AND id < ?2",
-            args![processor, id, db.source()],
-        )?;
+        for sql in FORGET {
+            db.execute(sql, args![processor, id, db.source()])?;
+        }
     }
     Ok(())
 }
 
+/// The last finished run of `?1`, in source `?2`.
+const LAST_FINISHED: &str = "SELECT id FROM runs WHERE source = ?2 AND processor_name = ?1
+     AND finished_at IS NOT NULL ORDER BY started_at DESC LIMIT 1";
+
 /// The per-session errors of the last finished run.
 pub fn last_errors(db: &dyn Db, processor: &str) -> Result<Vec<(String, String)>> {
     db.rows(
-        "SELECT session_file, error FROM run_errors WHERE run_id = (
-             SELECT id FROM runs WHERE source = ?2 AND processor_name = ?1
-                 AND finished_at IS NOT NULL
-             ORDER BY started_at DESC LIMIT 1)
-         ORDER BY session_file, error",
+        &format!(
+            "SELECT session_file, error FROM run_errors WHERE run_id = ({LAST_FINISHED})
+             ORDER BY session_file, error"
+        ),
         args![processor, db.source()],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )
@@ -152,23 +158,27 @@ fn last_run_from(r: &dyn Row) -> Result<LastRun> {
     })
 }
 
-/// The most recent run, finished or not.
-pub fn last(db: &dyn Db, processor: &str) -> Result<Option<LastRun>> {
-    db.row(
-        &format!(
-            "SELECT {LAST_RUN_COLUMNS} FROM runs WHERE source = ?2 AND processor_name = ?1
-             ORDER BY id DESC LIMIT 1"
-        ),
-        args![processor, db.source()],
-        last_run_from,
+/// The statement of [`last`].
+fn last_sql() -> String {
+    format!(
+        "SELECT {LAST_RUN_COLUMNS} FROM runs WHERE source = ?2 AND processor_name = ?1
+         ORDER BY id DESC LIMIT 1"
     )
 }
+
+/// The most recent run, finished or not.
+pub fn last(db: &dyn Db, processor: &str) -> Result<Option<LastRun>> {
+    db.row(&last_sql(), args![processor, db.source()], last_run_from)
+}
+
+/// What the runs of `?1` in source `?3` started since `?2` processed.
+const PROCESSED_SINCE: &str = "SELECT CAST(coalesce(sum(processed), 0) AS BIGINT) FROM runs
+     WHERE source = ?3 AND processor_name = ?1 AND started_at >= ?2";
 
 /// Sessions processed by the runs started since `since`.
 pub fn processed_since(db: &dyn Db, processor: &str, since: DateTime<Utc>) -> Result<u64> {
     let n: i64 = db.one(
-        "SELECT CAST(coalesce(sum(processed), 0) AS BIGINT) FROM runs
-         WHERE source = ?3 AND processor_name = ?1 AND started_at >= ?2",
+        PROCESSED_SINCE,
         args![processor, timestamp(since), db.source()],
     )?;
     Ok(u64::try_from(n).unwrap_or(0))
@@ -184,12 +194,14 @@ pub fn last_started(db: &dyn Db, processor: &str) -> Result<Option<DateTime<Utc>
     latest(db, processor, "started_at")
 }
 
+/// The statement of [`latest`].
+fn latest_sql(column: &str) -> String {
+    format!("SELECT max({column}) FROM runs WHERE source = ?2 AND processor_name = ?1")
+}
+
 /// The latest time in one of the runs table's timestamp columns.
 fn latest(db: &dyn Db, processor: &str, column: &str) -> Result<Option<DateTime<Utc>>> {
-    let text: Option<String> = db.one(
-        &format!("SELECT max({column}) FROM runs WHERE source = ?2 AND processor_name = ?1"),
-        args![processor, db.source()],
-    )?;
+    let text: Option<String> = db.one(&latest_sql(column), args![processor, db.source()])?;
     Ok(text.as_deref().and_then(parse_timestamp))
 }
 
@@ -197,6 +209,49 @@ fn latest(db: &dyn Db, processor: &str, column: &str) -> Result<Option<DateTime<
 mod tests {
     use super::*;
     use crate::report::{Report, SessionError};
+
+    /// What a run, `run --due` and `state` ask of the history finds its rows
+    /// through an index, in order: after a week of one-minute ticks a scan
+    /// or a sort would read 10,080 runs each time.
+    #[test]
+    fn the_history_is_read_through_its_indexes_without_a_sort() {
+        let store = crate::store::Store::in_memory().unwrap();
+        let db = store.db();
+        // Each statement with its index and its number of parameters.
+        let wanted = [
+            (
+                OLDEST_KEPT.to_owned(),
+                "COVERING INDEX runs_by_processor_id",
+                3,
+            ),
+            (FORGET[0].to_owned(), "INDEX runs_by_processor_id", 3),
+            (FORGET[1].to_owned(), "INDEX runs_by_processor_id", 3),
+            (last_sql(), "INDEX runs_by_processor_id", 2),
+            (
+                latest_sql("started_at"),
+                "COVERING INDEX runs_by_processor ",
+                2,
+            ),
+            (PROCESSED_SINCE.to_owned(), "INDEX runs_by_processor ", 3),
+            (LAST_FINISHED.to_owned(), "INDEX runs_by_processor ", 2),
+        ];
+        for (sql, index, params) in wanted {
+            let values = args!["usage", "", ""];
+            let plan = db
+                .rows(
+                    &format!("EXPLAIN QUERY PLAN {sql}"),
+                    &values[..params],
+                    |r| r.get::<String>(3),
+                )
+                .unwrap()
+                .join("; ");
+            assert!(plan.contains(index), "{sql}\n{plan}");
+            assert!(
+                !plan.contains("SCAN runs") && !plan.contains("TEMP B-TREE"),
+                "{sql}\n{plan}"
+            );
+        }
+    }
 
     #[test]
     fn history_keeps_the_last_runs_and_their_errors_only() {

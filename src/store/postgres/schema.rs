@@ -324,6 +324,11 @@ pub const STEPS: &[(u32, &str, &str)] = &[
         WHERE r.counted;
     "#,
     ),
+    (
+        15,
+        "the run history indexed by processor and source (SQLite schema 15)",
+        include_str!("../sqlite/steps/15-run-history-index.sql"),
+    ),
 ];
 
 /// The table that holds the version.

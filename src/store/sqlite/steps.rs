@@ -403,4 +403,8 @@ pub const STEPS: &[(&str, &str)] = &[
         "the source of every row (state, runs, outputs), in every key",
         include_str!("steps/14-source.sql"),
     ),
+    (
+        "the run history indexed by processor and source",
+        include_str!("steps/15-run-history-index.sql"),
+    ),
 ];
