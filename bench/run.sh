@@ -94,6 +94,19 @@ sp() { "$BIN" --config "$CONFIG" --data-dir "$1" --db "$2" "${@:3}"; }
 fresh_db() { rm -f "$DB" "$DB"-wal "$DB"-shm; }
 sql() { python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])' "$@" 2>/dev/null || echo "?"; }
 files_of() { find "$1" -name '*.jsonl' -print0; }
+# A week of one-minute runs of usage in the history of database $1, as a
+# cron job's database holds after its first week: what every run reads and
+# prunes of it is part of an unchanged rerun.
+week_of_runs() {
+  python3 - "$1" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+minutes = [f"2026-01-{1 + i // 1440:02d}T{i // 60 % 24:02d}:{i % 60:02d}:00.000Z" for i in range(10080)]
+db.executemany("INSERT INTO runs (processor_name, started_at, finished_at, exit_code, source)"
+               " VALUES ('usage', ?1, ?1, 0, '')", [(m,) for m in minutes])
+db.commit()
+PY
+}
 megabytes() { find "$1" -name '*.jsonl' -printf '%s\n' | awk '{ s += $1 } END { printf "%.0f", s / 1048576 }'; }
 
 # Writes a corpus once: DIR, then gen_corpus's flags.
@@ -156,10 +169,11 @@ cold_figures() {
   printf '%-46s %8s MB per GB of transcripts  (informative)\n' "$name: database size" "$(awk -v d="$db_mb" -v m="$mb" 'BEGIN { printf "%.0f", d * 1024 / m }')"
   sleep 2   # past the racy window, as a cron tick would be
   sp "$data" "$DB" run usage
+  week_of_runs "$DB"
   rerun() { sp "$data" "$DB" run usage; }
   walk() { find "$data" -name '*.jsonl' -printf '%s %T@\n'; }
   RUNS=$SHORT_RUNS rounds rerun walk
-  report "$name: unchanged rerun" 1 "find -printf walk" 2 "<= 1.5x"
+  report "$name: unchanged rerun, a week of runs" 1 "find -printf walk" 2 "<= 1.5x"
 }
 
 DENSE=$WORK/dense
@@ -244,8 +258,9 @@ if [ "${BENCH_SKIP_100K:-}" != 1 ]; then
   sp "$WIDE" "$WORK/wide.db" run usage
   sleep 2
   sp "$WIDE" "$WORK/wide.db" run usage
+  week_of_runs "$WORK/wide.db"
   wide_walk() { find "$WIDE" -name '*.jsonl' -printf '%s %T@\n'; }
   wide_rerun() { sp "$WIDE" "$WORK/wide.db" run usage; }
   RUNS=$SHORT_RUNS rounds wide_rerun wide_walk
-  report "unchanged rerun, 100,000 files in 1,000 folders" 1 "find -printf walk" 2 "<= 1.5x"
+  report "unchanged rerun, 100,000 files, a week of runs" 1 "find -printf walk" 2 "<= 1.5x"
 fi
