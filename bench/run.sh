@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks sessionpipe against references measured in the same run, and
 # prints every figure as a ratio. Usage: bench/run.sh [WORK_DIR]
+# Unchanged reruns run with a week of one-minute runs in the run history.
 #
 # Two corpora of 2,000 transcripts each, written by examples/gen_corpus.rs:
 # a dense one (~300 tool uses per MiB, small tool results: the costliest
@@ -96,15 +97,22 @@ sql() { python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execu
 files_of() { find "$1" -name '*.jsonl' -print0; }
 # A week of one-minute runs of usage in the history of database $1, as a
 # cron job's database holds after its first week: what every run reads and
-# prunes of it is part of an unchanged rerun.
+# prunes of it is part of an unchanged rerun. They end a minute ago, older
+# than the runs already there both by time and by id.
 week_of_runs() {
   python3 - "$1" <<'PY'
-import sqlite3, sys
+import datetime, sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
-minutes = [f"2026-01-{1 + i // 1440:02d}T{i // 60 % 24:02d}:{i % 60:02d}:00.000Z" for i in range(10080)]
-db.executemany("INSERT INTO runs (processor_name, started_at, finished_at, exit_code, source)"
-               " VALUES ('usage', ?1, ?1, 0, '')", [(m,) for m in minutes])
+now = datetime.datetime.now(datetime.timezone.utc)
+runs = 10080
+def minute(i):
+    return (now - datetime.timedelta(minutes=runs - i)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+first = db.execute("SELECT coalesce(min(id), 1) FROM runs").fetchone()[0]
+db.executemany("INSERT INTO runs (id, processor_name, started_at, finished_at, exit_code, source)"
+               " VALUES (?1, 'usage', ?2, ?2, 0, '')",
+               [(first - runs + i, minute(i)) for i in range(runs)])
 db.commit()
+db.close()
 PY
 }
 megabytes() { find "$1" -name '*.jsonl' -printf '%s\n' | awk '{ s += $1 } END { printf "%.0f", s / 1048576 }'; }

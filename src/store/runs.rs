@@ -211,31 +211,55 @@ mod tests {
     use crate::report::{Report, SessionError};
 
     /// What a run, `run --due` and `state` ask of the history finds its rows
-    /// through an index, in order: after a week of one-minute ticks a scan
-    /// or a sort would read 10,080 runs each time.
+    /// through an index, constrained as far as the statement allows and in
+    /// its order: after a week of one-minute ticks a scan or a sort would
+    /// read 10,080 runs each time.
     #[test]
     fn the_history_is_read_through_its_indexes_without_a_sort() {
         let store = crate::store::Store::in_memory().unwrap();
         let db = store.db();
-        // Each statement with its index and its number of parameters.
+        let by_id = "runs_by_processor_id (processor_name=? AND source=?";
+        // Each statement with the search it must make and its number of
+        // parameters.
         let wanted = [
             (
                 OLDEST_KEPT.to_owned(),
-                "COVERING INDEX runs_by_processor_id",
+                format!("COVERING INDEX {by_id})"),
                 3,
             ),
-            (FORGET[0].to_owned(), "INDEX runs_by_processor_id", 3),
-            (FORGET[1].to_owned(), "INDEX runs_by_processor_id", 3),
-            (last_sql(), "INDEX runs_by_processor_id", 2),
+            (
+                FORGET[0].to_owned(),
+                format!("COVERING INDEX {by_id} AND id<?)"),
+                3,
+            ),
+            (
+                FORGET[1].to_owned(),
+                format!("COVERING INDEX {by_id} AND id<?)"),
+                3,
+            ),
+            (last_sql(), format!("INDEX {by_id})"), 2),
             (
                 latest_sql("started_at"),
-                "COVERING INDEX runs_by_processor ",
+                "COVERING INDEX runs_by_processor (processor_name=? AND source=?)".into(),
                 2,
             ),
-            (PROCESSED_SINCE.to_owned(), "INDEX runs_by_processor ", 3),
-            (LAST_FINISHED.to_owned(), "INDEX runs_by_processor ", 2),
+            (
+                latest_sql("finished_at"),
+                "COVERING INDEX runs_by_processor_finished (processor_name=? AND source=?)".into(),
+                2,
+            ),
+            (
+                PROCESSED_SINCE.to_owned(),
+                "INDEX runs_by_processor (processor_name=? AND source=? AND started_at>?)".into(),
+                3,
+            ),
+            (
+                LAST_FINISHED.to_owned(),
+                "INDEX runs_by_processor (processor_name=? AND source=?)".into(),
+                2,
+            ),
         ];
-        for (sql, index, params) in wanted {
+        for (sql, search, params) in wanted {
             let values = args!["usage", "", ""];
             let plan = db
                 .rows(
@@ -245,9 +269,12 @@ mod tests {
                 )
                 .unwrap()
                 .join("; ");
-            assert!(plan.contains(index), "{sql}\n{plan}");
             assert!(
-                !plan.contains("SCAN runs") && !plan.contains("TEMP B-TREE"),
+                plan.contains(&format!("SEARCH runs USING {search}")),
+                "{sql}\n{plan}"
+            );
+            assert!(
+                !plan.contains("SCAN ") && !plan.contains("TEMP B-TREE"),
                 "{sql}\n{plan}"
             );
         }
