@@ -261,14 +261,7 @@ mod tests {
         ];
         for (sql, search, params) in wanted {
             let values = args!["usage", "", ""];
-            let plan = db
-                .rows(
-                    &format!("EXPLAIN QUERY PLAN {sql}"),
-                    &values[..params],
-                    |r| r.get::<String>(3),
-                )
-                .unwrap()
-                .join("; ");
+            let plan = db.plan(&sql, &values[..params]).unwrap();
             assert!(
                 plan.contains(&format!("SEARCH runs USING {search}")),
                 "{sql}\n{plan}"

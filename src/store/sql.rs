@@ -275,6 +275,16 @@ impl<'d> dyn Db + 'd {
         }
     }
 
+    /// How SQLite would run `sql`: its `EXPLAIN QUERY PLAN` details,
+    /// joined by `; `, for tests that hold a statement to its index.
+    #[cfg(test)]
+    pub fn plan(&self, sql: &str, params: &[&dyn Param]) -> Result<String> {
+        let details = self.rows(&format!("EXPLAIN QUERY PLAN {sql}"), params, |r| {
+            r.get::<String>(3)
+        })?;
+        Ok(details.join("; "))
+    }
+
     /// Starts a transaction, rolled back unless committed.
     pub fn transaction(&self) -> Result<Tx<'_, 'd>> {
         self.begin()?;

@@ -274,18 +274,6 @@ mod tests {
     use super::*;
     use crate::processor::usage::rows::{CLEARED, clear_sql};
 
-    /// The plan of `sql` as SQLite gives it.
-    fn plan(db: &dyn Db, sql: &str) -> String {
-        let details = db
-            .rows(
-                &format!("EXPLAIN QUERY PLAN {sql}"),
-                args!["u/s.jsonl", ""],
-                |r| r.get::<String>(3),
-            )
-            .unwrap();
-        details.join("; ")
-    }
-
     /// What a write runs for every session finds the session's rows through
     /// an index: a scan would cost a pass over the table per session.
     #[test]
@@ -308,7 +296,7 @@ mod tests {
         ];
         wanted.extend(CLEARED.iter().map(|t| clear_sql(t)).zip(by_table));
         for (sql, index) in wanted {
-            let plan = plan(db, &sql);
+            let plan = db.plan(&sql, args!["u/s.jsonl", ""]).unwrap();
             assert!(plan.contains(index), "{sql}\n{plan}");
             assert!(!plan.contains("SCAN usage_"), "{sql}\n{plan}");
         }
