@@ -112,8 +112,8 @@ pub struct ReportArgs {
     #[arg(long, value_name = "DATE")]
     pub until: Option<chrono::NaiveDate>,
     /// The time zone days, weeks and months are counted in (IANA name).
-    #[arg(long, value_name = "ZONE", default_value = "UTC")]
-    pub tz: chrono_tz::Tz,
+    #[arg(long, value_name = "ZONE", default_value = "UTC", value_parser = zone)]
+    pub tz: jiff::tz::TimeZone,
     /// Only the sessions of this user folder.
     #[arg(long, value_name = "KEY")]
     pub user: Option<String>,
@@ -123,6 +123,12 @@ pub struct ReportArgs {
     /// Print CSV with a header line on stdout.
     #[arg(long)]
     pub csv: bool,
+}
+
+/// A `--tz` value: an IANA zone name, from the tz database built in.
+pub(crate) fn zone(name: &str) -> Result<jiff::tz::TimeZone, String> {
+    jiff::tz::TimeZone::get(name)
+        .map_err(|_| format!("no time zone named {name:?} (an IANA name, e.g. Europe/Berlin)"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::args;
 use crate::store::sql::Db;
 use chrono::{DateTime, Datelike, NaiveDate};
-use chrono_tz::Tz;
+use jiff::tz::TimeZone;
 
 use crate::cli::{GroupBy, Period};
 
@@ -26,7 +26,7 @@ pub struct Query {
     pub by: BTreeSet<GroupBy>,
     pub since: Option<NaiveDate>,
     pub until: Option<NaiveDate>,
-    pub tz: Tz,
+    pub tz: TimeZone,
     /// A user folder key.
     pub user: Option<String>,
 }
@@ -123,7 +123,7 @@ pub fn spend(db: &dyn Db, q: &Query) -> anyhow::Result<Spend> {
                 cache_read_tokens: n(7)?,
                 cost_usd: r.get(8)?,
             };
-            let day = day_of(r.get::<Option<String>>(3)?.as_deref(), q.tz);
+            let day = day_of(r.get::<Option<String>>(3)?.as_deref(), &q.tz);
             let dated = q.since.is_some() || q.until.is_some() || q.period != Period::Session;
             let period = match (day, q.period) {
                 (_, Period::Session) if !dated => {
@@ -181,12 +181,17 @@ pub fn spend(db: &dyn Db, q: &Query) -> anyhow::Result<Spend> {
 }
 
 /// The day of a stored timestamp in `tz`.
-fn day_of(at: Option<&str>, tz: Tz) -> Option<NaiveDate> {
-    Some(
-        DateTime::parse_from_rfc3339(at?)
-            .ok()?
-            .with_timezone(&tz)
-            .date_naive(),
+fn day_of(at: Option<&str>, tz: &TimeZone) -> Option<NaiveDate> {
+    let at = DateTime::parse_from_rfc3339(at?).ok()?;
+    // A leap second (:60) counts as the second before it: jiff has none.
+    let nanos = i32::try_from(at.timestamp_subsec_nanos().min(999_999_999)).ok()?;
+    let day = tz
+        .to_datetime(jiff::Timestamp::new(at.timestamp(), nanos).ok()?)
+        .date();
+    NaiveDate::from_ymd_opt(
+        i32::from(day.year()),
+        u32::try_from(day.month()).ok()?,
+        u32::try_from(day.day()).ok()?,
     )
 }
 
@@ -205,4 +210,28 @@ pub fn unpriced_models(db: &dyn Db) -> anyhow::Result<Vec<String>> {
         &[],
         |r| r.get(0),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_day_is_the_zones_own_across_its_clock_changes() {
+        // Days as `TZ=Europe/Paris date -d <time> +%F` gives them (Paris
+        // moves to summer time on 2026-03-29 and back on 2026-10-25).
+        let paris = crate::cli::zone("Europe/Paris").unwrap();
+        for (at, day) in [
+            ("2026-03-28T23:30:00Z", "2026-03-29"),
+            ("2026-03-29T22:30:00Z", "2026-03-30"),
+            ("2026-10-24T22:30:00Z", "2026-10-25"),
+            ("2026-10-25T22:30:00Z", "2026-10-25"),
+            ("2016-12-31T23:59:60Z", "2017-01-01"),
+        ] {
+            assert_eq!(day_of(Some(at), &paris).unwrap().to_string(), day, "{at}");
+        }
+        assert_eq!(day_of(Some("yesterday"), &paris), None);
+        assert_eq!(day_of(None, &paris), None);
+        assert!(crate::cli::zone("Mars/Olympus").is_err());
+    }
 }

@@ -34,7 +34,7 @@ pub fn report(args: &ReportArgs, config: &Config, printer: &Printer) -> Result<i
         by: args.by.iter().copied().collect(),
         since: args.since,
         until: args.until,
-        tz: args.tz,
+        tz: args.tz.clone(),
         user: args.user.clone(),
     };
     let spend = spend::spend(store.db(), &query)?;
