@@ -12,27 +12,36 @@ use crate::processor::Spend;
 use crate::report::Report;
 
 /// Records that a run started, and which process it is (so that `state`
-/// can tell a run still going from one that died).
+/// can tell a run still going from one that died), and forgets the runs
+/// it puts beyond the last [`KEPT_RUNS`]: in one commit, at the start,
+/// which a run makes beside its walk, rather than at the end every run
+/// waits for (and which a run that dies never reaches).
 pub fn start(db: &dyn Db, processor: &str, started_at: DateTime<Utc>) -> Result<i64> {
-    db.one(
+    let tx = db.transaction()?;
+    let id = tx.one(
         "INSERT INTO runs (processor_name, started_at, pid, source) VALUES (?1, ?2, ?3, ?4)
          RETURNING id",
         args![
             processor,
             timestamp(started_at),
             std::process::id(),
-            db.source()
+            tx.source()
         ],
-    )
+    )?;
+    prune(&*tx, processor)?;
+    tx.commit()?;
+    Ok(id)
 }
 
 /// The per-session errors kept of one run, at most: a run where everything
 /// fails still writes a bounded history.
 const KEPT_ERRORS: usize = 1000;
 
+/// Records a run's figures and its errors, in one commit.
 pub fn finish(db: &dyn Db, id: i64, report: &Report, finished_at: DateTime<Utc>) -> Result<()> {
     let spend = report.spend.as_ref();
-    db.execute(
+    let tx = db.transaction()?;
+    tx.execute(
         "UPDATE runs SET finished_at = ?2, duration_ms = ?3, scanned = ?4, candidates = ?5,
              processed = ?6, skipped = ?7, capped = ?8, errors = ?9, quarantined = ?10,
              items_extracted = ?11, exit_code = ?12, llm_calls = ?13, llm_input_tokens = ?14,
@@ -61,12 +70,14 @@ pub fn finish(db: &dyn Db, id: i64, report: &Report, finished_at: DateTime<Utc>)
             spend.map(|s| sql_int(s.unpriced_calls)),
         ],
     )?;
-    let mut insert =
-        db.prepare("INSERT INTO run_errors (run_id, session_file, error) VALUES (?1, ?2, ?3)")?;
-    for e in report.errors_detail.iter().take(KEPT_ERRORS) {
-        insert.execute(args![id, e.session, e.error])?;
+    if !report.errors_detail.is_empty() {
+        let mut insert =
+            tx.prepare("INSERT INTO run_errors (run_id, session_file, error) VALUES (?1, ?2, ?3)")?;
+        for e in report.errors_detail.iter().take(KEPT_ERRORS) {
+            insert.execute(args![id, e.session, e.error])?;
+        }
     }
-    prune(db, &report.processor)
+    tx.commit()
 }
 
 /// Runs kept per processor: a run a minute for a week.
@@ -84,7 +95,8 @@ const FORGET: [&str; 2] = [
     "DELETE FROM runs WHERE source = ?3 AND processor_name = ?1 AND id < ?2",
 ];
 
-/// Forgets the runs (and their errors) beyond the last [`KEPT_RUNS`].
+/// Forgets the runs (and their errors) beyond the last [`KEPT_RUNS`],
+/// the one just started among them.
 fn prune(db: &dyn Db, processor: &str) -> Result<()> {
     let oldest_kept: Option<i64> =
         db.one(OLDEST_KEPT, args![processor, KEPT_RUNS - 1, db.source()])?;
@@ -287,6 +299,17 @@ mod tests {
         ))
         .unwrap();
         let id = start(conn, "usage", now).unwrap();
+        let count = |sql: &str| -> i64 { conn.one(sql, &[]).unwrap() };
+        // Forgotten when the next run starts: a run that then dies has
+        // pruned all the same.
+        assert_eq!(
+            count("SELECT count(*) FROM runs WHERE processor_name = 'usage'"),
+            KEPT_RUNS
+        );
+        assert_eq!(
+            count("SELECT min(id) FROM runs WHERE processor_name = 'usage'"),
+            2
+        );
         let report = Report {
             processor: "usage".into(),
             errors_detail: vec![SessionError {
@@ -296,7 +319,6 @@ mod tests {
             ..Report::default()
         };
         finish(conn, id, &report, now).unwrap();
-        let count = |sql: &str| -> i64 { conn.one(sql, &[]).unwrap() };
         assert_eq!(
             count("SELECT count(*) FROM runs WHERE processor_name = 'usage'"),
             KEPT_RUNS
