@@ -46,12 +46,17 @@ pub struct SessionFile {
     /// `<user>/<file>.jsonl`, or `<user>/<session>/subagents/agent-<id>.jsonl`
     /// for a subagent's transcript: the file's name in every table.
     pub name: String,
-    /// The user folder's name.
-    pub user: String,
     pub path: PathBuf,
     pub stat: Stat,
     /// Device, to check that the file opened later is the one scanned.
     pub dev: u64,
+}
+
+impl SessionFile {
+    /// The user folder's name.
+    pub fn user(&self) -> &str {
+        user_of(&self.name)
+    }
 }
 
 /// What a scan found.
@@ -177,12 +182,7 @@ fn scan_user(
             continue;
         }
         if let Some(meta) = no_link(&entry, &path, "file", printer).filter(|m| m.is_file()) {
-            found.push(SessionFile::new(
-                format!("{user}/{name}"),
-                user,
-                path,
-                &meta,
-            ));
+            found.push(SessionFile::new(joined(user, &name), path, &meta));
         }
     }
     Ok(())
@@ -237,14 +237,26 @@ fn scan_subagents(
         ..
     } in entries
     {
-        let name = format!("{prefix}{file}");
+        let name = joined(&prefix, &file);
         if subagent(&name).is_none() {
             continue;
         }
         if let Some(meta) = no_link(&entry, &path, "file", printer).filter(|m| m.is_file()) {
-            found.push(SessionFile::new(name, user, path, &meta));
+            found.push(SessionFile::new(name, path, &meta));
         }
     }
+}
+
+/// `<folder>/<name>`, or `<prefix><name>` for a prefix that ends in `/`:
+/// one allocation, without the formatting machinery (a walk makes one per
+/// file).
+fn joined(folder: &str, name: &str) -> String {
+    let slash = if folder.ends_with('/') { "" } else { "/" };
+    let mut out = String::with_capacity(folder.len() + slash.len() + name.len());
+    out.push_str(folder);
+    out.push_str(slash);
+    out.push_str(name);
+    out
 }
 
 /// The user folder a session file's name (`<user>/...`) is in.
@@ -322,10 +334,9 @@ struct Listed {
 }
 
 impl SessionFile {
-    fn new(name: String, user: &str, path: PathBuf, meta: &std::fs::Metadata) -> SessionFile {
+    fn new(name: String, path: PathBuf, meta: &std::fs::Metadata) -> SessionFile {
         SessionFile {
             name,
-            user: user.to_owned(),
             path,
             stat: Stat::of(meta),
             dev: meta.dev(),

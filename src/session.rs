@@ -151,7 +151,7 @@ impl<'a> Session<'a> {
     pub fn new(file: &'a SessionFile, digest: Option<&'a Digest>) -> Session<'a> {
         Session {
             name: &file.name,
-            user: &file.user,
+            user: file.user(),
             path: &file.path,
             digest,
             dev: file.dev,

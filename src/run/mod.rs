@@ -323,7 +323,7 @@ fn sharded(ctx: &Context, scan: scan::Scan, mut rows: Rows) -> Surveyed {
             })
             .collect();
         rows = mine;
-        scan.files.retain(|f| shard.contains(&f.user));
+        scan.files.retain(|f| shard.contains(f.user()));
         scan.problems
             .retain(|(folder, _)| shard.contains(scan::user_of(folder)));
     }
@@ -346,7 +346,7 @@ fn note_seen(
     let new: Vec<(&str, &str)> = files
         .iter()
         .filter(|f| !rows.contains_key(&f.name))
-        .map(|f| (f.name.as_str(), f.user.as_str()))
+        .map(|f| (f.name.as_str(), f.user()))
         .collect();
     let waiting: Vec<&str> = settling
         .iter()

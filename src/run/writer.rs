@@ -97,7 +97,7 @@ impl<'a> Writer<'a> {
         RowId {
             processor: self.ctx.processor.name(),
             session_file: &file.name,
-            username: &file.user,
+            username: file.user(),
         }
     }
 

@@ -123,7 +123,6 @@ fn scanned(content: &[u8]) -> (tempfile::TempDir, SessionFile) {
     let meta = std::fs::metadata(&path).unwrap();
     let file = SessionFile {
         name: "u/s.jsonl".into(),
-        user: "u".into(),
         path,
         stat: crate::scan::Stat::of(&meta),
         dev: meta.dev(),
