@@ -180,6 +180,19 @@ impl dyn Row + '_ {
     pub fn get<T: FromValue>(&self, i: usize) -> Result<T> {
         T::from_value(self.value(i)?).map_err(|e| anyhow!("column {}: {e}", self.name(i)))
     }
+
+    /// Column `i` as text borrowed from the row, `None` for NULL: for text
+    /// that is only looked at, not kept.
+    pub fn text(&self, i: usize) -> Result<Option<&str>> {
+        match self.value(i)? {
+            Value::Null => Ok(None),
+            Value::Text(t) => Ok(Some(t)),
+            other => Err(anyhow!(
+                "column {}: expected text, found {other:?}",
+                self.name(i)
+            )),
+        }
+    }
 }
 
 /// A statement prepared once and run many times (a writer's inserts).

@@ -47,15 +47,15 @@ fn from_row(r: &dyn SqlRow) -> Result<(String, Row)> {
         }),
         _ => None,
     };
-    let time = |i: usize| -> Result<Option<DateTime<Utc>>> {
-        Ok(r.get::<Option<String>>(i)?
-            .as_deref()
-            .and_then(parse_timestamp))
-    };
+    let time =
+        |i: usize| -> Result<Option<DateTime<Utc>>> { Ok(r.text(i)?.and_then(parse_timestamp)) };
     Ok((
         r.get::<String>(0)?,
         Row {
-            status: Status::parse(&r.get::<String>(1)?),
+            status: Status::parse(
+                r.text(1)?
+                    .ok_or_else(|| anyhow::anyhow!("column status: no status"))?,
+            ),
             processor_version: r.get(2)?,
             file_hash: r.get(3)?,
             bytes: u64::try_from(r.get::<i64>(12)?).unwrap_or(0),
@@ -69,8 +69,8 @@ fn from_row(r: &dyn SqlRow) -> Result<(String, Row)> {
             // Text that is no time (a hand edit): the wait is over, so
             // that it cannot restart on every run.
             waiting_since: r
-                .get::<Option<String>>(14)?
-                .map(|text| parse_timestamp(&text).unwrap_or(DateTime::<Utc>::MIN_UTC)),
+                .text(14)?
+                .map(|text| parse_timestamp(text).unwrap_or(DateTime::<Utc>::MIN_UTC)),
         },
     ))
 }
