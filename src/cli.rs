@@ -111,7 +111,8 @@ pub struct ReportArgs {
     /// Requests on or before this date (YYYY-MM-DD, in --tz).
     #[arg(long, value_name = "DATE")]
     pub until: Option<chrono::NaiveDate>,
-    /// The time zone days, weeks and months are counted in (IANA name).
+    /// The time zone days, weeks and months are counted in (IANA name, any
+    /// case).
     #[arg(long, value_name = "ZONE", default_value = "UTC", value_parser = zone)]
     pub tz: jiff::tz::TimeZone,
     /// Only the sessions of this user folder.
@@ -125,10 +126,16 @@ pub struct ReportArgs {
     pub csv: bool,
 }
 
-/// A `--tz` value: an IANA zone name, from the tz database built in.
+/// A `--tz` value: an IANA zone name, in any case, from the tz database
+/// built in. The database's placeholders (`Factory`, `Etc/Unknown`) are
+/// refused: they would count days in UTC under another name.
 pub(crate) fn zone(name: &str) -> Result<jiff::tz::TimeZone, String> {
-    jiff::tz::TimeZone::get(name)
-        .map_err(|_| format!("no time zone named {name:?} (an IANA name, e.g. Europe/Berlin)"))
+    let refused = || "not a zone of the tz database (an IANA name, e.g. Europe/Berlin)".to_owned();
+    let tz = jiff::tz::TimeZone::get(name).map_err(|_| refused())?;
+    if tz.is_unknown() || name.eq_ignore_ascii_case("Factory") {
+        return Err(refused());
+    }
+    Ok(tz)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -52,13 +52,6 @@ pub struct SessionFile {
     pub dev: u64,
 }
 
-impl SessionFile {
-    /// The user folder's name.
-    pub fn user(&self) -> &str {
-        user_of(&self.name)
-    }
-}
-
 /// What a scan found.
 #[derive(Debug, Default, Clone)]
 pub struct Scan {
@@ -182,7 +175,9 @@ fn scan_user(
             continue;
         }
         if let Some(meta) = no_link(&entry, &path, "file", printer).filter(|m| m.is_file()) {
-            found.push(SessionFile::new(joined(user, &name), path, &meta));
+            // One allocation, without the formatting machinery: a walk
+            // joins a name per file.
+            found.push(SessionFile::new([user, "/", &name].concat(), path, &meta));
         }
     }
     Ok(())
@@ -237,7 +232,7 @@ fn scan_subagents(
         ..
     } in entries
     {
-        let name = joined(&prefix, &file);
+        let name = [prefix.as_str(), &file].concat();
         if subagent(&name).is_none() {
             continue;
         }
@@ -245,18 +240,6 @@ fn scan_subagents(
             found.push(SessionFile::new(name, path, &meta));
         }
     }
-}
-
-/// `<folder>/<name>`, or `<prefix><name>` for a prefix that ends in `/`:
-/// one allocation, without the formatting machinery (a walk makes one per
-/// file).
-fn joined(folder: &str, name: &str) -> String {
-    let slash = if folder.ends_with('/') { "" } else { "/" };
-    let mut out = String::with_capacity(folder.len() + slash.len() + name.len());
-    out.push_str(folder);
-    out.push_str(slash);
-    out.push_str(name);
-    out
 }
 
 /// The user folder a session file's name (`<user>/...`) is in.
@@ -334,6 +317,11 @@ struct Listed {
 }
 
 impl SessionFile {
+    /// The user folder's name.
+    pub fn user(&self) -> &str {
+        user_of(&self.name)
+    }
+
     fn new(name: String, path: PathBuf, meta: &std::fs::Metadata) -> SessionFile {
         SessionFile {
             name,
@@ -360,4 +348,45 @@ fn no_link(
         return None;
     }
     Some(meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::printer::Level;
+
+    #[test]
+    fn a_found_file_is_named_and_owned_by_the_user_folder_it_is_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for file in [
+            "alice/one.jsonl",
+            "alice/one/subagents/agent-7.jsonl",
+            "bob.smith/two.jsonl",
+            "bob.smith/two/subagents/agent-a-b.jsonl",
+        ] {
+            let path = root.join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, "{}\n").unwrap();
+        }
+        let found = scan(root, &Printer::new(Level::Quiet)).unwrap();
+        let names: Vec<(&str, &str)> = found
+            .files
+            .iter()
+            .map(|f| (f.name.as_str(), f.user()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("alice/one.jsonl", "alice"),
+                ("alice/one/subagents/agent-7.jsonl", "alice"),
+                ("bob.smith/two.jsonl", "bob.smith"),
+                ("bob.smith/two/subagents/agent-a-b.jsonl", "bob.smith"),
+            ]
+        );
+        for f in &found.files {
+            let canonical = std::fs::canonicalize(root).unwrap();
+            assert_eq!(f.path, canonical.join(&f.name));
+        }
+    }
 }

@@ -123,7 +123,7 @@ pub fn spend(db: &dyn Db, q: &Query) -> anyhow::Result<Spend> {
                 cache_read_tokens: n(7)?,
                 cost_usd: r.get(8)?,
             };
-            let day = day_of(r.get::<Option<String>>(3)?.as_deref(), &q.tz);
+            let day = day_of(r.text(3)?, &q.tz);
             let dated = q.since.is_some() || q.until.is_some() || q.period != Period::Session;
             let period = match (day, q.period) {
                 (_, Period::Session) if !dated => {
@@ -180,13 +180,13 @@ pub fn spend(db: &dyn Db, q: &Query) -> anyhow::Result<Spend> {
     Ok(out)
 }
 
-/// The day of a stored timestamp in `tz`.
+/// The day of a stored timestamp in `tz` (`None` past what jiff counts, the
+/// year 9999). Zones are whole seconds off UTC: the second decides the day
+/// (a leap second's, :60, is the one before it).
 fn day_of(at: Option<&str>, tz: &TimeZone) -> Option<NaiveDate> {
     let at = DateTime::parse_from_rfc3339(at?).ok()?;
-    // A leap second (:60) counts as the second before it: jiff has none.
-    let nanos = i32::try_from(at.timestamp_subsec_nanos().min(999_999_999)).ok()?;
     let day = tz
-        .to_datetime(jiff::Timestamp::new(at.timestamp(), nanos).ok()?)
+        .to_datetime(jiff::Timestamp::from_second(at.timestamp()).ok()?)
         .date();
     NaiveDate::from_ymd_opt(
         i32::from(day.year()),
@@ -232,6 +232,9 @@ mod tests {
         }
         assert_eq!(day_of(Some("yesterday"), &paris), None);
         assert_eq!(day_of(None, &paris), None);
-        assert!(crate::cli::zone("Mars/Olympus").is_err());
+        for refused in ["Mars/Olympus", "Etc/Unknown", "Factory", "factory", ""] {
+            assert!(crate::cli::zone(refused).is_err(), "{refused}");
+        }
+        assert!(crate::cli::zone("europe/paris").is_ok());
     }
 }

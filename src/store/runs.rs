@@ -15,7 +15,8 @@ use crate::report::Report;
 /// can tell a run still going from one that died), and forgets the runs
 /// it puts beyond the last [`KEPT_RUNS`]: in one commit, at the start,
 /// which a run makes beside its walk, rather than at the end every run
-/// waits for (and which a run that dies never reaches).
+/// waits for (and which a run that dies never reaches). A database that
+/// cannot prune cannot record the run either: it does not begin.
 pub fn start(db: &dyn Db, processor: &str, started_at: DateTime<Utc>) -> Result<i64> {
     let tx = db.transaction()?;
     let id = tx.one(
@@ -37,7 +38,8 @@ pub fn start(db: &dyn Db, processor: &str, started_at: DateTime<Utc>) -> Result<
 /// fails still writes a bounded history.
 const KEPT_ERRORS: usize = 1000;
 
-/// Records a run's figures and its errors, in one commit.
+/// Records a run's figures and its errors, in one commit: an end that
+/// cannot be recorded whole leaves the run unfinished, as if it had died.
 pub fn finish(db: &dyn Db, id: i64, report: &Report, finished_at: DateTime<Utc>) -> Result<()> {
     let spend = report.spend.as_ref();
     let tx = db.transaction()?;
@@ -310,6 +312,14 @@ mod tests {
             count("SELECT min(id) FROM runs WHERE processor_name = 'usage'"),
             2
         );
+        assert_eq!(
+            count("SELECT count(*) FROM run_errors WHERE error = 'old'"),
+            0
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM runs WHERE processor_name = 'other'"),
+            1
+        );
         let report = Report {
             processor: "usage".into(),
             errors_detail: vec![SessionError {
@@ -320,20 +330,48 @@ mod tests {
         };
         finish(conn, id, &report, now).unwrap();
         assert_eq!(
-            count("SELECT count(*) FROM runs WHERE processor_name = 'usage'"),
-            KEPT_RUNS
-        );
-        assert_eq!(
-            count("SELECT count(*) FROM runs WHERE processor_name = 'other'"),
-            1
-        );
-        assert_eq!(
-            count("SELECT count(*) FROM run_errors WHERE error = 'old'"),
-            0
-        );
-        assert_eq!(
             last_errors(conn, "usage").unwrap(),
             [("u/a.jsonl".to_owned(), "boom".to_owned())]
+        );
+    }
+
+    /// A start that cannot prune records no run, and an end that cannot
+    /// keep its errors leaves the run unfinished: each is one commit.
+    #[test]
+    fn a_start_and_an_end_are_each_all_or_nothing() {
+        let store = crate::store::Store::in_memory().unwrap();
+        let conn = store.db();
+        let count = |sql: &str| -> i64 { conn.one(sql, &[]).unwrap() };
+        let now = Utc::now();
+        conn.batch(&format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {KEPT_RUNS})
+             INSERT INTO runs (processor_name, started_at) SELECT 'usage', '2026-01-01T00:00:00.000Z' FROM n;
+             CREATE TEMP TRIGGER no_prune BEFORE DELETE ON runs BEGIN SELECT RAISE(ABORT, 'no'); END;"
+        ))
+        .unwrap();
+        assert!(start(conn, "usage", now).is_err());
+        assert_eq!(count("SELECT count(*) FROM runs"), KEPT_RUNS);
+        conn.batch(
+            "DROP TRIGGER no_prune;
+             CREATE TEMP TRIGGER no_errors BEFORE INSERT ON run_errors
+                 BEGIN SELECT RAISE(ABORT, 'no'); END;",
+        )
+        .unwrap();
+        let id = start(conn, "usage", now).unwrap();
+        let report = Report {
+            processor: "usage".into(),
+            errors_detail: vec![SessionError {
+                session: "u/a.jsonl".into(),
+                error: "boom".into(),
+            }],
+            ..Report::default()
+        };
+        assert!(finish(conn, id, &report, now).is_err());
+        assert_eq!(
+            count(&format!(
+                "SELECT count(*) FROM runs WHERE id = {id} AND finished_at IS NULL"
+            )),
+            1
         );
     }
 }

@@ -52,10 +52,9 @@ fn from_row(r: &dyn SqlRow) -> Result<(String, Row)> {
     Ok((
         r.get::<String>(0)?,
         Row {
-            status: Status::parse(
-                r.text(1)?
-                    .ok_or_else(|| anyhow::anyhow!("column status: no status"))?,
-            ),
+            status: Status::parse(r.text(1)?.ok_or_else(|| {
+                anyhow::anyhow!("column {}: expected text, found Null", r.name(1))
+            })?),
             processor_version: r.get(2)?,
             file_hash: r.get(3)?,
             bytes: u64::try_from(r.get::<i64>(12)?).unwrap_or(0),
