@@ -384,8 +384,8 @@ mod tests {
                 ("bob.smith/two/subagents/agent-a-b.jsonl", "bob.smith"),
             ]
         );
+        let canonical = std::fs::canonicalize(root).unwrap();
         for f in &found.files {
-            let canonical = std::fs::canonicalize(root).unwrap();
             assert_eq!(f.path, canonical.join(&f.name));
         }
     }

@@ -287,6 +287,18 @@ mod tests {
         }
     }
 
+    /// A usage run's report with one session's error.
+    fn one_error() -> Report {
+        Report {
+            processor: "usage".into(),
+            errors_detail: vec![SessionError {
+                session: "u/a.jsonl".into(),
+                error: "boom".into(),
+            }],
+            ..Report::default()
+        }
+    }
+
     #[test]
     fn history_keeps_the_last_runs_and_their_errors_only() {
         let store = crate::store::Store::in_memory().unwrap();
@@ -320,15 +332,7 @@ mod tests {
             count("SELECT count(*) FROM runs WHERE processor_name = 'other'"),
             1
         );
-        let report = Report {
-            processor: "usage".into(),
-            errors_detail: vec![SessionError {
-                session: "u/a.jsonl".into(),
-                error: "boom".into(),
-            }],
-            ..Report::default()
-        };
-        finish(conn, id, &report, now).unwrap();
+        finish(conn, id, &one_error(), now).unwrap();
         assert_eq!(
             last_errors(conn, "usage").unwrap(),
             [("u/a.jsonl".to_owned(), "boom".to_owned())]
@@ -358,15 +362,7 @@ mod tests {
         )
         .unwrap();
         let id = start(conn, "usage", now).unwrap();
-        let report = Report {
-            processor: "usage".into(),
-            errors_detail: vec![SessionError {
-                session: "u/a.jsonl".into(),
-                error: "boom".into(),
-            }],
-            ..Report::default()
-        };
-        assert!(finish(conn, id, &report, now).is_err());
+        assert!(finish(conn, id, &one_error(), now).is_err());
         assert_eq!(
             count(&format!(
                 "SELECT count(*) FROM runs WHERE id = {id} AND finished_at IS NULL"
