@@ -13,10 +13,11 @@ use crate::report::Report;
 
 /// Records that a run started, and which process it is (so that `state`
 /// can tell a run still going from one that died), and forgets the runs
-/// it puts beyond the last [`KEPT_RUNS`]: in one commit, at the start,
-/// which a run makes beside its walk, rather than at the end every run
-/// waits for (and which a run that dies never reaches). A database that
-/// cannot prune cannot record the run either: it does not begin.
+/// beyond the last [`KEPT_RUNS`] once [`PRUNE_BATCH`] more have gathered:
+/// in one commit, at the start, which a run makes beside its walk, rather
+/// than at the end every run waits for (and which a run that dies never
+/// reaches). A database that cannot prune cannot record the run either: it
+/// does not begin.
 pub fn start(db: &dyn Db, processor: &str, started_at: DateTime<Utc>) -> Result<i64> {
     let tx = db.transaction()?;
     let id = tx.one(
@@ -29,7 +30,7 @@ pub fn start(db: &dyn Db, processor: &str, started_at: DateTime<Utc>) -> Result<
             tx.source()
         ],
     )?;
-    prune(&*tx, processor)?;
+    prune(&*tx, processor, id)?;
     tx.commit()?;
     Ok(id)
 }
@@ -85,8 +86,19 @@ pub fn finish(db: &dyn Db, id: i64, report: &Report, finished_at: DateTime<Utc>)
 /// Runs kept per processor: a run a minute for a week.
 const KEPT_RUNS: i64 = 10_080;
 
-/// The id of the oldest run kept (`?2` newer ones before it). Every run
-/// asks, so it must read the ids of an index, not a week of runs.
+/// Runs beyond [`KEPT_RUNS`] that may gather before they are forgotten. To
+/// find the oldest run kept, a prune steps through a week of index entries,
+/// as much as the rest of an unchanged run's start; in batches, a
+/// one-minute job pays that once an hour instead of every minute.
+const PRUNE_BATCH: i64 = 64;
+
+/// The oldest run's id. With the newest's, it bounds the number of runs
+/// between them (ids only grow, other processors' runs take some), so it
+/// tells at the cost of one seek that no prune is due.
+const OLDEST: &str = "SELECT min(id) FROM runs WHERE source = ?2 AND processor_name = ?1";
+
+/// The id of the oldest run kept (`?2` newer ones before it): read from the
+/// ids of an index, not from a week of runs.
 const OLDEST_KEPT: &str = "SELECT id FROM runs WHERE source = ?3 AND processor_name = ?1
      ORDER BY id DESC LIMIT 1 OFFSET ?2";
 
@@ -97,9 +109,14 @@ const FORGET: [&str; 2] = [
     "DELETE FROM runs WHERE source = ?3 AND processor_name = ?1 AND id < ?2",
 ];
 
-/// Forgets the runs (and their errors) beyond the last [`KEPT_RUNS`],
-/// the one just started among them.
-fn prune(db: &dyn Db, processor: &str) -> Result<()> {
+/// Forgets the runs (and their errors) beyond the last [`KEPT_RUNS`], the
+/// one just started among them, once the history may hold [`PRUNE_BATCH`]
+/// more: it never holds more than `KEPT_RUNS + PRUNE_BATCH - 1` runs.
+fn prune(db: &dyn Db, processor: &str, newest: i64) -> Result<()> {
+    let oldest: Option<i64> = db.one(OLDEST, args![processor, db.source()])?;
+    if oldest.is_none_or(|oldest| newest.saturating_sub(oldest) < KEPT_RUNS + PRUNE_BATCH - 1) {
+        return Ok(());
+    }
     let oldest_kept: Option<i64> =
         db.one(OLDEST_KEPT, args![processor, KEPT_RUNS - 1, db.source()])?;
     if let Some(id) = oldest_kept {
@@ -236,6 +253,7 @@ mod tests {
         // Each statement with the search it must make and its number of
         // parameters.
         let wanted = [
+            (OLDEST.to_owned(), format!("COVERING INDEX {by_id})"), 2),
             (
                 OLDEST_KEPT.to_owned(),
                 format!("COVERING INDEX {by_id})"),
@@ -304,25 +322,29 @@ mod tests {
         let store = crate::store::Store::in_memory().unwrap();
         let conn = store.db();
         let now = Utc::now();
+        // Runs 1 to the last that may gather before a prune, less one.
+        let most = KEPT_RUNS + PRUNE_BATCH - 1;
         conn.batch(&format!(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {KEPT_RUNS})
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {most} - 1)
              INSERT INTO runs (processor_name, started_at, finished_at)
              SELECT 'usage', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:01.000Z' FROM n;
-             INSERT INTO run_errors (run_id, session_file, error) VALUES (1, 'u/old.jsonl', 'old');
-             INSERT INTO runs (processor_name, started_at) VALUES ('other', '2026-01-01T00:00:00.000Z');"
+             INSERT INTO run_errors (run_id, session_file, error) VALUES (1, 'u/old.jsonl', 'old');"
         ))
         .unwrap();
-        let id = start(conn, "usage", now).unwrap();
         let count = |sql: &str| -> i64 { conn.one(sql, &[]).unwrap() };
+        let usage = "SELECT count(*) FROM runs WHERE processor_name = 'usage'";
+        start(conn, "usage", now).unwrap();
+        assert_eq!(count(usage), most, "a batch gathers before a prune");
+        conn.batch("INSERT INTO runs (processor_name, started_at) VALUES ('other', '2026-01-01T00:00:00.000Z');")
+            .unwrap();
+        let id = start(conn, "usage", now).unwrap();
         // Forgotten when the next run starts: a run that then dies has
-        // pruned all the same.
-        assert_eq!(
-            count("SELECT count(*) FROM runs WHERE processor_name = 'usage'"),
-            KEPT_RUNS
-        );
+        // pruned all the same. The newest run and the KEPT_RUNS - 1 before
+        // it stay, the other processor's run between them not counted.
+        assert_eq!(count(usage), KEPT_RUNS);
         assert_eq!(
             count("SELECT min(id) FROM runs WHERE processor_name = 'usage'"),
-            2
+            most - KEPT_RUNS + 2
         );
         assert_eq!(
             count("SELECT count(*) FROM run_errors WHERE error = 'old'"),
@@ -347,14 +369,16 @@ mod tests {
         let conn = store.db();
         let count = |sql: &str| -> i64 { conn.one(sql, &[]).unwrap() };
         let now = Utc::now();
+        // As many runs as gather before a prune: the next start prunes.
+        let most = KEPT_RUNS + PRUNE_BATCH - 1;
         conn.batch(&format!(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {KEPT_RUNS})
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {most})
              INSERT INTO runs (processor_name, started_at) SELECT 'usage', '2026-01-01T00:00:00.000Z' FROM n;
              CREATE TEMP TRIGGER no_prune BEFORE DELETE ON runs BEGIN SELECT RAISE(ABORT, 'no'); END;"
         ))
         .unwrap();
         assert!(start(conn, "usage", now).is_err());
-        assert_eq!(count("SELECT count(*) FROM runs"), KEPT_RUNS);
+        assert_eq!(count("SELECT count(*) FROM runs"), most);
         conn.batch(
             "DROP TRIGGER no_prune;
              CREATE TEMP TRIGGER no_errors BEFORE INSERT ON run_errors
