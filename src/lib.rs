@@ -30,6 +30,7 @@ pub mod session;
 pub mod shard;
 pub mod signals;
 pub mod spend;
+pub mod state_rows;
 pub mod store;
 pub mod texts;
 pub mod transcript;

@@ -43,6 +43,7 @@ use crate::processor::{Processor, Spend};
 use crate::report::{Report, SessionError};
 use crate::scan::{self, SessionFile};
 use crate::shard::Shard;
+use crate::state_rows::Rows;
 use crate::store::{Store, runs, state, timestamp};
 use crate::verdict::{self, Row};
 
@@ -201,12 +202,13 @@ fn execute(
             error: why,
         });
     }
-    let moves = moves::Moves::new(rows.iter().chain(&elsewhere));
+    let moves = moves::Moves::new(rows.iter().chain(elsewhere.iter()));
     let now = Utc::now();
     let version = ctx.processor.version();
+    let mut cursor = rows.cursor();
     let candidates: Vec<(&SessionFile, Option<&Row>)> = files
         .iter()
-        .map(|f| (f, rows.get(&f.name)))
+        .map(|f| (f, cursor.get(&f.name)))
         .filter(|(f, row)| {
             verdict::must_read(*row, &f.stat, version, now, ctx.opts.fragment_settle)
         })
@@ -300,7 +302,7 @@ fn begin_and_survey(
 /// (see [`moves::Moves`]).
 fn sharded(ctx: &Context, scan: scan::Scan, mut rows: Rows) -> Surveyed {
     let mut scan = scan.for_processor(ctx.processor);
-    let mut elsewhere = Rows::new();
+    let mut elsewhere = Rows::default();
     if let Some(shard) = ctx.opts.shard {
         // Another shard's folders are not this run's to process, to find
         // gone or to report.
@@ -311,7 +313,7 @@ fn sharded(ctx: &Context, scan: scan::Scan, mut rows: Rows) -> Surveyed {
                 .iter()
                 .any(|(folder, _)| name.starts_with(folder.as_str()))
         };
-        let (mine, others): (Rows, Rows) = rows
+        let (mine, others): (Vec<_>, Vec<_>) = rows
             .into_iter()
             .partition(|(name, _)| shard.contains(scan::user_of(name)));
         elsewhere = others
@@ -322,16 +324,13 @@ fn sharded(ctx: &Context, scan: scan::Scan, mut rows: Rows) -> Surveyed {
                 (name, row)
             })
             .collect();
-        rows = mine;
+        rows = mine.into_iter().collect();
         scan.files.retain(|f| shard.contains(f.user()));
         scan.problems
             .retain(|(folder, _)| shard.contains(scan::user_of(folder)));
     }
     (scan, rows, elsewhere)
 }
-
-/// State rows by session file.
-type Rows = std::collections::HashMap<String, Row>;
 
 /// Notes the files no run has seen before, so that `state --check` can tell
 /// how long they have waited, and when the files that wait to settle began
@@ -340,17 +339,18 @@ fn note_seen(
     store: &mut Store,
     processor: &str,
     files: &[SessionFile],
-    rows: &std::collections::HashMap<String, Row>,
+    rows: &Rows,
     settling: &[&str],
 ) -> Result<()> {
+    let mut cursor = rows.cursor();
     let new: Vec<(&str, &str)> = files
         .iter()
-        .filter(|f| !rows.contains_key(&f.name))
+        .filter(|f| cursor.index(&f.name).is_none())
         .map(|f| (f.name.as_str(), f.user()))
         .collect();
     let waiting: Vec<&str> = settling
         .iter()
-        .filter(|f| rows.get(**f).is_none_or(|r| r.waiting_since.is_none()))
+        .filter(|f| rows.get(f).is_none_or(|r| r.waiting_since.is_none()))
         .copied()
         .collect();
     if !new.is_empty() || !waiting.is_empty() {

@@ -4,13 +4,14 @@
 //! replaces it in the same transaction, so that the tables are those of a
 //! fresh run over the tree as it now is: counted once, under the new name.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use anyhow::Result;
 
 use crate::exit;
 use crate::scan::SessionFile;
 use crate::session::Digest;
+use crate::state_rows::Rows;
 use crate::store::sql::Db;
 use crate::store::state;
 use crate::verdict::{self, Row, Status, Vanished};
@@ -24,21 +25,28 @@ pub fn mark_vanished(
     processor: &str,
     files: &[SessionFile],
     unlisted: &[&str],
-    rows: &mut HashMap<String, Row>,
+    rows: &mut Rows,
     commit: bool,
 ) -> Result<()> {
-    let mut present: HashSet<&str> = HashSet::with_capacity(files.len());
-    present.extend(files.iter().map(|f| f.name.as_str()));
+    // Which rows a file was found for, by their place in name order.
+    let mut found = vec![false; rows.len()];
+    let mut cursor = rows.cursor();
+    for f in files {
+        if let Some(seen) = cursor.index(&f.name).and_then(|i| found.get_mut(i)) {
+            *seen = true;
+        }
+    }
     let unlisted = |name: &str| unlisted.iter().any(|folder| name.starts_with(folder));
-    let tracked: Vec<&String> = rows
+    let tracked: Vec<(&String, bool)> = rows
         .iter()
-        .filter(|(_, r)| r.status != Status::Gone)
-        .map(|(name, _)| name)
+        .zip(found)
+        .filter(|((_, r), _)| r.status != Status::Gone)
+        .map(|((name, _), found)| (name, found))
         .collect();
     let vanished: Vec<String> = tracked
         .iter()
-        .filter(|name| !present.contains(name.as_str()) && !unlisted(name))
-        .map(|name| (*name).clone())
+        .filter(|(name, found)| !found && !unlisted(name))
+        .map(|(name, _)| (*name).clone())
         .collect();
     if verdict::vanished(tracked.len(), vanished.len(), files.len()) == Vanished::Refuse {
         return Err(exit::fail(

@@ -5,8 +5,6 @@
 //! `file_hash`, `processed_at` and `items_extracted` always describe the last
 //! success, so a failure never hides what the outputs hold.
 
-use std::collections::HashMap;
-
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 
@@ -14,12 +12,13 @@ use super::sql::{Db, Param, Row as SqlRow, Table, Value};
 use super::{parse_timestamp, sql_int, timestamp};
 use crate::args;
 use crate::scan::Stat;
+use crate::state_rows::Rows;
 use crate::verdict::{Row, Seen, Status};
 
-/// Loads every row of one processor in a single query, keyed by session file.
-pub fn load(db: &dyn Db, processor: &str) -> Result<HashMap<String, Row>> {
-    // Sized once: growing a map of 100,000 rows rehashes it many times.
-    let mut map = HashMap::with_capacity(count(db, processor)?);
+/// Loads every row of one processor in a single query.
+pub fn load(db: &dyn Db, processor: &str) -> Result<Rows> {
+    // Sized once: growing to 100,000 rows would copy them many times.
+    let mut rows = Vec::with_capacity(count(db, processor)?);
     db.query(
         "SELECT session_file, status, processor_version, file_hash, file_size, mtime_ns,
                 ctime_ns, inode, read_racy, attempts, attempt_hash, next_attempt_at,
@@ -27,12 +26,11 @@ pub fn load(db: &dyn Db, processor: &str) -> Result<HashMap<String, Row>> {
          FROM session_processor_state WHERE source = ?2 AND processor_name = ?1",
         args![processor, db.source()],
         &mut |r| {
-            let (name, row) = from_row(r)?;
-            map.insert(name, row);
+            rows.push(from_row(r)?);
             Ok(())
         },
     )?;
-    Ok(map)
+    Ok(rows.into_iter().collect())
 }
 
 /// One row of [`load`]'s query.

@@ -159,15 +159,16 @@ struct Waiting<'f> {
 /// changed. A file that waits to settle is not unprocessed: it is not due.
 fn waiting<'f>(
     files: &'f [SessionFile],
-    state: &std::collections::HashMap<String, verdict::Row>,
+    state: &crate::state_rows::Rows,
     p: &dyn Processor,
     now: DateTime<Utc>,
 ) -> Waiting<'f> {
     let mut count = 0;
     let mut settling = 0;
     let mut oldest: Option<(i64, &str)> = None;
+    let mut rows = state.cursor();
     for f in files {
-        let row = state.get(&f.name);
+        let row = rows.get(&f.name);
         if !verdict::is_waiting(row, &f.stat, p.version()) {
             continue;
         }
