@@ -78,26 +78,25 @@ impl GlobalArgs {
     }
 }
 
+// Deferred: only the subcommand given is built, its options, defaults and
+// long help included, not all of them on every start.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum Command {
     /// Run processors over new and changed session files.
-    #[command(after_long_help = help::run())]
     Run(RunArgs),
     /// List every processor, built-in and configured, with a crontab line.
-    #[command(after_long_help = help::list())]
     List(ListArgs),
     /// Show processor state; requeue or reset sessions.
-    #[command(after_long_help = help::state())]
     State(StateArgs),
     /// Create or upgrade the database schema; import the legacy table.
-    #[command(after_long_help = help::migrate())]
     Migrate(MigrateArgs),
     /// Tokens and cost by day, week, month or session; by user, model, project.
-    #[command(after_long_help = help::report())]
     Report(ReportArgs),
 }
 
 #[derive(Debug, Args)]
+#[command(after_long_help = help::report())]
 pub struct ReportArgs {
     /// The period each row covers, or one row per session file.
     #[arg(value_enum, default_value_t = Period::Daily)]
@@ -154,6 +153,7 @@ pub enum GroupBy {
 }
 
 #[derive(Debug, Args)]
+#[command(after_long_help = help::run())]
 pub struct RunArgs {
     /// Processors to run, one after another, each under its own lock.
     #[arg(value_name = "PROCESSOR", required_unless_present_any = ["all", "due"],
@@ -209,6 +209,7 @@ fn default_jobs() -> u16 {
 }
 
 #[derive(Debug, Args)]
+#[command(after_long_help = help::list())]
 pub struct ListArgs {
     /// Print a JSON array on stdout.
     #[arg(long)]
@@ -216,7 +217,7 @@ pub struct ListArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true)]
+#[command(args_conflicts_with_subcommands = true, after_long_help = help::state())]
 pub struct StateArgs {
     #[command(subcommand)]
     pub action: Option<StateAction>,
@@ -287,6 +288,7 @@ pub struct PruneArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_long_help = help::migrate())]
 pub struct MigrateArgs {
     /// Print current and target schema version and pending steps; change nothing.
     #[arg(long, conflicts_with = "from")]
