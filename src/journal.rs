@@ -94,6 +94,18 @@ impl<'a> Journal<'a> {
             .with_context(|| format!("cannot write {}", self.lock.path().display()))
     }
 
+    /// Whether nothing was ever written since the journal was last emptied,
+    /// as after every run that processed nothing. Asked of the open file,
+    /// which changes nothing: a read would update its access time.
+    pub fn is_empty(&self) -> Result<bool> {
+        let meta = self
+            .lock
+            .file()
+            .metadata()
+            .with_context(|| format!("cannot read {}", self.lock.path().display()))?;
+        Ok(meta.len() == 0)
+    }
+
     /// Empties every slot: nothing is in progress.
     pub fn clear_all(&self) -> Result<()> {
         self.lock
@@ -108,6 +120,12 @@ impl<'a> Journal<'a> {
 /// flight together are all `suspect` and charged nothing, to be retried one
 /// at a time (see [`crate::verdict::recovered`]).
 pub fn recover(db: &dyn Db, processor: &str, journal: &Journal) -> Result<()> {
+    // An empty journal, an unchanged run's, is neither read nor emptied
+    // again: each would change the file's times, an update the file system
+    // journals and the next run's start could wait on.
+    if journal.is_empty()? {
+        return Ok(());
+    }
     let entries = journal.left_by_dead_run()?;
     if !entries.is_empty() {
         let tx = db.transaction()?;
@@ -166,6 +184,40 @@ mod tests {
         );
         journal.clear_all().unwrap();
         assert!(journal.left_by_dead_run().unwrap().is_empty());
+        assert!(journal.is_empty().unwrap());
+    }
+
+    /// Recovery from an empty journal, every unchanged run's, leaves the
+    /// file as it was, its times included; a journal of cleared slots is
+    /// emptied.
+    #[test]
+    fn an_empty_journal_is_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let db_path = dir.path().join("state.db");
+        std::fs::write(&db_path, b"").unwrap();
+        let store = crate::store::Store::in_memory().unwrap();
+        let held = lock::acquire(&db_path, "usage", None).unwrap().unwrap();
+        let journal = Journal::new(&held);
+        let long_ago =
+            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+        let times = std::fs::FileTimes::new()
+            .set_accessed(long_ago)
+            .set_modified(long_ago);
+        held.file().set_times(times).unwrap();
+        recover(store.db(), "usage", &journal).unwrap();
+        let meta = std::fs::metadata(held.path()).unwrap();
+        assert_eq!(
+            (
+                meta.len(),
+                meta.modified().unwrap(),
+                meta.accessed().unwrap()
+            ),
+            (0, long_ago, long_ago)
+        );
+        journal.clear(3).unwrap();
+        assert!(!journal.is_empty().unwrap());
+        recover(store.db(), "usage", &journal).unwrap();
+        assert!(journal.is_empty().unwrap());
     }
 
     #[test]
