@@ -9,6 +9,7 @@
 //! row there, and its cost is NULL, never $0.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use anyhow::{Context as _, Result, bail};
 
@@ -19,6 +20,11 @@ pub const LONG_CONTEXT: u64 = 200_000;
 
 /// The table, embedded when sessionpipe is built.
 const TABLE: &str = include_str!("../prices/litellm-claude.json");
+
+/// What the table holds, as [`PriceBook::fingerprint`] hashes a book: it
+/// stands for the table there, so that a run that prices nothing (an
+/// unchanged one) never parses the table. A test holds it to the table.
+const TABLE_FINGERPRINT: &str = "c4e75cef57115c2956ea05e0919c950d";
 
 /// Dollars per token of each kind.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -116,9 +122,10 @@ impl Source {
 }
 
 /// The prices a run applies.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct PriceBook {
-    table: BTreeMap<String, Price>,
+    /// The embedded table, parsed at the first lookup.
+    table: OnceLock<BTreeMap<String, Price>>,
     config: BTreeMap<String, Price>,
 }
 
@@ -157,13 +164,6 @@ pub struct ConfigPrice {
 impl PriceBook {
     /// The embedded table with the config's sections over it.
     pub fn new(config: &BTreeMap<String, ConfigPrice>) -> Result<PriceBook> {
-        let file: TableFile =
-            serde_json::from_str(TABLE).context("the embedded price table is not valid")?;
-        let table = file
-            .models
-            .into_iter()
-            .map(|(name, e)| (name, e.price()))
-            .collect();
         let config = config
             .iter()
             .map(|(name, p)| {
@@ -173,7 +173,16 @@ impl PriceBook {
                 ))
             })
             .collect::<Result<_>>()?;
-        Ok(PriceBook { table, config })
+        Ok(PriceBook {
+            table: OnceLock::new(),
+            config,
+        })
+    }
+
+    /// The embedded table. It is valid JSON of the expected shape (the tests
+    /// read it); should it not be, no model finds a price there.
+    fn table(&self) -> &BTreeMap<String, Price> {
+        self.table.get_or_init(|| parse_table().unwrap_or_default())
     }
 
     /// The price of a model as a transcript names it, and the name it was
@@ -191,7 +200,10 @@ impl PriceBook {
             .replace(['.', '@'], "-");
         let undated = strip_date(&bare);
         let names = [Some(model), Some(bare.as_str()), undated];
-        for (prices, source) in [(&self.config, Source::Config), (&self.table, Source::Table)] {
+        for (prices, source) in [
+            (&self.config, Source::Config),
+            (self.table(), Source::Table),
+        ] {
             for name in names.iter().flatten() {
                 if let Some(price) = prices.get(*name) {
                     return Some(((*name).to_owned(), source, *price));
@@ -200,7 +212,7 @@ impl PriceBook {
         }
         // An undated name (`claude-sonnet-4`) is its latest dated release.
         let dated = format!("{bare}-");
-        self.table
+        self.table()
             .range(dated.clone()..)
             .take_while(|(k, _)| k.starts_with(&dated))
             .filter(|(k, _)| strip_date(k) == Some(bare.as_str()))
@@ -208,30 +220,47 @@ impl PriceBook {
             .map(|(k, p)| (k.clone(), Source::Table, *p))
     }
 
-    /// Changes whenever a resolution could: the table or the config. Made
-    /// of each name and each rate's bits, not of their text: formatting the
-    /// table's thousand rates as decimals was most of what pricing costs a
-    /// run with nothing to price.
+    /// Changes whenever a resolution could: the table (as
+    /// [`TABLE_FINGERPRINT`]) or the config.
     pub fn fingerprint(&self) -> String {
         use md5::{Digest as _, Md5};
-        // Destructured, so that a part added to the book cannot be left out;
-        // lengths as u64, so that hosts of any word size sharing a database
-        // agree.
-        let PriceBook { table, config } = self;
+        // Destructured, so that a part added to the book cannot be left out.
+        let PriceBook { table: _, config } = self;
         let mut hash = Md5::new();
-        for book in [table, config] {
-            hash.update((book.len() as u64).to_le_bytes());
-            for (name, price) in book {
-                hash.update((name.len() as u64).to_le_bytes());
-                hash.update(name.as_bytes());
-                hash.update([u8::from(price.above.is_some())]);
-                for rate in price.numbers() {
-                    hash.update(rate.to_bits().to_le_bytes());
-                }
-            }
-        }
+        hash.update(TABLE_FINGERPRINT);
+        hash.update(digest(config));
         crate::session::hex(&hash.finalize())
     }
+}
+
+/// A book's MD5, made of each name and each rate's bits, not of their text:
+/// formatting the table's thousand rates as decimals was most of what
+/// pricing cost a run with nothing to price. Lengths as u64, so that hosts
+/// of any word size sharing a database agree.
+fn digest(book: &BTreeMap<String, Price>) -> String {
+    use md5::{Digest as _, Md5};
+    let mut hash = Md5::new();
+    hash.update((book.len() as u64).to_le_bytes());
+    for (name, price) in book {
+        hash.update((name.len() as u64).to_le_bytes());
+        hash.update(name.as_bytes());
+        hash.update([u8::from(price.above.is_some())]);
+        for rate in price.numbers() {
+            hash.update(rate.to_bits().to_le_bytes());
+        }
+    }
+    crate::session::hex(&hash.finalize())
+}
+
+/// The embedded table's models and their prices.
+fn parse_table() -> Result<BTreeMap<String, Price>> {
+    let file: TableFile =
+        serde_json::from_str(TABLE).context("the embedded price table is not valid")?;
+    Ok(file
+        .models
+        .into_iter()
+        .map(|(name, e)| (name, e.price()))
+        .collect())
 }
 
 /// `name` without a trailing `-` and eight digits, if it has one.
@@ -357,6 +386,20 @@ mod tests {
     fn book(config: &str) -> PriceBook {
         let config: BTreeMap<String, ConfigPrice> = toml::from_str(config).unwrap();
         PriceBook::new(&config).unwrap()
+    }
+
+    /// The fingerprint that stands for the table is the table's own: a
+    /// table or a reading of it that changed without it would leave every
+    /// database's prices as they were.
+    #[test]
+    fn the_tables_fingerprint_is_its_own() {
+        let table = parse_table().unwrap();
+        assert!(table.len() > 10, "{} models", table.len());
+        assert_eq!(
+            digest(&table),
+            TABLE_FINGERPRINT,
+            "update TABLE_FINGERPRINT"
+        );
     }
 
     #[test]
