@@ -21,10 +21,28 @@ pub const LONG_CONTEXT: u64 = 200_000;
 /// The table, embedded when sessionpipe is built.
 const TABLE: &str = include_str!("../prices/litellm-claude.json");
 
-/// What the table holds, as [`PriceBook::fingerprint`] hashes a book: it
-/// stands for the table there, so that a run that prices nothing (an
-/// unchanged one) never parses the table. A test holds it to the table.
+/// The table's prices as [`digest`] hashes a book, which stands for the
+/// table in [`PriceBook::fingerprint`], so that a run that prices nothing
+/// (an unchanged one) never parses the table. A test holds it to the table
+/// and to how it is read; the table's bytes count too (see [`TABLE_BYTES`]).
 const TABLE_FINGERPRINT: &str = "c4e75cef57115c2956ea05e0919c950d";
+
+/// The table's bytes, hashed (64-bit FNV-1a) when sessionpipe is built: a
+/// refreshed table changes the fingerprint even before [`TABLE_FINGERPRINT`]
+/// is brought up to date.
+const TABLE_BYTES: u64 = {
+    let bytes = TABLE.as_bytes();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < bytes.len() {
+        hash = (hash ^ bytes[i] as u64).wrapping_mul(0x0100_0000_01b3);
+        i += 1;
+    }
+    hash
+};
+
+/// The table's models and their prices, parsed at the first lookup.
+static TABLE_PRICES: OnceLock<BTreeMap<String, Price>> = OnceLock::new();
 
 /// Dollars per token of each kind.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -121,11 +139,10 @@ impl Source {
     }
 }
 
-/// The prices a run applies.
+/// The prices a run applies: the embedded table's, and the config's over
+/// them.
 #[derive(Debug, Clone)]
 pub struct PriceBook {
-    /// The embedded table, parsed at the first lookup.
-    table: OnceLock<BTreeMap<String, Price>>,
     config: BTreeMap<String, Price>,
 }
 
@@ -173,16 +190,14 @@ impl PriceBook {
                 ))
             })
             .collect::<Result<_>>()?;
-        Ok(PriceBook {
-            table: OnceLock::new(),
-            config,
-        })
+        Ok(PriceBook { config })
     }
 
     /// The embedded table. It is valid JSON of the expected shape (the tests
-    /// read it); should it not be, no model finds a price there.
-    fn table(&self) -> &BTreeMap<String, Price> {
-        self.table.get_or_init(|| parse_table().unwrap_or_default())
+    /// read it); should it not be, no model finds a price there, and its
+    /// cost is unknown, never $0.
+    fn table(&self) -> &'static BTreeMap<String, Price> {
+        TABLE_PRICES.get_or_init(|| parse_table().unwrap_or_default())
     }
 
     /// The price of a model as a transcript names it, and the name it was
@@ -225,9 +240,10 @@ impl PriceBook {
     pub fn fingerprint(&self) -> String {
         use md5::{Digest as _, Md5};
         // Destructured, so that a part added to the book cannot be left out.
-        let PriceBook { table: _, config } = self;
+        let PriceBook { config } = self;
         let mut hash = Md5::new();
         hash.update(TABLE_FINGERPRINT);
+        hash.update(TABLE_BYTES.to_le_bytes());
         hash.update(digest(config));
         crate::session::hex(&hash.finalize())
     }

@@ -73,7 +73,8 @@ impl IntoIterator for Rows {
 #[derive(Debug)]
 pub struct Cursor<'r> {
     rows: &'r [(String, Row)],
-    /// Where the last name looked up was, or would be.
+    /// The first row after the last name looked up: every row before it
+    /// comes before that name.
     next: usize,
 }
 
@@ -87,8 +88,8 @@ impl<'r> Cursor<'r> {
             .is_some_and(|(last, _)| last.as_str() >= name);
         let from = if behind { 0 } else { self.next };
         let rest = self.rows.get(from..).unwrap_or_default();
-        // In order, the name is among the next few rows: a run of names
-        // without files (gone ones) is stepped over, no more often than once.
+        // In order, the name is among the next few rows; past a longer run
+        // of rows no name asks for (files gone since), a search finds it.
         let at = match rest.iter().take(8).position(|(n, _)| n.as_str() >= name) {
             Some(i) => i,
             None => rest.partition_point(|(n, _)| n.as_str() < name),

@@ -12,25 +12,21 @@ use crate::processor::Spend;
 use crate::report::Report;
 
 /// Records that a run started, and which process it is (so that `state`
-/// can tell a run still going from one that died), and forgets the runs
-/// beyond the last [`KEPT_RUNS`] once [`PRUNE_BATCH`] more have gathered:
+/// can tell a run still going from one that died), and at the first run of
+/// an hour forgets the runs beyond the last [`KEPT_RUNS`] (see [`prune`]):
 /// in one commit, at the start, which a run makes beside its walk, rather
 /// than at the end every run waits for (and which a run that dies never
 /// reaches). A database that cannot prune cannot record the run either: it
 /// does not begin.
 pub fn start(db: &dyn Db, processor: &str, started_at: DateTime<Utc>) -> Result<i64> {
     let tx = db.transaction()?;
+    let started_at = timestamp(started_at);
     let id = tx.one(
         "INSERT INTO runs (processor_name, started_at, pid, source) VALUES (?1, ?2, ?3, ?4)
          RETURNING id",
-        args![
-            processor,
-            timestamp(started_at),
-            std::process::id(),
-            tx.source()
-        ],
+        args![processor, started_at, std::process::id(), tx.source()],
     )?;
-    prune(&*tx, processor, id)?;
+    prune(&*tx, processor, id, &started_at)?;
     tx.commit()?;
     Ok(id)
 }
@@ -86,16 +82,9 @@ pub fn finish(db: &dyn Db, id: i64, report: &Report, finished_at: DateTime<Utc>)
 /// Runs kept per processor: a run a minute for a week.
 const KEPT_RUNS: i64 = 10_080;
 
-/// Runs beyond [`KEPT_RUNS`] that may gather before they are forgotten. To
-/// find the oldest run kept, a prune steps through a week of index entries,
-/// as much as the rest of an unchanged run's start; in batches, a
-/// one-minute job pays that once an hour instead of every minute.
-const PRUNE_BATCH: i64 = 64;
-
-/// The oldest run's id. With the newest's, it bounds the number of runs
-/// between them (ids only grow, other processors' runs take some), so it
-/// tells at the cost of one seek that no prune is due.
-const OLDEST: &str = "SELECT min(id) FROM runs WHERE source = ?2 AND processor_name = ?1";
+/// When the processor's run before run `?2` started.
+const PREVIOUS_START: &str = "SELECT started_at FROM runs
+     WHERE source = ?3 AND processor_name = ?1 AND id < ?2 ORDER BY id DESC LIMIT 1";
 
 /// The id of the oldest run kept (`?2` newer ones before it): read from the
 /// ids of an index, not from a week of runs.
@@ -110,11 +99,22 @@ const FORGET: [&str; 2] = [
 ];
 
 /// Forgets the runs (and their errors) beyond the last [`KEPT_RUNS`], the
-/// one just started among them, once the history may hold [`PRUNE_BATCH`]
-/// more: it never holds more than `KEPT_RUNS + PRUNE_BATCH - 1` runs.
-fn prune(db: &dyn Db, processor: &str, newest: i64) -> Result<()> {
-    let oldest: Option<i64> = db.one(OLDEST, args![processor, db.source()])?;
-    if oldest.is_none_or(|oldest| newest.saturating_sub(oldest) < KEPT_RUNS + PRUNE_BATCH - 1) {
+/// one just started (`newest`, at `started_at`) among them, unless the
+/// processor's run before it started earlier in the same hour (UTC): to
+/// find the oldest run kept, a prune steps through a week of index entries,
+/// as much as the rest of an unchanged run's start, which a one-minute job
+/// then pays once an hour. The history holds the last [`KEPT_RUNS`] runs and
+/// those started since the hour began. A clock that stands still or goes
+/// back prunes at every run.
+fn prune(db: &dyn Db, processor: &str, newest: i64, started_at: &str) -> Result<()> {
+    let previous: Option<String> = db.one(PREVIOUS_START, args![processor, newest, db.source()])?;
+    // `YYYY-MM-DDTHH`, the hour of a stored time.
+    let hour = |at: &str| at.get(..13).map(str::to_owned);
+    let earlier_this_hour = previous.is_some_and(|previous| {
+        previous.as_str() < started_at
+            && hour(&previous).is_some_and(|h| hour(started_at) == Some(h))
+    });
+    if earlier_this_hour {
         return Ok(());
     }
     let oldest_kept: Option<i64> =
@@ -253,7 +253,11 @@ mod tests {
         // Each statement with the search it must make and its number of
         // parameters.
         let wanted = [
-            (OLDEST.to_owned(), format!("COVERING INDEX {by_id})"), 2),
+            (
+                PREVIOUS_START.to_owned(),
+                format!("INDEX {by_id} AND id<?)"),
+                3,
+            ),
             (
                 OLDEST_KEPT.to_owned(),
                 format!("COVERING INDEX {by_id})"),
@@ -317,34 +321,46 @@ mod tests {
         }
     }
 
+    /// A time of 1 June 2026 (UTC), as a run's start.
+    fn at(time: &str) -> DateTime<Utc> {
+        format!("2026-06-01T{time}Z").parse().unwrap()
+    }
+
+    /// `n` finished runs of `processor`, all started at `time` (see [`at`]).
+    fn runs(conn: &dyn Db, processor: &str, n: i64, time: &str) {
+        conn.batch(&format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n})
+             INSERT INTO runs (processor_name, started_at, finished_at)
+             SELECT '{processor}', '2026-06-01T{time}.000Z', '2026-06-01T{time}.000Z' FROM n;"
+        ))
+        .unwrap();
+    }
+
     #[test]
     fn history_keeps_the_last_runs_and_their_errors_only() {
         let store = crate::store::Store::in_memory().unwrap();
         let conn = store.db();
-        let now = Utc::now();
-        // Runs 1 to the last that may gather before a prune, less one.
-        let most = KEPT_RUNS + PRUNE_BATCH - 1;
-        conn.batch(&format!(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {most} - 1)
-             INSERT INTO runs (processor_name, started_at, finished_at)
-             SELECT 'usage', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:01.000Z' FROM n;
-             INSERT INTO run_errors (run_id, session_file, error) VALUES (1, 'u/old.jsonl', 'old');"
-        ))
-        .unwrap();
         let count = |sql: &str| -> i64 { conn.one(sql, &[]).unwrap() };
         let usage = "SELECT count(*) FROM runs WHERE processor_name = 'usage'";
-        start(conn, "usage", now).unwrap();
-        assert_eq!(count(usage), most, "a batch gathers before a prune");
-        conn.batch("INSERT INTO runs (processor_name, started_at) VALUES ('other', '2026-01-01T00:00:00.000Z');")
+        runs(conn, "usage", KEPT_RUNS, "11:10:00");
+        conn.batch("INSERT INTO run_errors (run_id, session_file, error) VALUES (1, 'u/old.jsonl', 'old');")
             .unwrap();
-        let id = start(conn, "usage", now).unwrap();
+        // The first run of the hour prunes, the next ones of the hour do not.
+        start(conn, "usage", at("12:00:00")).unwrap();
+        assert_eq!(count(usage), KEPT_RUNS);
+        for minute in 1..=3 {
+            start(conn, "usage", at(&format!("12:{minute:02}:00"))).unwrap();
+        }
+        assert_eq!(count(usage), KEPT_RUNS + 3, "the hour's runs gather");
+        runs(conn, "other", 1, "12:59:00");
+        let id = start(conn, "usage", at("13:00:00")).unwrap();
         // Forgotten when the next run starts: a run that then dies has
         // pruned all the same. The newest run and the KEPT_RUNS - 1 before
         // it stay, the other processor's run between them not counted.
         assert_eq!(count(usage), KEPT_RUNS);
         assert_eq!(
             count("SELECT min(id) FROM runs WHERE processor_name = 'usage'"),
-            most - KEPT_RUNS + 2
+            6
         );
         assert_eq!(
             count("SELECT count(*) FROM run_errors WHERE error = 'old'"),
@@ -354,11 +370,26 @@ mod tests {
             count("SELECT count(*) FROM runs WHERE processor_name = 'other'"),
             1
         );
-        finish(conn, id, &one_error(), now).unwrap();
+        finish(conn, id, &one_error(), at("13:00:01")).unwrap();
         assert_eq!(
             last_errors(conn, "usage").unwrap(),
             [("u/a.jsonl".to_owned(), "boom".to_owned())]
         );
+    }
+
+    /// A clock that stands still or went back cannot hold the prunes off:
+    /// only a run started earlier in the same hour does.
+    #[test]
+    fn a_clock_that_stands_still_or_goes_back_prunes_every_run() {
+        let store = crate::store::Store::in_memory().unwrap();
+        let conn = store.db();
+        let count = |sql: &str| -> i64 { conn.one(sql, &[]).unwrap() };
+        let usage = "SELECT count(*) FROM runs WHERE processor_name = 'usage'";
+        runs(conn, "usage", KEPT_RUNS, "12:30:00");
+        for time in ["12:30:00", "12:20:00", "12:20:00"] {
+            start(conn, "usage", at(time)).unwrap();
+            assert_eq!(count(usage), KEPT_RUNS, "{time}");
+        }
     }
 
     /// A start that cannot prune records no run, and an end that cannot
@@ -369,16 +400,13 @@ mod tests {
         let conn = store.db();
         let count = |sql: &str| -> i64 { conn.one(sql, &[]).unwrap() };
         let now = Utc::now();
-        // As many runs as gather before a prune: the next start prunes.
-        let most = KEPT_RUNS + PRUNE_BATCH - 1;
-        conn.batch(&format!(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {most})
-             INSERT INTO runs (processor_name, started_at) SELECT 'usage', '2026-01-01T00:00:00.000Z' FROM n;
-             CREATE TEMP TRIGGER no_prune BEFORE DELETE ON runs BEGIN SELECT RAISE(ABORT, 'no'); END;"
-        ))
+        runs(conn, "usage", KEPT_RUNS, "00:00:00");
+        conn.batch(
+            "CREATE TEMP TRIGGER no_prune BEFORE DELETE ON runs BEGIN SELECT RAISE(ABORT, 'no'); END;",
+        )
         .unwrap();
         assert!(start(conn, "usage", now).is_err());
-        assert_eq!(count("SELECT count(*) FROM runs"), most);
+        assert_eq!(count("SELECT count(*) FROM runs"), KEPT_RUNS);
         conn.batch(
             "DROP TRIGGER no_prune;
              CREATE TEMP TRIGGER no_errors BEFORE INSERT ON run_errors
