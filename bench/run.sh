@@ -96,9 +96,11 @@ fresh_db() { rm -f "$DB" "$DB"-wal "$DB"-shm; }
 sql() { python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])' "$@" 2>/dev/null || echo "?"; }
 files_of() { find "$1" -name '*.jsonl' -print0; }
 # A week of one-minute runs of usage in the history of database $1, as a
-# cron job's database holds after its first week: what every run reads and
-# prunes of it is part of an unchanged rerun. They end a minute ago, older
-# than the runs already there both by time and by id.
+# cron job's database holds after its first week: what a run reads of it is
+# part of an unchanged rerun, and the first run of an hour prunes it (as one
+# tick in sixty of a one-minute job does; a round that crosses an hour
+# measures that one). They end a minute ago, older than the runs already
+# there both by time and by id.
 week_of_runs() {
   python3 - "$1" <<'PY'
 import datetime, sqlite3, sys

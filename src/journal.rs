@@ -6,10 +6,10 @@
 //! writes the attempt into its slot (one `pwrite`, no `fsync`: it survives
 //! the process, which is what matters); it clears the slot when the processor
 //! returns, and the next run empties the file once it has read it. A slot
-//! still filled then names a session the previous run died
-//! on, and [`recover`] counts that attempt, so a session that kills the
-//! process is quarantined rather than retried for ever, without a database
-//! commit before every session. A slot lost to a power loss only means that
+//! still filled then names a session the previous run died on, and
+//! [`recover`] counts that attempt, so a session that kills the process is
+//! quarantined rather than retried for ever, without a database commit
+//! before every session. A slot lost to a power loss only means that
 //! attempt is not counted.
 
 use std::io::Read;

@@ -29,7 +29,9 @@ const TABLE_FINGERPRINT: &str = "c4e75cef57115c2956ea05e0919c950d";
 
 /// The table's bytes, hashed (64-bit FNV-1a) when sessionpipe is built: a
 /// refreshed table changes the fingerprint even before [`TABLE_FINGERPRINT`]
-/// is brought up to date.
+/// is brought up to date. About 70 KB takes a third of the steps after which
+/// the compiler calls an evaluation long; a table three times larger would
+/// need this allowed.
 const TABLE_BYTES: u64 = {
     let bytes = TABLE.as_bytes();
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -235,7 +237,7 @@ impl PriceBook {
             .map(|(k, p)| (k.clone(), Source::Table, *p))
     }
 
-    /// Changes whenever a resolution could: the table (as
+    /// Changes whenever a resolution could: the table (its bytes and
     /// [`TABLE_FINGERPRINT`]) or the config.
     pub fn fingerprint(&self) -> String {
         use md5::{Digest as _, Md5};

@@ -73,8 +73,8 @@ impl IntoIterator for Rows {
 #[derive(Debug)]
 pub struct Cursor<'r> {
     rows: &'r [(String, Row)],
-    /// The first row after the last name looked up: every row before it
-    /// comes before that name.
+    /// The first row after the last name looked up: no row before it comes
+    /// after that name.
     next: usize,
 }
 

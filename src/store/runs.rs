@@ -104,17 +104,15 @@ const FORGET: [&str; 2] = [
 /// find the oldest run kept, a prune steps through a week of index entries,
 /// as much as the rest of an unchanged run's start, which a one-minute job
 /// then pays once an hour. The history holds the last [`KEPT_RUNS`] runs and
-/// those started since the hour began. A clock that stands still or goes
-/// back prunes at every run.
+/// the others started since the hour began. A clock that stands still or
+/// goes back, and a start that is no time (a hand edit), prune at every run.
 fn prune(db: &dyn Db, processor: &str, newest: i64, started_at: &str) -> Result<()> {
-    let previous: Option<String> = db.one(PREVIOUS_START, args![processor, newest, db.source()])?;
-    // `YYYY-MM-DDTHH`, the hour of a stored time.
-    let hour = |at: &str| at.get(..13).map(str::to_owned);
-    let earlier_this_hour = previous.is_some_and(|previous| {
-        previous.as_str() < started_at
-            && hour(&previous).is_some_and(|h| hour(started_at) == Some(h))
-    });
-    if earlier_this_hour {
+    let earlier_this_hour = db.row(PREVIOUS_START, args![processor, newest, db.source()], |r| {
+        Ok(r.text(0).ok().flatten().is_some_and(|previous| {
+            previous < started_at && hour(previous).is_some_and(|h| hour(started_at) == Some(h))
+        }))
+    })?;
+    if earlier_this_hour == Some(true) {
         return Ok(());
     }
     let oldest_kept: Option<i64> =
@@ -125,6 +123,11 @@ fn prune(db: &dyn Db, processor: &str, newest: i64, started_at: &str) -> Result<
         }
     }
     Ok(())
+}
+
+/// `YYYY-MM-DDTHH`, the hour of a stored time.
+fn hour(at: &str) -> Option<&str> {
+    at.get(..13)
 }
 
 /// The last finished run of `?1`, in source `?2`.
@@ -352,8 +355,9 @@ mod tests {
             start(conn, "usage", at(&format!("12:{minute:02}:00"))).unwrap();
         }
         assert_eq!(count(usage), KEPT_RUNS + 3, "the hour's runs gather");
-        runs(conn, "other", 1, "12:59:00");
-        let id = start(conn, "usage", at("13:00:00")).unwrap();
+        // Another processor's run earlier in the hour holds nothing off.
+        runs(conn, "other", 1, "13:00:00");
+        let id = start(conn, "usage", at("13:01:00")).unwrap();
         // Forgotten when the next run starts: a run that then dies has
         // pruned all the same. The newest run and the KEPT_RUNS - 1 before
         // it stay, the other processor's run between them not counted.
@@ -370,26 +374,42 @@ mod tests {
             count("SELECT count(*) FROM runs WHERE processor_name = 'other'"),
             1
         );
-        finish(conn, id, &one_error(), at("13:00:01")).unwrap();
+        finish(conn, id, &one_error(), at("13:01:01")).unwrap();
         assert_eq!(
             last_errors(conn, "usage").unwrap(),
             [("u/a.jsonl".to_owned(), "boom".to_owned())]
         );
     }
 
-    /// A clock that stands still or went back cannot hold the prunes off:
-    /// only a run started earlier in the same hour does.
+    /// A clock that stands still or went back cannot hold the prunes off,
+    /// nor can a start that is no time, nor another source's run: only this
+    /// source's run started earlier in the same hour does.
     #[test]
-    fn a_clock_that_stands_still_or_goes_back_prunes_every_run() {
+    fn only_a_run_earlier_in_the_hour_holds_the_prune_off() {
         let store = crate::store::Store::in_memory().unwrap();
         let conn = store.db();
         let count = |sql: &str| -> i64 { conn.one(sql, &[]).unwrap() };
-        let usage = "SELECT count(*) FROM runs WHERE processor_name = 'usage'";
+        let usage = "SELECT count(*) FROM runs WHERE processor_name = 'usage' AND source = ''";
         runs(conn, "usage", KEPT_RUNS, "12:30:00");
         for time in ["12:30:00", "12:20:00", "12:20:00"] {
             start(conn, "usage", at(time)).unwrap();
             assert_eq!(count(usage), KEPT_RUNS, "{time}");
         }
+        for previous in ["X'00'", "12", "'12:2'"] {
+            conn.batch(&format!(
+                "INSERT INTO runs (processor_name, started_at) VALUES ('usage', {previous});"
+            ))
+            .unwrap();
+            start(conn, "usage", at("12:40:00")).unwrap();
+            assert_eq!(count(usage), KEPT_RUNS, "after {previous}");
+        }
+        conn.batch(
+            "INSERT INTO runs (processor_name, started_at, source)
+             VALUES ('usage', '2026-06-01T13:05:00.000Z', 'elsewhere');",
+        )
+        .unwrap();
+        start(conn, "usage", at("13:10:00")).unwrap();
+        assert_eq!(count(usage), KEPT_RUNS, "after another source's run");
     }
 
     /// A start that cannot prune records no run, and an end that cannot
@@ -399,7 +419,7 @@ mod tests {
         let store = crate::store::Store::in_memory().unwrap();
         let conn = store.db();
         let count = |sql: &str| -> i64 { conn.one(sql, &[]).unwrap() };
-        let now = Utc::now();
+        let now = at("01:00:00");
         runs(conn, "usage", KEPT_RUNS, "00:00:00");
         conn.batch(
             "CREATE TEMP TRIGGER no_prune BEFORE DELETE ON runs BEGIN SELECT RAISE(ABORT, 'no'); END;",
