@@ -198,7 +198,7 @@ impl PriceBook {
     /// The embedded table. It is valid JSON of the expected shape (the tests
     /// read it); should it not be, no model finds a price there, and its
     /// cost is unknown, never $0.
-    fn table(&self) -> &'static BTreeMap<String, Price> {
+    fn table() -> &'static BTreeMap<String, Price> {
         TABLE_PRICES.get_or_init(|| parse_table().unwrap_or_default())
     }
 
@@ -219,7 +219,7 @@ impl PriceBook {
         let names = [Some(model), Some(bare.as_str()), undated];
         for (prices, source) in [
             (&self.config, Source::Config),
-            (self.table(), Source::Table),
+            (Self::table(), Source::Table),
         ] {
             for name in names.iter().flatten() {
                 if let Some(price) = prices.get(*name) {
@@ -229,7 +229,7 @@ impl PriceBook {
         }
         // An undated name (`claude-sonnet-4`) is its latest dated release.
         let dated = format!("{bare}-");
-        self.table()
+        Self::table()
             .range(dated.clone()..)
             .take_while(|(k, _)| k.starts_with(&dated))
             .filter(|(k, _)| strip_date(k) == Some(bare.as_str()))

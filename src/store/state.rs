@@ -47,6 +47,7 @@ fn from_row(r: &dyn SqlRow) -> Result<(String, Row)> {
     };
     let time =
         |i: usize| -> Result<Option<DateTime<Utc>>> { Ok(r.text(i)?.and_then(parse_timestamp)) };
+    let read: i64 = r.get(8)?;
     Ok((
         r.get::<String>(0)?,
         Row {
@@ -57,8 +58,8 @@ fn from_row(r: &dyn SqlRow) -> Result<(String, Row)> {
             file_hash: r.get(3)?,
             bytes: u64::try_from(r.get::<i64>(12)?).unwrap_or(0),
             stat,
-            racy: r.get::<i64>(8)? & READ_RACY != 0,
-            settling: r.get::<i64>(8)? & READ_SETTLING != 0,
+            racy: read & READ_RACY != 0,
+            settling: read & READ_SETTLING != 0,
             attempts: r.get(9)?,
             attempt_hash: r.get(10)?,
             next_attempt_at: time(11)?,
