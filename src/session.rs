@@ -12,7 +12,9 @@
 //! lines the processor was given, computed as they were given. A processor
 //! that stops reading early is recorded as having processed that prefix,
 //! never the bytes it did not see. A file over 1 MiB is hashed on a thread
-//! of its own while its lines are handed out (see [`hasher`]).
+//! of its own while its lines are handed out (see [`hasher`]); a smaller
+//! one is read into one buffer whole, and its hash can be left to a batch
+//! of such files hashed side by side (see [`batch`]).
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -21,6 +23,7 @@ use std::path::Path;
 
 use md5::{Digest as _, Md5};
 
+pub use batch::{Handed, hash_all};
 use hasher::Hasher;
 
 use crate::processor::Spend;
@@ -33,12 +36,15 @@ pub struct Digest {
     pub bytes: u64,
 }
 
-const CHUNK: usize = 256 * 1024;
-/// Files larger than this are hashed on a thread of their own (see
-/// [`hasher`]).
+/// Files larger than this stream through a buffer [`CHUNK`] long and are
+/// hashed on a thread of their own (see [`hasher`]); smaller ones are read
+/// into one buffer whole, and hashed in one piece.
 const HASH_ON_A_THREAD_OVER: u64 = 1 << 20;
+const CHUNK: usize = 256 * 1024;
 /// The smallest first read: most session files are far smaller than
 /// [`CHUNK`], and a buffer of their size costs less to allocate and zero.
+/// A file is read into a buffer one byte longer than its size, the room in
+/// which its end is seen.
 const FIRST_CHUNK: usize = 4096;
 
 /// Lines longer than this are not handed to the processor (they are still
@@ -231,26 +237,20 @@ impl<'a> Session<'a> {
     /// the whole prefix). A processor that read nothing and was given
     /// nothing was handed the empty prefix.
     pub fn handed_over(self) -> Handover {
+        self.hand_over().hashed()
+    }
+
+    /// [`Session::handed_over`], its hash left to [`hash_all`] when the
+    /// lines were read whole into one buffer and none of them hashed yet.
+    pub fn hand_over(self) -> Handed {
         match (self.lines, self.digest) {
             (Some(mut lines), _) => {
                 let whole = lines.done;
                 let prefixes = std::mem::take(&mut lines.prefixes);
-                Handover {
-                    digest: lines.finish(),
-                    whole,
-                    prefixes,
-                }
+                Handed::new(lines.finish_or_hold(), whole, prefixes)
             }
-            (None, Some(digest)) => Handover {
-                digest: digest.clone(),
-                whole: true,
-                prefixes: Vec::new(),
-            },
-            (None, None) => Handover {
-                digest: Lines::empty_digest(),
-                whole: false,
-                prefixes: Vec::new(),
-            },
+            (None, Some(digest)) => Handed::new(Ok(digest.clone()), true, Vec::new()),
+            (None, None) => Handed::new(Ok(Lines::empty_digest()), false, Vec::new()),
         }
     }
 }
@@ -294,6 +294,9 @@ pub struct Lines {
     /// MD5 of every passed line before `buf[hashed]`...
     md5: Hasher,
     hashed: usize,
+    /// ...which has been given some bytes (if not, the lines passed are all
+    /// of `buf[..start]`, none of them hashed yet)...
+    fed: bool,
     /// ...and how many bytes those passed lines hold.
     consumed: u64,
     /// Inside a line longer than [`MAX_LINE`], whose start was dropped from
@@ -312,13 +315,17 @@ impl Lines {
     /// Reads `file` from its start, no further than `limit` bytes.
     pub fn new(file: File, limit: Option<u64>) -> Lines {
         let size = file.metadata().map_or(u64::MAX, |m| m.len());
-        let expected = size.min(limit.unwrap_or(u64::MAX)).saturating_add(1);
-        let first = usize::try_from(expected).map_or(CHUNK, |n| n.clamp(FIRST_CHUNK, CHUNK));
+        let expected = size.min(limit.unwrap_or(u64::MAX));
+        let large = expected > HASH_ON_A_THREAD_OVER;
+        let first = match usize::try_from(expected.saturating_add(1)) {
+            Ok(whole) if !large => whole.max(FIRST_CHUNK),
+            _ => CHUNK,
+        };
         Lines {
             file: file.take(limit.unwrap_or(u64::MAX)),
             buf: Vec::new(),
             first,
-            large: size.min(limit.unwrap_or(u64::MAX)) > HASH_ON_A_THREAD_OVER,
+            large,
             start: 0,
             scan: 0,
             end: 0,
@@ -328,6 +335,7 @@ impl Lines {
             last_len: 0,
             md5: Hasher::new(),
             hashed: 0,
+            fed: false,
             consumed: 0,
             skipping: None,
             oversized: 0,
@@ -379,8 +387,9 @@ impl Lines {
         }
     }
 
-    /// Reads the next chunk behind the pending partial line; stops when a
-    /// signal asks the run to end.
+    /// Reads the next chunk behind the pending partial line, into the room
+    /// left in the buffer or, when there is none, made by hashing and
+    /// dropping the lines passed; stops when a signal asks the run to end.
     fn fill(&mut self) -> io::Result<()> {
         if let Some(signal) = crate::signals::received() {
             return Err(io::Error::other(format!(
@@ -388,6 +397,26 @@ impl Lines {
                 crate::signals::name(signal)
             )));
         }
+        if self.end == self.buf.len() {
+            self.make_room();
+        }
+        let n = loop {
+            match self.file.read(&mut self.buf[self.end..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        self.end += n;
+        self.eof = n == 0;
+        Ok(())
+    }
+
+    /// Hashes the lines passed and drops them from the buffer (and the
+    /// pending line too, when it is too long to keep), then makes a chunk's
+    /// room behind what is left.
+    fn make_room(&mut self) {
+        self.fed |= self.hashed < self.start;
         self.md5.update(&self.buf[self.hashed..self.start]);
         self.hashed = self.start;
         if self.end - self.start > MAX_LINE {
@@ -399,6 +428,7 @@ impl Lines {
                 .unwrap_or_else(|| (self.md5.here().clone(), 0));
             md5.update(&self.buf[self.start..self.end]);
             self.skipping = Some((md5, dropped + (self.end - self.start) as u64));
+            self.fed = true;
             self.start = 0;
             self.end = 0;
         } else if self.start > 0 {
@@ -419,16 +449,6 @@ impl Lines {
         if self.buf.len() < self.end + chunk {
             self.buf.resize(self.end + chunk, 0);
         }
-        let n = loop {
-            match self.file.read(&mut self.buf[self.end..]) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        };
-        self.end += n;
-        self.eof = n == 0;
-        Ok(())
     }
 
     /// In a file that has been quiet for its settle time, the final line
@@ -511,6 +531,18 @@ impl Lines {
         self.oversized
     }
 
+    /// The digest of the lines passed so far or, when none of them has been
+    /// hashed yet (a file read whole into one buffer), those lines, for a
+    /// batch to hash (see [`batch`]).
+    fn finish_or_hold(mut self) -> Result<Digest, Vec<u8>> {
+        if self.fed || self.large {
+            return Ok(self.finish());
+        }
+        debug_assert_eq!(self.consumed, self.start as u64);
+        self.buf.truncate(self.start);
+        Err(std::mem::take(&mut self.buf))
+    }
+
     /// The digest of the lines passed so far.
     pub fn finish(self) -> Digest {
         Digest {
@@ -527,6 +559,7 @@ impl Lines {
     }
 }
 
+mod batch;
 mod hasher;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,9 @@
 //! The worker loop: take a candidate, read and hash it, decide with
 //! [`crate::verdict`], run the processor (catching a panic), and tell the
-//! writer what happened, in exactly one message per candidate.
+//! writer what happened, in exactly one message per candidate. An attempt
+//! on a small file read whole is held back, unhashed, until a batch of them
+//! is hashed together (see [`crate::session::hash_all`]): a worker that stops
+//! sends what it holds first.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,7 +19,7 @@ use crate::failpoint;
 use crate::journal::{Entry, Journal};
 use crate::processor::{Interruption, Outcome};
 use crate::scan::SessionFile;
-use crate::session::{self, Digest, Handover, Session};
+use crate::session::{self, Digest, Handed, Handover, Session};
 use crate::signals;
 use crate::verdict::{self, AfterHash, Plan, Row, Seen};
 
@@ -101,6 +104,80 @@ enum Visit<'a> {
     Attempt(Attempt<'a>),
 }
 
+/// What an attempt comes to: a message, or the processor's return with
+/// the content it was handed, perhaps still to be hashed.
+enum Attempted<'a> {
+    Settled(Msg<'a>),
+    Returned(Returned<'a>, Handed),
+}
+
+/// An attempt the processor returned from, but for its content's digest.
+struct Returned<'a> {
+    file: &'a SessionFile,
+    attempts: u32,
+    seen: Seen,
+    settled: bool,
+    attempt_hash: Option<String>,
+    result: Result<Outcome>,
+    streak_ended: bool,
+    new: bool,
+}
+
+impl<'a> Returned<'a> {
+    /// The message, once the digest of what was handed over is known.
+    fn done(self, handover: Handover) -> Msg<'a> {
+        let file = self.file;
+        let seen = verdict::after_read(self.seen, &file.stat, handover.digest.bytes, self.settled);
+        Msg::Done(Done {
+            file,
+            attempts: self.attempts,
+            seen,
+            attempt_hash: self
+                .attempt_hash
+                .or_else(|| handover.whole.then(|| handover.digest.hash.clone())),
+            result: self.result,
+            handover,
+            streak_ended: self.streak_ended,
+            new: self.new,
+        })
+    }
+}
+
+/// Returned attempts held back for their contents to be hashed together:
+/// at most this many (the lanes of an AVX-512 register; more would only
+/// keep the writer waiting longer)...
+const HOLD_AT_MOST: usize = 16;
+/// ...holding at most this many bytes of content (per worker: memory).
+const HOLD_BYTES: usize = 2 << 20;
+
+#[derive(Default)]
+struct Held<'a> {
+    returned: Vec<Returned<'a>>,
+    handed: Vec<Handed>,
+    bytes: usize,
+}
+
+impl<'a> Held<'a> {
+    /// Holds an attempt; whether the batch is full.
+    fn hold(&mut self, returned: Returned<'a>, handed: Handed) -> bool {
+        self.bytes = self.bytes.saturating_add(handed.held());
+        self.returned.push(returned);
+        self.handed.push(handed);
+        self.returned.len() >= HOLD_AT_MOST || self.bytes >= HOLD_BYTES
+    }
+
+    /// The messages of the attempts held, their contents hashed.
+    fn release(&mut self) -> Vec<Msg<'a>> {
+        self.bytes = 0;
+        let handovers = session::hash_all(std::mem::take(&mut self.handed));
+        std::mem::take(&mut self.returned)
+            .into_iter()
+            .zip(handovers)
+            .map(|(returned, handover)| returned.done(handover))
+            .collect()
+    }
+}
+
 /// The candidates, shared by the workers.
 pub struct Workers<'a> {
     ctx: &'a Context<'a>,
@@ -129,6 +206,24 @@ impl<'a> Workers<'a> {
 
     /// Takes candidates until none are left or the run stops.
     pub fn work(&self, worker: usize, tx: mpsc::Sender<Msg<'a>>) {
+        let mut held = Held::default();
+        if self.take(worker, &tx, &mut held) {
+            self.send_all(&tx, &mut held);
+        }
+    }
+
+    /// Sends a message; false when the writer is gone.
+    fn send(&self, tx: &mpsc::Sender<Msg<'a>>, msg: Msg<'a>) -> bool {
+        self.backlog.reserve(msg.held());
+        tx.send(msg).is_ok()
+    }
+
+    fn send_all(&self, tx: &mpsc::Sender<Msg<'a>>, held: &mut Held<'a>) -> bool {
+        held.release().into_iter().all(|msg| self.send(tx, msg))
+    }
+
+    /// The worker loop; false when the writer is gone.
+    fn take(&self, worker: usize, tx: &mpsc::Sender<Msg<'a>>, held: &mut Held<'a>) -> bool {
         let ctx = self.ctx;
         loop {
             if ctx
@@ -139,19 +234,29 @@ impl<'a> Workers<'a> {
                 ctx.stop.store(true, Ordering::SeqCst);
             }
             if ctx.stop.load(Ordering::SeqCst) || signals::received().is_some() {
-                return;
+                return true;
             }
             let i = self.next.fetch_add(1, Ordering::SeqCst);
             let Some(&(file, row)) = self.candidates.get(i) else {
-                return;
+                return true;
             };
             let msg = match self.visit(file, row) {
                 Visit::Settled(msg) => msg,
-                Visit::Attempt(attempt) => self.attempt(worker, attempt),
+                Visit::Attempt(attempt) => match self.attempt(worker, attempt) {
+                    Attempted::Settled(msg) => msg,
+                    Attempted::Returned(returned, handed) if handed.held() == 0 => {
+                        returned.done(handed.hashed())
+                    }
+                    Attempted::Returned(returned, handed) => {
+                        if held.hold(returned, handed) && !self.send_all(tx, held) {
+                            return false;
+                        }
+                        continue;
+                    }
+                },
             };
-            self.backlog.reserve(msg.held());
-            if tx.send(msg).is_err() {
-                return;
+            if !self.send(tx, msg) {
+                return false;
             }
         }
     }
@@ -237,10 +342,10 @@ impl<'a> Workers<'a> {
 
     /// Makes an attempt within the session cap: marks it in the worker's
     /// journal slot, runs the processor, clears the slot.
-    fn attempt(&self, worker: usize, attempt: Attempt<'a>) -> Msg<'a> {
+    fn attempt(&self, worker: usize, attempt: Attempt<'a>) -> Attempted<'a> {
         let made = self.ctx.attempts_made.fetch_add(1, Ordering::SeqCst);
         if self.ctx.opts.max_sessions.is_some_and(|m| made >= m) || self.ctx.cost_cap_reached() {
-            return Msg::Capped;
+            return Attempted::Settled(Msg::Capped);
         }
         let Attempt {
             file,
@@ -253,7 +358,7 @@ impl<'a> Workers<'a> {
         } = attempt;
         let journal = match self.ctx.mode {
             Mode::Commit(lock) => Journal::new(lock),
-            Mode::DryRun => return Msg::WouldProcess { file },
+            Mode::DryRun => return Attempted::Settled(Msg::WouldProcess { file }),
         };
         let attempt_hash = digest.as_ref().map(|d| d.hash.clone());
         let entry = Entry {
@@ -286,28 +391,27 @@ impl<'a> Workers<'a> {
         }
         // Paid for whatever becomes of the attempt.
         self.ctx.charge(&session.spent());
-        let handover = session.handed_over();
+        let handed = session.hand_over();
         if result.as_ref().is_err_and(session::is_gone) {
             // Renamed or replaced while it waited: not this session's doing.
-            return Msg::Skip { file, seen: None };
+            return Attempted::Settled(Msg::Skip { file, seen: None });
         }
         if result.is_err() && signals::received().is_some() {
             // Cut short by a signal: charged nothing, left for the next run.
-            return Msg::Capped;
+            return Attempted::Settled(Msg::Capped);
         }
         let streak_ended = self.count(&result);
-        let seen = verdict::after_read(seen, &file.stat, handover.digest.bytes, settled);
-        Msg::Done(Done {
+        let returned = Returned {
             file,
             attempts,
             seen,
-            attempt_hash: attempt_hash
-                .or_else(|| handover.whole.then(|| handover.digest.hash.clone())),
+            settled,
+            attempt_hash,
             result,
-            handover,
             streak_ended,
             new,
-        })
+        };
+        Attempted::Returned(returned, handed)
     }
 
     /// Stops taking sessions at once when the run cannot go on (the writer

@@ -9,6 +9,7 @@ mod failures;
 mod generated;
 mod hostile;
 mod locking;
+mod md5sum;
 mod migrate;
 mod moves;
 mod output;
