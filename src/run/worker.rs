@@ -154,21 +154,19 @@ const HOLD_BYTES: usize = 2 << 20;
 struct Held<'a> {
     returned: Vec<Returned<'a>>,
     handed: Vec<Handed>,
-    bytes: usize,
 }
 
 impl<'a> Held<'a> {
     /// Holds an attempt; whether the batch is full.
     fn hold(&mut self, returned: Returned<'a>, handed: Handed) -> bool {
-        self.bytes = self.bytes.saturating_add(handed.held());
         self.returned.push(returned);
         self.handed.push(handed);
-        self.returned.len() >= HOLD_AT_MOST || self.bytes >= HOLD_BYTES
+        self.returned.len() >= HOLD_AT_MOST
+            || self.handed.iter().map(Handed::held).sum::<usize>() >= HOLD_BYTES
     }
 
     /// The messages of the attempts held, their contents hashed.
     fn release(&mut self) -> Vec<Msg<'a>> {
-        self.bytes = 0;
         let handovers = session::hash_all(std::mem::take(&mut self.handed));
         std::mem::take(&mut self.returned)
             .into_iter()

@@ -35,14 +35,6 @@ impl Handed {
         }
     }
 
-    /// How many bytes were handed over.
-    pub fn bytes(&self) -> u64 {
-        match &self.content {
-            Ok(digest) => digest.bytes,
-            Err(bytes) => bytes.len() as u64,
-        }
-    }
-
     /// Memory held until the hash is computed: the unhashed bytes' buffer.
     pub fn held(&self) -> usize {
         self.content.as_ref().err().map_or(0, Vec::capacity)
@@ -73,7 +65,9 @@ pub fn hash_all(handed: Vec<Handed>) -> Vec<Handover> {
             let digest = match h.content {
                 Ok(digest) => digest,
                 Err(bytes) => Digest {
-                    hash: hex(&digests.next().unwrap_or_default()),
+                    hash: hex(&digests
+                        .next()
+                        .unwrap_or_else(|| unreachable!("a digest for every content unhashed"))),
                     bytes: bytes.len() as u64,
                 },
             };
