@@ -176,6 +176,27 @@ impl<'a> Held<'a> {
     }
 }
 
+/// How much nicer than the writer a worker runs.
+#[cfg(target_os = "linux")]
+const NICER_THAN_THE_WRITER: libc::c_int = 10;
+
+/// Lowers the calling worker's priority below the writer's. The writer is
+/// the one part of a run that cannot be shared out: when the workers and
+/// the writer want more cores than the machine has, a writer held to its
+/// share falls behind, and then drains the backlog alone while the other
+/// cores idle. Linux keeps a nice value per thread, so this steps back the
+/// worker alone (and what it starts: hashing threads, exec commands); other
+/// systems keep one per process, where it would slow the writer too.
+fn step_back() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: nice() takes a plain int and changes only the calling
+    // thread's priority. It cannot fail upwards; should it fail at all, the
+    // worker runs at the writer's priority, as it would elsewhere.
+    unsafe {
+        libc::nice(NICER_THAN_THE_WRITER);
+    }
+}
+
 /// The candidates, shared by the workers.
 pub struct Workers<'a> {
     ctx: &'a Context<'a>,
@@ -204,6 +225,7 @@ impl<'a> Workers<'a> {
 
     /// Takes candidates until none are left or the run stops.
     pub fn work(&self, worker: usize, tx: mpsc::Sender<Msg<'a>>) {
+        step_back();
         let mut held = Held::default();
         if self.take(worker, &tx, &mut held) {
             self.send_all(&tx, &mut held);
