@@ -327,6 +327,29 @@ fn every_run_is_recorded() {
 }
 
 #[test]
+fn a_run_that_read_sessions_leaves_its_work_in_the_database_file_alone() {
+    let env = counting_env();
+    env.session("u/a.jsonl", LINE);
+    let log = env.db.with_extension("db-wal");
+    env.run_one(&["count"], 0);
+    assert!(!log.exists(), "checkpointed into the database file at exit");
+    // An unchanged tree: its history row waits in the log, no fsync spent.
+    assert_eq!(n(&env.run_one(&["count"], 0), "candidates"), 0);
+    assert!(log.exists());
+    env.session("u/b.jsonl", LINE);
+    env.run_one(&["count"], 0);
+    assert!(!log.exists());
+    // A copy of the database file alone holds all three runs.
+    let copy = env.path("copy.db");
+    fs::copy(&env.db, &copy).unwrap();
+    let runs: i64 = rusqlite::Connection::open(&copy)
+        .unwrap()
+        .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(runs, 3);
+}
+
+#[test]
 fn a_file_dated_in_the_future_is_read_once_not_on_every_run() {
     let env = Env::new();
     let path = env.session("u/a.jsonl", LINE);
