@@ -180,13 +180,15 @@ impl<'a> Held<'a> {
 #[cfg(target_os = "linux")]
 const NICER_THAN_THE_WRITER: libc::c_int = 10;
 
-/// Lowers the calling worker's priority below the writer's. The writer is
-/// the one part of a run that cannot be shared out: when the workers and
-/// the writer want more cores than the machine has, a writer held to its
-/// share falls behind, and then drains the backlog alone while the other
-/// cores idle. Linux keeps a nice value per thread, so this steps back the
-/// worker alone (and what it starts: hashing threads, exec commands); other
-/// systems keep one per process, where it would slow the writer too.
+/// Lowers the calling worker's priority below the writer's, for a built-in
+/// processor, whose rows the writer writes. The writer is the one part of a
+/// run that cannot be shared out: when the workers and the writer want more
+/// cores than the machine has, a writer held to its share falls behind, and
+/// then drains the backlog alone while the other cores idle. Linux keeps a
+/// nice value per thread, so this steps back the worker alone (and the
+/// hashing threads it starts); other systems keep one per process, where it
+/// would slow the writer too. Never for an exec processor: a process cannot
+/// raise its priority again, and its commands would run niced for good.
 fn step_back() {
     #[cfg(target_os = "linux")]
     // SAFETY: nice() takes a plain int and changes only the calling
@@ -225,7 +227,9 @@ impl<'a> Workers<'a> {
 
     /// Takes candidates until none are left or the run stops.
     pub fn work(&self, worker: usize, tx: mpsc::Sender<Msg<'a>>) {
-        step_back();
+        if self.ctx.processor.kind() == "builtin" {
+            step_back();
+        }
         let mut held = Held::default();
         if self.take(worker, &tx, &mut held) {
             self.send_all(&tx, &mut held);

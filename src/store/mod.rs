@@ -141,10 +141,14 @@ impl Store {
     /// closes, for the next checkpoint, instead of copying it into the
     /// database file and removing the log (two fsyncs, and the log created
     /// afresh, with one more, by the next run). For runs that read no
-    /// session: a cron tick over an unchanged tree commits only its history
-    /// row. Nothing changes on PostgreSQL.
+    /// session: a cron tick over an unchanged tree commits little more than
+    /// its history row. A database this open created is checkpointed all
+    /// the same, so that its file alone holds its schema. Nothing changes on
+    /// PostgreSQL.
     pub fn checkpoint_later(&self) -> Result<()> {
-        if let Engine::Sqlite(s) = &self.engine {
+        if let Engine::Sqlite(s) = &self.engine
+            && !s.created
+        {
             s.conn.set_db_config(
                 rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
                 true,

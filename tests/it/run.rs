@@ -327,10 +327,17 @@ fn every_run_is_recorded() {
 }
 
 #[test]
-fn a_run_that_read_sessions_leaves_its_work_in_the_database_file_alone() {
+fn an_unchanged_tick_leaves_its_commits_in_the_wal() {
     let env = counting_env();
-    env.session("u/a.jsonl", LINE);
     let log = env.db.with_extension("db-wal");
+    // A run that creates the database checkpoints its schema, even with
+    // nothing to read.
+    assert_eq!(n(&env.run_one(&["count"], 0), "candidates"), 0);
+    assert!(
+        !log.exists(),
+        "a new database's file alone holds its schema"
+    );
+    env.session("u/a.jsonl", LINE);
     env.run_one(&["count"], 0);
     assert!(!log.exists(), "checkpointed into the database file at exit");
     // An unchanged tree: its history row waits in the log, no fsync spent.
@@ -346,7 +353,7 @@ fn a_run_that_read_sessions_leaves_its_work_in_the_database_file_alone() {
         .unwrap()
         .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(runs, 3);
+    assert_eq!(runs, 4);
 }
 
 #[test]

@@ -8,7 +8,6 @@
 //! process crash at once, and a power loss can cost only the last commits,
 //! never the consistency of outputs and state, which share each transaction.
 
-mod checkpoints;
 pub mod migrations;
 mod steps;
 
@@ -26,11 +25,10 @@ use super::sql::{Bulk, Db, Dialect, Param, Row, Statement, Table, Value};
 
 /// An open SQLite database.
 pub struct Sqlite {
-    /// Declared before the connection, so dropped before it: the writer's
-    /// connection closes last and SQLite removes the WAL.
-    checkpoints: Option<checkpoints::Background>,
     pub(super) conn: Connection,
     pub(super) source: String,
+    /// Whether this open created the schema.
+    pub(super) created: bool,
 }
 
 /// Opens (creating when missing) the database at `path`; a statement waits
@@ -71,9 +69,7 @@ pub fn open(path: &Path, need: Need, busy: Duration) -> Result<Sqlite> {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .with_context(|| format!("cannot open database {shown}"))?;
-    let mut sqlite = prepare(conn, need, busy, &shown.to_string())?;
-    sqlite.checkpoints = Some(checkpoints::Background::start(&mut sqlite.conn, resolved)?);
-    Ok(sqlite)
+    prepare(conn, need, busy, &shown.to_string())
 }
 
 /// The database at `path`, read only: nothing in it changes, not even its
@@ -88,9 +84,9 @@ pub fn open_read_only(path: &Path) -> Result<Sqlite> {
     migrations::user_version(&conn)
         .with_context(|| format!("{} is not a usable SQLite database", path.display()))?;
     Ok(Sqlite {
-        checkpoints: None,
         conn,
         source: String::new(),
+        created: false,
     })
 }
 
@@ -112,13 +108,10 @@ fn prepare(mut conn: Connection, need: Need, busy: Duration, shown: &str) -> Res
         return Err(super::newer_than_binary(shown, version, target));
     }
     set_wal(&conn, busy).with_context(|| format!("cannot set WAL mode on {shown}"))?;
-    // Checkpoints (each one an fsync) every 16 MiB of WAL rather than 4;
-    // a connection that writes moves them off its thread (see
-    // [`checkpoints`]).
-    conn.execute_batch(&format!(
-        "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint={};",
-        checkpoints::EVERY
-    ))?;
+    // Checkpoints (each one an fsync) every 16 MiB of WAL rather than 4.
+    conn.execute_batch(
+        "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=4096;",
+    )?;
     // The writer's statements, each prepared once: the default cache of
     // 16 evicts some of them on every session.
     conn.set_prepared_statement_cache_capacity(64);
@@ -129,13 +122,14 @@ fn prepare(mut conn: Connection, need: Need, busy: Duration, shown: &str) -> Res
         true,
     )?;
     // A new database gets the schema; an old one waits for `migrate`.
-    if need == Need::Current && version < target && !migrations::create_if_empty(&mut conn)? {
+    let created = need == Need::Current && version < target;
+    if created && !migrations::create_if_empty(&mut conn)? {
         return Err(super::needs_migrate(shown, version, target));
     }
     Ok(Sqlite {
-        checkpoints: None,
         conn,
         source: String::new(),
+        created,
     })
 }
 
