@@ -346,7 +346,7 @@ fn an_unchanged_tick_leaves_its_commits_in_the_wal() {
     env.session("u/b.jsonl", LINE);
     env.run_one(&["count"], 0);
     assert!(!log.exists());
-    // A copy of the database file alone holds all three runs.
+    // A copy of the database file alone holds all four runs.
     let copy = env.path("copy.db");
     fs::copy(&env.db, &copy).unwrap();
     let runs: i64 = rusqlite::Connection::open(&copy)
